@@ -1,0 +1,19 @@
+#include "evmdk/error.h"
+
+#include <cerrno>
+#include <cstring>
+
+namespace evmdk {
+
+SystemError::SystemError(int error_number, const std::string& message)
+    : Error(message), error_number_(error_number) {}
+
+void throw_errno_message(int error_number, const std::string& message) {
+  throw SystemError(error_number, fmt::format("{}: {}", message, std::strerror(error_number)));
+}
+
+std::string with_context(const std::string& context, const std::exception& error) {
+  return fmt::format("{}: {}", context, error.what());
+}
+
+}  // namespace evmdk
