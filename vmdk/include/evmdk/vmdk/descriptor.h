@@ -1,0 +1,45 @@
+#pragma once
+// The flat VMDK descriptor model and the QEMU-safe writer.
+// See ../shared/notes/qemu-vmdk.md: every trap listed there is refused by render().
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace evmdk::vmdk {
+
+inline constexpr uint64_t kSectorSize = 512;
+// twoGbMaxExtentFlat splits extents at 2 GiB.
+inline constexpr uint64_t kTwoGbExtentSectors = 4194304;
+
+enum class CreateType { MonolithicFlat, TwoGbMaxExtentFlat };
+
+// One FLAT extent: `sectors` 512-byte sectors of `path`, starting `offset` sectors into it.
+struct FlatExtent {
+  std::string path;  // absolute path (or /dev/fdset/N for fd passing)
+  uint64_t sectors = 0;
+  uint64_t offset = 0;
+
+  bool operator==(const FlatExtent&) const = default;
+};
+
+struct Descriptor {
+  CreateType create_type = CreateType::TwoGbMaxExtentFlat;
+  std::vector<FlatExtent> extents;  // in virtual-disk order
+  std::string adapter_type = "ide";
+
+  bool operator==(const Descriptor&) const = default;
+};
+
+uint64_t total_sectors(const Descriptor& descriptor);
+
+// Renders the well-known template byte for byte: all extents RW FLAT, no blank line before an
+// extent, extents split at 2 GiB for twoGbMaxExtentFlat, CID derived from the content (same
+// input, same bytes). Throws evmdk::Error naming the extent (index and path) for anything QEMU
+// would misread: '"', CR, LF or NUL in a path, a path over 511 bytes, zero sectors, overflowing
+// sector arithmetic, a result over 1 MiB, a "CID" substring before the CID line.
+std::string render(const Descriptor& descriptor);
+
+// render() then write atomically (temp file, fsync, rename, fsync of the directory).
+void write_descriptor_file(const std::string& path, const Descriptor& descriptor);
+
+}  // namespace evmdk::vmdk
