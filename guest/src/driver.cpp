@@ -243,7 +243,8 @@ struct LowerOutcome {
 };
 
 LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPlan& lower,
-                         const std::string& target, std::chrono::milliseconds timeout) {
+                         const std::string& target, std::chrono::milliseconds timeout,
+                         bool try_flat_device_mode) {
   const Storage& storage = *lower.storage;
   std::string context = fmt::format("layer {} (storage '{}'{})", lower.index, storage.source,
                                     lower.partition ? fmt::format(", partition {}", *lower.partition) : "");
@@ -287,11 +288,14 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     // Multi-device (fsmeta) image on one flat disk. Kernels 6.4+ read the extra devices from
     // the primary device at mapped_blkaddr when no device= is given; older ones refuse such a
     // mount (EINVAL), and then get read-only loop slices plus device= options.
-    if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) == 0) {
-      outcome.flat_device_mode = true;
-      return outcome;
+    std::string flat_error = "not tried";
+    if (try_flat_device_mode) {
+      if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) == 0) {
+        outcome.flat_device_mode = true;
+        return outcome;
+      }
+      flat_error = std::strerror(errno);
     }
-    std::string flat_error = std::strerror(errno);
     std::vector<LoopDevice> slices;
     std::string slice_data = data;
     for (size_t i = 0; i < superblock.devices.size(); ++i) {
@@ -391,15 +395,15 @@ std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
 }
 
 std::string mount_overlay(const std::string& layer_dir, const std::string& rootfs, size_t lowers,
-                          const std::vector<std::string>& extra) {
+                          const std::vector<std::string>& extra, bool try_lowerdir_plus) {
   std::string method;
   std::exception_ptr failure;
   std::thread worker([&] {
     try {
       if (::unshare(CLONE_FS) != 0) throw_errno("unshare(CLONE_FS)");
       if (::chdir(layer_dir.c_str()) != 0) throw_errno("cannot chdir to {}", layer_dir);
-      bool unsupported = false;
-      method = overlay_with_fsconfig(rootfs, lowers, extra, unsupported);
+      bool unsupported = true;
+      if (try_lowerdir_plus) method = overlay_with_fsconfig(rootfs, lowers, extra, unsupported);
       if (unsupported) method = overlay_with_mount_data(rootfs, lowers, extra);
     } catch (...) {
       failure = std::current_exception();
@@ -598,7 +602,11 @@ MountResult mount_rootfs(const MountRequest& request) {
   std::string layer_dir = container_dir + "/multi-layer";
   std::string upper_dir = layer_dir + "/upper";
 
-  if (::mkdir(base.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create base directory {}", base);
+  {
+    std::error_code ec;  // the base is shared by containers: created, never removed
+    fs::create_directories(base, ec);
+    if (ec) throw Error("cannot create base directory {}: {}", base, ec.message());
+  }
   if (load_journal(base, request.container_id)) {
     throw Error("container {} is already mounted or was not torn down (journal {} exists); run "
                 "teardown first", request.container_id, journal_path(base, request.container_id));
@@ -636,7 +644,7 @@ MountResult mount_rootfs(const MountRequest& request) {
         if (i >= plan.lowers.size()) return;
         try {
           LowerOutcome outcome = mount_lower(session, disks, plan.lowers[i], result.lowers[i],
-                                             request.device_timeout);
+                                             request.device_timeout, request.try_flat_device_mode);
           std::lock_guard lock(outcome_mutex);
           result.loop_devices.insert(result.loop_devices.end(), outcome.loops.begin(), outcome.loops.end());
           result.flat_device_mode = result.flat_device_mode || outcome.flat_device_mode;
@@ -681,7 +689,8 @@ MountResult mount_rootfs(const MountRequest& request) {
     session.step_done("mount:mkdir");
 
     session.will_mount(rootfs);
-    result.overlay_method = mount_overlay(layer_dir, rootfs, plan.lowers.size(), plan.overlay_options);
+    result.overlay_method = mount_overlay(layer_dir, rootfs, plan.lowers.size(), plan.overlay_options,
+                                          request.try_lowerdir_plus);
     session.set_phase("mounted");
     session.step_done("mount:overlay");
     return result;

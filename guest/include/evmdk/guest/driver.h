@@ -22,6 +22,12 @@ struct MountRequest {
   std::string base_dir = kDefaultBaseDir;
   std::chrono::milliseconds device_timeout{10000};  // waiting for disks and partitions
   unsigned parallel_mounts = 4;                     // lowers mounted concurrently
+  // Multi-device (fsmeta) lowers: true tries the kernel's flat-device mode first and falls
+  // back to loop slices + device= when the kernel refuses; false goes straight to slices.
+  bool try_flat_device_mode = true;
+  // Overlay: true passes lowers one by one (fsconfig lowerdir+, kernel 6.8+) when the kernel
+  // knows it; false always uses one page of mount(2) data with relative paths (as on 6.1).
+  bool try_lowerdir_plus = true;
   // Test hook: the process SIGKILLs itself right after the named step (see docs/guest.md).
   std::string crash_after;
 };
