@@ -150,6 +150,11 @@ TEST(VmdkWriter, RefusesEmptyDescriptorsBadAdaptersAndTooManyExtents) {
   EXPECT_THAT(error_of(many), HasSubstr("fd per line"));
   many.extents.pop_back();
   EXPECT_NO_THROW(render(many));
+  // A huge twoGbMaxExtentFlat extent is refused before it is split into 2^28 lines (found by
+  // the fuzzer: it used to run out of memory).
+  Descriptor huge;
+  huge.extents = {{"/huge", uint64_t{1} << 50, 0}};
+  EXPECT_THAT(error_of(huge), HasSubstr("extent 0 (path \"/huge\"): the descriptor would need"));
 }
 
 TEST(VmdkWriter, RefusesADescriptorQemuWouldCutAt1MiB) {

@@ -86,10 +86,24 @@ uint64_t total_sectors(const Descriptor& descriptor) {
 }
 
 std::vector<FlatExtent> emitted_extents(const Descriptor& descriptor) {
-  std::vector<FlatExtent> lines;
+  // Count before splitting: a huge extent would otherwise become billions of lines. Any
+  // descriptor with more lines than this is over QEMU's 1 MiB anyway.
+  constexpr uint64_t kLineCap = 1 << 16;
+  uint64_t line_count = 0;
   for (size_t i = 0; i < descriptor.extents.size(); ++i) {
     const FlatExtent& extent = descriptor.extents[i];
     check_extent(i, extent);
+    line_count += descriptor.create_type == CreateType::MonolithicFlat
+                      ? 1
+                      : (extent.sectors + kTwoGbExtentSectors - 1) / kTwoGbExtentSectors;
+    if (line_count > kLineCap) {
+      throw Error("{}: the descriptor would need more than {} extent lines", describe(i, extent),
+                  kLineCap);
+    }
+  }
+  std::vector<FlatExtent> lines;
+  lines.reserve(line_count);
+  for (const FlatExtent& extent : descriptor.extents) {
     if (descriptor.create_type == CreateType::MonolithicFlat) {
       lines.push_back(extent);
       continue;
