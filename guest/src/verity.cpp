@@ -337,6 +337,33 @@ VerityDevice::~VerityDevice() {
 
 std::string VerityDevice::path() const { return mapper_path(name_); }
 
+uint64_t VerityDevice::verify_all() const {
+  if (!active()) throw Error("verify_all on an empty VerityDevice");
+  std::string device = path();
+  UniqueFd fd = open_or_throw(device, O_RDONLY | O_DIRECT);
+  constexpr size_t kChunk = 1 << 20;
+  std::unique_ptr<void, decltype(&std::free)> buffer(std::aligned_alloc(4096, kChunk), &std::free);
+  if (!buffer) throw Error("out of memory reading {}", device);
+  uint64_t offset = 0;
+  for (;;) {
+    ssize_t n = ::pread(fd.get(), buffer.get(), kChunk, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int saved = errno;
+      // Narrow the failure down to the first bad 4 KiB block of this chunk for the message.
+      uint64_t bad = offset;
+      for (; bad < offset + kChunk; bad += 4096) {
+        if (::pread(fd.get(), buffer.get(), 4096, static_cast<off_t>(bad)) < 0) break;
+      }
+      throw_errno_message(saved, fmt::format("dm-verity {}: data fails verification at byte {} "
+                                             "(block {} of 4096 bytes)",
+                                             name_, bad, bad / 4096));
+    }
+    if (n == 0) return offset;
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
 std::string VerityDevice::release() { return std::exchange(name_, {}); }
 
 void VerityDevice::remove() {

@@ -10,6 +10,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
 #include <openssl/evp.h>
 
 #include <filesystem>
@@ -117,6 +118,10 @@ if open bad /dev/loop1 /bad.opts; then
   erofs-vmdk verity close bad; r close_bad $?
 fi
 
+erofs-vmdk verity check chk-good /dev/loop0 $(opts /good.opts) >/tmp/out 2>/tmp/err; r check_good $?
+r check_good_out "$(tr '\n' ' ' </tmp/out)"
+erofs-vmdk verity check chk-bad /dev/loop1 $(opts /bad.opts) >/tmp/out 2>/tmp/err; r check_bad $?
+r check_bad_err "$(tr '\n' ' ' </tmp/err)"
 open bad0 /dev/loop2 /bad0.opts
 open wrongroot /dev/loop0 /wrongroot.opts
 open wrongalg /dev/loop0 /wrongalg.opts
@@ -140,6 +145,7 @@ TEST(VerityQemu, GuestActivatesVerifiesAndRefuses) {
   std::string big = "EVMDK-DATA-MARKER" + random_bytes(200000, 11);
   test::make_tree(dir / "src", {{"big", big}, {"etc/motd", "hello\n"}});
   test::make_erofs(dir / "src", dir / "good.erofs");
+  const uint64_t data_size = fs::file_size(dir / "good.erofs");
   host::verity_format(dir / "good.erofs", {});
   auto options = host::verity_options_for_layer(dir / "good.erofs", host::VerityPolicy::kOn);
 
@@ -222,6 +228,13 @@ TEST(VerityQemu, GuestActivatesVerifiesAndRefuses) {
   EXPECT_NE(results["bad_read"], "0");
   EXPECT_THAT(results["bad_read_err"], HasSubstr("Input/output error"));
   EXPECT_EQ(results["close_bad"], "0");
+
+  // A full check (the RAII device removes itself on success and on failure) finds the block.
+  EXPECT_EQ(results["check_good"], "0");
+  EXPECT_THAT(results["check_good_out"], HasSubstr(fmt::format("/dev/loop0: {} bytes verified", data_size)));
+  EXPECT_NE(results["check_bad"], "0");
+  EXPECT_THAT(results["check_bad_err"],
+              HasSubstr(fmt::format("data fails verification at byte {}", (marker + 100000) / 4096 * 4096)));
 
   // Refused at activation, naming the device and the reason.
   EXPECT_NE(results["open_bad0"], "0");

@@ -78,6 +78,11 @@ class VerityDevice {
   // /dev/mapper/<name>; what to mount.
   std::string path() const;
 
+  // Reads the whole device through dm-verity, so every data block is checked against the tree
+  // now rather than on first access. Throws evmdk::Error naming the device and the byte offset
+  // of the first block that fails (EIO). Returns the number of bytes checked.
+  uint64_t verify_all() const;
+
   // Removes the device now. Throws (the device stays owned) when it cannot, e.g. still mounted.
   void remove();
   // Stops owning the device without removing it (e.g. teardown happens in another process,
