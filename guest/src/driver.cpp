@@ -24,6 +24,7 @@
 #include "evmdk/guest/loop_device.h"
 #include "evmdk/guest/mkdir_directive.h"
 #include "evmdk/guest/mountinfo.h"
+#include "evmdk/guest/verity.h"
 #include "evmdk/unique_fd.h"
 
 namespace fs = std::filesystem;
@@ -40,6 +41,7 @@ struct LowerPlan {
   unsigned index = 0;  // 0 = top
   const Storage* storage = nullptr;
   std::optional<unsigned> partition;
+  std::optional<VerityParams> verity;
 };
 
 struct Plan {
@@ -87,12 +89,11 @@ Plan make_plan(const std::vector<Storage>& storages) {
     if (storage.fstype != "erofs") {
       throw Error("storage #{} '{}': lower layers must be erofs, not '{}'", i, storage.source, storage.fstype);
     }
-    if (option_value(storage.options, marker::kDmverityEnabled).value_or("false") == "true") {
-      throw Error("storage #{} '{}': dm-verity protected lowers are not supported by this guest "
-                  "driver yet; refusing to mount it unprotected", i, storage.source);
-    }
     LowerPlan lower_plan;
     lower_plan.storage = &storage;
+    // Parsed now, so a malformed verity option refuses the mount before anything is done.
+    lower_plan.verity = verity_params_from_options(storage.options,
+                                                   fmt::format("storage #{} '{}'", i, storage.source));
     lower_plan.partition = unsigned_option(storage, marker::kPartitionNumber);
     if (lower_plan.partition && *lower_plan.partition == 0) {
       throw Error("storage #{} '{}': partition numbers start at 1", i, storage.source);
@@ -162,6 +163,12 @@ class MountSession {
     journal_.mounts.push_back(path);
     save_journal(journal_);
   }
+  void will_activate_verity(const std::string& name) {
+    std::lock_guard lock(mutex_);
+    journal_.verity_devices.push_back(name);
+    save_journal(journal_);
+  }
+  const std::string& container_id() const { return journal_.container_id; }
   void attached_loop(const JournalLoop& loop) {
     std::lock_guard lock(mutex_);
     journal_.loops.push_back(loop);
@@ -239,6 +246,7 @@ std::string resolve_disk(DiskCache& cache, const std::string& source, std::chron
 
 struct LowerOutcome {
   std::vector<std::string> loops;
+  std::string verity_device;
   bool flat_device_mode = false;
 };
 
@@ -278,11 +286,25 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     }
     auto [flags, data] = mount_flags_and_data(storage.options);
     flags |= MS_RDONLY | MS_NODEV | MS_NOSUID;
+    VerityDevice verity;
+    if (lower.verity) {
+      if (!superblock.devices.empty()) {
+        throw Error("{} is a multi-device EROFS image; dm-verity is supported for single-device "
+                    "lowers only", device);
+      }
+      std::string name = fmt::format("evmdk-{}-lower-{}", session.container_id(), lower.index);
+      session.will_activate_verity(name);
+      verity = VerityDevice::activate(name, device, device, *lower.verity);
+      device = verity.path();
+      outcome.verity_device = name;
+    }
     session.will_mount(target);
     if (superblock.devices.empty()) {
       if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) != 0) {
         throw Error("{}", mount_error("EROFS", device, target, data));
       }
+      // The journal owns the verity device from here: teardown removes it after the unmount.
+      if (verity.active()) verity.release();
       return outcome;
     }
     // Multi-device (fsmeta) image on one flat disk. Kernels 6.4+ read the extra devices from
@@ -549,6 +571,17 @@ TeardownReport teardown_rootfs(const TeardownRequest& request) {
   teardown.unmount_tree(container_dir, "left under the container directory");
   crash_point(request.crash_after, "teardown:unmounted");
 
+  // dm-verity devices over the lowers, now that nothing mounts them.
+  if (journal) {
+    for (auto it = journal->verity_devices.rbegin(); it != journal->verity_devices.rend(); ++it) {
+      try {
+        if (remove_verity_device(*it)) report.actions.push_back(fmt::format("removed dm-verity device {}", *it));
+      } catch (const std::exception& error) {
+        report.problems.push_back(fmt::format("dm-verity device {} not removed: {}", *it, error.what()));
+      }
+    }
+  }
+
   // Loop devices: autoclear normally released them with the unmount; detach any still bound.
   if (journal) {
     for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
@@ -648,6 +681,7 @@ MountResult mount_rootfs(const MountRequest& request) {
           std::lock_guard lock(outcome_mutex);
           result.loop_devices.insert(result.loop_devices.end(), outcome.loops.begin(), outcome.loops.end());
           result.flat_device_mode = result.flat_device_mode || outcome.flat_device_mode;
+          if (!outcome.verity_device.empty()) result.verity_devices.push_back(outcome.verity_device);
         } catch (const std::exception& error) {
           std::lock_guard lock(outcome_mutex);
           errors.push_back(error.what());
