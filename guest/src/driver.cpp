@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "evmdk/error.h"
@@ -158,20 +159,21 @@ class MountSession {
     std::lock_guard lock(mutex_);
     journal_.created_dirs.push_back(path);
   }
-  void will_mount(const std::string& path) {
-    std::lock_guard lock(mutex_);
-    journal_.mounts.push_back(path);
-    save_journal(journal_);
-  }
   void will_activate_verity(const std::string& name) {
     std::lock_guard lock(mutex_);
     journal_.verity_devices.push_back(name);
     save_journal(journal_);
   }
   const std::string& container_id() const { return journal_.container_id; }
+  // Saved after the lowers: until a mount holds it, an autoclear loop device is released by
+  // the kernel when this process dies, and the unmount releases it afterwards.
   void attached_loop(const JournalLoop& loop) {
     std::lock_guard lock(mutex_);
     journal_.loops.push_back(loop);
+  }
+  void will_mount_all(const std::vector<std::string>& paths) {
+    std::lock_guard lock(mutex_);
+    journal_.mounts.insert(journal_.mounts.end(), paths.begin(), paths.end());
     save_journal(journal_);
   }
   void set_phase(const std::string& phase) {
@@ -230,6 +232,7 @@ std::string mount_error(const std::string& what, const std::string& source,
 struct DiskCache {
   std::mutex mutex;
   std::map<std::string, std::string> disks;  // source -> device node
+  std::set<std::string> without_kernel_partitions;  // disks whose table the kernel ignores
 };
 
 std::string resolve_disk(DiskCache& cache, const std::string& source, std::chrono::milliseconds timeout) {
@@ -262,7 +265,16 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     LowerOutcome outcome;
     LoopDevice partition_slice;
     if (lower.partition) {
-      device = wait_for_partition(disk, *lower.partition, timeout);
+      bool kernel_partitions = true;
+      {
+        std::lock_guard lock(cache.mutex);
+        kernel_partitions = !cache.without_kernel_partitions.count(disk);
+      }
+      device = kernel_partitions ? wait_for_partition(disk, *lower.partition, timeout) : std::string();
+      if (device.empty()) {
+        std::lock_guard lock(cache.mutex);
+        cache.without_kernel_partitions.insert(disk);
+      }
       PartitionInfo partition = read_partition(disk, *lower.partition);
       if (auto expected = option_value(storage.options, marker::kPartUuid)) {
         if (!same_uuid(partition.uuid, *expected)) {
@@ -298,7 +310,6 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
       device = verity.path();
       outcome.verity_device = name;
     }
-    session.will_mount(target);
     if (superblock.devices.empty()) {
       if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) != 0) {
         throw Error("{}", mount_error("EROFS", device, target, data));
@@ -663,7 +674,12 @@ MountResult mount_rootfs(const MountRequest& request) {
       make_dir(session, result.lowers.back(), 0755);
     }
     make_dirs(session, rootfs, 0755);
-    session.save();
+    // Every mount is journaled before any is made, in one write (teardown skips those that
+    // never happened), so a crash at any point leaves nothing the journal does not name.
+    std::vector<std::string> mount_points = result.lowers;
+    mount_points.push_back(upper_dir);
+    mount_points.push_back(rootfs);
+    session.will_mount_all(mount_points);
     session.step_done("mount:dirs");
 
     // Lowers, concurrently.
@@ -694,10 +710,10 @@ MountResult mount_rootfs(const MountRequest& request) {
     for (size_t t = 0; t < parallel; ++t) threads.emplace_back(worker);
     for (auto& thread : threads) thread.join();
     if (!errors.empty()) throw Error("{}", errors.front());
+    session.save();  // the loop devices, for status and teardown
     session.step_done("mount:lowers");
 
     // Upper: the ext4 storage, or a tmpfs (memory-backed upper).
-    session.will_mount(upper_dir);
     if (plan.upper != nullptr) {
       const Storage& upper = *plan.upper;
       std::string device = find_disk(upper.source, request.device_timeout);
@@ -722,7 +738,6 @@ MountResult mount_rootfs(const MountRequest& request) {
     }
     session.step_done("mount:mkdir");
 
-    session.will_mount(rootfs);
     result.overlay_method = mount_overlay(layer_dir, rootfs, plan.lowers.size(), plan.overlay_options,
                                           request.try_lowerdir_plus);
     session.set_phase("mounted");
