@@ -597,8 +597,17 @@ TeardownReport teardown_rootfs(const TeardownRequest& request) {
   if (journal) {
     for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
       try {
-        if (detach_loop_if_bound(it->device, it->backing, it->offset)) {
-          report.actions.push_back(fmt::format("detached {}", it->device));
+        switch (detach_loop_if_bound(it->device, it->backing, it->offset)) {
+          case LoopDetach::NotBound:
+            break;
+          case LoopDetach::Detached:
+            report.actions.push_back(fmt::format("detached {}", it->device));
+            break;
+          case LoopDetach::StillInUse:
+            report.warnings.push_back(fmt::format(
+                "{} (over {}) is still in use; autoclear is set, so the kernel releases it when "
+                "its last user lets go", it->device, it->backing));
+            break;
         }
       } catch (const std::exception& error) {
         report.problems.push_back(error.what());
