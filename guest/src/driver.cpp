@@ -360,9 +360,10 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
 // (unshare(CLONE_FS)), so 250 lowers fit even in one page of legacy mount data, and no other
 // thread's cwd changes.
 
+// Throws when the kernel refuses; before 6.8 it does not know lowerdir+ (6.1's overlayfs
+// is not on the new mount API at all: fsconfig buffers the strings and CMD_CREATE fails).
 std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
-                                  const std::vector<std::string>& extra, bool& unsupported) {
-  unsupported = false;
+                                  const std::vector<std::string>& extra) {
   UniqueFd fs_fd(::fsopen("overlay", FSOPEN_CLOEXEC));
   if (!fs_fd) throw_errno("fsopen(overlay)");
   auto kernel_log = [&] {
@@ -380,14 +381,7 @@ std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
       throw_errno("overlay option {}={}{}", key, value, kernel_log());
     }
   };
-  if (::fsconfig(fs_fd.get(), FSCONFIG_SET_STRING, "lowerdir+", "lower-0", 0) != 0) {
-    if (errno == EINVAL) {  // kernels before 6.8 do not know lowerdir+
-      unsupported = true;
-      return {};
-    }
-    throw_errno("overlay option lowerdir+=lower-0{}", kernel_log());
-  }
-  for (size_t i = 1; i < lowers; ++i) set("lowerdir+", fmt::format("lower-{}", i));
+  for (size_t i = 0; i < lowers; ++i) set("lowerdir+", fmt::format("lower-{}", i));
   set("upperdir", "upper/upper");
   set("workdir", "upper/work");
   for (const auto& option : extra) {
@@ -435,9 +429,21 @@ std::string mount_overlay(const std::string& layer_dir, const std::string& rootf
     try {
       if (::unshare(CLONE_FS) != 0) throw_errno("unshare(CLONE_FS)");
       if (::chdir(layer_dir.c_str()) != 0) throw_errno("cannot chdir to {}", layer_dir);
-      bool unsupported = true;
-      if (try_lowerdir_plus) method = overlay_with_fsconfig(rootfs, lowers, extra, unsupported);
-      if (unsupported) method = overlay_with_mount_data(rootfs, lowers, extra);
+      std::string plus_error = "not tried";
+      if (try_lowerdir_plus) {
+        try {
+          method = overlay_with_fsconfig(rootfs, lowers, extra);
+          return;
+        } catch (const std::exception& error) {
+          plus_error = error.what();  // nothing is attached yet: try the other way
+        }
+      }
+      try {
+        method = overlay_with_mount_data(rootfs, lowers, extra);
+      } catch (const std::exception& error) {
+        throw Error("cannot mount the overlay at {}: with one page of mount(2) data: {}; with "
+                    "fsconfig lowerdir+: {}", rootfs, error.what(), plus_error);
+      }
     } catch (...) {
       failure = std::current_exception();
     }
