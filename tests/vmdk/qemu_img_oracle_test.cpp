@@ -330,6 +330,16 @@ TEST_F(Oracle, RelativeNamesResolveAgainstTheDescriptorPathAsGiven) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
+TEST_F(Oracle, ASparseVmdkIsNotADescriptor) {
+  std::string sparse = dir_ / "sparse.vmdk";
+  auto r = qemu_img({"create", "-f", "vmdk", sparse, "1M"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(lint_ids(sparse), testing::ElementsAre("not-a-descriptor"));
+  auto cli = test::cli({"lint", sparse});
+  EXPECT_EQ(cli.exit_code, 1);
+  EXPECT_THAT(cli.out, HasSubstr("sparse VMDK image"));
+}
+
 TEST_F(Oracle, EachExtentLineCostsQemuAnFd) {
   std::string a = data_file("a", 8, 'a');
   std::string many = header();
