@@ -296,7 +296,7 @@ std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const Ver
   store_le64(out.data() + sb_off::kDataBlocks, sb.data_blocks);
   out[sb_off::kSaltSize] = uint8_t(sb.salt.size());
   out[sb_off::kSaltSize + 1] = uint8_t(sb.salt.size() >> 8);
-  std::memcpy(out.data() + sb_off::kSalt, sb.salt.data(), sb.salt.size());
+  if (!sb.salt.empty()) std::memcpy(out.data() + sb_off::kSalt, sb.salt.data(), sb.salt.size());
   return out;
 }
 
