@@ -45,7 +45,8 @@ std::vector<std::string> dmverity_options(const std::string& layer, const std::s
 struct CleanupReport {
   bool existed = false;
   std::vector<std::string> removed;  // absolute paths
-  std::vector<std::string> left;     // absolute paths not removed, with the reason
+  std::vector<std::string> left;     // what the hook made but could not remove, with the reason
+  std::vector<std::string> kept;     // directories kept because they hold files not ours
 };
 // Removes exactly what run_hook created under <state-dir>/<id>/; a second run finds nothing
 // and succeeds. Never follows a symlink, never touches anything outside that directory.
