@@ -298,7 +298,15 @@ nlohmann::json load_json(const std::string& path) {
   }
 }
 
-void make_state_dir(const std::string& state_dir) {
+// Creates the state directory (and missing parents); returns the directories it created,
+// deepest first, so a failed run can remove them again.
+std::vector<std::string> make_state_dir(const std::string& state_dir) {
+  std::vector<std::string> created;
+  for (fs::path path = state_dir; !path.empty() && !fs::exists(fs::symlink_status(path));
+       path = path.parent_path()) {
+    created.push_back(path.string());
+    if (path == path.parent_path()) break;
+  }
   std::error_code error;
   fs::create_directories(state_dir, error);
   if (error) throw Error("cannot create state directory {}: {}", state_dir, error.message());
@@ -306,7 +314,23 @@ void make_state_dir(const std::string& state_dir) {
   if (::stat(state_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     throw Error("state directory {} is not a directory", state_dir);
   }
+  return created;
 }
+
+// Removes, on failure, the state directories a run created (only while they are empty).
+class CreatedDirs {
+ public:
+  explicit CreatedDirs(std::vector<std::string> dirs) : dirs_(std::move(dirs)) {}
+  CreatedDirs(const CreatedDirs&) = delete;
+  CreatedDirs& operator=(const CreatedDirs&) = delete;
+  ~CreatedDirs() {
+    for (const auto& dir : dirs_) ::rmdir(dir.c_str());
+  }
+  void release() { dirs_.clear(); }
+
+ private:
+  std::vector<std::string> dirs_;
+};
 
 }  // namespace
 
@@ -461,7 +485,7 @@ json run_hook(const HookRequest& request) {
   }
 
   // Write: the hook directory (exclusively ours), the disks, then the documents.
-  make_state_dir(state_dir);
+  CreatedDirs created_state_dirs(make_state_dir(state_dir));
   if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("cannot create {}", dir);
   DirectoryGuard guard(dir);
   std::vector<std::string> subdirs;
@@ -574,6 +598,7 @@ json run_hook(const HookRequest& request) {
   transaction.commit();
   if (new_upper) new_upper->keep();
   guard.release();
+  created_state_dirs.release();
   return output;
 }
 

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 
 #include <filesystem>
+#include <regex>
 #include <set>
 
 #include "evmdk/error.h"
@@ -78,6 +79,21 @@ TEST_F(Hook, ABadLayerIsNamedAndNothingIsWritten) {
   }
   EXPECT_EQ(tree(work_.path()), before);  // no state dir, no rwlayer.img, no temp file
   EXPECT_FALSE(fs::exists(rwlayer()));
+}
+
+TEST_F(Hook, AFailureAfterComposeRollsEverythingBack) {
+  // mkfs.ext4 refuses a 64 KiB image: that happens after the lower disk was composed into the
+  // hook directory, so the whole run must be undone (state dirs, compose output, temp image).
+  std::string list = block_list(layer(1));
+  list = std::regex_replace(list, std::regex("mkfs.size=8388608"), "mkfs.size=65536");
+  auto before = tree(work_.path());
+  try {
+    hook("c1", list);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), HasSubstr("mkfs.ext4 of the upper " + rwlayer() + " failed"));
+  }
+  EXPECT_EQ(tree(work_.path()), before);
 }
 
 TEST_F(Hook, AMissingSidecarIsNamedAndNothingIsWritten) {
