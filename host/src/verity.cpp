@@ -21,6 +21,7 @@
 
 #include "evmdk/atomic_file.h"
 #include "evmdk/error.h"
+#include "evmdk/host/probe.h"
 #include "evmdk/storage_spec.h"
 #include "evmdk/unique_fd.h"
 
@@ -331,12 +332,6 @@ std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what) {
     out.push_back(value);
   }
   return out;
-}
-
-std::string format_uuid(const std::array<uint8_t, 16>& uuid) {
-  std::string hex = to_hex(uuid);
-  return fmt::format("{}-{}-{}-{}-{}", hex.substr(0, 8), hex.substr(8, 4), hex.substr(12, 4),
-                     hex.substr(16, 4), hex.substr(20));
 }
 
 std::array<uint8_t, 16> parse_uuid(std::string_view text) {
