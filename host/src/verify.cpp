@@ -537,7 +537,10 @@ VerifyReport verify_disk(const VerifyOptions& options) {
                            where(layer.disk_offset), info.fs_size, w.expected->fs_size));
         }
       } catch (const Error& error) {
-        fail(fmt::format("{} at {}: {}", layer.name(), where(layer.disk_offset + kSuperblockOffset), error.what()));
+        // The probe names the image itself; keep one name per message.
+        std::string message = error.what();
+        if (message.rfind(layer.name() + ": ", 0) == 0) message.erase(0, layer.name().size() + 2);
+        fail(fmt::format("{} at {}: {}", layer.name(), where(layer.disk_offset + kSuperblockOffset), message));
       }
     }
   }
@@ -598,10 +601,14 @@ VerifyReport verify_disk(const VerifyOptions& options) {
   }
   std::sort(covered.begin(), covered.end());
   auto label_for = [&](uint64_t offset) {
+    const VerifiedLayer* before = nullptr;
     for (const auto& w : work) {
       if (offset >= w.layer.disk_offset && offset < w.region_end) return fmt::format("{} padding", w.layer.name());
+      if (w.layer.disk_offset <= offset && (before == nullptr || w.layer.disk_offset > before->disk_offset)) {
+        before = &w.layer;
+      }
     }
-    return std::string("gap");
+    return before != nullptr ? fmt::format("gap after {}", before->name()) : std::string("gap before the first layer");
   };
   auto add_region = [&](uint64_t begin, uint64_t end) {
     // Split [begin, end) around GPT structures.

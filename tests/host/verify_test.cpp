@@ -121,6 +121,7 @@ TEST_F(VerifyDisk, DamagedSuperblockFailsWithoutDigestsNamingTheLayer) {
   ASSERT_FALSE(report.ok());
   std::string problems = joined(report.problems);
   EXPECT_NE(problems.find("layer 2 (" + fs::canonical(layers[2]).string() + ")"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("superblock checksum"), std::string::npos) << problems;
   EXPECT_FALSE(report.layers[2].ok);
   EXPECT_TRUE(report.layers[0].ok && report.layers[1].ok) << problems;
 }
@@ -165,6 +166,8 @@ TEST_F(VerifyDisk, NonZeroByteInAGapFails) {
   patch_byte(out + "/zero.img", 0);
   VerifyReport report = run(false);
   ASSERT_FALSE(report.ok());
+  EXPECT_NE(joined(report.problems).find("gap after layer 0 (" + fs::canonical(layers[0]).string() + ") at disk offset"),
+            std::string::npos) << joined(report.problems);
   EXPECT_NE(joined(report.problems).find("non-zero byte"), std::string::npos) << joined(report.problems);
 }
 
@@ -220,6 +223,49 @@ TEST_F(VerifyDisk, CommandExitsNonZeroNamingTheLayerAndPrintsJson) {
   auto bad_digest = test::cli({"verify", out, "--digest", "md5"});
   EXPECT_EQ(bad_digest.exit_code, 1);
   EXPECT_NE(bad_digest.err.find("--digest md5"), std::string::npos) << bad_digest.err;
+}
+
+
+TEST_F(VerifyDisk, BareDescriptorWithoutLayoutIsCheckedAgainstItsOwnGpt) {
+  std::string alone = dir / "alone";
+  fs::create_directories(alone);
+  fs::copy_file(out + "/disk.vmdk", alone + "/disk.vmdk");  // extent paths are absolute
+  VerifyOptions options;
+  options.target = alone + "/disk.vmdk";
+  options.digest = true;
+  options.progress = false;
+  VerifyReport report = verify_disk(options);
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  EXPECT_TRUE(report.layout.empty());
+  ASSERT_EQ(report.layers.size(), 3u);
+  EXPECT_EQ(report.layers[1].path, fs::canonical(layers[1]).string());
+  EXPECT_EQ(report.layers[1].length, fs::file_size(layers[1]));
+  patch_byte(layers[1], 1024);  // the EROFS magic
+  report = verify_disk(options);
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(joined(report.problems).find("layer 1 (" + fs::canonical(layers[1]).string() + ")"), std::string::npos)
+      << joined(report.problems);
+}
+
+TEST(VerifyRawDisk, SingleLayerRawComposeIsVerified) {
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs");
+  test::TempDir dir;
+  test::make_tree(dir / "src", {{"etc/motd", "only layer\n"}});
+  test::make_erofs(dir / "src", dir / "only.erofs");
+  ComposeOptions options;
+  options.mode = ComposeMode::Raw;
+  options.layers.push_back({dir / "only.erofs", {}});
+  options.output_dir = dir / "disk";
+  compose(options);
+  VerifyOptions verify;
+  verify.target = dir / "disk";
+  verify.digest = true;
+  verify.progress = false;
+  VerifyReport report = verify_disk(verify);
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  ASSERT_EQ(report.layers.size(), 1u);
+  EXPECT_EQ(report.mode, "raw");
+  EXPECT_EQ(report.stats.bytes, fs::file_size(dir / "only.erofs"));
 }
 
 }  // namespace
