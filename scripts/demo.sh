@@ -21,7 +21,7 @@ mkdir -p "$out/trees/top/usr/share/doc"
 setfattr -n trusted.overlay.opaque -v y "$out/trees/top/usr/share/doc"
 
 for layer in base middle top; do
-  mkfs.erofs -q -T 0 "$out/$layer.erofs" "$out/trees/$layer" >/dev/null
+  mkfs.erofs --quiet -T 0 "$out/$layer.erofs" "$out/trees/$layer" >/dev/null
 done
 
 echo "== compose (top layer first)"

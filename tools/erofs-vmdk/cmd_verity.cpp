@@ -1,7 +1,196 @@
+// `erofs-vmdk verity ...`: host side (format, show) and guest side (open, close, list).
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
 #include "commands.h"
+#include "evmdk/error.h"
+#include "evmdk/guest/verity.h"
+#include "evmdk/host/verity.h"
 
 namespace evmdk::cli {
+namespace {
 
-void register_verity_commands(CLI::App& /*app*/) {}
+nlohmann::json describe(const host::VeritySidecar& sidecar, const host::VeritySuperblock& sb,
+                        uint64_t hash_end) {
+  return {{"roothash", sidecar.root_hash},
+          {"hashoffset", sidecar.hash_offset},
+          {"hash_end", hash_end},
+          {"uuid", host::format_uuid(sb.uuid)},
+          {"hash_type", sb.hash_type},
+          {"algorithm", sb.algorithm},
+          {"data_block_size", sb.data_block_size},
+          {"hash_block_size", sb.hash_block_size},
+          {"data_blocks", sb.data_blocks},
+          {"salt", sb.salt.empty() ? std::string("-") : host::to_hex(sb.salt)}};
+}
+
+void print_description(const nlohmann::json& d) {
+  fmt::print("root hash:       {}\n", d["roothash"].get<std::string>());
+  fmt::print("hash offset:     {}\n", d["hashoffset"].get<uint64_t>());
+  fmt::print("hash end:        {}\n", d["hash_end"].get<uint64_t>());
+  fmt::print("uuid:            {}\n", d["uuid"].get<std::string>());
+  fmt::print("hash type:       {}\n", d["hash_type"].get<uint32_t>());
+  fmt::print("algorithm:       {}\n", d["algorithm"].get<std::string>());
+  fmt::print("data block size: {}\n", d["data_block_size"].get<uint32_t>());
+  fmt::print("hash block size: {}\n", d["hash_block_size"].get<uint32_t>());
+  fmt::print("data blocks:     {}\n", d["data_blocks"].get<uint64_t>());
+  fmt::print("salt:            {}\n", d["salt"].get<std::string>());
+}
+
+}  // namespace
+
+void register_verity_commands(CLI::App& app) {
+  auto* verity = app.add_subcommand("verity", "dm-verity: protect layers (host), open them (guest)");
+  verity->require_subcommand(1);
+
+  // -- format
+  struct FormatArgs {
+    std::string layer;
+    std::optional<uint64_t> hash_offset;
+    std::string salt = std::string(64, '0');
+    std::string uuid;
+    std::string algorithm = "sha256";
+    uint32_t data_block_size = 4096;
+    uint32_t hash_block_size = 4096;
+    uint32_t hash_type = 1;
+    unsigned threads = 0;
+    bool no_sidecar = false;
+    bool force = false;
+    bool json = false;
+  };
+  auto format_args = std::make_shared<FormatArgs>();
+  auto* format = verity->add_subcommand(
+      "format", "append a dm-verity hash tree to LAYER and write LAYER.dmverity (as containerd "
+                "does; bit-identical to `veritysetup format` with the same parameters)");
+  format->add_option("LAYER", format_args->layer, "layer.erofs to protect")->required();
+  format->add_option("--hash-offset", format_args->hash_offset,
+                     "byte offset of the superblock and tree (default: the EROFS image size)");
+  format->add_option("--salt", format_args->salt, "salt as hex, '-' for none (default: 32 zero bytes)");
+  format->add_option("--uuid", format_args->uuid, "superblock UUID (default: random)");
+  format->add_option("--hash", format_args->algorithm, "hash algorithm (sha256, sha512)");
+  format->add_option("--data-block-size", format_args->data_block_size, "bytes");
+  format->add_option("--hash-block-size", format_args->hash_block_size, "bytes");
+  format->add_option("--format", format_args->hash_type, "hash type: 1 (default) or 0");
+  format->add_option("--threads", format_args->threads, "hashing threads (default: one per core)");
+  format->add_flag("--no-sidecar", format_args->no_sidecar, "do not write LAYER.dmverity");
+  format->add_flag("--force", format_args->force, "re-format a layer that already has a sidecar");
+  format->add_flag("--json", format_args->json, "print the result as JSON");
+  format->callback([format_args] {
+    host::VerityFormatOptions options;
+    options.hash_offset = format_args->hash_offset;
+    options.salt = format_args->salt == "-" ? std::vector<uint8_t>{}
+                                            : host::from_hex(format_args->salt, "--salt");
+    if (!format_args->uuid.empty()) options.uuid = host::parse_uuid(format_args->uuid);
+    options.algorithm = format_args->algorithm;
+    options.data_block_size = format_args->data_block_size;
+    options.hash_block_size = format_args->hash_block_size;
+    options.hash_type = format_args->hash_type;
+    options.threads = format_args->threads;
+    options.write_sidecar = !format_args->no_sidecar;
+    options.force = format_args->force;
+    auto result = host::verity_format(format_args->layer, options);
+    auto d = describe(result.sidecar, result.superblock, result.file_size);
+    if (format_args->json) {
+      fmt::print("{}\n", d.dump(2));
+    } else {
+      print_description(d);
+    }
+  });
+
+  // -- show
+  struct ShowArgs {
+    std::string layer;
+    bool check = false;
+    bool json = false;
+  };
+  auto show_args = std::make_shared<ShowArgs>();
+  auto* show = verity->add_subcommand(
+      "show", "print LAYER's dm-verity sidecar and superblock, after cross-checking them");
+  show->add_option("LAYER", show_args->layer, "layer.erofs")->required();
+  show->add_flag("--check", show_args->check, "also recompute the whole tree from the data");
+  show->add_flag("--json", show_args->json, "print JSON");
+  show->callback([show_args] {
+    auto info = host::inspect_verity_layer(show_args->layer);
+    if (!info) {
+      throw Error("layer {} has no dm-verity data ({} not found)", show_args->layer,
+                  host::verity_sidecar_path(show_args->layer));
+    }
+    auto d = describe(info->sidecar, info->superblock, info->hash_end);
+    if (show_args->check) {
+      std::string computed = host::verity_compute_root_hash(show_args->layer, info->superblock);
+      if (computed != info->sidecar.root_hash) {
+        throw Error("layer {}: data does not match the root hash {} (recomputed {})",
+                    show_args->layer, info->sidecar.root_hash, computed);
+      }
+      d["checked"] = true;
+    }
+    if (show_args->json) {
+      fmt::print("{}\n", d.dump(2));
+    } else {
+      print_description(d);
+      if (show_args->check) fmt::print("data:            verified\n");
+    }
+  });
+
+  // -- open / close / list (guest side; the mount flow uses the library directly)
+  struct OpenArgs {
+    std::string name;
+    std::string data_device;
+    std::string hash_device;
+    std::vector<std::string> options;
+  };
+  auto open_args = std::make_shared<OpenArgs>();
+  auto* open = verity->add_subcommand(
+      "open", "activate /dev/mapper/NAME over DEVICE from Storage-style X-kata.dmverity.* options");
+  open->add_option("NAME", open_args->name, "device-mapper name")->required();
+  open->add_option("DEVICE", open_args->data_device, "data device (the layer)")->required();
+  open->add_option("--hash-device", open_args->hash_device, "hash device (default: DEVICE)");
+  open->add_option("-o,--option", open_args->options, "X-kata.dmverity.* option (repeatable)")
+      ->required();
+  open->callback([open_args] {
+    auto params = guest::verity_params_from_options(open_args->options, open_args->data_device);
+    if (!params) throw Error("{}: the options do not enable dm-verity", open_args->data_device);
+    auto device = guest::VerityDevice::activate(
+        open_args->name, open_args->data_device,
+        open_args->hash_device.empty() ? open_args->data_device : open_args->hash_device, *params);
+    fmt::print("{}\n", device.path());
+    device.release();  // stays active until `verity close`
+  });
+
+  auto check_args = std::make_shared<OpenArgs>();
+  auto* check = verity->add_subcommand(
+      "check", "activate dm-verity over DEVICE, read all of it through the kernel's verification, "
+               "and remove the device again; fails naming the first corrupted block");
+  check->add_option("NAME", check_args->name, "device-mapper name (temporary)")->required();
+  check->add_option("DEVICE", check_args->data_device, "data device (the layer)")->required();
+  check->add_option("--hash-device", check_args->hash_device, "hash device (default: DEVICE)");
+  check->add_option("-o,--option", check_args->options, "X-kata.dmverity.* option (repeatable)")
+      ->required();
+  check->callback([check_args] {
+    auto params = guest::verity_params_from_options(check_args->options, check_args->data_device);
+    if (!params) throw Error("{}: the options do not enable dm-verity", check_args->data_device);
+    auto device = guest::VerityDevice::activate(
+        check_args->name, check_args->data_device,
+        check_args->hash_device.empty() ? check_args->data_device : check_args->hash_device,
+        *params);
+    uint64_t bytes = device.verify_all();  // the device is removed on every path
+    fmt::print("{}: {} bytes verified\n", check_args->data_device, bytes);
+  });
+
+  auto close_name = std::make_shared<std::string>();
+  auto* close = verity->add_subcommand("close", "remove dm-verity device NAME");
+  close->add_option("NAME", *close_name, "device-mapper name")->required();
+  close->callback([close_name] {
+    if (!guest::remove_verity_device(*close_name)) {
+      throw Error("no device-mapper device named {}", *close_name);
+    }
+  });
+
+  auto* list = verity->add_subcommand("list", "list device-mapper devices");
+  list->callback([] {
+    for (const auto& name : guest::device_mapper_names()) fmt::print("{}\n", name);
+  });
+}
 
 }  // namespace evmdk::cli

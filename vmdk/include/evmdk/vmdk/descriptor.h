@@ -3,6 +3,7 @@
 // See ../shared/notes/qemu-vmdk.md: every trap listed there is refused by render().
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace evmdk::vmdk {
@@ -10,8 +11,23 @@ namespace evmdk::vmdk {
 inline constexpr uint64_t kSectorSize = 512;
 // twoGbMaxExtentFlat splits extents at 2 GiB.
 inline constexpr uint64_t kTwoGbExtentSectors = 4194304;
+// QEMU reads at most this many descriptor bytes and silently ignores the rest.
+inline constexpr uint64_t kQemuMaxDescriptorBytes = 1048575;
+// QEMU looks for CID=/parentCID=/parentFileNameHint only in the first 10,240 bytes (the last
+// byte of that window is overwritten with a NUL, so 10,239 bytes are searched).
+inline constexpr uint64_t kQemuCidWindowBytes = 10240;
+// QEMU reads at most 511 bytes of an extent file name.
+inline constexpr uint64_t kQemuMaxPathBytes = 511;
+// Each extent line costs QEMU one open fd; the default soft limit is 1024. The writer refuses
+// more extent lines than this and the linter warns above it.
+inline constexpr uint64_t kMaxExtentLines = 768;
+// VirtualBox refuses descriptors with more lines than this.
+inline constexpr uint64_t kVirtualBoxMaxLines = 1100;
 
 enum class CreateType { MonolithicFlat, TwoGbMaxExtentFlat };
+
+// "monolithicFlat" / "twoGbMaxExtentFlat".
+std::string_view create_type_name(CreateType type);
 
 // One FLAT extent: `sectors` 512-byte sectors of `path`, starting `offset` sectors into it.
 struct FlatExtent {
@@ -30,7 +46,12 @@ struct Descriptor {
   bool operator==(const Descriptor&) const = default;
 };
 
+// Sum of the extents' sectors. Throws evmdk::Error if the sum overflows.
 uint64_t total_sectors(const Descriptor& descriptor);
+
+// The extent lines render() emits: for twoGbMaxExtentFlat every extent split into pieces of at
+// most kTwoGbExtentSectors with rising offsets; monolithicFlat extents unchanged.
+std::vector<FlatExtent> emitted_extents(const Descriptor& descriptor);
 
 // Renders the well-known template byte for byte: all extents RW FLAT, no blank line before an
 // extent, extents split at 2 GiB for twoGbMaxExtentFlat, CID derived from the content (same

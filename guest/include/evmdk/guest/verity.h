@@ -1,0 +1,106 @@
+#pragma once
+// dm-verity in the guest: turn a Storage's X-kata.dmverity.* options into verity parameters,
+// and activate a read-only verity device over a lower's block device (libcryptsetup), removed
+// again when its owner goes away. See docs/verity.md for the mount flow that uses it.
+//
+// Mount flow contract (guest driver):
+//   auto params = verity_params_from_options(storage.options, "lower-0 (/dev/vda1)");
+//   std::optional<VerityDevice> verity;
+//   if (params) verity = VerityDevice::activate(name, dev, dev, *params);  // same device
+//   mount(verity ? verity->path() : dev, ..., "erofs", MS_RDONLY);
+//   ... teardown: umount first, then verity->remove() (or let it go out of scope).
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace evmdk::guest {
+
+// Parameters of one dm-verity mapping. The hash tree lives on the hash device at hash_offset
+// (usually the same device as the data: containerd appends it to layer.erofs).
+struct VerityParams {
+  std::string root_hash;            // lowercase hex, digest size * 2 characters
+  uint64_t hash_offset = 0;         // bytes from the start of the hash device
+  // With a superblock (the default) these are read from it; when given explicitly in the
+  // options they must agree with it, or activation is refused.
+  std::optional<uint32_t> data_block_size;  // bytes (X-kata.dmverity.blocksize)
+  std::optional<uint32_t> hash_block_size;  // bytes (X-kata.dmverity.hashsize)
+  std::optional<std::string> algorithm;     // "sha256", ... (X-kata.dmverity.algorithm)
+  std::optional<std::string> salt;          // hex; "" or "-" = no salt (X-kata.dmverity.salt)
+  std::optional<uint32_t> hash_type;        // 0 or 1 (X-kata.dmverity.hashtype)
+  // No superblock at hash_offset: the tree starts right there and every parameter comes from
+  // the options (defaults: sha256, 4096/4096, hash type 1, no salt); the data area is the
+  // first hash_offset bytes of the data device.
+  bool no_superblock = false;
+
+  bool operator==(const VerityParams&) const = default;
+};
+
+// Reads X-kata.dmverity-enabled / X-kata.dmverity.* from a Storage's options.
+// Returns nullopt when verity is not enabled (no X-kata.dmverity-enabled=true and no
+// X-kata.dmverity.* option). Throws evmdk::Error naming `context` and the offending option for
+// a missing root hash or hash offset, a malformed value, an unknown X-kata.dmverity.* key,
+// X-kata.dmverity-enabled other than true/false, or dmverity options with enabled=false.
+std::optional<VerityParams> verity_params_from_options(const std::vector<std::string>& options,
+                                                       std::string_view context);
+
+// The options that carry `params` (the inverse of verity_params_from_options).
+std::vector<std::string> verity_options(const VerityParams& params);
+
+// Whether this kernel has device-mapper (dm-mod loaded or built in); dm-verity itself is
+// loaded on demand by the kernel or must be insmod-ed by the guest init.
+bool device_mapper_available();
+
+// A read-only dm-verity device /dev/mapper/<name>. Move-only; the destructor removes the
+// device (best effort: a device still in use, e.g. mounted, stays and the error is dropped —
+// call remove() to see it).
+class VerityDevice {
+ public:
+  VerityDevice() = default;  // owns nothing
+  VerityDevice(VerityDevice&& other) noexcept;
+  VerityDevice& operator=(VerityDevice&& other) noexcept;
+  VerityDevice(const VerityDevice&) = delete;
+  VerityDevice& operator=(const VerityDevice&) = delete;
+  ~VerityDevice();
+
+  // Activates dm-verity `name` over data_device, with the tree on hash_device (may be the same
+  // path). Before returning it reads the first data block through the new device, so a wrong
+  // root hash (or a tree that does not match the data's first block) refuses activation here
+  // instead of at mount time; nothing is left behind on failure. Throws evmdk::Error naming
+  // `name` and the devices: bad name, name already in use, no superblock / superblock that
+  // disagrees with the options, wrong root hash, no device-mapper in the kernel.
+  static VerityDevice activate(const std::string& name, const std::string& data_device,
+                               const std::string& hash_device, const VerityParams& params);
+
+  bool active() const { return !name_.empty(); }
+  const std::string& name() const { return name_; }
+  // /dev/mapper/<name>; what to mount.
+  std::string path() const;
+
+  // Reads the whole device through dm-verity, so every data block is checked against the tree
+  // now rather than on first access. Throws evmdk::Error naming the device and the byte offset
+  // of the first block that fails (EIO). Returns the number of bytes checked.
+  uint64_t verify_all() const;
+
+  // Removes the device now. Throws (the device stays owned) when it cannot, e.g. still mounted.
+  void remove();
+  // Stops owning the device without removing it (e.g. teardown happens in another process,
+  // which calls remove_verity_device(name)). Returns the name.
+  std::string release();
+
+ private:
+  explicit VerityDevice(std::string name) : name_(std::move(name)) {}
+  std::string name_;
+};
+
+// Whether a device-mapper device with this name exists (any target type).
+bool verity_device_exists(const std::string& name);
+// Removes a dm-verity device by name; returns false when there was none. Throws when it exists
+// but cannot be removed (busy). For teardown after a crash, when no VerityDevice owns it.
+bool remove_verity_device(const std::string& name);
+// Names of existing device-mapper devices (from /sys/block/dm-*/dm/name), to check that
+// teardown left none behind.
+std::vector<std::string> device_mapper_names();
+
+}  // namespace evmdk::guest

@@ -1,0 +1,104 @@
+#pragma once
+// Compose N EROFS layers into one read-only disk for a VM: raw (one layer), flat (a merged
+// fsmeta.erofs plus its device blobs, at their mapped_blkaddr) or gpt (one partition per
+// layer). Writes the VMDK descriptor, GPT head/tail, zero filler, storage.json, qemu.json
+// and layout.json into the output directory atomically. See docs/compose.md.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "evmdk/host/probe.h"
+#include "evmdk/storage_spec.h"
+#include "evmdk/vmdk/descriptor.h"
+
+namespace evmdk::host {
+
+enum class ComposeMode { Auto, Raw, Flat, Gpt };
+enum class LayerOrder { TopFirst, BottomFirst };
+
+std::string to_string(ComposeMode mode);
+ComposeMode parse_compose_mode(const std::string& text);  // auto|raw|flat|gpt
+LayerOrder parse_layer_order(const std::string& text);    // top-first|bottom-first
+
+struct LayerInput {
+  std::string path;
+  // Extra options appended to this layer's Storage (e.g. X-kata.dmverity.* from the verity
+  // code or the hook). Ignored for flat-mode device blobs (which have no Storage).
+  std::vector<std::string> extra_options;
+};
+
+struct ComposeOptions {
+  ComposeMode mode = ComposeMode::Auto;
+  // Order of `layers`. Flat mode: the fsmeta comes first, then the blobs in slot order,
+  // whatever the order.
+  LayerOrder order = LayerOrder::TopFirst;
+  std::vector<LayerInput> layers;
+  std::string output_dir;
+  // Descriptor names /dev/fdset/N instead of paths (rootless QEMU receives fds); qemu.json
+  // lists which file goes into which fdset.
+  bool fdset = false;
+  uint32_t first_fdset_id = 1;
+  // Overrides the deterministic serial (at most 20 bytes, [A-Za-z0-9._-]).
+  std::string serial;
+  bool check_blkid = true;  // passed to probe_layer
+};
+
+inline constexpr const char* kDescriptorName = "disk.vmdk";
+inline constexpr const char* kGptHeadName = "gpt-head.img";
+inline constexpr const char* kGptTailName = "gpt-tail.img";
+inline constexpr const char* kZeroName = "zero.img";
+inline constexpr const char* kStorageName = "storage.json";
+inline constexpr const char* kQemuName = "qemu.json";
+inline constexpr const char* kLayoutName = "layout.json";
+inline constexpr size_t kMaxSerialBytes = 20;
+
+// A span of the virtual disk and where its bytes come from.
+struct DiskExtent {
+  std::string role;  // "gpt-head", "layer", "zero", "gpt-tail", "fsmeta", "device"
+  uint64_t first_lba = 0;
+  uint64_t sectors = 0;
+  std::string path;          // the backing file
+  uint64_t file_offset = 0;  // in sectors
+  std::optional<size_t> layer_index;   // gpt/raw: 0 = top; flat: 0 = fsmeta, i = device i
+};
+
+struct ComposedLayer {
+  size_t index = 0;  // 0 = top layer (gpt/raw); flat: 0 = fsmeta, i = device slot i
+  std::string path;  // absolute
+  ErofsInfo info;    // blobs that are not EROFS images carry only path/file_size
+  bool is_erofs = true;
+  std::optional<uint32_t> partition_number;  // gpt only
+  std::string partuuid;                      // gpt only
+  std::string partition_name;                // gpt only
+  uint64_t first_lba = 0;
+  uint64_t sectors = 0;
+};
+
+struct ComposeResult {
+  ComposeMode mode = ComposeMode::Raw;  // resolved (never Auto)
+  std::string output_dir;               // absolute
+  std::string disk_path;                // the descriptor, or the layer itself in raw mode
+  std::string disk_format;              // "vmdk" or "raw"
+  std::string serial;
+  uint64_t disk_sectors = 0;
+  std::optional<vmdk::Descriptor> descriptor;  // absent in raw mode
+  std::vector<std::string> fdset_files;        // fdset mode: file of fdset first_fdset_id + i
+  std::string disk_guid;                       // gpt only
+  std::vector<ComposedLayer> layers;
+  std::vector<DiskExtent> extents;
+  std::vector<Storage> storages;
+  nlohmann::json qemu;  // contents of qemu.json
+  nlohmann::json layout;  // contents of layout.json
+};
+
+// Probes every layer, plans the disk and returns it without writing anything.
+ComposeResult plan_compose(const ComposeOptions& options);
+
+// plan_compose() then writes every output file in one OutputTransaction: all appear, or (on
+// any error) nothing new is left in the output directory. Same inputs, same bytes.
+ComposeResult compose(const ComposeOptions& options);
+
+}  // namespace evmdk::host

@@ -1,0 +1,88 @@
+#pragma once
+// Probing EROFS layer images: read and validate the superblock (magic, block size, feature
+// bits, CRC32C checksum, size against the file) and the device table of multi-device images.
+// Offsets and fields: ../shared/notes/erofs-format.md.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace evmdk::host {
+
+inline constexpr uint32_t kErofsMagic = 0xE0F5E1E2;
+inline constexpr uint64_t kSuperblockOffset = 1024;
+inline constexpr uint64_t kDeviceSlotSize = 128;
+
+namespace erofs_feature {
+inline constexpr uint32_t kCompatSbChksum = 0x1;
+inline constexpr uint32_t kCompatMtime = 0x2;
+inline constexpr uint32_t kCompatXattrFilter = 0x4;
+
+inline constexpr uint32_t kIncompatZeroPadding = 0x1;
+inline constexpr uint32_t kIncompatComprCfgs = 0x2;
+inline constexpr uint32_t kIncompatChunkedFile = 0x4;
+inline constexpr uint32_t kIncompatDeviceTable = 0x8;
+inline constexpr uint32_t kIncompatZtailpacking = 0x10;
+inline constexpr uint32_t kIncompatFragments = 0x20;
+inline constexpr uint32_t kIncompatXattrPrefixes = 0x40;
+inline constexpr uint32_t kIncompat48Bit = 0x80;
+// Every incompatible bit this prober understands; any other bit is refused.
+inline constexpr uint32_t kIncompatKnown = 0xFF;
+}  // namespace erofs_feature
+
+// One 128-byte device table slot (device id = index + 1).
+struct DeviceSlot {
+  std::string tag;              // printable tag, trailing NULs removed
+  uint64_t blocks = 0;          // blocks (| blocks_hi << 32 with 48BIT)
+  uint64_t mapped_blkaddr = 0;  // where flat-device mode reads this device from the primary
+
+  bool operator==(const DeviceSlot&) const = default;
+};
+
+struct ErofsInfo {
+  std::string path;
+  uint8_t blkszbits = 0;
+  uint64_t blocks = 0;      // filesystem size in blocks
+  uint64_t fs_size = 0;     // blocks << blkszbits
+  uint64_t file_size = 0;   // may exceed fs_size (an appended dm-verity tree)
+  uint64_t device = 0;      // st_dev / st_ino: "the same file twice" detection
+  uint64_t inode = 0;
+  std::array<uint8_t, 16> uuid{};
+  std::string uuid_string;  // canonical lower-case 8-4-4-4-12, all zeros when unset
+  std::string volume_name;
+  uint32_t feature_compat = 0;
+  uint32_t feature_incompat = 0;
+  bool has_checksum = false;  // SB_CHKSUM set (and, when set, verified)
+  uint32_t checksum = 0;
+  uint64_t build_time = 0;
+  uint16_t extra_devices = 0;
+  uint16_t devt_slotoff = 0;
+  std::vector<DeviceSlot> devices;
+  // A SHA-256 over the superblock block, sizes and UUID: cheap identity used to derive
+  // deterministic PARTUUIDs and serials (not a content digest).
+  std::array<uint8_t, 32> identity{};
+
+  uint32_t block_size() const { return 1u << blkszbits; }
+};
+
+struct ProbeOptions {
+  bool check_blkid = true;  // require libblkid to agree (TYPE=erofs, same UUID)
+};
+
+// Reads and validates the layer at `path`. Throws evmdk::Error naming the path for a missing
+// or unreadable file, not EROFS, bad checksum, unsupported block size / dirblkbits / feature
+// bits, a truncated image (file shorter than the filesystem), or a malformed device table.
+ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options = {});
+
+// Same checks on an image at `offset` bytes inside an open file (a partition of a raw disk);
+// `size` bounds the image (the partition size). file_size is set to `size`.
+ErofsInfo probe_image_at(int fd, uint64_t offset, uint64_t size, const std::string& name);
+
+std::string format_uuid(const std::array<uint8_t, 16>& uuid);
+std::string feature_names(uint32_t compat, uint32_t incompat);
+nlohmann::json to_json(const ErofsInfo& info);
+
+}  // namespace evmdk::host

@@ -1,0 +1,124 @@
+#pragma once
+// dm-verity on the host: containerd's `layer.erofs.dmverity` sidecar, the dm-verity superblock
+// at `hashoffset`, `verity format` (append a hash tree to a layer, bit-identical to
+// `veritysetup format` with the same parameters), and the per-layer X-kata.dmverity.* options
+// compose hands to the guest under a --verity off|auto|on policy. See docs/verity.md.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace evmdk::host {
+
+// ---- containerd sidecar: {"roothash": "<hex>", "hashoffset": <bytes>} ----
+struct VeritySidecar {
+  std::string root_hash;    // lowercase hex
+  uint64_t hash_offset = 0; // bytes into layer.erofs where the verity superblock starts
+  bool operator==(const VeritySidecar&) const = default;
+};
+
+std::string verity_sidecar_path(const std::string& layer_path);  // "<layer>.dmverity"
+// Throws evmdk::Error naming the file for unreadable JSON, missing/ill-typed fields.
+VeritySidecar parse_verity_sidecar(std::string_view json_text, const std::string& path);
+VeritySidecar read_verity_sidecar(const std::string& path);
+std::string verity_sidecar_json(const VeritySidecar& sidecar);
+void write_verity_sidecar(const std::string& path, const VeritySidecar& sidecar);  // atomic
+
+// ---- dm-verity superblock (512 bytes, little-endian, at hashoffset) ----
+inline constexpr size_t kVeritySuperblockSize = 512;
+struct VeritySuperblock {
+  uint32_t version = 1;
+  uint32_t hash_type = 1;
+  std::array<uint8_t, 16> uuid{};
+  std::string algorithm = "sha256";
+  uint32_t data_block_size = 4096;
+  uint32_t hash_block_size = 4096;
+  uint64_t data_blocks = 0;
+  std::vector<uint8_t> salt;  // at most 256 bytes
+  bool operator==(const VeritySuperblock&) const = default;
+};
+
+// Throws evmdk::Error naming `context` for a bad signature, version, sizes or salt length.
+VeritySuperblock parse_verity_superblock(std::span<const uint8_t> bytes, const std::string& context);
+std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const VeritySuperblock& sb);
+VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_offset);
+
+std::string format_uuid(const std::array<uint8_t, 16>& uuid);
+std::array<uint8_t, 16> parse_uuid(std::string_view text);  // throws on a malformed UUID
+std::string to_hex(std::span<const uint8_t> bytes);
+std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what);  // throws naming `what`
+
+// ---- the hash tree ----
+// Geometry of a tree: where each level lives, in hash blocks from the tree start (the block
+// after the superblock). Level 0 hashes the data blocks; the top level is stored first.
+struct VerityGeometry {
+  uint32_t digest_size = 0;
+  uint32_t hashes_per_block_bits = 0;
+  std::vector<uint64_t> level_start;   // per level, first block (relative to the tree start)
+  std::vector<uint64_t> level_blocks;  // per level, number of hash blocks
+  uint64_t tree_blocks = 0;            // all levels
+};
+VerityGeometry verity_geometry(const VeritySuperblock& sb);
+
+struct VerityFormatOptions {
+  // Where the superblock goes. Default: the EROFS image size from its superblock (so a second
+  // run after an interrupted one does not append after a partial tree), or the file size
+  // rounded up to the hash block size when the file is not EROFS.
+  std::optional<uint64_t> hash_offset;
+  std::string algorithm = "sha256";
+  uint32_t data_block_size = 4096;
+  uint32_t hash_block_size = 4096;
+  uint32_t hash_type = 1;
+  std::vector<uint8_t> salt = std::vector<uint8_t>(32, 0);  // containerd's default
+  std::optional<std::array<uint8_t, 16>> uuid;               // default: random (v4)
+  unsigned threads = 0;       // 0: one per core
+  bool write_sidecar = true;  // <layer>.dmverity
+  bool force = false;         // re-format a layer that already has a sidecar
+};
+
+struct VerityFormatResult {
+  VeritySidecar sidecar;
+  VeritySuperblock superblock;
+  uint64_t hash_blocks = 0;  // tree blocks, not counting the superblock
+  uint64_t file_size = 0;    // layer size afterwards
+};
+
+// Appends superblock + hash tree at hash_offset (data = the first hash_offset bytes, zero
+// padded up to it) and writes the sidecar. Throws evmdk::Error naming the layer.
+VerityFormatResult verity_format(const std::string& layer_path, const VerityFormatOptions& options);
+
+// Root hash of the data area of `path` (first sb.data_blocks blocks) computed from scratch,
+// and whether the stored tree matches it. For `verity show --check` and tests.
+std::string verity_compute_root_hash(const std::string& path, const VeritySuperblock& sb,
+                                     unsigned threads = 0);
+
+// ---- a protected layer, as compose sees it ----
+struct VerityLayerInfo {
+  VeritySidecar sidecar;
+  VeritySuperblock superblock;
+  uint64_t hash_end = 0;  // byte just past the tree: the layer's extent must reach this far
+};
+// Reads the sidecar and the superblock and cross-checks them with the file: the data area lies
+// before hashoffset, the tree fits in the file, and the root hash matches the tree's top
+// block (a cheap check: one block is hashed). nullopt when the layer has no sidecar.
+std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path);
+
+enum class VerityPolicy { kOff, kAuto, kOn };
+VerityPolicy parse_verity_policy(std::string_view text);  // "off" | "auto" | "on"
+std::string_view to_string(VerityPolicy policy);
+
+// The X-kata.dmverity-enabled / X-kata.dmverity.* options for one layer under `policy`:
+//  off  -> none;
+//  auto -> the options when the layer has a sidecar, none when it has not; a sidecar that is
+//          present but broken is an error (never silently dropped);
+//  on   -> the options; a layer without verity data is an error naming it.
+// Compose calls this for every lower in every mode and appends the result to its options.
+std::vector<std::string> verity_options_for_layer(const std::string& layer_path,
+                                                  VerityPolicy policy);
+// Same, from an already inspected layer.
+std::vector<std::string> verity_options(const VerityLayerInfo& info);
+
+}  // namespace evmdk::host

@@ -1,0 +1,576 @@
+#include "evmdk/host/compose.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "evmdk/atomic_file.h"
+#include "evmdk/error.h"
+#include "evmdk/host/gpt.h"
+#include "evmdk/unique_fd.h"
+
+namespace evmdk::host {
+namespace {
+
+namespace fs = std::filesystem;
+using vmdk::kSectorSize;
+
+constexpr size_t kMaxDescriptorPath = 511;
+
+uint64_t sectors_for(uint64_t bytes) { return (bytes + kSectorSize - 1) / kSectorSize; }
+uint64_t align_up(uint64_t value, uint64_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+struct Sha256 {
+  struct Deleter {
+    void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+  };
+  std::unique_ptr<EVP_MD_CTX, Deleter> ctx{EVP_MD_CTX_new()};
+  Sha256() {
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
+      throw Error("SHA-256 init failed");
+    }
+  }
+  Sha256& add(const void* data, size_t size) {
+    if (EVP_DigestUpdate(ctx.get(), data, size) != 1) throw Error("SHA-256 update failed");
+    return *this;
+  }
+  Sha256& add(std::string_view text) { return add(text.data(), text.size()); }
+  std::array<uint8_t, 32> finish() {
+    std::array<uint8_t, 32> digest{};
+    unsigned length = 0;
+    if (EVP_DigestFinal_ex(ctx.get(), digest.data(), &length) != 1) {
+      throw Error("SHA-256 final failed");
+    }
+    return digest;
+  }
+};
+
+std::string hex(const uint8_t* data, size_t size) {
+  std::string out;
+  for (size_t i = 0; i < size; ++i) out += fmt::format("{:02x}", data[i]);
+  return out;
+}
+
+// A name-based GUID (RFC 9562 version 8 layout) from a digest.
+gpt::Guid guid_from_digest(const std::array<uint8_t, 32>& digest) {
+  gpt::Guid guid{};
+  std::memcpy(guid.data(), digest.data(), 16);
+  guid[6] = static_cast<uint8_t>((guid[6] & 0x0f) | 0x80);
+  guid[8] = static_cast<uint8_t>((guid[8] & 0x3f) | 0x80);
+  return guid;
+}
+
+// The PARTUUID of the layer at `position` (0 = top): its identity (superblock block, sizes,
+// EROFS UUID) plus its position, so the same image twice still gets two PARTUUIDs and the
+// guest can tell a swapped partition from the one the host meant.
+gpt::Guid partuuid_for(const ErofsInfo& info, size_t position) {
+  std::string label = fmt::format("erofs-vmdk partuuid v1 position {}", position);
+  return guid_from_digest(Sha256()
+                              .add(label)
+                              .add(info.identity.data(), info.identity.size())
+                              .add(info.uuid.data(), info.uuid.size())
+                              .finish());
+}
+
+void check_descriptor_path(const std::string& path, const std::string& what) {
+  if (path.size() > kMaxDescriptorPath) {
+    throw Error("{}: path is {} bytes; a VMDK descriptor holds at most {} (use --fdset or a "
+                "shorter path)",
+                what, path.size(), kMaxDescriptorPath);
+  }
+  for (char c : path) {
+    if (c == '"' || c == '\n' || c == '\r' || c == '\0') {
+      throw Error("{}: path contains {} which a VMDK descriptor cannot hold (use --fdset or "
+                  "rename it)",
+                  what, c == '"' ? "a double quote" : "a line break or NUL");
+    }
+  }
+}
+
+bool valid_serial(const std::string& serial) {
+  if (serial.empty() || serial.size() > kMaxSerialBytes) return false;
+  return std::all_of(serial.begin(), serial.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+// QEMU option syntax doubles commas inside a value.
+std::string qemu_escape(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    out += c;
+    if (c == ',') out += ',';
+  }
+  return out;
+}
+
+bool has_erofs_magic(const std::string& path) {
+  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  uint8_t magic[4];
+  size_t got = pread_full(fd.get(), magic, sizeof magic, kSuperblockOffset, path);
+  if (got < sizeof magic) return false;
+  uint32_t value = static_cast<uint32_t>(magic[0]) | (static_cast<uint32_t>(magic[1]) << 8) |
+                   (static_cast<uint32_t>(magic[2]) << 16) |
+                   (static_cast<uint32_t>(magic[3]) << 24);
+  return value == kErofsMagic;
+}
+
+std::string absolute_path(const std::string& path) {
+  return fs::absolute(fs::path(path)).lexically_normal().string();
+}
+
+[[noreturn]] void throw_too_many(size_t layers) {
+  throw Error("too many layers: {} (a GPT disk holds at most {}: Linux reads no partition past "
+              "number {})",
+              layers, gpt::kMaxPartitions, gpt::kMaxPartitions);
+}
+
+struct Planner {
+  const ComposeOptions& options;
+  ComposeResult result;
+  std::string head;  // gpt head/tail bytes to write
+  std::string tail;
+  uint64_t zero_bytes = 0;
+
+  explicit Planner(const ComposeOptions& o) : options(o) {}
+
+  std::string output_file(const char* name) const {
+    return (fs::path(result.output_dir) / name).string();
+  }
+
+  void add_extent(std::string role, uint64_t sectors, const std::string& path,
+                  std::optional<size_t> layer_index, uint64_t file_offset = 0) {
+    DiskExtent extent;
+    extent.role = std::move(role);
+    extent.first_lba = result.disk_sectors;
+    extent.sectors = sectors;
+    extent.path = path;
+    extent.file_offset = file_offset;
+    extent.layer_index = layer_index;
+    result.extents.push_back(std::move(extent));
+    result.disk_sectors += sectors;
+  }
+
+  void add_gap(uint64_t sectors) {
+    if (sectors == 0) return;
+    add_extent("zero", sectors, output_file(kZeroName), std::nullopt);
+    zero_bytes = std::max(zero_bytes, sectors * kSectorSize);
+  }
+
+  std::vector<std::string> lower_options(size_t index, const ComposedLayer& layer,
+                                         const std::vector<std::string>& extra) const {
+    std::vector<std::string> opts{"ro", "X-kata.multi-layer=true", "X-kata.overlay-lower"};
+    if (layer.partition_number) {
+      opts.push_back("X-kata.gpt-partitioned=true");
+      opts.push_back(fmt::format("X-kata.partition-number={}", *layer.partition_number));
+    }
+    opts.push_back(fmt::format("X-erofs-vmdk.layer-index={}", index));
+    if (!layer.partuuid.empty()) opts.push_back(fmt::format("X-erofs-vmdk.partuuid={}", layer.partuuid));
+    opts.push_back(fmt::format("X-erofs-vmdk.erofs-uuid={}", layer.info.uuid_string));
+    opts.insert(opts.end(), extra.begin(), extra.end());
+    return opts;
+  }
+
+  Storage lower_storage(size_t index, const ComposedLayer& layer,
+                        const std::vector<std::string>& extra) const {
+    Storage storage;
+    storage.driver = "blk";
+    storage.source = "serial:" + result.serial;
+    storage.fstype = "erofs";
+    storage.options = lower_options(index, layer, extra);
+    storage.mount_point = fmt::format("lower-{}", index);
+    return storage;
+  }
+
+  std::string make_serial() const {
+    Sha256 sha;
+    sha.add(fmt::format("erofs-vmdk serial v1 {}", to_string(result.mode)));
+    for (const auto& layer : result.layers) {
+      sha.add(layer.info.identity.data(), layer.info.identity.size());
+      sha.add(layer.partuuid);
+    }
+    auto digest = sha.finish();
+    return "evmdk-" + hex(digest.data(), 7);  // 6 + 14 = 20 bytes
+  }
+
+  void plan_raw(const std::vector<ComposedLayer>& layers) {
+    result.layers = layers;
+    auto& layer = result.layers[0];
+    layer.sectors = sectors_for(layer.info.file_size);
+    result.disk_path = layer.path;
+    result.disk_format = "raw";
+    add_extent("layer", layer.sectors, layer.path, 0);
+  }
+
+  void plan_gpt(const std::vector<ComposedLayer>& layers) {
+    if (layers.size() > gpt::kMaxPartitions) throw_too_many(layers.size());
+    result.layers = layers;
+    gpt::Table table;
+    table.entry_count = gpt::entry_count_for(layers.size());
+    add_extent("gpt-head", gpt::kFirstPartitionLba, output_file(kGptHeadName), std::nullopt);
+    for (size_t i = 0; i < result.layers.size(); ++i) {
+      auto& layer = result.layers[i];
+      layer.first_lba = result.disk_sectors;
+      layer.sectors = sectors_for(layer.info.file_size);
+      layer.partition_number = static_cast<uint32_t>(i + 1);
+      auto partuuid = partuuid_for(layer.info, i);
+      layer.partuuid = gpt::format_guid(partuuid);
+      layer.partition_name = fmt::format("layer-{}", i);
+      for (size_t j = 0; j < i; ++j) {
+        if (result.layers[j].partuuid == layer.partuuid) {
+          throw Error("layer {} ({}) and layer {} ({}) derive the same PARTUUID {}", j,
+                      result.layers[j].path, i, layer.path, layer.partuuid);
+        }
+      }
+      add_extent("layer", layer.sectors, layer.path, i);
+      add_gap(align_up(result.disk_sectors, gpt::kAlignmentSectors) - result.disk_sectors);
+      table.partitions.push_back({gpt::linux_filesystem_type(), partuuid, layer.first_lba,
+                                  layer.first_lba + layer.sectors - 1, 0, layer.partition_name});
+    }
+    uint64_t tail_start = result.disk_sectors;
+    table.total_sectors = tail_start + gpt::tail_sectors(table.entry_count);
+    Sha256 disk_sha;
+    disk_sha.add("erofs-vmdk disk guid v1");
+    for (const auto& layer : result.layers) disk_sha.add(layer.partuuid);
+    table.disk_guid = guid_from_digest(disk_sha.finish());
+    result.disk_guid = gpt::format_guid(table.disk_guid);
+    head = gpt::render_head(table, gpt::kFirstPartitionLba);
+    tail = gpt::render_tail(table);
+    add_extent("gpt-tail", gpt::tail_sectors(table.entry_count), output_file(kGptTailName),
+               std::nullopt);
+    result.disk_format = "vmdk";
+    result.layout["entry_count"] = table.entry_count;
+  }
+
+  // Flat: the fsmeta's filesystem blocks, then every device blob at its slot's
+  // mapped_blkaddr, sized from the slot (never from the blob's file size).
+  void plan_flat(std::vector<ComposedLayer> layers) {
+    const ErofsInfo& meta = layers[0].info;
+    uint64_t block = meta.block_size();
+    if (layers.size() - 1 != meta.devices.size()) {
+      throw Error("flat mode: fsmeta {} has {} devices in its device table but {} device "
+                  "blobs were given",
+                  layers[0].path, meta.devices.size(), layers.size() - 1);
+    }
+    layers[0].sectors = meta.fs_size / kSectorSize;
+    add_extent("fsmeta", layers[0].sectors, layers[0].path, 0);
+    for (size_t i = 1; i < layers.size(); ++i) {
+      auto& blob = layers[i];
+      const DeviceSlot& slot = meta.devices[i - 1];
+      std::string name = fmt::format("device {} ({}, tag '{}')", i, blob.path, slot.tag);
+      if (slot.blocks == 0) {
+        throw Error("flat mode: {}: its device table slot says 0 blocks", name);
+      }
+      if (blob.is_erofs && blob.info.blkszbits != meta.blkszbits) {
+        throw Error("flat mode: {}: block size {} differs from the fsmeta's {} (mixed block "
+                    "sizes)",
+                    name, blob.info.block_size(), block);
+      }
+      uint64_t slot_bytes = slot.blocks * block;
+      if (blob.info.file_size < slot_bytes) {
+        throw Error("flat mode: {}: the slot needs {} blocks ({} bytes) but the file has only {} "
+                    "bytes",
+                    name, slot.blocks, slot_bytes, blob.info.file_size);
+      }
+      if (blob.is_erofs && blob.info.fs_size != slot_bytes) {
+        throw Error("flat mode: {}: the slot says {} blocks but the device's EROFS superblock "
+                    "says {}",
+                    name, slot.blocks, blob.info.blocks);
+      }
+      uint64_t start = slot.mapped_blkaddr * block / kSectorSize;
+      uint64_t filled = result.disk_sectors;
+      if (start < filled) {
+        const char* what = i == 1 ? "the fsmeta" : "the previous device";
+        throw Error("flat mode: {}: mapped_blkaddr {} (byte {}) overlaps {}, which ends at byte "
+                    "{} (slots must be in order and must not overlap)",
+                    name, slot.mapped_blkaddr, slot.mapped_blkaddr * block, what,
+                    filled * kSectorSize);
+      }
+      add_gap(start - filled);
+      blob.first_lba = start;
+      blob.sectors = slot_bytes / kSectorSize;
+      add_extent("device", blob.sectors, blob.path, i);
+    }
+    result.layers = std::move(layers);
+    result.disk_format = "vmdk";
+  }
+
+  void finish_outputs() {
+    result.serial = options.serial.empty() ? make_serial() : options.serial;
+    if (!valid_serial(result.serial)) {
+      throw Error("serial '{}' must be 1..{} bytes of [A-Za-z0-9._-]", result.serial,
+                  kMaxSerialBytes);
+    }
+    if (result.mode != ComposeMode::Raw) {
+      result.disk_path = output_file(kDescriptorName);
+      vmdk::Descriptor descriptor;
+      std::map<std::string, uint32_t> fdset_of;
+      for (const auto& extent : result.extents) {
+        std::string path = extent.path;
+        if (options.fdset) {
+          auto [it, inserted] = fdset_of.try_emplace(
+              extent.path, options.first_fdset_id + static_cast<uint32_t>(fdset_of.size()));
+          if (inserted) result.fdset_files.push_back(extent.path);
+          path = fmt::format("/dev/fdset/{}", it->second);
+        }
+        descriptor.extents.push_back({path, extent.sectors, extent.file_offset});
+      }
+      result.descriptor = std::move(descriptor);
+    }
+
+    // Storage objects: one per layer (gpt/raw), one for the whole flat disk.
+    if (result.mode == ComposeMode::Flat) {
+      result.storages.push_back(lower_storage(0, result.layers[0], options.layers[0].extra_options));
+    } else {
+      for (size_t i = 0; i < result.layers.size(); ++i) {
+        result.storages.push_back(lower_storage(i, result.layers[i], extra_options_[i]));
+      }
+    }
+
+    std::string node = result.serial;
+    std::string format = result.disk_format;
+    nlohmann::json blockdev{{"driver", format},
+                            {"node-name", node},
+                            {"read-only", true},
+                            {"force-share", true},
+                            {"file",
+                             {{"driver", "file"},
+                              {"filename", result.disk_path},
+                              {"read-only", true}}}};
+    std::string device = fmt::format("virtio-blk-pci,drive={},serial={}", node, result.serial);
+    std::string drive = fmt::format("file={},format={},if=none,id={},readonly=on,force-share=on",
+                                    qemu_escape(result.disk_path), format, node);
+    nlohmann::json fdsets = nlohmann::json::array();
+    for (size_t i = 0; i < result.fdset_files.size(); ++i) {
+      fdsets.push_back({{"fdset-id", options.first_fdset_id + i},
+                        {"path", result.fdset_files[i]},
+                        {"read-only", true}});
+    }
+    result.qemu = {{"disk", result.disk_path},
+                   {"format", format},
+                   {"serial", result.serial},
+                   {"blockdev-add", blockdev},
+                   {"device_add",
+                    {{"driver", "virtio-blk-pci"}, {"drive", node}, {"serial", result.serial}}},
+                   {"blockdev_args", {"-blockdev", blockdev.dump(), "-device", device}},
+                   {"drive_args", {"-drive", drive, "-device", device}},
+                   {"drive", drive},
+                   {"fdsets", fdsets}};
+
+    nlohmann::json extents = nlohmann::json::array();
+    for (const auto& e : result.extents) {
+      nlohmann::json j{{"role", e.role},
+                       {"first_lba", e.first_lba},
+                       {"last_lba", e.first_lba + e.sectors - 1},
+                       {"sectors", e.sectors},
+                       {"path", e.path},
+                       {"file_offset_sectors", e.file_offset}};
+      if (e.layer_index) j["layer_index"] = *e.layer_index;
+      extents.push_back(std::move(j));
+    }
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& l : result.layers) {
+      nlohmann::json j{{"index", l.index},
+                       {"path", l.path},
+                       {"first_lba", l.first_lba},
+                       {"last_lba", l.first_lba + l.sectors - 1},
+                       {"sectors", l.sectors},
+                       {"file_size", l.info.file_size},
+                       {"erofs", l.is_erofs}};
+      if (l.is_erofs) {
+        j["erofs_uuid"] = l.info.uuid_string;
+        j["fs_size"] = l.info.fs_size;
+        j["block_size"] = l.info.block_size();
+        j["volume_name"] = l.info.volume_name;
+      }
+      if (l.partition_number) {
+        j["partition"] = *l.partition_number;
+        j["partuuid"] = l.partuuid;
+        j["partition_name"] = l.partition_name;
+      }
+      layers.push_back(std::move(j));
+    }
+    result.layout["mode"] = to_string(result.mode);
+    result.layout["disk"] = result.disk_path;
+    result.layout["format"] = format;
+    result.layout["serial"] = result.serial;
+    result.layout["disk_sectors"] = result.disk_sectors;
+    if (!result.disk_guid.empty()) result.layout["disk_guid"] = result.disk_guid;
+    result.layout["layers"] = std::move(layers);
+    result.layout["extents"] = std::move(extents);
+  }
+
+  std::vector<std::vector<std::string>> extra_options_;  // per layer, top first
+
+  ComposeResult plan() {
+    if (options.layers.empty()) throw Error("compose: no layers given");
+    if (options.output_dir.empty()) throw Error("compose: no output directory given (-o)");
+    result.output_dir = absolute_path(options.output_dir);
+    if (!options.fdset) {
+      check_descriptor_path(output_file(kGptHeadName), "output directory " + result.output_dir);
+    }
+
+    // Inputs in top-first order (flat mode: fsmeta first, blobs in slot order, as given).
+    std::vector<LayerInput> inputs = options.layers;
+    bool flat_order = options.mode == ComposeMode::Flat;
+    if (!flat_order && options.order == LayerOrder::BottomFirst) {
+      std::reverse(inputs.begin(), inputs.end());
+    }
+
+    std::vector<ComposedLayer> layers;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      ComposedLayer layer;
+      layer.index = i;
+      layer.path = absolute_path(inputs[i].path);
+      std::string what = fmt::format("layer {} ({})", i, inputs[i].path);
+      if (!options.fdset) check_descriptor_path(layer.path, what);
+      try {
+        // Flat-mode blobs need not be EROFS images (erofs-utils' --blobdev writes raw chunks).
+        bool maybe_blob = i > 0 && (options.mode == ComposeMode::Flat ||
+                                    (options.mode == ComposeMode::Auto && !layers.empty() &&
+                                     layers[0].info.extra_devices > 0));
+        if (maybe_blob && !has_erofs_magic(layer.path)) {
+          layer.is_erofs = false;
+          layer.info.path = layer.path;
+          struct stat st {};
+          if (::stat(layer.path.c_str(), &st) != 0) throw_errno("cannot stat {}", layer.path);
+          if (!S_ISREG(st.st_mode)) throw Error("{}: not a regular file", layer.path);
+          layer.info.file_size = static_cast<uint64_t>(st.st_size);
+          layer.info.device = st.st_dev;
+          layer.info.inode = st.st_ino;
+          Sha256 sha;
+          sha.add(fmt::format("erofs-vmdk blob identity v1 {}", st.st_size));
+          layer.info.identity = sha.finish();
+        } else {
+          layer.info = probe_layer(layer.path, ProbeOptions{options.check_blkid});
+          layer.info.path = layer.path;
+        }
+      } catch (const std::exception& error) {
+        throw Error(with_context(what, error));
+      }
+      for (const auto& other : layers) {
+        if (other.info.device == layer.info.device && other.info.inode == layer.info.inode) {
+          throw Error("{}: the same file as layer {} ({}); a layer may appear only once", what,
+                      other.index, other.path);
+        }
+      }
+      layers.push_back(std::move(layer));
+      extra_options_.push_back(inputs[i].extra_options);
+      // Refuse an oversized GPT before probing hundreds of files.
+      if (i == 0 && inputs.size() > gpt::kMaxPartitions && options.mode != ComposeMode::Flat &&
+          !(options.mode == ComposeMode::Auto && layers[0].info.extra_devices > 0)) {
+        throw_too_many(inputs.size());
+      }
+    }
+
+    ComposeMode mode = options.mode;
+    const ErofsInfo& first = layers[0].info;
+    if (mode == ComposeMode::Auto) {
+      if (first.extra_devices > 0) {
+        mode = ComposeMode::Flat;
+      } else if (layers.size() == 1) {
+        mode = ComposeMode::Raw;
+      } else {
+        mode = ComposeMode::Gpt;
+      }
+    }
+    result.mode = mode;
+    switch (mode) {
+      case ComposeMode::Raw:
+        if (layers.size() != 1) {
+          throw Error("raw mode takes exactly one layer, {} given (use gpt)", layers.size());
+        }
+        if (first.extra_devices > 0) {
+          throw Error("layer 0 ({}): a multi-device image ({} devices) needs flat mode with its "
+                      "device blobs",
+                      layers[0].path, first.extra_devices);
+        }
+        plan_raw(layers);
+        break;
+      case ComposeMode::Gpt:
+        for (const auto& layer : layers) {
+          if (layer.info.extra_devices > 0) {
+            throw Error("layer {} ({}): a multi-device image ({} devices) cannot be one GPT "
+                        "partition; compose it in flat mode with its device blobs",
+                        layer.index, layer.path, layer.info.extra_devices);
+          }
+        }
+        plan_gpt(layers);
+        break;
+      case ComposeMode::Flat:
+        if (!layers[0].is_erofs || first.extra_devices == 0) {
+          throw Error("flat mode: the first input ({}) must be a multi-device EROFS image (a "
+                      "merged fsmeta with a device table)",
+                      layers[0].path);
+        }
+        plan_flat(std::move(layers));
+        break;
+      case ComposeMode::Auto:
+        break;
+    }
+    finish_outputs();
+    return std::move(result);
+  }
+};
+
+}  // namespace
+
+std::string to_string(ComposeMode mode) {
+  switch (mode) {
+    case ComposeMode::Auto: return "auto";
+    case ComposeMode::Raw: return "raw";
+    case ComposeMode::Flat: return "flat";
+    case ComposeMode::Gpt: return "gpt";
+  }
+  return "?";
+}
+
+ComposeMode parse_compose_mode(const std::string& text) {
+  if (text == "auto") return ComposeMode::Auto;
+  if (text == "raw") return ComposeMode::Raw;
+  if (text == "flat") return ComposeMode::Flat;
+  if (text == "gpt") return ComposeMode::Gpt;
+  throw Error("--mode '{}': expected auto, raw, flat or gpt", text);
+}
+
+LayerOrder parse_layer_order(const std::string& text) {
+  if (text == "top-first") return LayerOrder::TopFirst;
+  if (text == "bottom-first") return LayerOrder::BottomFirst;
+  throw Error("--order '{}': expected top-first or bottom-first", text);
+}
+
+ComposeResult plan_compose(const ComposeOptions& options) {
+  Planner planner(options);
+  return planner.plan();
+}
+
+ComposeResult compose(const ComposeOptions& options) {
+  Planner planner(options);
+  ComposeResult result = planner.plan();
+  OutputTransaction transaction(result.output_dir);
+  if (result.descriptor) transaction.add(kDescriptorName, vmdk::render(*result.descriptor));
+  if (!planner.head.empty()) {
+    transaction.add(kGptHeadName, planner.head, 0444);
+    transaction.add(kGptTailName, planner.tail, 0444);
+  }
+  if (planner.zero_bytes > 0) {
+    transaction.add_sparse(kZeroName, static_cast<off_t>(planner.zero_bytes), 0444);
+  }
+  transaction.add(kStorageName, to_json(result.storages).dump(2) + "\n");
+  transaction.add(kQemuName, result.qemu.dump(2) + "\n");
+  transaction.add(kLayoutName, result.layout.dump(2) + "\n");
+  transaction.commit();
+  return result;
+}
+
+}  // namespace evmdk::host

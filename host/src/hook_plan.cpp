@@ -1,0 +1,553 @@
+#include "evmdk/host/hook_plan.h"
+
+#include <charconv>
+#include <set>
+
+#include "evmdk/error.h"
+
+namespace evmdk::host {
+namespace {
+
+using nlohmann::json;
+
+// containerd's Go struct has no JSON tags (Type, Source, ...); its API types use lower case.
+const json* field(const json& object, const char* lower, const char* capitalised, size_t index) {
+  auto a = object.find(lower);
+  auto b = object.find(capitalised);
+  if (a != object.end() && b != object.end()) {
+    throw Error("mount {}: both '{}' and '{}' given", index, lower, capitalised);
+  }
+  if (a != object.end()) return &*a;
+  if (b != object.end()) return &*b;
+  return nullptr;
+}
+
+std::string string_field(const json& object, const char* lower, const char* capitalised,
+                         size_t index) {
+  const json* value = field(object, lower, capitalised, index);
+  if (value == nullptr || value->is_null()) return {};
+  if (!value->is_string()) throw Error("mount {}: field '{}' must be a string", index, lower);
+  return value->get<std::string>();
+}
+
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
+
+std::optional<std::string> value_after(std::string_view option, std::string_view key) {
+  if (option.size() > key.size() && starts_with(option, key) && option[key.size()] == '=') {
+    return std::string(option.substr(key.size() + 1));
+  }
+  return std::nullopt;
+}
+
+std::optional<uint64_t> parse_u64(std::string_view text) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+
+// A mount type is a chain of mount-manager transformers ("format/", "mkdir/") over a base type.
+struct MountType {
+  bool format = false;
+  bool mkdir = false;
+  std::string base;
+};
+
+MountType split_type(const std::string& type) {
+  MountType out;
+  std::string_view rest = type;
+  for (;;) {
+    if (starts_with(rest, "format/")) {
+      out.format = true;
+      rest.remove_prefix(7);
+    } else if (starts_with(rest, "mkdir/")) {
+      out.mkdir = true;
+      rest.remove_prefix(6);
+    } else {
+      break;
+    }
+  }
+  out.base = std::string(rest);
+  return out;
+}
+
+std::string describe(const std::vector<ContainerdMount>& mounts, size_t index) {
+  return fmt::format("mount {} (type '{}')", index, mounts[index].type);
+}
+
+// A parsed template: {{ mount N }} or {{ overlay A B }}.
+struct Template {
+  bool overlay = false;
+  size_t first = 0;
+  size_t last = 0;
+};
+
+std::optional<Template> parse_template_body(std::string_view body) {
+  std::vector<std::string_view> words;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    while (pos < body.size() && body[pos] == ' ') ++pos;
+    size_t start = pos;
+    while (pos < body.size() && body[pos] != ' ') ++pos;
+    if (pos > start) words.push_back(body.substr(start, pos - start));
+  }
+  if (words.size() == 2 && words[0] == "mount") {
+    auto n = parse_u64(words[1]);
+    if (!n) return std::nullopt;
+    return Template{false, static_cast<size_t>(*n), static_cast<size_t>(*n)};
+  }
+  if (words.size() == 3 && words[0] == "overlay") {
+    auto a = parse_u64(words[1]);
+    auto b = parse_u64(words[2]);
+    if (!a || !b) return std::nullopt;
+    return Template{true, static_cast<size_t>(*a), static_cast<size_t>(*b)};
+  }
+  return std::nullopt;
+}
+
+// Splits text into literal pieces and templates. Throws naming `context` on a malformed one.
+struct Piece {
+  std::string literal;
+  std::optional<Template> templ;
+};
+
+std::vector<Piece> split_templates(const std::string& text, const std::string& context) {
+  std::vector<Piece> pieces;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t open = text.find("{{", pos);
+    if (open == std::string::npos) {
+      pieces.push_back({text.substr(pos), std::nullopt});
+      break;
+    }
+    if (open > pos) pieces.push_back({text.substr(pos, open - pos), std::nullopt});
+    size_t close = text.find("}}", open + 2);
+    if (close == std::string::npos) throw Error("{}: unterminated template in '{}'", context, text);
+    auto templ = parse_template_body(std::string_view(text).substr(open + 2, close - open - 2));
+    if (!templ) {
+      throw Error("{}: unknown template '{}' (only {{{{ mount N }}}} and {{{{ overlay A B }}}})",
+                  context, text.substr(open, close + 2 - open));
+    }
+    pieces.push_back({{}, templ});
+    pos = close + 2;
+  }
+  return pieces;
+}
+
+std::vector<size_t> expand(const Template& templ) {
+  std::vector<size_t> out;
+  if (templ.first <= templ.last) {
+    for (size_t i = templ.first; i <= templ.last; ++i) out.push_back(i);
+  } else {
+    for (size_t i = templ.first + 1; i-- > templ.last;) out.push_back(i);
+  }
+  return out;
+}
+
+std::string mount_template(size_t n) { return fmt::format("{{{{ mount {} }}}}", n); }
+
+// Renumbers one option for the guest, with the mount list in the error context.
+std::string renumber(const std::string& text, const TemplateMap& map,
+                     const std::vector<ContainerdMount>& mounts, size_t index) {
+  return renumber_templates(text, map, describe(mounts, index));
+}
+
+PlannedLower plan_lower(const std::vector<ContainerdMount>& mounts, size_t index) {
+  const auto& mount = mounts[index];
+  PlannedLower lower;
+  lower.mount_index = index;
+  lower.image = mount.source;
+  if (lower.image.empty() || lower.image.front() != '/') {
+    throw Error("{}: source '{}' must be an absolute path to an EROFS image",
+                describe(mounts, index), mount.source);
+  }
+  for (const auto& option : mount.options) {
+    if (option == "ro" || option == "loop") continue;
+    if (option == "rw") {
+      throw Error("{}: option 'rw': an EROFS layer is read-only", describe(mounts, index));
+    }
+    if (auto device = value_after(option, "device")) {
+      if (device->empty() || device->front() != '/') {
+        throw Error("{}: option '{}' must name an absolute path", describe(mounts, index), option);
+      }
+      lower.devices.push_back(*device);
+    } else if (auto sidecar = value_after(option, "X-containerd.dmverity")) {
+      if (sidecar->empty()) throw Error("{}: empty X-containerd.dmverity=", describe(mounts, index));
+      lower.dmverity_sidecar = *sidecar;
+    } else if (starts_with(option, "X-containerd.")) {
+      throw Error("{}: unsupported option '{}'", describe(mounts, index), option);
+    } else {
+      lower.mount_options.push_back(option);
+    }
+  }
+  return lower;
+}
+
+PlannedUpper plan_upper(const std::vector<ContainerdMount>& mounts, size_t index, bool mkfs) {
+  const auto& mount = mounts[index];
+  PlannedUpper upper;
+  upper.mount_index = index;
+  upper.image = mount.source;
+  if (upper.image.empty() || upper.image.front() != '/') {
+    throw Error("{}: source '{}' must be an absolute path to an ext4 image",
+                describe(mounts, index), mount.source);
+  }
+  for (const auto& option : mount.options) {
+    if (option == "rw" || option == "loop") continue;
+    if (option == "ro") {
+      throw Error("{}: option 'ro': the upper must be writable", describe(mounts, index));
+    }
+    if (auto fs_type = value_after(option, "X-containerd.mkfs.fs")) {
+      if (*fs_type != "ext4") {
+        throw Error("{}: X-containerd.mkfs.fs={} is not supported (only ext4)",
+                    describe(mounts, index), *fs_type);
+      }
+    } else if (auto size = value_after(option, "X-containerd.mkfs.size")) {
+      auto bytes = parse_u64(*size);
+      if (!bytes || *bytes == 0) {
+        throw Error("{}: X-containerd.mkfs.size='{}' is not a positive byte count",
+                    describe(mounts, index), *size);
+      }
+      upper.mkfs_size = *bytes;
+    } else {
+      throw Error("{}: unsupported option '{}' on the ext4 upper", describe(mounts, index), option);
+    }
+  }
+  if (mkfs && !upper.mkfs_size) {
+    throw Error("{}: missing X-containerd.mkfs.size=", describe(mounts, index));
+  }
+  return upper;
+}
+
+// Fills the guest numbering once lowers are in guest order.
+TemplateMap make_map(const std::vector<ContainerdMount>& mounts, const HookPlan& plan) {
+  TemplateMap map;
+  map.guest_index_of.assign(mounts.size(), std::nullopt);
+  if (plan.upper) map.guest_index_of[plan.upper->mount_index] = 0;
+  for (size_t i = 0; i < plan.lowers.size(); ++i) {
+    map.guest_index_of[plan.lowers[i].mount_index] = i + 1;
+  }
+  return map;
+}
+
+std::string guest_lowerdir_for(size_t count) {
+  if (count == 1) return mount_template(1);
+  return fmt::format("{{{{ overlay 1 {} }}}}", count);
+}
+
+}  // namespace
+
+std::vector<ContainerdMount> parse_mount_list(const json& input) {
+  const json* list = &input;
+  if (input.is_object()) {
+    auto a = input.find("mounts");
+    auto b = input.find("Mounts");
+    if (a != input.end()) {
+      list = &*a;
+    } else if (b != input.end()) {
+      list = &*b;
+    } else {
+      throw Error("mount list: expected a JSON array of mounts or an object with 'mounts'");
+    }
+  }
+  if (!list->is_array()) throw Error("mount list: expected a JSON array of mounts");
+  if (list->empty()) throw Error("mount list is empty");
+  std::vector<ContainerdMount> mounts;
+  for (size_t i = 0; i < list->size(); ++i) {
+    const json& item = (*list)[i];
+    if (!item.is_object()) throw Error("mount {}: expected a JSON object", i);
+    ContainerdMount mount;
+    mount.type = string_field(item, "type", "Type", i);
+    mount.source = string_field(item, "source", "Source", i);
+    mount.target = string_field(item, "target", "Target", i);
+    if (mount.type.empty()) throw Error("mount {}: missing 'type'", i);
+    if (const json* options = field(item, "options", "Options", i);
+        options != nullptr && !options->is_null()) {
+      if (!options->is_array()) throw Error("mount {}: 'options' must be an array of strings", i);
+      for (const auto& option : *options) {
+        if (!option.is_string()) throw Error("mount {}: 'options' must be an array of strings", i);
+        mount.options.push_back(option.get<std::string>());
+      }
+    }
+    mounts.push_back(std::move(mount));
+  }
+  return mounts;
+}
+
+std::vector<ContainerdMount> parse_mount_list_text(std::string_view text, const std::string& origin) {
+  json parsed;
+  try {
+    parsed = json::parse(text);
+  } catch (const json::exception& error) {
+    throw Error("{}: not valid JSON: {}", origin, error.what());
+  }
+  try {
+    return parse_mount_list(parsed);
+  } catch (const Error& error) {
+    throw Error("{}: {}", origin, error.what());
+  }
+}
+
+std::string renumber_templates(const std::string& text, const TemplateMap& map,
+                               const std::string& context) {
+  auto guest = [&](size_t n) -> size_t {
+    if (n >= map.guest_index_of.size() || !map.guest_index_of[n]) {
+      throw Error("{}: template refers to mount {}, which the guest cannot see", context, n);
+    }
+    return *map.guest_index_of[n];
+  };
+  std::string out;
+  for (const auto& piece : split_templates(text, context)) {
+    if (!piece.templ) {
+      out += piece.literal;
+    } else if (!piece.templ->overlay) {
+      out += mount_template(guest(piece.templ->first));
+    } else {
+      auto indices = expand(*piece.templ);
+      size_t first = guest(indices.front());
+      size_t last = guest(indices.back());
+      // The guest range must cover the same mounts in the same order.
+      auto guest_range = expand(Template{true, first, last});
+      for (size_t i = 0; i < indices.size(); ++i) {
+        if (guest_range.size() != indices.size() || guest(indices[i]) != guest_range[i]) {
+          throw Error("{}: {{{{ overlay {} {} }}}} does not map onto a guest mount range", context,
+                      piece.templ->first, piece.templ->last);
+        }
+      }
+      out += fmt::format("{{{{ overlay {} {} }}}}", first, last);
+    }
+  }
+  return out;
+}
+
+HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
+  if (mounts.empty()) throw Error("mount list is empty");
+  HookPlan plan;
+  const size_t final_index = mounts.size() - 1;
+  const ContainerdMount& final_mount = mounts[final_index];
+  const MountType final_type = split_type(final_mount.type);
+
+  // Mounts before the last one are what the final mount is built from.
+  std::vector<size_t> erofs_indices;
+  for (size_t i = 0; i < final_index; ++i) {
+    const auto type = split_type(mounts[i].type);
+    if (type.format || type.mkdir) {
+      throw Error("{}: only the last mount may be a format/ or mkdir/ mount", describe(mounts, i));
+    }
+    if (type.base == "erofs") {
+      erofs_indices.push_back(i);
+    } else if (type.base == "mkfs/ext4" || type.base == "ext4") {
+      if (plan.upper) {
+        throw Error("{}: a second writable upper (the first is mount {})", describe(mounts, i),
+                    plan.upper->mount_index);
+      }
+      plan.upper = plan_upper(mounts, i, type.base == "mkfs/ext4");
+    } else {
+      throw Error("{}: unsupported mount type before the final mount (expected erofs, mkfs/ext4 "
+                  "or ext4)", describe(mounts, i));
+    }
+  }
+
+  // Single mount: a committed layer or view (erofs), or a directory-mode bind of fs/.
+  if (mounts.size() == 1) {
+    if (final_type.base == "erofs" && !final_type.format && !final_type.mkdir) {
+      plan.lowers.push_back(plan_lower(mounts, 0));
+      plan.rootfs = RootfsKind::Bind;
+      plan.bind_source = mount_template(1);
+      plan.read_only = true;
+      plan.upper_kind = UpperKind::None;
+      return plan;
+    }
+    if (final_type.base == "bind" && !final_type.format) {
+      if (final_mount.source.empty() || final_mount.source.front() != '/') {
+        throw Error("{}: source '{}' must be an absolute host directory", describe(mounts, 0),
+                    final_mount.source);
+      }
+      plan.rootfs = RootfsKind::HostShare;
+      plan.host_share_source = final_mount.source;
+      for (const auto& option : final_mount.options) {
+        if (option == "ro") {
+          plan.read_only = true;
+        } else if (option == "rw") {
+          plan.read_only = false;
+        } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
+          throw Error("{}: mkdir directive '{}' on a host directory", describe(mounts, 0), option);
+        } else if (starts_with(option, "X-containerd.")) {
+          throw Error("{}: unsupported option '{}'", describe(mounts, 0), option);
+        } else {
+          plan.bind_options.push_back(option);
+        }
+      }
+      plan.upper_kind = UpperKind::None;  // writes go to the shared host directory itself
+      return plan;
+    }
+    throw Error("{}: unsupported as the only mount (expected erofs or bind)", describe(mounts, 0));
+  }
+
+  if (final_type.base == "overlay") {
+    std::optional<std::string> lowerdir, upperdir, workdir;
+    std::vector<std::string> mkdir_raw;
+    for (const auto& option : final_mount.options) {
+      if (auto value = value_after(option, "lowerdir")) {
+        lowerdir = *value;
+      } else if (auto value = value_after(option, "upperdir")) {
+        upperdir = *value;
+      } else if (auto value = value_after(option, "workdir")) {
+        workdir = *value;
+      } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
+        mkdir_raw.push_back(*spec);
+      } else if (starts_with(option, "X-containerd.")) {
+        throw Error("{}: unsupported option '{}'", describe(mounts, final_index), option);
+      } else {
+        plan.overlay_options.push_back(option);
+      }
+    }
+    if (!lowerdir || lowerdir->empty()) {
+      throw Error("{}: no lowerdir= option", describe(mounts, final_index));
+    }
+    // lowerdir order is the guest's lower order: its first entry is the top layer.
+    std::set<size_t> seen;
+    size_t start = 0;
+    while (start <= lowerdir->size()) {
+      size_t colon = lowerdir->find(':', start);
+      std::string element = lowerdir->substr(start, colon == std::string::npos ? std::string::npos
+                                                                              : colon - start);
+      auto pieces = split_templates(element, describe(mounts, final_index));
+      if (pieces.size() != 1 || !pieces[0].templ) {
+        throw Error("{}: lowerdir entry '{}' is not a {{{{ mount N }}}} or {{{{ overlay A B }}}} "
+                    "template of an earlier erofs mount (host paths are not visible in the VM)",
+                    describe(mounts, final_index), element);
+      }
+      for (size_t index : expand(*pieces[0].templ)) {
+        if (index >= final_index || split_type(mounts[index].type).base != "erofs") {
+          throw Error("{}: lowerdir entry '{}' refers to mount {}, which is not an erofs mount",
+                      describe(mounts, final_index), element, index);
+        }
+        if (!seen.insert(index).second) {
+          throw Error("{}: lowerdir names mount {} twice", describe(mounts, final_index), index);
+        }
+        plan.lowers.push_back(plan_lower(mounts, index));
+      }
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+    for (size_t index : erofs_indices) {
+      if (!seen.count(index)) {
+        throw Error("{}: not used in the overlay's lowerdir", describe(mounts, index));
+      }
+    }
+    TemplateMap map = make_map(mounts, plan);
+    plan.guest_lowerdir = guest_lowerdir_for(plan.lowers.size());
+
+    if (plan.upper) {
+      const std::string expected_upper = mount_template(plan.upper->mount_index) + "/upper";
+      const std::string expected_work = mount_template(plan.upper->mount_index) + "/work";
+      if (upperdir != expected_upper || workdir != expected_work) {
+        throw Error("{}: with an ext4 upper the guest layout needs upperdir={} and workdir={} "
+                    "(got upperdir={} workdir={})",
+                    describe(mounts, final_index), expected_upper, expected_work,
+                    upperdir.value_or("<none>"), workdir.value_or("<none>"));
+      }
+      plan.upper_kind = UpperKind::Ext4Disk;
+      plan.guest_upperdir = mount_template(0) + "/upper";
+      plan.guest_workdir = mount_template(0) + "/work";
+    } else if (upperdir || workdir) {
+      if (!upperdir || !workdir) {
+        throw Error("{}: upperdir= and workdir= must come together", describe(mounts, final_index));
+      }
+      if (upperdir->find("{{") != std::string::npos || workdir->find("{{") != std::string::npos) {
+        throw Error("{}: upperdir/workdir templates need an ext4 upper mount in the list",
+                    describe(mounts, final_index));
+      }
+      // Directory mode: containerd's upper is a host directory the VM cannot reach.
+      plan.upper_kind = UpperKind::GuestMemory;
+      plan.host_upperdir = *upperdir;
+      plan.host_workdir = *workdir;
+    } else {
+      plan.upper_kind = UpperKind::None;
+      plan.read_only = true;
+    }
+    for (const auto& option : plan.overlay_options) {
+      if (option == "ro") plan.read_only = true;
+    }
+    for (auto& option : plan.overlay_options) {
+      option = renumber(option, map, mounts, final_index);
+    }
+    for (const auto& spec : mkdir_raw) {
+      if (spec.find("{{") == std::string::npos) {
+        throw Error("{}: mkdir directive '{}' names a host path", describe(mounts, final_index), spec);
+      }
+      plan.mkdir_specs.push_back(renumber(spec, map, mounts, final_index));
+    }
+    plan.rootfs = RootfsKind::Overlay;
+    return plan;
+  }
+
+  if (final_type.base == "bind" || final_type.base == "rbind") {
+    const std::string& source = final_mount.source;
+    auto pieces = split_templates(source, describe(mounts, final_index));
+    if (pieces.empty() || !pieces[0].templ || pieces[0].templ->overlay) {
+      throw Error("{}: source '{}' must start with {{{{ mount N }}}} of an earlier mount",
+                  describe(mounts, final_index), source);
+    }
+    for (size_t i = 1; i < pieces.size(); ++i) {
+      if (pieces[i].templ) {
+        throw Error("{}: source '{}' has more than one template", describe(mounts, final_index),
+                    source);
+      }
+    }
+    const size_t target = pieces[0].templ->first;
+    if (target >= final_index) {
+      throw Error("{}: source '{}' refers to mount {}, which does not come before it",
+                  describe(mounts, final_index), source, target);
+    }
+    if (plan.upper && target == plan.upper->mount_index) {
+      if (!erofs_indices.empty()) {
+        throw Error("{}: not used by the final bind of the upper", describe(mounts, erofs_indices[0]));
+      }
+      plan.upper_kind = UpperKind::Ext4Disk;
+    } else {
+      if (split_type(mounts[target].type).base != "erofs") {
+        throw Error("{}: bind source refers to mount {}, which is neither erofs nor the upper",
+                    describe(mounts, final_index), target);
+      }
+      for (size_t index : erofs_indices) {
+        if (index != target) throw Error("{}: not used by the final bind", describe(mounts, index));
+      }
+      if (plan.upper) {
+        throw Error("{}: the upper is not used by the final bind",
+                    describe(mounts, plan.upper->mount_index));
+      }
+      plan.lowers.push_back(plan_lower(mounts, target));
+      plan.upper_kind = UpperKind::None;
+      plan.read_only = true;
+    }
+    TemplateMap map = make_map(mounts, plan);
+    plan.bind_source = renumber(source, map, mounts, final_index);
+    for (const auto& option : final_mount.options) {
+      if (option == "ro") {
+        plan.read_only = true;
+      } else if (option == "rw") {
+        if (plan.upper_kind != UpperKind::Ext4Disk) {
+          throw Error("{}: option 'rw' on a bind of a read-only EROFS layer",
+                      describe(mounts, final_index));
+        }
+      } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
+        plan.mkdir_specs.push_back(renumber(*spec, map, mounts, final_index));
+      } else if (starts_with(option, "X-containerd.")) {
+        throw Error("{}: unsupported option '{}'", describe(mounts, final_index), option);
+      } else {
+        plan.bind_options.push_back(renumber(option, map, mounts, final_index));
+      }
+    }
+    plan.rootfs = RootfsKind::Bind;
+    return plan;
+  }
+
+  throw Error("{}: unsupported final mount (expected overlay or bind after {} earlier mounts)",
+              describe(mounts, final_index), final_index);
+}
+
+}  // namespace evmdk::host

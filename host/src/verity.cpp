@@ -1,0 +1,558 @@
+#include "evmdk/host/verity.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cctype>
+#include <charconv>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "evmdk/atomic_file.h"
+#include "evmdk/error.h"
+#include "evmdk/storage_spec.h"
+#include "evmdk/unique_fd.h"
+
+namespace evmdk::host {
+namespace {
+
+constexpr char kSignature[8] = {'v', 'e', 'r', 'i', 't', 'y', 0, 0};
+constexpr uint32_t kErofsMagic = 0xE0F5E1E2;
+constexpr uint64_t kErofsSuperblockOffset = 1024;
+
+uint32_t load_le32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+uint64_t load_le64(const uint8_t* p) { return load_le32(p) | uint64_t(load_le32(p + 4)) << 32; }
+void store_le32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+void store_le64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+
+// Superblock field offsets (dm-verity on-disk format, 512 bytes).
+namespace sb_off {
+constexpr size_t kVersion = 8, kHashType = 12, kUuid = 16, kAlgorithm = 32, kDataBlockSize = 64,
+                 kHashBlockSize = 68, kDataBlocks = 72, kSaltSize = 80, kSalt = 88;
+constexpr size_t kAlgorithmSize = 32, kSaltMax = 256;
+}  // namespace sb_off
+
+struct MdDeleter {
+  void operator()(EVP_MD* md) const { EVP_MD_free(md); }
+};
+struct CtxDeleter {
+  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+};
+using MdPtr = std::unique_ptr<EVP_MD, MdDeleter>;
+using CtxPtr = std::unique_ptr<EVP_MD_CTX, CtxDeleter>;
+
+MdPtr fetch_digest(const std::string& algorithm) {
+  MdPtr md(EVP_MD_fetch(nullptr, algorithm.c_str(), nullptr));
+  if (!md) throw Error("unknown hash algorithm '{}'", algorithm);
+  return md;
+}
+
+// Hashes one block the way dm-verity does: salt first for hash type 1, last for type 0.
+class BlockHasher {
+ public:
+  BlockHasher(const EVP_MD* md, std::span<const uint8_t> salt, uint32_t hash_type)
+      : md_(md), ctx_(EVP_MD_CTX_new()), salt_(salt), salt_first_(hash_type >= 1) {
+    if (!ctx_) throw Error("out of memory creating a digest context");
+  }
+  void hash(const uint8_t* data, size_t size, uint8_t* out) {
+    bool ok = EVP_DigestInit_ex2(ctx_.get(), md_, nullptr) == 1;
+    if (salt_first_ && !salt_.empty()) ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
+    ok = ok && EVP_DigestUpdate(ctx_.get(), data, size) == 1;
+    if (!salt_first_ && !salt_.empty()) ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
+    unsigned int length = 0;
+    ok = ok && EVP_DigestFinal_ex(ctx_.get(), out, &length) == 1;
+    if (!ok) throw Error("digest computation failed");
+  }
+
+ private:
+  const EVP_MD* md_;
+  CtxPtr ctx_;
+  std::span<const uint8_t> salt_;
+  bool salt_first_;
+};
+
+uint64_t round_up(uint64_t value, uint64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+uint64_t file_size_of(int fd, const std::string& path) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) throw_errno("cannot stat {}", path);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// EROFS filesystem size from its superblock, or nullopt when the file is not EROFS.
+std::optional<uint64_t> erofs_image_size(int fd, const std::string& path, uint64_t file_size) {
+  if (file_size < kErofsSuperblockOffset + 128) return std::nullopt;
+  uint8_t sb[128];
+  pread_exact(fd, sb, sizeof sb, kErofsSuperblockOffset, path);
+  if (load_le32(sb) != kErofsMagic) return std::nullopt;
+  unsigned blkszbits = sb[12];
+  if (blkszbits < 9 || blkszbits > 16) {
+    throw Error("{}: EROFS superblock has an invalid block size (blkszbits {})", path, blkszbits);
+  }
+  uint64_t size = uint64_t(load_le32(sb + 36)) << blkszbits;
+  if (size > file_size) {
+    throw Error("{}: EROFS image claims {} bytes but the file has only {}", path, size, file_size);
+  }
+  return size;
+}
+
+unsigned thread_count(unsigned requested) {
+  if (requested > 0) return requested;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Hashes blocks [0, count) of `block_size` bytes starting at byte `base` of fd into `out`
+// (digest slot `slot` bytes apart), in `threads` threads reading 1 MiB chunks.
+void hash_blocks_from_file(int fd, const std::string& path, uint64_t base, uint64_t count,
+                           uint32_t block_size, const EVP_MD* md, std::span<const uint8_t> salt,
+                           uint32_t hash_type, uint8_t* out, size_t slot, unsigned threads) {
+  const uint64_t blocks_per_chunk = std::max<uint64_t>(1, (1u << 20) / block_size);
+  const uint64_t chunks = (count + blocks_per_chunk - 1) / blocks_per_chunk;
+  std::atomic<uint64_t> next_chunk{0};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto worker = [&] {
+    try {
+      BlockHasher hasher(md, salt, hash_type);
+      std::vector<uint8_t> buffer(blocks_per_chunk * block_size);
+      for (uint64_t chunk; (chunk = next_chunk.fetch_add(1)) < chunks;) {
+        uint64_t first = chunk * blocks_per_chunk;
+        uint64_t n = std::min(blocks_per_chunk, count - first);
+        size_t bytes = n * block_size;
+        size_t got = pread_full(fd, buffer.data(), bytes, base + first * block_size, path);
+        // Past the end of the file the data area reads as zeros (as on a sparse file).
+        if (got < bytes) std::memset(buffer.data() + got, 0, bytes - got);
+        for (uint64_t i = 0; i < n; ++i) {
+          hasher.hash(buffer.data() + i * block_size, block_size, out + (first + i) * slot);
+        }
+      }
+    } catch (...) {
+      std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+      next_chunk.store(chunks);
+    }
+  };
+  unsigned n_threads = static_cast<unsigned>(std::min<uint64_t>(thread_count(threads), chunks));
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < n_threads; ++i) pool.emplace_back(worker);
+  worker();
+  for (auto& thread : pool) thread.join();
+  if (failure) std::rethrow_exception(failure);
+}
+
+// Builds every level in memory: returns the tree (top level first, as stored) and the root.
+struct BuiltTree {
+  std::vector<uint8_t> tree;
+  std::vector<uint8_t> root;
+};
+
+BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb, unsigned threads) {
+  MdPtr md = fetch_digest(sb.algorithm);
+  VerityGeometry geometry = verity_geometry(sb);
+  const size_t hbs = sb.hash_block_size;
+  const size_t slot = hbs >> geometry.hashes_per_block_bits;
+  BuiltTree built;
+  built.tree.assign(geometry.tree_blocks * hbs, 0);
+  built.root.resize(geometry.digest_size);
+  std::span<const uint8_t> salt(sb.salt);
+
+  if (geometry.level_start.empty()) {  // one data block: the root hashes it directly
+    std::vector<uint8_t> block(sb.data_block_size, 0);
+    pread_full(fd, block.data(), block.size(), 0, path);
+    BlockHasher(md.get(), salt, sb.hash_type).hash(block.data(), block.size(), built.root.data());
+    return built;
+  }
+  auto level_ptr = [&](size_t level) { return built.tree.data() + geometry.level_start[level] * hbs; };
+  hash_blocks_from_file(fd, path, 0, sb.data_blocks, sb.data_block_size, md.get(), salt,
+                        sb.hash_type, level_ptr(0), slot, threads);
+  BlockHasher hasher(md.get(), salt, sb.hash_type);
+  for (size_t level = 1; level < geometry.level_start.size(); ++level) {
+    const uint8_t* below = level_ptr(level - 1);
+    uint8_t* out = level_ptr(level);
+    for (uint64_t i = 0; i < geometry.level_blocks[level - 1]; ++i) {
+      hasher.hash(below + i * hbs, hbs, out + i * slot);
+    }
+  }
+  hasher.hash(level_ptr(geometry.level_start.size() - 1), hbs, built.root.data());
+  return built;
+}
+
+void validate_superblock_fields(const VeritySuperblock& sb, const std::string& context) {
+  auto bad_block_size = [](uint32_t size) { return size < 512 || size > (1u << 20) || !std::has_single_bit(size); };
+  if (sb.version != 1) throw Error("{}: unsupported dm-verity superblock version {}", context, sb.version);
+  if (sb.hash_type > 1) throw Error("{}: unsupported dm-verity hash type {}", context, sb.hash_type);
+  if (bad_block_size(sb.data_block_size)) throw Error("{}: invalid data block size {}", context, sb.data_block_size);
+  if (bad_block_size(sb.hash_block_size)) throw Error("{}: invalid hash block size {}", context, sb.hash_block_size);
+  if (sb.data_blocks == 0) throw Error("{}: dm-verity superblock says 0 data blocks", context);
+  if (sb.salt.size() > sb_off::kSaltMax) throw Error("{}: salt of {} bytes is longer than 256", context, sb.salt.size());
+  if (sb.algorithm.empty() || sb.algorithm.size() >= sb_off::kAlgorithmSize) {
+    throw Error("{}: invalid hash algorithm name '{}'", context, sb.algorithm);
+  }
+}
+
+}  // namespace
+
+// ---- sidecar ----
+
+std::string verity_sidecar_path(const std::string& layer_path) { return layer_path + ".dmverity"; }
+
+VeritySidecar parse_verity_sidecar(std::string_view json_text, const std::string& path) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(json_text);
+  } catch (const std::exception& error) {
+    throw Error("{}: not valid JSON: {}", path, error.what());
+  }
+  if (!json.is_object()) throw Error("{}: expected a JSON object with roothash and hashoffset", path);
+  VeritySidecar sidecar;
+  auto root = json.find("roothash");
+  if (root == json.end() || !root->is_string()) throw Error("{}: missing string field \"roothash\"", path);
+  auto hex = root->get<std::string>();
+  if (hex.empty() || hex.size() % 2 != 0 ||
+      !std::all_of(hex.begin(), hex.end(), [](unsigned char c) { return std::isxdigit(c) != 0; })) {
+    throw Error("{}: \"roothash\" {} is not a hex string", path, hex);
+  }
+  std::transform(hex.begin(), hex.end(), hex.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  sidecar.root_hash = hex;
+  auto offset = json.find("hashoffset");
+  if (offset == json.end() || !offset->is_number_unsigned()) {
+    throw Error("{}: missing non-negative integer field \"hashoffset\"", path);
+  }
+  sidecar.hash_offset = offset->get<uint64_t>();
+  return sidecar;
+}
+
+VeritySidecar read_verity_sidecar(const std::string& path) {
+  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  uint64_t size = file_size_of(fd.get(), path);
+  if (size > (1u << 20)) throw Error("{}: {} bytes is too large for a dm-verity sidecar", path, size);
+  std::string text(size, '\0');
+  pread_exact(fd.get(), text.data(), text.size(), 0, path);
+  return parse_verity_sidecar(text, path);
+}
+
+std::string verity_sidecar_json(const VeritySidecar& sidecar) {
+  nlohmann::json json{{"roothash", sidecar.root_hash}, {"hashoffset", sidecar.hash_offset}};
+  return json.dump();
+}
+
+void write_verity_sidecar(const std::string& path, const VeritySidecar& sidecar) {
+  write_file_atomic(path, verity_sidecar_json(sidecar));
+}
+
+// ---- superblock ----
+
+VeritySuperblock parse_verity_superblock(std::span<const uint8_t> bytes, const std::string& context) {
+  if (bytes.size() < kVeritySuperblockSize) throw Error("{}: dm-verity superblock truncated", context);
+  if (std::memcmp(bytes.data(), kSignature, sizeof kSignature) != 0) {
+    throw Error("{}: no dm-verity superblock (signature \"verity\" missing)", context);
+  }
+  const uint8_t* p = bytes.data();
+  VeritySuperblock sb;
+  sb.version = load_le32(p + sb_off::kVersion);
+  sb.hash_type = load_le32(p + sb_off::kHashType);
+  std::memcpy(sb.uuid.data(), p + sb_off::kUuid, sb.uuid.size());
+  const char* algorithm = reinterpret_cast<const char*>(p + sb_off::kAlgorithm);
+  sb.algorithm.assign(algorithm, strnlen(algorithm, sb_off::kAlgorithmSize));
+  sb.data_block_size = load_le32(p + sb_off::kDataBlockSize);
+  sb.hash_block_size = load_le32(p + sb_off::kHashBlockSize);
+  sb.data_blocks = load_le64(p + sb_off::kDataBlocks);
+  uint32_t salt_size = uint32_t(p[sb_off::kSaltSize]) | uint32_t(p[sb_off::kSaltSize + 1]) << 8;
+  if (salt_size > sb_off::kSaltMax) throw Error("{}: salt size {} is larger than 256", context, salt_size);
+  sb.salt.assign(p + sb_off::kSalt, p + sb_off::kSalt + salt_size);
+  validate_superblock_fields(sb, context);
+  return sb;
+}
+
+std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const VeritySuperblock& sb) {
+  validate_superblock_fields(sb, "dm-verity superblock");
+  std::array<uint8_t, kVeritySuperblockSize> out{};
+  std::memcpy(out.data(), kSignature, sizeof kSignature);
+  store_le32(out.data() + sb_off::kVersion, sb.version);
+  store_le32(out.data() + sb_off::kHashType, sb.hash_type);
+  std::memcpy(out.data() + sb_off::kUuid, sb.uuid.data(), sb.uuid.size());
+  std::memcpy(out.data() + sb_off::kAlgorithm, sb.algorithm.data(), sb.algorithm.size());
+  store_le32(out.data() + sb_off::kDataBlockSize, sb.data_block_size);
+  store_le32(out.data() + sb_off::kHashBlockSize, sb.hash_block_size);
+  store_le64(out.data() + sb_off::kDataBlocks, sb.data_blocks);
+  out[sb_off::kSaltSize] = uint8_t(sb.salt.size());
+  out[sb_off::kSaltSize + 1] = uint8_t(sb.salt.size() >> 8);
+  std::memcpy(out.data() + sb_off::kSalt, sb.salt.data(), sb.salt.size());
+  return out;
+}
+
+VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_offset) {
+  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  std::array<uint8_t, kVeritySuperblockSize> bytes{};
+  std::string context = fmt::format("{} at offset {}", path, hash_offset);
+  if (pread_full(fd.get(), bytes.data(), bytes.size(), hash_offset, path) != bytes.size()) {
+    throw Error("{}: file ends before the dm-verity superblock", context);
+  }
+  return parse_verity_superblock(bytes, context);
+}
+
+std::string to_hex(std::span<const uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (uint8_t b : bytes) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 15];
+  }
+  return out;
+}
+
+std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what) {
+  if (hex.size() % 2 != 0) throw Error("{} '{}' has an odd number of hex digits", what, hex);
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    uint8_t value = 0;
+    auto [end, ec] = std::from_chars(hex.data() + i, hex.data() + i + 2, value, 16);
+    if (ec != std::errc() || end != hex.data() + i + 2) throw Error("{} '{}' is not hex", what, hex);
+    out.push_back(value);
+  }
+  return out;
+}
+
+std::string format_uuid(const std::array<uint8_t, 16>& uuid) {
+  std::string hex = to_hex(uuid);
+  return fmt::format("{}-{}-{}-{}-{}", hex.substr(0, 8), hex.substr(8, 4), hex.substr(12, 4),
+                     hex.substr(16, 4), hex.substr(20));
+}
+
+std::array<uint8_t, 16> parse_uuid(std::string_view text) {
+  std::string hex;
+  for (size_t i = 0; i < text.size(); ++i) {
+    bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash_position != (text[i] == '-')) throw Error("malformed UUID '{}'", text);
+    if (!dash_position) hex += text[i];
+  }
+  if (text.size() != 36) throw Error("malformed UUID '{}'", text);
+  auto bytes = from_hex(hex, "UUID");
+  std::array<uint8_t, 16> out{};
+  std::copy(bytes.begin(), bytes.end(), out.begin());
+  return out;
+}
+
+// ---- tree ----
+
+VerityGeometry verity_geometry(const VeritySuperblock& sb) {
+  MdPtr md = fetch_digest(sb.algorithm);
+  VerityGeometry g;
+  g.digest_size = static_cast<uint32_t>(EVP_MD_get_size(md.get()));
+  if (g.digest_size == 0 || g.digest_size > sb.hash_block_size / 2) {
+    throw Error("hash algorithm {} digest of {} bytes does not fit a {}-byte hash block twice",
+                sb.algorithm, g.digest_size, sb.hash_block_size);
+  }
+  g.hashes_per_block_bits = static_cast<uint32_t>(std::bit_width(sb.hash_block_size / g.digest_size) - 1);
+  const uint32_t bits = g.hashes_per_block_bits;
+  size_t levels = 0;
+  while (bits * levels < 64 && ((sb.data_blocks - 1) >> (bits * levels)) != 0) ++levels;
+  g.level_start.resize(levels);
+  g.level_blocks.resize(levels);
+  for (size_t i = 0; i < levels; ++i) {
+    uint64_t shift = (i + 1) * bits;
+    g.level_blocks[i] = shift >= 64 ? 1 : ((sb.data_blocks - 1) >> shift) + 1;
+  }
+  uint64_t position = 0;
+  for (size_t i = levels; i-- > 0;) {
+    g.level_start[i] = position;
+    position += g.level_blocks[i];
+  }
+  g.tree_blocks = position;
+  return g;
+}
+
+std::string verity_compute_root_hash(const std::string& path, const VeritySuperblock& sb,
+                                     unsigned threads) {
+  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  return to_hex(build_tree(fd.get(), path, sb, threads).root);
+}
+
+VerityFormatResult verity_format(const std::string& layer_path, const VerityFormatOptions& options) {
+  std::string sidecar_path = verity_sidecar_path(layer_path);
+  std::optional<VeritySidecar> existing;
+  if (std::filesystem::exists(sidecar_path)) {
+    existing = read_verity_sidecar(sidecar_path);
+    if (!options.force) {
+      throw Error("{} already has dm-verity data ({} : root hash {}); use --force to re-format it",
+                  layer_path, sidecar_path, existing->root_hash);
+    }
+  }
+  UniqueFd fd = open_or_throw(layer_path, O_RDWR);
+  uint64_t size = file_size_of(fd.get(), layer_path);
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+
+  VeritySuperblock sb;
+  sb.hash_type = options.hash_type;
+  sb.algorithm = options.algorithm;
+  sb.data_block_size = options.data_block_size;
+  sb.hash_block_size = options.hash_block_size;
+  sb.salt = options.salt;
+  if (options.uuid) {
+    sb.uuid = *options.uuid;
+  } else {
+    if (RAND_bytes(sb.uuid.data(), static_cast<int>(sb.uuid.size())) != 1) throw Error("cannot generate a random UUID");
+    sb.uuid[6] = uint8_t((sb.uuid[6] & 0x0F) | 0x40);
+    sb.uuid[8] = uint8_t((sb.uuid[8] & 0x3F) | 0x80);
+  }
+
+  uint64_t hash_offset;
+  if (options.hash_offset) {
+    hash_offset = *options.hash_offset;
+  } else if (auto erofs_size = erofs_image_size(fd.get(), layer_path, size)) {
+    hash_offset = round_up(*erofs_size, std::max(sb.data_block_size, sb.hash_block_size));
+  } else if (existing) {
+    hash_offset = existing->hash_offset;
+  } else {
+    hash_offset = round_up(size, std::max(sb.data_block_size, sb.hash_block_size));
+  }
+  if (hash_offset == 0) throw Error("{}: empty layer: nothing to protect", layer_path);
+  if (hash_offset % sb.data_block_size != 0 || hash_offset % sb.hash_block_size != 0) {
+    throw Error("{}: hash offset {} is not a multiple of the data ({}) and hash ({}) block sizes",
+                layer_path, hash_offset, sb.data_block_size, sb.hash_block_size);
+  }
+  sb.data_blocks = hash_offset / sb.data_block_size;
+  validate_superblock_fields(sb, layer_path);
+  VerityGeometry geometry = verity_geometry(sb);
+  if (!std::has_single_bit(geometry.digest_size)) {
+    throw Error("{}: hash algorithm {} ({}-byte digests) is not supported; use sha256 or sha512",
+                layer_path, sb.algorithm, geometry.digest_size);
+  }
+
+  BuiltTree built = build_tree(fd.get(), layer_path, sb, options.threads);
+
+  // Superblock block (zero padded) followed by the tree, written in one go.
+  std::vector<uint8_t> out(sb.hash_block_size, 0);
+  auto sb_bytes = serialize_verity_superblock(sb);
+  std::copy(sb_bytes.begin(), sb_bytes.end(), out.begin());
+  out.insert(out.end(), built.tree.begin(), built.tree.end());
+  if (size < hash_offset && ::ftruncate(fd.get(), static_cast<off_t>(hash_offset)) != 0) {
+    throw_errno("cannot extend {} to the hash offset {}", layer_path, hash_offset);
+  }
+  write_all(fd.get(), out.data(), out.size(), layer_path, static_cast<int64_t>(hash_offset));
+  uint64_t end = hash_offset + out.size();
+  if (size > end && ::ftruncate(fd.get(), static_cast<off_t>(end)) != 0) {
+    throw_errno("cannot truncate {} after the hash tree", layer_path);
+  }
+  if (::fsync(fd.get()) != 0) throw_errno("cannot fsync {}", layer_path);
+
+  VerityFormatResult result;
+  result.sidecar = {to_hex(built.root), hash_offset};
+  result.superblock = sb;
+  result.hash_blocks = geometry.tree_blocks;
+  result.file_size = end;
+  if (options.write_sidecar) write_verity_sidecar(sidecar_path, result.sidecar);
+  return result;
+}
+
+// ---- compose's view ----
+
+std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path) {
+  std::string sidecar_path = verity_sidecar_path(layer_path);
+  if (!std::filesystem::exists(sidecar_path)) return std::nullopt;
+  VerityLayerInfo info;
+  info.sidecar = read_verity_sidecar(sidecar_path);
+  std::string context = fmt::format("layer {} (dm-verity sidecar {})", layer_path, sidecar_path);
+  try {
+    info.superblock = read_verity_superblock(layer_path, info.sidecar.hash_offset);
+  } catch (const std::exception& error) {
+    throw Error("{}: {}", context, error.what());
+  }
+  const auto& sb = info.superblock;
+  VerityGeometry geometry = verity_geometry(sb);
+  if (info.sidecar.root_hash.size() != geometry.digest_size * 2u) {
+    throw Error("{}: roothash has {} hex digits, {} needs {}", context,
+                info.sidecar.root_hash.size(), sb.algorithm, geometry.digest_size * 2);
+  }
+  if (sb.data_blocks * sb.data_block_size > info.sidecar.hash_offset) {
+    throw Error("{}: the data area ({} blocks of {}) overlaps the hash tree at {}", context,
+                sb.data_blocks, sb.data_block_size, info.sidecar.hash_offset);
+  }
+  info.hash_end = info.sidecar.hash_offset + sb.hash_block_size * (1 + geometry.tree_blocks);
+  UniqueFd fd = open_or_throw(layer_path, O_RDONLY);
+  uint64_t size = file_size_of(fd.get(), layer_path);
+  if (size < info.hash_end) {
+    throw Error("{}: the hash tree ends at byte {} but the file has only {} (truncated?)", context,
+                info.hash_end, size);
+  }
+  // The root hash must be the hash of the tree's top block (of the only data block when the
+  // layer is one block long); one block is cheap to check and catches a stale sidecar.
+  MdPtr md = fetch_digest(sb.algorithm);
+  uint64_t top_offset = geometry.level_start.empty() ? 0 : info.sidecar.hash_offset + sb.hash_block_size;
+  size_t top_size = geometry.level_start.empty() ? sb.data_block_size : sb.hash_block_size;
+  std::vector<uint8_t> block(top_size);
+  pread_exact(fd.get(), block.data(), block.size(), top_offset, layer_path);
+  std::vector<uint8_t> digest(geometry.digest_size);
+  BlockHasher(md.get(), sb.salt, sb.hash_type).hash(block.data(), block.size(), digest.data());
+  if (to_hex(digest) != info.sidecar.root_hash) {
+    throw Error("{}: roothash {} does not match the hash tree (its top block hashes to {})",
+                context, info.sidecar.root_hash, to_hex(digest));
+  }
+  return info;
+}
+
+VerityPolicy parse_verity_policy(std::string_view text) {
+  if (text == "off") return VerityPolicy::kOff;
+  if (text == "auto") return VerityPolicy::kAuto;
+  if (text == "on") return VerityPolicy::kOn;
+  throw Error("invalid --verity policy '{}': use off, auto or on", text);
+}
+
+std::string_view to_string(VerityPolicy policy) {
+  switch (policy) {
+    case VerityPolicy::kOff: return "off";
+    case VerityPolicy::kAuto: return "auto";
+    case VerityPolicy::kOn: return "on";
+  }
+  return "?";
+}
+
+std::vector<std::string> verity_options(const VerityLayerInfo& info) {
+  const auto& sb = info.superblock;
+  return {
+      fmt::format("{}=true", marker::kDmverityEnabled),
+      fmt::format("{}={}", marker::kDmverityRoothash, info.sidecar.root_hash),
+      fmt::format("{}={}", marker::kDmverityHashoffset, info.sidecar.hash_offset),
+      fmt::format("{}={}", marker::kDmverityBlocksize, sb.data_block_size),
+      fmt::format("{}={}", marker::kDmverityHashsize, sb.hash_block_size),
+      fmt::format("{}={}", marker::kDmverityAlgorithm, sb.algorithm),
+      fmt::format("{}={}", marker::kDmveritySalt, sb.salt.empty() ? std::string("-") : to_hex(sb.salt)),
+      fmt::format("{}={}", marker::kDmverityHashtype, sb.hash_type),
+  };
+}
+
+std::vector<std::string> verity_options_for_layer(const std::string& layer_path, VerityPolicy policy) {
+  if (policy == VerityPolicy::kOff) return {};
+  auto info = inspect_verity_layer(layer_path);
+  if (!info) {
+    if (policy == VerityPolicy::kOn) {
+      throw Error("layer {} has no dm-verity data ({} not found) and --verity=on; run "
+                  "`erofs-vmdk verity format {}` or use --verity=auto",
+                  layer_path, verity_sidecar_path(layer_path), layer_path);
+    }
+    return {};
+  }
+  return verity_options(*info);
+}
+
+}  // namespace evmdk::host

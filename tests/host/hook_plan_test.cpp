@@ -1,0 +1,239 @@
+// Classification of containerd EROFS-snapshotter mount lists (pure: no files touched).
+#include <gmock/gmock.h>
+
+#include "evmdk/error.h"
+#include "evmdk/host/hook_plan.h"
+#include "test_support.h"
+
+namespace evmdk::host {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+HookPlan plan_of(const std::string& json_text) {
+  return plan_mounts(parse_mount_list_text(json_text, "test"));
+}
+
+std::string error_of(const std::string& json_text) {
+  try {
+    plan_of(json_text);
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "<no error>";
+}
+
+std::vector<std::string> images(const HookPlan& plan) {
+  std::vector<std::string> out;
+  for (const auto& lower : plan.lowers) out.push_back(lower.image);
+  return out;
+}
+
+TEST(HookParse, AcceptsCapitalisedAndLowerCaseFieldNames) {
+  auto lower = parse_mount_list_text(
+      R"([{"type":"erofs","source":"/s/1/layer.erofs","options":["ro","loop"]}])", "x");
+  auto upper = parse_mount_list_text(
+      R"({"Mounts":[{"Type":"erofs","Source":"/s/1/layer.erofs","Target":"","Options":["ro"]}]})",
+      "x");
+  ASSERT_EQ(lower.size(), 1u);
+  ASSERT_EQ(upper.size(), 1u);
+  EXPECT_EQ(lower[0].type, upper[0].type);
+  EXPECT_EQ(lower[0].source, upper[0].source);
+  EXPECT_THAT(upper[0].options, ElementsAre("ro"));
+}
+
+TEST(HookParse, ErrorsNameTheMountAndField) {
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/a"}, {"source":"/b"}])"),
+              HasSubstr("mount 1: missing 'type'"));
+  EXPECT_THAT(error_of(R"([{"type":"erofs","options":"ro"}])"),
+              HasSubstr("mount 0: 'options' must be an array"));
+  EXPECT_THAT(error_of(R"([{"type":"erofs","Type":"erofs"}])"), HasSubstr("both 'type' and 'Type'"));
+  EXPECT_THAT(error_of("[]"), HasSubstr("empty"));
+  EXPECT_THAT(error_of("{not json"), HasSubstr("test: not valid JSON"));
+}
+
+constexpr const char* kBlockMode = R"([
+  {"type":"mkfs/ext4","source":"/s/9/rwlayer.img",
+   "options":["X-containerd.mkfs.fs=ext4","X-containerd.mkfs.size=67108864","rw","loop"]},
+  {"type":"erofs","source":"/s/3/layer.erofs","options":["ro","loop"]},
+  {"type":"erofs","source":"/s/2/layer.erofs","options":["ro","loop","X-containerd.dmverity=/s/2/layer.erofs.dmverity"]},
+  {"type":"erofs","source":"/s/1/layer.erofs","options":["ro","loop"]},
+  {"type":"format/mkdir/overlay","source":"overlay",
+   "options":["X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+              "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
+              "workdir={{ mount 0 }}/work","upperdir={{ mount 0 }}/upper",
+              "uidmap=0:1000:65536","gidmap=0:1000:65536",
+              "lowerdir={{ overlay 1 3 }}","index=off"]}])";
+
+TEST(HookPlan, BlockModeKeepsTopFirstOrderAndTheExt4Upper) {
+  auto plan = plan_of(kBlockMode);
+  EXPECT_EQ(plan.rootfs, RootfsKind::Overlay);
+  EXPECT_EQ(plan.upper_kind, UpperKind::Ext4Disk);
+  ASSERT_TRUE(plan.upper);
+  EXPECT_EQ(plan.upper->image, "/s/9/rwlayer.img");
+  EXPECT_EQ(plan.upper->mkfs_size, 67108864u);
+  EXPECT_THAT(images(plan), ElementsAre("/s/3/layer.erofs", "/s/2/layer.erofs", "/s/1/layer.erofs"));
+  EXPECT_EQ(plan.lowers[1].dmverity_sidecar, "/s/2/layer.erofs.dmverity");
+  EXPECT_FALSE(plan.lowers[0].dmverity_sidecar);
+  EXPECT_EQ(plan.guest_lowerdir, "{{ overlay 1 3 }}");
+  EXPECT_EQ(plan.guest_upperdir, "{{ mount 0 }}/upper");
+  EXPECT_THAT(plan.mkdir_specs, ElementsAre("{{ mount 0 }}/upper:0755", "{{ mount 0 }}/work:0755"));
+  EXPECT_THAT(plan.overlay_options,
+              ElementsAre("uidmap=0:1000:65536", "gidmap=0:1000:65536", "index=off"));
+  EXPECT_FALSE(plan.read_only);
+}
+
+TEST(HookPlan, ReversedOverlayRangeReordersTheLowers) {
+  auto plan = plan_of(R"([
+    {"type":"erofs","source":"/a.erofs"},{"type":"erofs","source":"/b.erofs"},
+    {"type":"format/overlay","source":"overlay","options":["lowerdir={{ overlay 1 0 }}"]}])");
+  EXPECT_THAT(images(plan), ElementsAre("/b.erofs", "/a.erofs"));
+  EXPECT_TRUE(plan.read_only);  // no upper at all: a read-only view of several parents
+  EXPECT_EQ(plan.upper_kind, UpperKind::None);
+}
+
+TEST(HookPlan, DirectoryModeRenumbersFromZeroAndKeepsHostPathsAside) {
+  auto plan = plan_of(R"([
+    {"type":"erofs","source":"/s/2/layer.erofs","options":["ro","loop"]},
+    {"type":"erofs","source":"/s/1/layer.erofs","options":["ro","loop"]},
+    {"type":"format/overlay","source":"overlay",
+     "options":["workdir=/s/9/work","upperdir=/s/9/fs","lowerdir={{ mount 0 }}:{{ mount 1 }}"]}])");
+  EXPECT_EQ(plan.upper_kind, UpperKind::GuestMemory);
+  EXPECT_EQ(plan.host_upperdir, "/s/9/fs");
+  EXPECT_EQ(plan.host_workdir, "/s/9/work");
+  EXPECT_THAT(images(plan), ElementsAre("/s/2/layer.erofs", "/s/1/layer.erofs"));
+  EXPECT_EQ(plan.guest_lowerdir, "{{ overlay 1 2 }}");
+}
+
+TEST(HookPlan, SingleCommittedLayerOrViewIsAReadOnlyBind) {
+  auto plan = plan_of(R"([{"type":"erofs","source":"/s/1/layer.erofs","options":["ro","loop"]}])");
+  EXPECT_EQ(plan.rootfs, RootfsKind::Bind);
+  EXPECT_EQ(plan.bind_source, "{{ mount 1 }}");
+  EXPECT_TRUE(plan.read_only);
+  EXPECT_THAT(images(plan), ElementsAre("/s/1/layer.erofs"));
+}
+
+TEST(HookPlan, BindOfFsIsAHostShare) {
+  auto plan = plan_of(R"([{"type":"bind","source":"/s/5/fs","options":["rbind","rw"]}])");
+  EXPECT_EQ(plan.rootfs, RootfsKind::HostShare);
+  EXPECT_EQ(plan.host_share_source, "/s/5/fs");
+  EXPECT_FALSE(plan.read_only);
+  EXPECT_TRUE(plan.lowers.empty());
+  auto ro = plan_of(R"([{"type":"bind","source":"/s/5/fs","options":["rbind","ro"]}])");
+  EXPECT_TRUE(ro.read_only);
+}
+
+TEST(HookPlan, BlockModeWithNoParentsBindsTheUpper) {
+  auto plan = plan_of(R"([
+    {"type":"mkfs/ext4","source":"/s/7/rwlayer.img",
+     "options":["X-containerd.mkfs.fs=ext4","X-containerd.mkfs.size=1048576","rw","loop"]},
+    {"type":"format/mkdir/bind","source":"{{ mount 0 }}/upper",
+     "options":["X-containerd.mkdir.path={{ mount 0 }}/upper:0755","rbind","rw"]}])");
+  EXPECT_EQ(plan.rootfs, RootfsKind::Bind);
+  EXPECT_EQ(plan.upper_kind, UpperKind::Ext4Disk);
+  EXPECT_EQ(plan.bind_source, "{{ mount 0 }}/upper");
+  EXPECT_THAT(plan.mkdir_specs, ElementsAre("{{ mount 0 }}/upper:0755"));
+  EXPECT_THAT(plan.bind_options, ElementsAre("rbind"));
+  EXPECT_FALSE(plan.read_only);
+  EXPECT_TRUE(plan.lowers.empty());
+}
+
+TEST(HookPlan, SingleLowerFormatBindIsReadOnly) {
+  auto plan = plan_of(R"([
+    {"type":"erofs","source":"/s/1/layer.erofs","options":["ro","loop"]},
+    {"type":"format/bind","source":"{{ mount 0 }}","options":["ro","rbind"]}])");
+  EXPECT_EQ(plan.rootfs, RootfsKind::Bind);
+  EXPECT_EQ(plan.bind_source, "{{ mount 1 }}");  // guest: {{ mount 1 }} = lower-0
+  EXPECT_TRUE(plan.read_only);
+}
+
+TEST(HookPlan, FsmetaAloneAndWithPlainLayersAbove) {
+  auto alone = plan_of(R"([{"type":"erofs","source":"/s/3/fsmeta.erofs",
+    "options":["ro","loop","device=/s/1/layer.erofs","device=/s/2/layer.erofs","device=/s/3/layer.erofs"]}])");
+  ASSERT_EQ(alone.lowers.size(), 1u);
+  EXPECT_TRUE(alone.lowers[0].is_fsmeta());
+  EXPECT_THAT(alone.lowers[0].devices,
+              ElementsAre("/s/1/layer.erofs", "/s/2/layer.erofs", "/s/3/layer.erofs"));
+
+  auto mixed = plan_of(R"([
+    {"type":"mkfs/ext4","source":"/s/9/rwlayer.img","options":["X-containerd.mkfs.fs=ext4","X-containerd.mkfs.size=1048576","rw","loop"]},
+    {"type":"erofs","source":"/s/5/layer.erofs","options":["ro","loop"]},
+    {"type":"erofs","source":"/s/4/layer.erofs","options":["ro","loop"]},
+    {"type":"erofs","source":"/s/3/fsmeta.erofs","options":["ro","loop","device=/s/1/layer.erofs","device=/s/3/layer.erofs"]},
+    {"type":"format/mkdir/overlay","source":"overlay","options":["workdir={{ mount 0 }}/work",
+      "upperdir={{ mount 0 }}/upper","lowerdir={{ overlay 1 3 }}"]}])");
+  ASSERT_EQ(mixed.lowers.size(), 3u);
+  EXPECT_FALSE(mixed.lowers[0].is_fsmeta());
+  EXPECT_FALSE(mixed.lowers[1].is_fsmeta());
+  EXPECT_TRUE(mixed.lowers[2].is_fsmeta());
+}
+
+TEST(HookTemplates, RenumbersMountsAndOverlayRanges) {
+  TemplateMap map;
+  map.guest_index_of = {std::nullopt, 1, 2, 3, 0};  // upper listed last, lowers first
+  EXPECT_EQ(renumber_templates("{{ mount 4 }}/upper:0755", map, "c"), "{{ mount 0 }}/upper:0755");
+  EXPECT_EQ(renumber_templates("{{mount 2}}", map, "c"), "{{ mount 2 }}");
+  EXPECT_EQ(renumber_templates("x={{ overlay 1 3 }}", map, "c"), "x={{ overlay 1 3 }}");
+  EXPECT_EQ(renumber_templates("{{ overlay 3 1 }}", map, "c"), "{{ overlay 3 1 }}");
+  EXPECT_THAT([&] {
+    try {
+      renumber_templates("{{ mount 0 }}", map, "mount 5 (type 'bind')");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }(), HasSubstr("mount 5 (type 'bind'): template refers to mount 0"));
+  EXPECT_THROW(renumber_templates("{{ overlay 1 4 }}", map, "c"), Error);  // not contiguous
+  EXPECT_THROW(renumber_templates("{{ env HOME }}", map, "c"), Error);
+  EXPECT_THROW(renumber_templates("{{ mount 1 ", map, "c"), Error);
+}
+
+TEST(HookPlan, DirectoryModeTemplatesInOptionsFollowTheGuestNumbering) {
+  // Directory mode numbers mounts from 0; the guest's {{ mount 1 }} is the top lower.
+  auto plan = plan_of(R"([
+    {"type":"erofs","source":"/s/2/layer.erofs"},{"type":"erofs","source":"/s/1/layer.erofs"},
+    {"type":"format/mkdir/overlay","source":"overlay","options":[
+      "X-containerd.mkdir.path={{ mount 0 }}/etc:0700:0:0",
+      "upperdir=/s/9/fs","workdir=/s/9/work","lowerdir={{ overlay 0 1 }}"]}])");
+  EXPECT_THAT(plan.mkdir_specs, ElementsAre("{{ mount 1 }}/etc:0700:0:0"));
+}
+
+TEST(HookPlan, RefusesShapesItDoesNotUnderstandNamingTheMount) {
+  EXPECT_THAT(error_of(R"([{"type":"tmpfs","source":"none"}])"),
+              HasSubstr("mount 0 (type 'tmpfs')"));
+  EXPECT_THAT(error_of(R"([{"type":"nfs","source":"x"},{"type":"erofs","source":"/a"},
+                           {"type":"format/overlay","options":["lowerdir={{ mount 1 }}"]}])"),
+              HasSubstr("mount 0 (type 'nfs')"));
+  // An erofs layer the overlay never uses.
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/a"},{"type":"erofs","source":"/b"},
+                           {"type":"format/overlay","options":["lowerdir={{ mount 0 }}"]}])"),
+              HasSubstr("mount 1 (type 'erofs'): not used"));
+  // Host paths in lowerdir are invisible in the VM.
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/a"},
+                           {"type":"format/overlay","options":["lowerdir={{ mount 0 }}:/host/dir"]}])"),
+              HasSubstr("mount 1 (type 'format/overlay'): lowerdir entry '/host/dir'"));
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/a","options":["X-containerd.foo=1"]},
+                           {"type":"format/bind","source":"{{ mount 0 }}","options":["ro"]}])"),
+              HasSubstr("mount 0 (type 'erofs'): unsupported option 'X-containerd.foo=1'"));
+  EXPECT_THAT(error_of(R"([{"type":"mkfs/ext4","source":"/r","options":["X-containerd.mkfs.fs=xfs","X-containerd.mkfs.size=1"]},
+                           {"type":"format/bind","source":"{{ mount 0 }}/upper"}])"),
+              HasSubstr("mount 0 (type 'mkfs/ext4'): X-containerd.mkfs.fs=xfs"));
+  EXPECT_THAT(error_of(R"([{"type":"mkfs/ext4","source":"/r","options":["X-containerd.mkfs.fs=ext4"]},
+                           {"type":"format/bind","source":"{{ mount 0 }}/upper"}])"),
+              HasSubstr("missing X-containerd.mkfs.size"));
+  EXPECT_THAT(error_of(R"([{"type":"mkfs/ext4","source":"/r","options":["X-containerd.mkfs.size=4096"]},
+                           {"type":"erofs","source":"/a"},
+                           {"type":"format/overlay","options":["upperdir={{ mount 0 }}/data","workdir={{ mount 0 }}/work","lowerdir={{ mount 1 }}"]}])"),
+              HasSubstr("upperdir={{ mount 0 }}/upper"));
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"relative.erofs"}])"),
+              HasSubstr("mount 0 (type 'erofs'): source 'relative.erofs' must be an absolute path"));
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/a"},
+                           {"type":"format/overlay","options":["lowerdir={{ mount 0 }}:{{ mount 0 }}"]}])"),
+              HasSubstr("names mount 0 twice"));
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/a"},{"type":"format/bind","source":"{{ mount 3 }}"}])"),
+              HasSubstr("refers to mount 3"));
+}
+
+}  // namespace
+}  // namespace evmdk::host
