@@ -463,9 +463,12 @@ void validate_container_id(const std::string& id) {
   }
 }
 
+// Absolute, with symlinks in the existing part resolved: mountinfo shows real paths.
 std::string absolute(const std::string& path) {
   if (path.empty()) return path;
-  return fs::absolute(path).lexically_normal().string();
+  std::error_code ec;
+  auto resolved = fs::weakly_canonical(fs::absolute(path), ec);
+  return (ec ? fs::absolute(path).lexically_normal() : resolved).string();
 }
 
 std::string trim_slash(std::string path) {
@@ -544,7 +547,7 @@ TeardownReport teardown_rootfs(const TeardownRequest& request) {
   std::string rootfs = trim_slash(absolute(request.rootfs));
   if (rootfs.empty() && journal) rootfs = journal->rootfs;
   if (journal && !request.rootfs.empty() && rootfs != journal->rootfs) {
-    report.problems.push_back(fmt::format("rootfs {} differs from the journal's {}; tearing down both",
+    report.warnings.push_back(fmt::format("rootfs {} differs from the journal's {}; tearing down both",
                                           rootfs, journal->rootfs));
   }
   if (journal) {

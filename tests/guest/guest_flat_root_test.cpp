@@ -123,6 +123,34 @@ TEST_F(GuestFlat, SixtyFourLowersThroughOnePageOfRelativeMountData) {
   EXPECT_TRUE(mount_points_under(base()).empty());
 }
 
+TEST_F(GuestFlat, RefusedOverlayOptionNamesBothMethodsAndRollsBack) {
+  EVMDK_REQUIRE_TOOLS("sgdisk", "setfattr");
+  LayerSpec layer;
+  layer.files = {{"etc/motd", "x\n"}};
+  GptLayerDisk disk(temp, {layer});
+  AttachedImage layers(disk.image(), true);
+  auto storages = gpt_storages(layers.device(), 1, "");
+  storages[0].options.push_back("X-erofs-vmdk.overlay-option=no_such_overlay_option=1");
+  guest::MountRequest request;
+  request.storages = storages;
+  request.container_id = "opt";
+  request.rootfs = rootfs();
+  request.base_dir = base();
+  try {
+    guest::mount_rootfs(request);
+    ADD_FAILURE() << "overlay accepted an unknown option";
+  } catch (const Error& error) {
+    std::string message = error.what();
+    EXPECT_NE(message.find("no_such_overlay_option"), std::string::npos) << message;
+    EXPECT_NE(message.find("mount(2)"), std::string::npos) << message;
+    EXPECT_NE(message.find("lowerdir+"), std::string::npos) << message;
+    EXPECT_NE(message.find("rolled back"), std::string::npos) << message;
+  }
+  EXPECT_TRUE(mount_points_under(base()).empty());
+  EXPECT_FALSE(fs::exists(rootfs()));
+  EXPECT_TRUE(loops_backed_by(layers.device()).empty());
+}
+
 }  // namespace
 }  // namespace evmdk::test
 
