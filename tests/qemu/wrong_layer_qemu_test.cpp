@@ -10,15 +10,14 @@ class WrongLayer : public QemuTest {};
 
 TEST_F(WrongLayer, PartitionWithAnotherLayerIsRefusedAndNothingStaysMounted) {
   EVMDK_REQUIRE_ROOT();
-  EVMDK_REQUIRE_CLI("compose");
   EVMDK_REQUIRE_CLI("guest", "mount");
   auto layers = make_three_layers(temp_.path(), env_.busybox);
-  auto meant = compose_disk(path("meant"), {"--mode", "gpt"}, layers);
+  auto meant = compose_disk(path("meant"), host::ComposeMode::Gpt, layers);
 
   // Same shape, but partition 2 holds a different layer.
   test::make_tree(path("trees/other"), {{"opt/app/version", "intruder\n"}});
   test::make_erofs(path("trees/other"), path("other.erofs"), "0bad0bad-0000-4000-8000-000000000002");
-  auto attached = compose_disk(path("attached"), {"--mode", "gpt"},
+  auto attached = compose_disk(path("attached"), host::ComposeMode::Gpt,
                                {layers[0], path("other.erofs"), layers[2]});
   // Attach it under the serial the storage objects name, as a mixed-up runtime would.
   std::vector<std::string> args;
