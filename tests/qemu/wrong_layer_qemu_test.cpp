@@ -48,14 +48,15 @@ TEST_F(WrongLayer, PartitionWithAnotherLayerIsRefusedAndNothingStaysMounted) {
   cfg.drives = {upper_drive(path("upper.img"))};
   auto job = scenario_job(guest_storage_json(meant), R"SH(
 R=/run/containers/wrong/rootfs
-out=$(evmdk_guest_mount wrong "$R" 2>&1); rc=$?
-echo "guest mount said (status $rc): $out"
+refusal=$(evmdk_guest_mount wrong "$R" 2>&1); rc=$?
+echo "guest mount said (status $rc): $refusal"
 evmdk_check mount-refused test "$rc" -ne 0
+echo "expected identities: $(tr "\n" " " < /job/expected-ids)"
 named=no
 while read -r id; do
-  [ -n "$id" ] && echo "$out" | grep -qi -- "$id" && named=yes
+  [ -n "$id" ] && echo "$refusal" | grep -qi -- "$id" && named=yes
 done < /job/expected-ids
-evmdk_expect_eq error-names-expected-layer "$named" yes || echo "error was: $out"
+evmdk_expect_eq error-names-expected-layer "$named" yes || echo "error was: $refusal"
 evmdk_check rootfs-not-mounted sh -c "! grep -q ' $R ' /proc/mounts"
 evmdk_check_clean after-refusal
 evmdk_check teardown-after-refusal evmdk_guest_teardown wrong "$R"
