@@ -38,14 +38,6 @@ std::string printable(const uint8_t* bytes, size_t size) {
   return out;
 }
 
-std::string uuid_text(const std::array<uint8_t, 16>& u) {
-  return fmt::format(
-      "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-"
-      "{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-      u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-      u[14], u[15]);
-}
-
 struct EvpMdCtxDeleter {
   void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
 };
@@ -120,7 +112,7 @@ ErofsInfo parse_superblock(int fd, uint64_t offset, uint64_t size, const std::st
   info.build_time = le64(sb + 24);
   uint64_t blocks_lo = le32(sb + 36);
   std::memcpy(info.uuid.data(), sb + 48, 16);
-  info.uuid_string = uuid_text(info.uuid);
+  info.uuid_string = format_uuid(info.uuid);
   info.volume_name = printable(sb + 64, 16);
   info.feature_incompat = le32(sb + 80);
   info.extra_devices = le16(sb + 86);
@@ -205,6 +197,14 @@ ErofsInfo parse_superblock(int fd, uint64_t offset, uint64_t size, const std::st
 }
 
 }  // namespace
+
+std::string format_uuid(const std::array<uint8_t, 16>& u) {
+  return fmt::format(
+      "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-"
+      "{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+      u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+      u[14], u[15]);
+}
 
 std::string feature_names(uint32_t compat, uint32_t incompat) {
   static constexpr std::pair<uint32_t, const char*> kCompat[] = {

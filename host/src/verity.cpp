@@ -296,7 +296,7 @@ std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const Ver
   store_le64(out.data() + sb_off::kDataBlocks, sb.data_blocks);
   out[sb_off::kSaltSize] = uint8_t(sb.salt.size());
   out[sb_off::kSaltSize + 1] = uint8_t(sb.salt.size() >> 8);
-  std::memcpy(out.data() + sb_off::kSalt, sb.salt.data(), sb.salt.size());
+  if (!sb.salt.empty()) std::memcpy(out.data() + sb_off::kSalt, sb.salt.data(), sb.salt.size());
   return out;
 }
 
@@ -333,11 +333,6 @@ std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what) {
   return out;
 }
 
-std::string format_uuid(const std::array<uint8_t, 16>& uuid) {
-  std::string hex = to_hex(uuid);
-  return fmt::format("{}-{}-{}-{}-{}", hex.substr(0, 8), hex.substr(8, 4), hex.substr(12, 4),
-                     hex.substr(16, 4), hex.substr(20));
-}
 
 std::array<uint8_t, 16> parse_uuid(std::string_view text) {
   std::string hex;
