@@ -355,7 +355,8 @@ json run_hook(const HookRequest& request) {
   const std::string dir = (fs::path(state_dir) / request.id).string();
   const HookPlan plan = plan_mounts(request.mounts);
   const json input = mounts_to_json(request.mounts);
-  const std::string input_digest = sha256_hex(input.dump());
+  const std::string input_digest =
+      sha256_hex(input.dump() + "\nverity=" + std::string(to_string(request.verity)));
 
   // An existing directory: the same list again returns the stored answer (runtimes retry).
   struct stat existing {};
