@@ -380,6 +380,16 @@ json run_hook(const HookRequest& request) {
   for (size_t i = 0; i < plan.lowers.size(); ++i) {
     const auto& lower = plan.lowers[i];
     const std::string what = describe_mount(request.mounts, lower.mount_index);
+    // Probe each image here so a bad one is named by its own mount.
+    try {
+      (void)probe_layer(lower.image);
+      for (const auto& device : lower.devices) {
+        struct stat st {};
+        if (::stat(device.c_str(), &st) != 0) throw_errno("device {}", device);
+      }
+    } catch (const std::exception& error) {
+      throw Error("{}: {}", what, error.what());
+    }
     if (lower.is_fsmeta()) {
       if (lower.dmverity_sidecar && request.verity != VerityPolicy::kOff) {
         throw Error("{}: X-containerd.dmverity on a merged fsmeta.erofs is not supported (the "
@@ -405,16 +415,6 @@ json run_hook(const HookRequest& request) {
       }
     }
     for (const auto& option : lower.mount_options) extra_options[i].push_back(option);
-    // Probe each image here so a bad one is named by its own mount.
-    try {
-      (void)probe_layer(lower.image);
-      for (const auto& device : lower.devices) {
-        struct stat st {};
-        if (::stat(device.c_str(), &st) != 0) throw_errno("device {}", device);
-      }
-    } catch (const std::exception& error) {
-      throw Error("{}: {}", describe_mount(request.mounts, lower.mount_index), error.what());
-    }
   }
 
   // Plain layers share one disk (raw for one, gpt for several); each fsmeta group is its own
