@@ -356,7 +356,7 @@ uint64_t VerityDevice::verify_all() const {
         if (::pread(fd.get(), buffer.get(), 4096, static_cast<off_t>(bad)) < 0) break;
       }
       throw_errno_message(saved, fmt::format("dm-verity {}: data fails verification at byte {} "
-                                             "(block {} of 4096 bytes)",
+                                             "(4096-byte block {})",
                                              name_, bad, bad / 4096));
     }
     if (n == 0) return offset;

@@ -21,7 +21,6 @@
 
 #include "evmdk/atomic_file.h"
 #include "evmdk/error.h"
-#include "evmdk/host/probe.h"
 #include "evmdk/storage_spec.h"
 #include "evmdk/unique_fd.h"
 
@@ -297,7 +296,7 @@ std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const Ver
   store_le64(out.data() + sb_off::kDataBlocks, sb.data_blocks);
   out[sb_off::kSaltSize] = uint8_t(sb.salt.size());
   out[sb_off::kSaltSize + 1] = uint8_t(sb.salt.size() >> 8);
-  std::memcpy(out.data() + sb_off::kSalt, sb.salt.data(), sb.salt.size());
+  if (!sb.salt.empty()) std::memcpy(out.data() + sb_off::kSalt, sb.salt.data(), sb.salt.size());
   return out;
 }
 
@@ -333,6 +332,7 @@ std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what) {
   }
   return out;
 }
+
 
 std::array<uint8_t, 16> parse_uuid(std::string_view text) {
   std::string hex;

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "evmdk/host/probe.h"  // format_uuid
+#include "evmdk/host/probe.h"
 
 namespace evmdk::host {
 
@@ -48,6 +48,7 @@ VeritySuperblock parse_verity_superblock(std::span<const uint8_t> bytes, const s
 std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const VeritySuperblock& sb);
 VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_offset);
 
+// format_uuid() comes from probe.h.
 std::array<uint8_t, 16> parse_uuid(std::string_view text);  // throws on a malformed UUID
 std::string to_hex(std::span<const uint8_t> bytes);
 std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what);  // throws naming `what`

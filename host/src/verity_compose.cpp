@@ -1,0 +1,90 @@
+#include "evmdk/host/verity_compose.h"
+
+#include "evmdk/error.h"
+#include "evmdk/host/probe.h"
+
+namespace evmdk::host {
+namespace {
+
+// Whether compose will lay these layers out as a flat (fsmeta) disk: asked for, or `auto` with
+// a multi-device first image (compose's own rule). A first layer that does not probe is left
+// for compose to report.
+bool resolves_to_flat(const ComposeOptions& options) {
+  if (options.mode == ComposeMode::Flat) return true;
+  if (options.mode != ComposeMode::Auto || options.layers.empty()) return false;
+  const auto& first = options.order == LayerOrder::TopFirst ? options.layers.front() : options.layers.back();
+  try {
+    return probe_layer(first.path, ProbeOptions{false}).extra_devices > 0;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> VerityPolicyReport::unprotected() const {
+  std::vector<std::string> out;
+  for (const auto& layer : layers) {
+    if (!layer.is_protected) out.push_back(layer.path);
+  }
+  return out;
+}
+
+nlohmann::json VerityPolicyReport::to_json() const {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& layer : layers) {
+    nlohmann::json entry{{"path", layer.path}, {"protected", layer.is_protected}};
+    if (layer.is_protected) {
+      entry["roothash"] = layer.root_hash;
+      entry["hash_end"] = layer.hash_end;
+    }
+    list.push_back(std::move(entry));
+  }
+  return {{"policy", std::string(to_string(policy))}, {"layers", std::move(list)}};
+}
+
+VerityPolicyReport apply_verity_policy(ComposeOptions& options, VerityPolicy policy) {
+  VerityPolicyReport report;
+  report.policy = policy;
+  bool flat = policy != VerityPolicy::kOff && resolves_to_flat(options);
+  for (size_t i = 0; i < options.layers.size(); ++i) {
+    auto& layer = options.layers[i];
+    LayerVerityStatus status;
+    status.path = layer.path;
+    // The policy decides: options someone else put there (e.g. the hook) are replaced, never
+    // duplicated (the guest refuses a repeated key).
+    std::erase_if(layer.extra_options, [](const std::string& option) {
+      return option.rfind("X-kata.dmverity", 0) == 0;
+    });
+    if (policy != VerityPolicy::kOff) {
+      std::optional<VerityLayerInfo> info;
+      try {
+        info = inspect_verity_layer(layer.path);
+      } catch (const std::exception& error) {
+        throw Error("layer {} ({}): broken dm-verity data: {}", i, layer.path, error.what());
+      }
+      if (flat && (info || policy == VerityPolicy::kOn)) {
+        throw Error("layer {} ({}): dm-verity is not supported for flat (fsmeta) disks yet: the "
+                    "hash trees would not be on the disk; compose with --mode gpt to protect the "
+                    "layers, or use --verity off",
+                    i, layer.path);
+      }
+      if (!info && policy == VerityPolicy::kOn) {
+        throw Error("layer {} ({}) has no dm-verity data ({} not found) and --verity=on; run "
+                    "`erofs-vmdk verity format {}` or use --verity=auto",
+                    i, layer.path, verity_sidecar_path(layer.path), layer.path);
+      }
+      if (info) {
+        auto extra = verity_options(*info);
+        layer.extra_options.insert(layer.extra_options.end(), extra.begin(), extra.end());
+        status.is_protected = true;
+        status.root_hash = info->sidecar.root_hash;
+        status.hash_end = info->hash_end;
+      }
+    }
+    report.layers.push_back(std::move(status));
+  }
+  return report;
+}
+
+}  // namespace evmdk::host
