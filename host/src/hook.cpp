@@ -561,13 +561,22 @@ json run_hook(const HookRequest& request) {
                                 "visible in the VM; the guest uses a memory-backed upper",
                                 plan.host_upperdir, plan.host_workdir));
   }
+  // Lowers mounted without dm-verity, so an operator sees what `auto` left unprotected.
+  json unprotected = json::array();
+  for (size_t i = 0; i < plan.lowers.size(); ++i) {
+    bool is_protected = std::any_of(extra_options[i].begin(), extra_options[i].end(),
+                                    [](const std::string& o) { return o.rfind("X-kata.dmverity", 0) == 0; });
+    if (!is_protected) unprotected.push_back(plan.lowers[i].image);
+  }
   json output{{"id", request.id},
               {"dir", dir},
               {"disks", disks},
               {"storages", to_json(storages)},
               {"rootfs", rootfs_json(plan)},
               {"shares", shares},
-              {"notes", notes}};
+              {"notes", notes},
+              {"verity", {{"policy", std::string(to_string(request.verity))},
+                          {"unprotected", unprotected}}}};
   if (plan.upper_kind == UpperKind::GuestMemory) {
     output["rootfs"]["host_upperdir"] = plan.host_upperdir;
     output["rootfs"]["host_workdir"] = plan.host_workdir;
