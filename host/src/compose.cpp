@@ -317,6 +317,12 @@ struct Planner {
       std::map<std::string, uint32_t> fdset_of;
       for (const auto& extent : result.extents) {
         std::string path = extent.path;
+        if (!options.fdset) {
+          check_descriptor_path(path, extent.layer_index
+                                          ? fmt::format("layer {} ({})", *extent.layer_index,
+                                                        result.layers[*extent.layer_index].path)
+                                          : "output directory " + result.output_dir);
+        }
         if (options.fdset) {
           auto [it, inserted] = fdset_of.try_emplace(
               extent.path, options.first_fdset_id + static_cast<uint32_t>(fdset_of.size()));
@@ -416,9 +422,6 @@ struct Planner {
     if (options.layers.empty()) throw Error("compose: no layers given");
     if (options.output_dir.empty()) throw Error("compose: no output directory given (-o)");
     result.output_dir = absolute_path(options.output_dir);
-    if (!options.fdset) {
-      check_descriptor_path(output_file(kGptHeadName), "output directory " + result.output_dir);
-    }
 
     // Inputs in top-first order (flat mode: fsmeta first, blobs in slot order, as given).
     std::vector<LayerInput> inputs = options.layers;
@@ -433,7 +436,6 @@ struct Planner {
       layer.index = i;
       layer.path = absolute_path(inputs[i].path);
       std::string what = fmt::format("layer {} ({})", i, inputs[i].path);
-      if (!options.fdset) check_descriptor_path(layer.path, what);
       try {
         // Flat-mode blobs need not be EROFS images (erofs-utils' --blobdev writes raw chunks).
         bool maybe_blob = i > 0 && (options.mode == ComposeMode::Flat ||

@@ -2,7 +2,7 @@
 // multi-device EROFS but no flat-device mode, so the guest driver must mount it through
 // read-only loop slices of the disk passed as device= options.
 #include "flat_fixture.h"
-#include "qemu_test_util.h"
+#include "scenario.h"
 
 namespace evmdk::qemu {
 namespace {
@@ -33,6 +33,41 @@ umount /mnt/flat
   auto outcome = run_guest(env_, cfg, job);
   EVMDK_EXPECT_GUEST_PASSED(outcome, {"no-device-refused", "mounted", "content-first.bin",
                                       "content-second.bin", "content-hostname"});
+}
+
+// The real path: compose --mode flat puts fsmeta and both blobs on one VMDK disk; the guest
+// driver sees kernel 6.1 has no flat-device mode and mounts through loop slices + device=.
+TEST_F(FlatDisk, ComposedFlatDiskMountsThroughDeviceSlicesOnGuestKernel) {
+  EVMDK_REQUIRE_TOOLS("fsck.erofs");
+  EVMDK_REQUIRE_CLI("compose");
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  auto fixture = make_two_device_flat(temp_.path(), "6c0ffee0-0000-4000-8000-00000000f1a7");
+  auto disk = compose_disk(path("disk"), {"--mode", "flat"}, {fixture.fsmeta, fixture.blob1, fixture.blob2});
+  make_ext4_disk(path("upper.img"), 32, temp_.path());
+  GuestConfig cfg = config("flat");
+  cfg.extra_qemu_args = disk.qemu_args;
+  cfg.drives = {upper_drive(path("upper.img"))};
+  auto job = scenario_job(guest_storage_json(disk), R"SH(
+R=/run/containers/flat/rootfs
+evmdk_check mount evmdk_guest_mount flat "$R" || exit 1
+for f in first.bin second.bin hostname; do
+  evmdk_check content-$f cmp $R/$f /job/expected-$f
+done
+evmdk_expect_eq one-erofs-mount "$(grep -c ' erofs ' /proc/mounts)" "1"
+bound=0
+for b in /sys/block/loop*/loop/backing_file; do [ -f "$b" ] && bound=$((bound + 1)); done
+# One read-only loop slice per device blob (the fsmeta may be mounted from the disk itself).
+evmdk_check loop-slices-bound test "$bound" -ge 2
+evmdk_check teardown evmdk_guest_teardown flat "$R"
+evmdk_check_clean after-teardown
+)SH");
+  for (const auto& [name, contents] : fixture.files) job.files["expected-" + name] = contents;
+  auto outcome = run_guest(env_, cfg, job);
+  EVMDK_EXPECT_GUEST_PASSED(outcome, {"mount", "content-first.bin", "content-second.bin",
+                                      "content-hostname", "one-erofs-mount",
+                                      "loop-slices-bound",
+                                      "teardown", "after-teardown-no-mounts",
+                                      "after-teardown-no-loops", "after-teardown-no-cgroups"});
 }
 
 }  // namespace

@@ -157,6 +157,18 @@ TEST(Lint, ChecksExtentFiles) {
   EXPECT_THAT(r.findings[1].message, HasSubstr("No such file"));
 }
 
+TEST(Lint, SparseVmdkImagesAreNotDescriptors) {
+  EXPECT_THAT(lint(std::string("KDMV\x01\0\0\0", 8) + std::string(500, '\0')).ids(),
+              ElementsAre("not-a-descriptor"));
+}
+
+TEST(Lint, FdSetPathsAreNotLookedUpOnTheFileSystem) {
+  Descriptor d;
+  d.extents = {{"/dev/fdset/1", 8, 0}, {"/dev/fdset/2", 8, 0}};
+  LintReport r = lint_text(render(d), "/d/disk.vmdk");  // with file checks
+  EXPECT_TRUE(r.findings.empty()) << format_text(r);
+}
+
 TEST(Lint, ReportsAsJsonAndText) {
   LintReport r = lint(kHeader + "RDONLY 8 FLAT \"/a\" 0\n" + kGood + "RW 8 FLAT \"rel\" 0\n");
   nlohmann::json j = to_json(r);

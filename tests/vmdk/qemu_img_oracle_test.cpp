@@ -330,6 +330,16 @@ TEST_F(Oracle, RelativeNamesResolveAgainstTheDescriptorPathAsGiven) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
+TEST_F(Oracle, ASparseVmdkIsNotADescriptor) {
+  std::string sparse = dir_ / "sparse.vmdk";
+  auto r = qemu_img({"create", "-f", "vmdk", sparse, "1M"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(lint_ids(sparse), testing::ElementsAre("not-a-descriptor"));
+  auto cli = test::cli({"lint", sparse});
+  EXPECT_EQ(cli.exit_code, 1);
+  EXPECT_THAT(cli.out, HasSubstr("sparse VMDK image"));
+}
+
 TEST_F(Oracle, EachExtentLineCostsQemuAnFd) {
   std::string a = data_file("a", 8, 'a');
   std::string many = header();
@@ -445,6 +455,132 @@ TEST_F(Oracle, RandomWriterOutputMatchesQemu) {
       ASSERT_EQ(contents[f][location->file_offset], expected[at]) << "virtual offset " << at;
     }
   }
+}
+
+// Differential test of the QEMU reading: writer output with random trap mutations. Whatever
+// read_as_qemu() says (opens or not, CID, parentCID, createType, every extent's file and size,
+// the layout) must be what qemu-img reports for the same bytes.
+TEST_F(Oracle, MutatedDescriptorsAreReadExactlyAsQemuReadsThem) {
+  std::vector<std::string> files;
+  for (char c : {'p', 'q', 'r'}) {
+    std::string path = dir_ / std::string(1, c);
+    std::string bytes;
+    for (int sector = 0; sector < 64; ++sector) bytes += std::string(512, char(c + sector));
+    test::write_file(path, bytes);
+    files.push_back(path);
+  }
+  const std::string desc = dir_ / "mutated.vmdk";
+  size_t refused = 0, empty = 0, opened = 0;
+  for (uint32_t seed = 1; seed <= 80; ++seed) {
+    std::mt19937 rng(seed);
+    auto pick = [&rng](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
+    Descriptor d;
+    d.create_type = pick(2) ? CreateType::TwoGbMaxExtentFlat : CreateType::MonolithicFlat;
+    for (size_t i = 0, n = 2 + pick(4); i < n; ++i) {
+      uint64_t offset = pick(60);
+      d.extents.push_back({files[pick(files.size())], 1 + pick(64 - offset), offset});
+    }
+    std::vector<std::string> lines;
+    {
+      std::string text = render(d);
+      for (size_t p = 0; p < text.size();) {
+        size_t eol = text.find('\n', p);
+        lines.push_back(text.substr(p, eol - p));
+        p = eol + 1;
+      }
+    }
+    auto extent_lines = [&lines] {
+      std::vector<size_t> out;
+      for (size_t i = 0; i < lines.size(); ++i) {
+        if (lines[i].rfind("RW ", 0) == 0) out.push_back(i);
+      }
+      return out;
+    };
+    auto replace_word = [](std::string& line, size_t word, const std::string& with) {
+      size_t start = 0;
+      for (size_t w = 0; w < word; ++w) start = line.find(' ', start) + 1;
+      size_t end = line.find(' ', start);
+      line.replace(start, end == std::string::npos ? std::string::npos : end - start, with);
+    };
+    std::vector<std::string> applied;
+    for (size_t m = 0, count = 1 + pick(3); m < count; ++m) {
+      auto ext = extent_lines();
+      if (ext.empty()) break;
+      std::string& line = lines[ext[pick(ext.size())]];
+      size_t what = pick(22);
+      applied.push_back(std::to_string(what));
+      switch (what) {
+        case 0: lines.insert(lines.begin() + ext[pick(ext.size())], ""); break;
+        case 1: lines.insert(lines.begin() + ext[pick(ext.size())], " \t"); break;
+        case 2: replace_word(line, 0, pick(2) ? "RDONLY" : "NOACCESS"); break;
+        case 3: replace_word(line, 0, pick(2) ? "rw" : "Rw"); break;
+        case 4: replace_word(line, 2, pick(2) ? "flat" : "VMFS"); break;
+        case 5: line = fmt::format("RW {} ZERO", 1 + pick(8)); break;
+        case 6: line += " trailing words"; break;
+        case 7: line = line.substr(0, line.rfind(' ')); break;  // drop the offset
+        case 8: line = line.substr(0, line.rfind(' ')) + " 0x" + std::to_string(1 + pick(9)); break;
+        case 9: replace_word(line, 1, pick(2) ? "0" : "-3"); break;
+        case 10: replace_word(line, 1, "0x4"); break;
+        case 11: {  // unquote or single-quote the name
+          std::string q = pick(2) ? "'" : "";
+          for (char& c : line) if (c == '"') c = '\x01';
+          size_t a = line.find('\x01'), b = line.rfind('\x01');
+          line = line.substr(0, a) + q + line.substr(a + 1, b - a - 1) + q + line.substr(b + 1);
+          break;
+        }
+        case 12: lines.insert(lines.begin() + pick(4), "# CID values and createType notes"); break;
+        case 13: lines.insert(lines.begin(), "# the CID " + std::to_string(pick(99)) + " is"); break;
+        case 14: std::swap(lines[2], lines[3]); break;  // parentCID before CID
+        case 15: lines[4] = "createType = \"" + lines[4].substr(12); break;
+        case 16: line = "  \t" + line; break;
+        case 17: for (char& c : line) if (c == ' ' && pick(2)) c = '\t'; break;
+        case 18: line += "\r"; break;
+        case 19: lines.insert(lines.begin() + ext[pick(ext.size())], "\r"); break;
+        case 20: { size_t at = line.rfind(' '); line = line.substr(0, at) + "\n" + line.substr(at + 1); break; }
+        case 21: lines.insert(lines.begin() + ext.back() + 1, line); break;  // duplicate
+      }
+    }
+    std::string text;
+    for (const auto& line : lines) text += line + "\n";
+    test::write_file(desc, text);
+    SCOPED_TRACE(fmt::format("seed {} mutations {}:\n{}", seed, fmt::join(applied, ","), text));
+
+    QemuReading ours = read_as_qemu(text, desc);
+    auto info = qemu_img({"info", "-f", "vmdk", "--output=json", desc});
+    if (!ours.opens()) {
+      EXPECT_NE(info.exit_code, 0) << "we expected: " << ours.open_error;
+      ++refused;
+      continue;
+    }
+    if (ours.extents.empty()) {
+      EXPECT_NE(info.exit_code, 0);  // qemu-img info aborts on an empty disk
+      ++empty;
+      continue;
+    }
+    ++opened;
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    auto json = nlohmann::json::parse(info.out);
+    EXPECT_EQ(json["virtual-size"], ours.total_sectors * 512);
+    const auto& data = json["format-specific"]["data"];
+    EXPECT_EQ(data["cid"], *ours.cid);
+    EXPECT_EQ(data["parent-cid"], *ours.parent_cid);
+    EXPECT_EQ(data["create-type"], *ours.create_type);
+    ASSERT_EQ(data["extents"].size(), ours.extents.size());
+    for (size_t i = 0; i < ours.extents.size(); ++i) {
+      EXPECT_EQ(data["extents"][i]["filename"], ours.extents[i].resolved_path) << i;
+      EXPECT_EQ(data["extents"][i]["virtual-size"], ours.extents[i].sectors * 512) << i;
+    }
+    std::vector<MapRun> expected;
+    const ExtentMap map = ExtentMap::from_qemu_reading(ours);
+    for (const auto& e : map.extents()) {
+      append_run(expected, {e.virtual_offset, e.length, e.file_offset});
+    }
+    EXPECT_EQ(qemu_map(desc), expected);
+  }
+  // Both outcomes were exercised, not just one.
+  EXPECT_GE(opened, 30u);
+  EXPECT_GE(refused, 10u);
+  std::printf("mutations: %zu opened, %zu refused, %zu empty\n", opened, refused, empty);
 }
 
 }  // namespace

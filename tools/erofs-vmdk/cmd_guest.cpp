@@ -1,7 +1,126 @@
+// erofs-vmdk guest mount|teardown|status: thin over evmdk::guest (guest/include/evmdk/guest).
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <memory>
+
 #include "commands.h"
+#include "evmdk/error.h"
+#include "evmdk/guest/driver.h"
 
 namespace evmdk::cli {
+namespace {
 
-void register_guest_commands(CLI::App& /*app*/) {}
+std::string read_input(const std::string& path) {
+  if (path == "-") {
+    return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read storages file {}", path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Test hook for crash injection: EVMDK_GUEST_CRASH_AFTER=<step> (see docs/guest.md).
+std::string crash_hook() {
+  const char* value = std::getenv("EVMDK_GUEST_CRASH_AFTER");
+  return value ? value : "";
+}
+
+struct GuestOptions {
+  std::string storages_path;
+  std::string container_id;
+  std::string rootfs;
+  std::string base_dir = guest::kDefaultBaseDir;
+  unsigned timeout_ms = 10000;
+  unsigned parallel = 4;
+  std::vector<std::string> cgroups;
+  unsigned kill_timeout_ms = 5000;
+};
+
+}  // namespace
+
+void register_guest_commands(CLI::App& app) {
+  auto* guest_cmd = app.add_subcommand("guest", "guest storage driver: mount the layers and the "
+                                                "upper as an overlay rootfs, tear it down");
+  guest_cmd->require_subcommand(1);
+  auto options = std::make_shared<GuestOptions>();
+
+  auto* mount = guest_cmd->add_subcommand("mount", "mount lowers, upper and the overlay rootfs");
+  mount->add_option("-s,--storages", options->storages_path, "storage.json (a JSON array of "
+                    "Storage objects), or - for stdin")->required();
+  mount->add_option("-i,--id", options->container_id, "container id")->required();
+  mount->add_option("-r,--rootfs", options->rootfs, "the rootfs mount point")->required();
+  mount->add_option("-b,--base", options->base_dir, "base directory for <id>/multi-layer and "
+                    "journals")->capture_default_str();
+  mount->add_option("--timeout-ms", options->timeout_ms, "how long to wait for disks and "
+                    "partitions")->capture_default_str();
+  mount->add_option("--parallel", options->parallel, "lowers mounted concurrently")->capture_default_str();
+  mount->callback([options] {
+    guest::MountRequest request;
+    try {
+      request.storages = storages_from_json(nlohmann::json::parse(read_input(options->storages_path)));
+    } catch (const nlohmann::json::exception& error) {
+      throw Error("{}: not valid JSON: {}", options->storages_path, error.what());
+    } catch (const Error& error) {
+      throw Error("{}: {}", options->storages_path, error.what());
+    }
+    request.container_id = options->container_id;
+    request.rootfs = options->rootfs;
+    request.base_dir = options->base_dir;
+    request.device_timeout = std::chrono::milliseconds(options->timeout_ms);
+    request.parallel_mounts = options->parallel;
+    request.crash_after = crash_hook();
+    auto result = guest::mount_rootfs(request);
+    nlohmann::json out{{"rootfs", result.rootfs},
+                       {"upper", result.upper},
+                       {"lowers", result.lowers},
+                       {"loop_devices", result.loop_devices},
+                       {"flat_device_mode", result.flat_device_mode},
+                       {"overlay_method", result.overlay_method}};
+    fmt::print("{}\n", out.dump(2));
+  });
+
+  auto* teardown = guest_cmd->add_subcommand(
+      "teardown", "kill the container, remove its cgroups, unmount top-down, remove what mount "
+                  "created; exits non-zero naming whatever could not be cleaned");
+  teardown->add_option("-i,--id", options->container_id, "container id")->required();
+  teardown->add_option("-r,--rootfs", options->rootfs, "the rootfs mount point (default: from the journal)");
+  teardown->add_option("-b,--base", options->base_dir, "base directory")->capture_default_str();
+  teardown->add_option("-c,--cgroup", options->cgroups, "a cgroup directory of the container "
+                       "(repeat for each v1 hierarchy)");
+  teardown->add_option("--kill-timeout-ms", options->kill_timeout_ms, "bound for killing the "
+                       "processes and for removing the cgroups")->capture_default_str();
+  teardown->callback([options] {
+    guest::TeardownRequest request;
+    request.container_id = options->container_id;
+    request.rootfs = options->rootfs;
+    request.base_dir = options->base_dir;
+    request.cgroups = options->cgroups;
+    request.kill_timeout = std::chrono::milliseconds(options->kill_timeout_ms);
+    request.cgroup_remove_timeout = std::chrono::milliseconds(options->kill_timeout_ms);
+    request.crash_after = crash_hook();
+    auto report = guest::teardown_rootfs(request);
+    fmt::print("{}\n", report.to_json().dump(2));
+    for (const auto& warning : report.warnings) fmt::print(stderr, "erofs-vmdk: warning: {}\n", warning);
+    if (!report.clean()) {
+      std::fflush(stdout);
+      for (const auto& problem : report.problems) {
+        fmt::print(stderr, "erofs-vmdk: not cleaned: {}\n", problem);
+      }
+      throw CLI::RuntimeError(1);
+    }
+  });
+
+  auto* status = guest_cmd->add_subcommand("status", "print the journal and what is mounted");
+  status->add_option("-i,--id", options->container_id, "container id")->required();
+  status->add_option("-b,--base", options->base_dir, "base directory")->capture_default_str();
+  status->callback([options] {
+    fmt::print("{}\n", guest::rootfs_status(options->base_dir, options->container_id).dump(2));
+  });
+}
 
 }  // namespace evmdk::cli

@@ -1,7 +1,86 @@
+// `erofs-vmdk hook --id CID --state-dir DIR [--mounts FILE|-]` and
+// `erofs-vmdk hook cleanup --id CID --state-dir DIR`: a VM runtime's entry point for the
+// containerd EROFS snapshotter's mount list (docs/runtime-integration.md).
+#include <fmt/format.h>
+
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
 #include "commands.h"
+#include "evmdk/error.h"
+#include "evmdk/host/hook.h"
 
 namespace evmdk::cli {
+namespace {
 
-void register_hook_commands(CLI::App& /*app*/) {}
+struct HookArgs {
+  std::string id;
+  std::string state_dir;
+  std::string mounts = "-";
+  std::string verity = "auto";
+  std::string cleanup_id;
+  std::string cleanup_state_dir;
+};
+
+std::string read_input(const std::string& path) {
+  std::stringstream text;
+  if (path == "-") {
+    text << std::cin.rdbuf();
+    return text.str();
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read mount list {}", path);
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+void register_hook_commands(CLI::App& app) {
+  auto args = std::make_shared<HookArgs>();
+  auto* hook = app.add_subcommand(
+      "hook", "Turn a containerd EROFS snapshotter mount list into disks and guest storages");
+  hook->add_option("--id", args->id, "Container id (names the state subdirectory)");
+  hook->add_option("--state-dir", args->state_dir, "Directory holding per-container hook state");
+  hook->add_option("--mounts", args->mounts, "Mount list JSON file, or - for stdin")
+      ->capture_default_str();
+  hook->add_option("--verity", args->verity,
+                   "dm-verity policy for layers without X-containerd.dmverity: off|auto|on")
+      ->capture_default_str();
+  hook->require_subcommand(0, 1);
+
+  auto* cleanup = hook->add_subcommand(
+      "cleanup", "Remove exactly what `hook` created for a container (idempotent)");
+  cleanup->add_option("--id", args->cleanup_id, "Container id")->required();
+  cleanup->add_option("--state-dir", args->cleanup_state_dir, "Hook state directory")->required();
+  cleanup->callback([args] {
+    auto report = host::cleanup_hook(args->cleanup_id, args->cleanup_state_dir);
+    nlohmann::json out{{"id", args->cleanup_id},
+                       {"existed", report.existed},
+                       {"removed", report.removed},
+                       {"left", report.left},
+                       {"kept", report.kept}};
+    fmt::print("{}\n", out.dump(2));
+    if (!report.left.empty()) {
+      for (const auto& item : report.left) fmt::print(stderr, "erofs-vmdk: not removed: {}\n", item);
+      throw CLI::RuntimeError(1);
+    }
+  });
+
+  hook->callback([args, cleanup] {
+    if (cleanup->parsed()) return;
+    if (args->id.empty()) throw Error("hook: --id is required");
+    if (args->state_dir.empty()) throw Error("hook: --state-dir is required");
+    host::HookRequest request;
+    request.id = args->id;
+    request.state_dir = args->state_dir;
+    request.verity = host::parse_verity_policy(args->verity);
+    const std::string origin = args->mounts == "-" ? std::string("<stdin>") : args->mounts;
+    request.mounts = host::parse_mount_list_text(read_input(args->mounts), origin);
+    fmt::print("{}\n", host::run_hook(request).dump(2));
+  });
+}
 
 }  // namespace evmdk::cli

@@ -1,7 +1,215 @@
+// `inspect` and `compose`: thin over evmdk/host (probe.h, gpt.h, compose.h).
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
 #include "commands.h"
+#include "evmdk/error.h"
+#include "evmdk/host/compose.h"
+#include "evmdk/host/gpt.h"
+#include "evmdk/host/probe.h"
+#include "evmdk/unique_fd.h"
 
 namespace evmdk::cli {
+namespace {
 
-void register_host_commands(CLI::App& /*app*/) {}
+namespace fs = std::filesystem;
+
+void print_layer(const host::ErofsInfo& info, const std::string& indent) {
+  fmt::print("{}EROFS  {} blocks of {} bytes = {} bytes (file {} bytes)\n", indent, info.blocks,
+             info.block_size(), info.fs_size, info.file_size);
+  fmt::print("{}uuid   {}\n", indent, info.uuid_string);
+  if (!info.volume_name.empty()) fmt::print("{}volume {}\n", indent, info.volume_name);
+  fmt::print("{}features {}\n", indent,
+             host::feature_names(info.feature_compat, info.feature_incompat));
+  if (info.has_checksum) fmt::print("{}checksum {:08x} (valid)\n", indent, info.checksum);
+  for (size_t i = 0; i < info.devices.size(); ++i) {
+    const auto& d = info.devices[i];
+    fmt::print("{}device {}: {} blocks at blkaddr {} tag '{}'\n", indent, i + 1, d.blocks,
+               d.mapped_blkaddr, d.tag);
+  }
+}
+
+bool starts_with_file(const std::string& path, std::string_view prefix) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(prefix.size(), '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  return in.gcount() == static_cast<std::streamsize>(prefix.size()) && head == prefix;
+}
+
+// A composed output: the descriptor's directory holds layout.json naming every layer.
+nlohmann::json inspect_composed(const std::string& descriptor) {
+  auto layout_path = fs::path(descriptor).parent_path() / host::kLayoutName;
+  std::ifstream in(layout_path);
+  if (!in) {
+    throw Error("{}: a VMDK descriptor without {} beside it; inspect the layers, or the raw "
+                "image (qemu-img convert -O raw)",
+                descriptor, host::kLayoutName);
+  }
+  nlohmann::json layout = nlohmann::json::parse(in);
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& layer : layout.at("layers")) {
+    nlohmann::json entry = layer;
+    if (layer.value("erofs", true)) {
+      entry["probe"] = host::to_json(host::probe_layer(layer.at("path").get<std::string>()));
+    }
+    layers.push_back(std::move(entry));
+  }
+  return {{"path", descriptor}, {"type", "composed"}, {"mode", layout.at("mode")},
+          {"serial", layout.at("serial")}, {"layers", layers}};
+}
+
+nlohmann::json inspect_gpt_disk(const std::string& path) {
+  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  host::gpt::Table table = host::gpt::read_table(fd.get(), path);
+  nlohmann::json partitions = nlohmann::json::array();
+  for (size_t i = 0; i < table.partitions.size(); ++i) {
+    const auto& p = table.partitions[i];
+    std::string name = fmt::format("{} partition {}", path, i + 1);
+    nlohmann::json entry{{"number", i + 1},
+                         {"first_lba", p.first_lba},
+                         {"last_lba", p.last_lba},
+                         {"partuuid", host::gpt::format_guid(p.unique)},
+                         {"name", p.name}};
+    entry["erofs"] = host::to_json(host::probe_image_at(
+        fd.get(), p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512, name));
+    partitions.push_back(std::move(entry));
+  }
+  return {{"path", path},
+          {"type", "gpt"},
+          {"disk_guid", host::gpt::format_guid(table.disk_guid)},
+          {"total_sectors", table.total_sectors},
+          {"entry_count", table.entry_count},
+          {"partitions", partitions}};
+}
+
+void run_inspect(const std::string& path, bool json) {
+  if (starts_with_file(path, "# Disk DescriptorFile")) {
+    auto result = inspect_composed(path);
+    if (json) {
+      fmt::print("{}\n", result.dump(2));
+      return;
+    }
+    fmt::print("{}: composed {} disk, serial {}\n", path, result["mode"].get<std::string>(),
+               result["serial"].get<std::string>());
+    for (const auto& layer : result["layers"]) {
+      fmt::print("  layer {}: {}", layer["index"].get<size_t>(), layer["path"].get<std::string>());
+      if (layer.contains("partuuid")) {
+        fmt::print(" (partition {}, PARTUUID {})", layer["partition"].get<uint32_t>(),
+                   layer["partuuid"].get<std::string>());
+      }
+      fmt::print("\n");
+    }
+    return;
+  }
+  // An EROFS image has its magic at byte 1024; a composed raw disk has a GPT at LBA 1.
+  bool is_gpt = false;
+  {
+    UniqueFd fd = open_or_throw(path, O_RDONLY);
+    char signature[8] = {};
+    is_gpt = pread_full(fd.get(), signature, 8, 512, path) == 8 &&
+             std::string_view(signature, 8) == "EFI PART";
+  }
+  if (is_gpt) {
+    auto result = inspect_gpt_disk(path);
+    if (json) {
+      fmt::print("{}\n", result.dump(2));
+      return;
+    }
+    fmt::print("{}: GPT disk {}, {} sectors, {} partitions\n", path,
+               result["disk_guid"].get<std::string>(), result["total_sectors"].get<uint64_t>(),
+               result["partitions"].size());
+    for (const auto& p : result["partitions"]) {
+      fmt::print("  partition {} '{}' LBA {}..{} PARTUUID {}: EROFS uuid {}\n",
+                 p["number"].get<size_t>(), p["name"].get<std::string>(),
+                 p["first_lba"].get<uint64_t>(), p["last_lba"].get<uint64_t>(),
+                 p["partuuid"].get<std::string>(), p["erofs"]["uuid"].get<std::string>());
+    }
+    return;
+  }
+  host::ErofsInfo info = host::probe_layer(path);
+  if (json) {
+    fmt::print("{}\n", host::to_json(info).dump(2));
+    return;
+  }
+  fmt::print("{}:\n", path);
+  print_layer(info, "  ");
+}
+
+struct ComposeArgs {
+  std::string mode = "auto";
+  std::string order = "top-first";
+  std::string output;
+  std::vector<std::string> layers;
+  bool fdset = false;
+  uint32_t first_fdset = 1;
+  std::string serial;
+  bool json = false;
+};
+
+void run_compose(const ComposeArgs& args) {
+  host::ComposeOptions options;
+  options.mode = host::parse_compose_mode(args.mode);
+  options.order = host::parse_layer_order(args.order);
+  options.output_dir = args.output;
+  options.fdset = args.fdset;
+  options.first_fdset_id = args.first_fdset;
+  options.serial = args.serial;
+  for (const auto& layer : args.layers) options.layers.push_back({layer, {}});
+  host::ComposeResult result = host::compose(options);
+  if (args.json) {
+    fmt::print("{}\n", result.layout.dump(2));
+    return;
+  }
+  fmt::print("composed {} layer(s) in {} mode: {} ({} sectors, serial {})\n",
+             result.layers.size(), host::to_string(result.mode), result.disk_path,
+             result.disk_sectors, result.serial);
+  for (const auto& layer : result.layers) {
+    if (layer.partition_number) {
+      fmt::print("  partition {} LBA {}+{} PARTUUID {} <- {}\n", *layer.partition_number,
+                 layer.first_lba, layer.sectors, layer.partuuid, layer.path);
+    } else {
+      fmt::print("  LBA {}+{} <- {}\n", layer.first_lba, layer.sectors, layer.path);
+    }
+  }
+}
+
+}  // namespace
+
+void register_host_commands(CLI::App& app) {
+  auto inspect_path = std::make_shared<std::string>();
+  auto inspect_json = std::make_shared<bool>(false);
+  auto* inspect = app.add_subcommand(
+      "inspect", "Probe an EROFS layer, a composed raw GPT disk, or a composed disk.vmdk");
+  inspect->add_option("PATH", *inspect_path, "layer image, raw disk image, or disk.vmdk")
+      ->required();
+  inspect->add_flag("--json", *inspect_json, "print JSON");
+  inspect->callback([inspect_path, inspect_json] { run_inspect(*inspect_path, *inspect_json); });
+
+  auto args = std::make_shared<ComposeArgs>();
+  auto* compose = app.add_subcommand(
+      "compose", "Compose EROFS layers into one read-only disk (see docs/compose.md)");
+  compose->add_option("--mode", args->mode, "auto|raw|flat|gpt")
+      ->check(CLI::IsMember({"auto", "raw", "flat", "gpt"}))
+      ->capture_default_str();
+  compose->add_option("--order", args->order, "order of LAYER arguments: top-first|bottom-first")
+      ->check(CLI::IsMember({"top-first", "bottom-first"}))
+      ->capture_default_str();
+  compose->add_option("-o,--output", args->output, "output directory")->required();
+  compose->add_flag("--fdset", args->fdset,
+                    "name extents /dev/fdset/N in the descriptor (QEMU receives fds)");
+  compose->add_option("--first-fdset", args->first_fdset, "fdset id of the first file")
+      ->capture_default_str();
+  compose->add_option("--serial", args->serial, "virtio serial (default: derived from layers)");
+  compose->add_flag("--json", args->json, "print layout.json");
+  compose->add_option("LAYER", args->layers,
+                      "layer images (flat mode: the fsmeta, then its device blobs in slot order)")
+      ->required();
+  compose->callback([args] { run_compose(*args); });
+}
 
 }  // namespace evmdk::cli

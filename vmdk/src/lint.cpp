@@ -35,6 +35,14 @@ class Linter {
         spec_(read_as_spec(text)) {}
 
   LintReport run() {
+    report_.path = path_;
+    // QEMU opens files starting with these magics as sparse (hosted) VMDK images.
+    if (text_.substr(0, 4) == "KDMV" || text_.substr(0, 4) == "COWD") {
+      add("not-a-descriptor", Severity::Error, 0,
+          "this is a sparse VMDK image (binary header), not a text descriptor; QEMU reads it "
+          "as such and this tool only handles flat descriptors");
+      return std::move(report_);
+    }
     check_size_and_bytes();
     check_create_type();
     check_cid("CID", qemu_.cid_offset, qemu_.cid.has_value());
@@ -264,6 +272,9 @@ class Linter {
 
   void check_file(const QemuExtent& extent) {
     if (extent.resolved_path.empty()) return;
+    // fd passing: QEMU resolves these from the fd sets its caller handed it, not the file
+    // system, so there is nothing to check here.
+    if (extent.resolved_path.rfind("/dev/fdset/", 0) == 0) return;
     auto [it, inserted] = file_sizes_.try_emplace(extent.resolved_path);
     if (inserted) it->second = file_size(extent.resolved_path);
     const auto& [size, problem] = it->second;

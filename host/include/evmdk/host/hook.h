@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "evmdk/host/hook_plan.h"
+#include "evmdk/host/verity.h"
 #include "evmdk/storage_spec.h"
 
 namespace evmdk::host {
@@ -27,6 +28,10 @@ struct HookRequest {
   std::string id;
   std::string state_dir;
   std::vector<ContainerdMount> mounts;
+  // A layer with X-containerd.dmverity= always gets X-kata.dmverity.* options (a broken sidecar
+  // or tree is an error) unless off; other layers follow the policy (auto: a <layer>.dmverity
+  // next to the layer is used; on: a layer without one is an error). docs/verity.md.
+  VerityPolicy verity = VerityPolicy::kAuto;
 };
 
 // The printed document (also written to <state-dir>/<id>/hook.json):
@@ -37,15 +42,11 @@ struct HookRequest {
 // list for an existing id is an error. On any error nothing is left behind.
 nlohmann::json run_hook(const HookRequest& request);
 
-// dm-verity parameters for a layer, from containerd's sidecar JSON ({"roothash", "hashoffset"})
-// and the dm-verity superblock at hashoffset inside the layer. Returned as X-kata.dmverity.*
-// options. Throws naming the sidecar or layer.
-std::vector<std::string> dmverity_options(const std::string& layer, const std::string& sidecar);
-
 struct CleanupReport {
   bool existed = false;
   std::vector<std::string> removed;  // absolute paths
-  std::vector<std::string> left;     // absolute paths not removed, with the reason
+  std::vector<std::string> left;     // what the hook made but could not remove, with the reason
+  std::vector<std::string> kept;     // directories kept because they hold files not ours
 };
 // Removes exactly what run_hook created under <state-dir>/<id>/; a second run finds nothing
 // and succeeds. Never follows a symlink, never touches anything outside that directory.

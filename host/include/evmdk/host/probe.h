@@ -81,6 +81,7 @@ ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options = {})
 // `size` bounds the image (the partition size). file_size is set to `size`.
 ErofsInfo probe_image_at(int fd, uint64_t offset, uint64_t size, const std::string& name);
 
+// Canonical lower-case 8-4-4-4-12 text of a UUID.
 std::string format_uuid(const std::array<uint8_t, 16>& uuid);
 std::string feature_names(uint32_t compat, uint32_t incompat);
 nlohmann::json to_json(const ErofsInfo& info);

@@ -9,7 +9,8 @@
 //             missing-create-type, unsupported-create-type, early-create-type-substring,
 //             missing-cid, early-cid-substring, unreadable-cid, parent-file-name-hint,
 //             descriptor-too-large, nul-byte, no-usable-extent, size-overflow,
-//             missing-extent-file, extent-past-eof, qemu-open-error, readings-differ
+//             missing-extent-file, extent-past-eof, qemu-open-error, readings-differ,
+//             not-a-descriptor
 //   warnings: relative-path, extent-count-fd-limit, virtualbox-line-limit,
 //             extent-trailing-text, non-flat-create-type, extent-over-2gib, unknown-line
 #include <nlohmann/json.hpp>

@@ -1,0 +1,55 @@
+#pragma once
+// Finding the layer disk in the guest and checking that a partition holds the layer the host
+// meant: disk lookup by /dev path, virtio serial or Kata PCI path; bounded waits for
+// partitions (with a partition-table re-read); PARTUUID via libblkid; the EROFS superblock.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace evmdk::guest {
+
+// Resolves a Storage `source` to a block device node: an absolute /dev path, `serial:<S>`
+// (the disk whose /sys/block/*/serial is S) or a Kata PCI path such as `02/00`. Polls until
+// `timeout`; throws naming the source when it never shows up.
+std::string find_disk(const std::string& source, std::chrono::milliseconds timeout);
+
+// The device node of partition `number` of `disk` (e.g. /dev/vda, /dev/loop3). Waits with a
+// bound; when the partition is not there it asks the kernel to re-read the partition table
+// (BLKRRPART) and keeps waiting. Returns "" when a successful re-read still shows no such
+// partition: the kernel does not parse this table (e.g. built without CONFIG_EFI_PARTITION),
+// and the caller maps the partition itself (read_partition + a loop slice).
+std::string wait_for_partition(const std::string& disk, unsigned number,
+                               std::chrono::milliseconds timeout);
+
+struct PartitionInfo {
+  std::string uuid;  // GPT PARTUUID, lower case
+  uint64_t start = 0;  // bytes from the start of the disk
+  uint64_t size = 0;   // bytes
+};
+
+// Partition `number` as the disk's partition table says (libblkid reads the table itself, so
+// this does not depend on the kernel's partition parsing). Throws when there is none.
+PartitionInfo read_partition(const std::string& disk, unsigned number);
+
+struct ErofsDevice {
+  std::string tag;
+  uint64_t blocks = 0;
+  uint64_t mapped_blkaddr = 0;
+};
+
+struct ErofsSuperblock {
+  std::string uuid;  // 8-4-4-4-12 lower-case hex
+  unsigned block_size_bits = 12;
+  uint64_t blocks = 0;
+  std::vector<ErofsDevice> devices;  // extra devices (device id i+1), empty for one-device images
+  uint64_t block_size() const { return uint64_t{1} << block_size_bits; }
+};
+
+// Reads and checks the EROFS superblock (and device table) at byte 0 of `path`.
+ErofsSuperblock read_erofs_superblock(const std::string& path);
+
+// Compares UUID strings ignoring case and dashes.
+bool same_uuid(const std::string& a, const std::string& b);
+
+}  // namespace evmdk::guest

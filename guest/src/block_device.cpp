@@ -1,0 +1,255 @@
+#include "evmdk/guest/block_device.h"
+
+#include <blkid/blkid.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "evmdk/error.h"
+#include "evmdk/unique_fd.h"
+
+namespace fs = std::filesystem;
+
+namespace evmdk::guest {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kPollInterval = std::chrono::milliseconds(20);
+
+std::string read_trimmed(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return {};
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  size_t start = 0;
+  while (start < text.size() && std::isspace(static_cast<unsigned char>(text[start]))) ++start;
+  return text.substr(start);
+}
+
+bool is_block_device(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+std::string find_by_serial(const std::string& serial) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/sys/block", ec)) {
+    if (read_trimmed(entry.path() / "serial") == serial) {
+      return "/dev/" + entry.path().filename().string();
+    }
+  }
+  return {};
+}
+
+// Kata PCI path "bb/dd[/...]": slot of each bridge from the root bus down to the device.
+std::string find_by_pci_path(const std::string& pci_path) {
+  std::vector<unsigned> slots;
+  size_t pos = 0;
+  while (pos <= pci_path.size()) {
+    size_t slash = pci_path.find('/', pos);
+    std::string part = pci_path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+    if (part.empty() || part.size() > 2 ||
+        !std::all_of(part.begin(), part.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
+      throw Error("storage source '{}': not a PCI path (expected hex slots like 02/00)", pci_path);
+    }
+    slots.push_back(static_cast<unsigned>(std::stoul(part, nullptr, 16)));
+    if (slash == std::string::npos) break;
+    pos = slash + 1;
+  }
+  std::error_code ec;
+  fs::path dir;
+  for (const auto& root : fs::directory_iterator("/sys/devices", ec)) {
+    if (root.path().filename().string().rfind("pci0000:00", 0) == 0) dir = root.path();
+  }
+  if (dir.empty()) return {};
+  for (unsigned slot : slots) {
+    fs::path next;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      // Device directories are named DDDD:BB:SS.F; function 0 of the slot.
+      std::string name = entry.path().filename().string();
+      if (name.size() == 12 && name[4] == ':' && name[7] == ':' && name[10] == '.' &&
+          name[11] == '0' && std::stoul(name.substr(8, 2), nullptr, 16) == slot) {
+        next = entry.path();
+      }
+    }
+    if (next.empty()) return {};
+    dir = next;
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {
+    if (entry.path().parent_path().filename() == "block") {
+      return "/dev/" + entry.path().filename().string();
+    }
+  }
+  return {};
+}
+
+std::string partition_node(const std::string& disk, unsigned number) {
+  std::string name = fs::path(disk).filename().string();
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(fs::path("/sys/class/block") / name, ec)) {
+    if (read_trimmed(entry.path() / "partition") == std::to_string(number)) {
+      std::string node = "/dev/" + entry.path().filename().string();
+      if (is_block_device(node)) return node;
+    }
+  }
+  return {};
+}
+
+// True when the kernel re-read the table (it adds the partitions before returning); false on
+// EBUSY (partitions in use) or other errors.
+bool reread_partition_table(const std::string& disk) {
+  int fd = ::open(disk.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::ioctl(fd, BLKRRPART, 0) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string uuid_text(const unsigned char* bytes) {
+  return fmt::format("{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-"
+                     "{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+                     bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6],
+                     bytes[7], bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13],
+                     bytes[14], bytes[15]);
+}
+
+uint32_t le32(const unsigned char* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+uint16_t le16(const unsigned char* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+
+}  // namespace
+
+std::string find_disk(const std::string& source, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  bool by_serial = source.rfind("serial:", 0) == 0;
+  bool by_path = !source.empty() && source[0] == '/';
+  if (!by_serial && !by_path && source.find_first_not_of("0123456789abcdefABCDEF/") != std::string::npos) {
+    throw Error("storage source '{}': expected an absolute /dev path, serial:<S> or a PCI path",
+                source);
+  }
+  while (true) {
+    std::string found;
+    if (by_path) {
+      if (is_block_device(source)) found = source;
+    } else if (by_serial) {
+      found = find_by_serial(source.substr(7));
+      if (!found.empty() && !is_block_device(found)) found.clear();
+    } else {
+      found = find_by_pci_path(source);
+      if (!found.empty() && !is_block_device(found)) found.clear();
+    }
+    if (!found.empty()) return found;
+    if (Clock::now() >= deadline) {
+      throw Error("storage source '{}': no such block device after {} ms", source,
+                  timeout.count());
+    }
+    std::this_thread::sleep_for(kPollInterval);
+  }
+}
+
+std::string wait_for_partition(const std::string& disk, unsigned number,
+                               std::chrono::milliseconds timeout) {
+  auto start = Clock::now();
+  auto deadline = start + timeout;
+  auto next_reread = start + std::chrono::milliseconds(200);
+  while (true) {
+    std::string node = partition_node(disk, number);
+    if (!node.empty()) return node;
+    auto now = Clock::now();
+    if (now >= deadline) {
+      throw Error("disk {}: partition {} did not appear within {} ms (partition table re-read "
+                  "requested)", disk, number, timeout.count());
+    }
+    if (now >= next_reread) {
+      if (reread_partition_table(disk)) {
+        node = partition_node(disk, number);
+        if (!node.empty()) return node;
+        return {};  // the kernel parsed the table and has no such partition
+      }
+      next_reread = now + std::chrono::milliseconds(500);
+    }
+    std::this_thread::sleep_for(kPollInterval);
+  }
+}
+
+PartitionInfo read_partition(const std::string& disk, unsigned number) {
+  std::unique_ptr<std::remove_pointer_t<blkid_probe>, decltype(&blkid_free_probe)> probe(
+      blkid_new_probe_from_filename(disk.c_str()), &blkid_free_probe);
+  if (!probe) throw_errno("libblkid cannot open {}", disk);
+  blkid_probe_enable_superblocks(probe.get(), 0);
+  blkid_probe_enable_partitions(probe.get(), 1);
+  blkid_partlist list = blkid_probe_get_partitions(probe.get());
+  if (list == nullptr) throw Error("disk {}: no partition table found by libblkid", disk);
+  int count = blkid_partlist_numof_partitions(list);
+  for (int i = 0; i < count; ++i) {
+    blkid_partition part = blkid_partlist_get_partition(list, i);
+    if (blkid_partition_get_partno(part) == static_cast<int>(number)) {
+      PartitionInfo info;
+      if (const char* uuid = blkid_partition_get_uuid(part)) info.uuid = uuid;
+      std::transform(info.uuid.begin(), info.uuid.end(), info.uuid.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      info.start = static_cast<uint64_t>(blkid_partition_get_start(part)) * 512;
+      info.size = static_cast<uint64_t>(blkid_partition_get_size(part)) * 512;
+      return info;
+    }
+  }
+  throw Error("disk {}: the partition table has no partition {}", disk, number);
+}
+
+ErofsSuperblock read_erofs_superblock(const std::string& path) {
+  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  unsigned char sb[128];
+  pread_exact(fd.get(), sb, sizeof sb, 1024, path + " (EROFS superblock)");
+  if (le32(sb) != 0xE0F5E1E2u) {
+    throw Error("{}: not an EROFS image (magic {:#010x} at byte 1024)", path, le32(sb));
+  }
+  ErofsSuperblock out;
+  out.block_size_bits = sb[12];
+  if (out.block_size_bits < 9 || out.block_size_bits > 16) {
+    throw Error("{}: EROFS block size bits {} out of range", path, out.block_size_bits);
+  }
+  out.blocks = le32(sb + 36);
+  out.uuid = uuid_text(sb + 48);
+  uint32_t incompat = le32(sb + 80);
+  unsigned extra_devices = le16(sb + 86);
+  unsigned slot_offset = le16(sb + 88);
+  if ((incompat & 0x8u) != 0 && extra_devices > 0) {
+    std::vector<unsigned char> table(size_t{extra_devices} * 128);
+    pread_exact(fd.get(), table.data(), table.size(), uint64_t{slot_offset} * 128,
+                path + " (EROFS device table)");
+    bool wide = (incompat & 0x80u) != 0;
+    for (unsigned i = 0; i < extra_devices; ++i) {
+      const unsigned char* slot = table.data() + size_t{i} * 128;
+      ErofsDevice device;
+      device.tag.assign(reinterpret_cast<const char*>(slot), strnlen(reinterpret_cast<const char*>(slot), 64));
+      device.blocks = le32(slot + 64) | (wide ? uint64_t{le16(slot + 72)} << 32 : 0);
+      device.mapped_blkaddr = le32(slot + 68) | (wide ? uint64_t{le16(slot + 74)} << 32 : 0);
+      out.devices.push_back(device);
+    }
+  }
+  return out;
+}
+
+bool same_uuid(const std::string& a, const std::string& b) {
+  auto normal = [](const std::string& s) {
+    std::string out;
+    for (char c : s) {
+      if (c != '-') out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return out;
+  };
+  return normal(a) == normal(b);
+}
+
+}  // namespace evmdk::guest

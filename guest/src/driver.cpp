@@ -1,0 +1,729 @@
+#include "evmdk/guest/driver.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "evmdk/error.h"
+#include "evmdk/guest/block_device.h"
+#include "evmdk/guest/cgroup.h"
+#include "evmdk/guest/journal.h"
+#include "evmdk/guest/loop_device.h"
+#include "evmdk/guest/mkdir_directive.h"
+#include "evmdk/guest/mountinfo.h"
+#include "evmdk/unique_fd.h"
+
+namespace fs = std::filesystem;
+
+namespace evmdk::guest {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------------------------------
+// Planning: which storage is which.
+
+struct LowerPlan {
+  unsigned index = 0;  // 0 = top
+  const Storage* storage = nullptr;
+  std::optional<unsigned> partition;
+};
+
+struct Plan {
+  std::vector<LowerPlan> lowers;  // sorted by index
+  const Storage* upper = nullptr;
+  std::vector<std::string> overlay_options;
+  std::vector<std::pair<std::string, MkdirDirective>> mkdirs;  // spec, parsed
+};
+
+bool is_marker(const std::string& option) { return option.rfind("X-", 0) == 0; }
+
+std::optional<unsigned> unsigned_option(const Storage& storage, std::string_view key) {
+  auto value = option_value(storage.options, key);
+  if (!value) return std::nullopt;
+  try {
+    size_t used = 0;
+    unsigned long number = std::stoul(*value, &used);
+    if (used != value->size()) throw std::invalid_argument("trailing");
+    return static_cast<unsigned>(number);
+  } catch (const std::exception&) {
+    throw Error("storage '{}': option {}={} is not a number", storage.source, key, *value);
+  }
+}
+
+Plan make_plan(const std::vector<Storage>& storages) {
+  Plan plan;
+  for (size_t i = 0; i < storages.size(); ++i) {
+    const Storage& storage = storages[i];
+    for (auto key : {marker::kMkdirPath, marker::kContainerdMkdirPath}) {
+      for (const auto& spec : option_values(storage.options, key)) {
+        plan.mkdirs.emplace_back(spec, parse_mkdir_directive(spec));
+      }
+    }
+    for (const auto& option : option_values(storage.options, "X-erofs-vmdk.overlay-option")) {
+      plan.overlay_options.push_back(option);
+    }
+    bool lower = has_option(storage.options, marker::kOverlayLower) ||
+                 (storage.fstype == "erofs" && !has_option(storage.options, marker::kOverlayUpper));
+    if (has_option(storage.options, marker::kOverlayUpper)) {
+      if (plan.upper != nullptr) throw Error("storage #{} '{}': a second overlay upper", i, storage.source);
+      plan.upper = &storage;
+      continue;
+    }
+    if (!lower) continue;  // e.g. an overlay storage that only carries options
+    if (storage.fstype != "erofs") {
+      throw Error("storage #{} '{}': lower layers must be erofs, not '{}'", i, storage.source, storage.fstype);
+    }
+    if (option_value(storage.options, marker::kDmverityEnabled).value_or("false") == "true") {
+      throw Error("storage #{} '{}': dm-verity protected lowers are not supported by this guest "
+                  "driver yet; refusing to mount it unprotected", i, storage.source);
+    }
+    LowerPlan lower_plan;
+    lower_plan.storage = &storage;
+    lower_plan.partition = unsigned_option(storage, marker::kPartitionNumber);
+    if (lower_plan.partition && *lower_plan.partition == 0) {
+      throw Error("storage #{} '{}': partition numbers start at 1", i, storage.source);
+    }
+    auto index = unsigned_option(storage, marker::kLayerIndex);
+    if (!index && lower_plan.partition) index = *lower_plan.partition - 1;
+    lower_plan.index = index.value_or(static_cast<unsigned>(plan.lowers.size()));
+    plan.lowers.push_back(lower_plan);
+  }
+  if (plan.lowers.empty()) throw Error("no lower (erofs) storage among {} storages", storages.size());
+  std::sort(plan.lowers.begin(), plan.lowers.end(),
+            [](const LowerPlan& a, const LowerPlan& b) { return a.index < b.index; });
+  for (size_t i = 0; i < plan.lowers.size(); ++i) {
+    if (plan.lowers[i].index != i) {
+      throw Error("lower layer indexes must be 0..{} without gaps or duplicates; storage '{}' has "
+                  "index {} where {} was expected", plan.lowers.size() - 1,
+                  plan.lowers[i].storage->source, plan.lowers[i].index, i);
+    }
+  }
+  for (const auto& [spec, directive] : plan.mkdirs) {
+    if (directive.mount_index > plan.lowers.size()) {
+      throw Error("mkdir directive '{}': there is no mount {} (mount 0 is the upper, 1..{} the "
+                  "lowers)", spec, directive.mount_index, plan.lowers.size());
+    }
+  }
+  return plan;
+}
+
+// Plain mount options to mount(2) flags and data; X-* markers and "loop" are dropped.
+std::pair<unsigned long, std::string> mount_flags_and_data(const std::vector<std::string>& options) {
+  static const std::map<std::string, std::pair<unsigned long, bool>> kFlags = {
+      {"ro", {MS_RDONLY, true}},        {"rw", {MS_RDONLY, false}},
+      {"nodev", {MS_NODEV, true}},      {"dev", {MS_NODEV, false}},
+      {"nosuid", {MS_NOSUID, true}},    {"suid", {MS_NOSUID, false}},
+      {"noexec", {MS_NOEXEC, true}},    {"exec", {MS_NOEXEC, false}},
+      {"noatime", {MS_NOATIME, true}},  {"nodiratime", {MS_NODIRATIME, true}},
+      {"relatime", {MS_RELATIME, true}}, {"sync", {MS_SYNCHRONOUS, true}},
+      {"dirsync", {MS_DIRSYNC, true}}};
+  unsigned long flags = 0;
+  std::string data;
+  for (const auto& option : options) {
+    if (is_marker(option) || option == "loop" || option == "defaults") continue;
+    auto it = kFlags.find(option);
+    if (it != kFlags.end()) {
+      flags = it->second.second ? (flags | it->second.first) : (flags & ~it->second.first);
+      continue;
+    }
+    data += (data.empty() ? "" : ",") + option;
+  }
+  return {flags, data};
+}
+
+// ---------------------------------------------------------------------------------------
+// State shared by the steps of one mount: the journal, kept on disk after every change.
+
+class MountSession {
+ public:
+  MountSession(Journal journal, std::string crash_after)
+      : journal_(std::move(journal)), crash_after_(std::move(crash_after)) {}
+
+  void created_dir(const std::string& path) {
+    std::lock_guard lock(mutex_);
+    journal_.created_dirs.push_back(path);
+  }
+  void will_mount(const std::string& path) {
+    std::lock_guard lock(mutex_);
+    journal_.mounts.push_back(path);
+    save_journal(journal_);
+  }
+  void attached_loop(const JournalLoop& loop) {
+    std::lock_guard lock(mutex_);
+    journal_.loops.push_back(loop);
+    save_journal(journal_);
+  }
+  void set_phase(const std::string& phase) {
+    std::lock_guard lock(mutex_);
+    journal_.phase = phase;
+    save_journal(journal_);
+  }
+  void save() {
+    std::lock_guard lock(mutex_);
+    save_journal(journal_);
+  }
+  void step_done(const std::string& step) const {
+    if (!crash_after_.empty() && crash_after_ == step) {
+      fmt::print(stderr, "erofs-vmdk: crash injected after step '{}'\n", step);
+      ::kill(::getpid(), SIGKILL);
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  Journal journal_;
+  std::string crash_after_;
+};
+
+void make_dir(MountSession& session, const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) == 0) {
+    session.created_dir(path);
+    return;
+  }
+  if (errno != EEXIST) throw_errno("cannot create directory {}", path);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw Error("{} exists and is not a directory", path);
+  }
+}
+
+void make_dirs(MountSession& session, const std::string& path, mode_t mode) {
+  fs::path target(path);
+  fs::path current;
+  for (const auto& part : target) {
+    current /= part;
+    if (current == current.root_path()) continue;
+    make_dir(session, current.string(), mode);
+  }
+}
+
+std::string mount_error(const std::string& what, const std::string& source,
+                        const std::string& target, const std::string& data) {
+  return fmt::format("cannot mount {} {} at {}{}: {}", what, source, target,
+                     data.empty() ? "" : " (options " + data + ")", std::strerror(errno));
+}
+
+// ---------------------------------------------------------------------------------------
+// Lowers.
+
+struct DiskCache {
+  std::mutex mutex;
+  std::map<std::string, std::string> disks;  // source -> device node
+};
+
+std::string resolve_disk(DiskCache& cache, const std::string& source, std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard lock(cache.mutex);
+    auto it = cache.disks.find(source);
+    if (it != cache.disks.end()) return it->second;
+  }
+  std::string disk = find_disk(source, timeout);
+  std::lock_guard lock(cache.mutex);
+  cache.disks[source] = disk;
+  return disk;
+}
+
+struct LowerOutcome {
+  std::vector<std::string> loops;
+  bool flat_device_mode = false;
+};
+
+LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPlan& lower,
+                         const std::string& target, std::chrono::milliseconds timeout,
+                         bool try_flat_device_mode) {
+  const Storage& storage = *lower.storage;
+  std::string context = fmt::format("layer {} (storage '{}'{})", lower.index, storage.source,
+                                    lower.partition ? fmt::format(", partition {}", *lower.partition) : "");
+  try {
+    std::string disk = resolve_disk(cache, storage.source, timeout);
+    std::string device = disk;
+    LowerOutcome outcome;
+    LoopDevice partition_slice;
+    if (lower.partition) {
+      device = wait_for_partition(disk, *lower.partition, timeout);
+      PartitionInfo partition = read_partition(disk, *lower.partition);
+      if (auto expected = option_value(storage.options, marker::kPartUuid)) {
+        if (!same_uuid(partition.uuid, *expected)) {
+          throw Error("PARTUUID mismatch on {} partition {}: expected {}, found {}", disk,
+                      *lower.partition, *expected, partition.uuid.empty() ? "none" : partition.uuid);
+        }
+      }
+      if (device.empty()) {
+        // The kernel does not expose this disk's partitions: map the slice the table names.
+        partition_slice = LoopDevice::attach(disk, partition.start, partition.size);
+        session.attached_loop({partition_slice.path(), disk, partition.start});
+        device = partition_slice.path();
+        outcome.loops.push_back(device);
+      }
+    }
+    ErofsSuperblock superblock = read_erofs_superblock(device);
+    if (auto expected = option_value(storage.options, marker::kErofsUuid)) {
+      if (!same_uuid(superblock.uuid, *expected)) {
+        throw Error("EROFS UUID mismatch on {}: expected {}, found {}", device, *expected, superblock.uuid);
+      }
+    }
+    auto [flags, data] = mount_flags_and_data(storage.options);
+    flags |= MS_RDONLY | MS_NODEV | MS_NOSUID;
+    session.will_mount(target);
+    if (superblock.devices.empty()) {
+      if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) != 0) {
+        throw Error("{}", mount_error("EROFS", device, target, data));
+      }
+      return outcome;
+    }
+    // Multi-device (fsmeta) image on one flat disk. Kernels 6.4+ read the extra devices from
+    // the primary device at mapped_blkaddr when no device= is given; older ones refuse such a
+    // mount (EINVAL), and then get read-only loop slices plus device= options.
+    std::string flat_error = "not tried";
+    if (try_flat_device_mode) {
+      if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) == 0) {
+        outcome.flat_device_mode = true;
+        return outcome;
+      }
+      flat_error = std::strerror(errno);
+    }
+    std::vector<LoopDevice> slices;
+    std::string slice_data = data;
+    for (size_t i = 0; i < superblock.devices.size(); ++i) {
+      const auto& slot = superblock.devices[i];
+      if (slot.mapped_blkaddr == 0 || slot.blocks == 0) {
+        throw Error("{} is a multi-device EROFS image but device {} has no mapped_blkaddr/blocks "
+                    "in its device table, so it cannot be read from one flat disk (flat-device "
+                    "mount failed: {})", device, i + 1, flat_error);
+      }
+      uint64_t offset = slot.mapped_blkaddr * superblock.block_size();
+      slices.push_back(LoopDevice::attach(device, offset, slot.blocks * superblock.block_size()));
+      session.attached_loop({slices.back().path(), device, offset});
+      outcome.loops.push_back(slices.back().path());
+      slice_data += (slice_data.empty() ? "" : ",") + ("device=" + slices.back().path());
+    }
+    if (::mount(device.c_str(), target.c_str(), "erofs", flags, slice_data.c_str()) != 0) {
+      throw Error("{} (flat-device mount failed first: {})",
+                  mount_error("EROFS", device, target, slice_data), flat_error);
+    }
+    // The mount holds the slices now; autoclear releases them when it is unmounted.
+    return outcome;
+  } catch (const std::exception& error) {
+    throw Error("{}: {}", context, error.what());
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Overlay. Paths are given relative to multi-layer/ from a thread with its own cwd
+// (unshare(CLONE_FS)), so 250 lowers fit even in one page of legacy mount data, and no other
+// thread's cwd changes.
+
+std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
+                                  const std::vector<std::string>& extra, bool& unsupported) {
+  unsupported = false;
+  UniqueFd fs_fd(::fsopen("overlay", FSOPEN_CLOEXEC));
+  if (!fs_fd) throw_errno("fsopen(overlay)");
+  auto kernel_log = [&] {
+    std::string messages;
+    char buffer[512];
+    ssize_t n;
+    while ((n = ::read(fs_fd.get(), buffer, sizeof buffer - 1)) > 0) {
+      buffer[n] = 0;
+      messages += std::string(" [") + buffer + "]";
+    }
+    return messages;
+  };
+  auto set = [&](const std::string& key, const std::string& value) {
+    if (::fsconfig(fs_fd.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str(), 0) != 0) {
+      throw_errno("overlay option {}={}{}", key, value, kernel_log());
+    }
+  };
+  if (::fsconfig(fs_fd.get(), FSCONFIG_SET_STRING, "lowerdir+", "lower-0", 0) != 0) {
+    if (errno == EINVAL) {  // kernels before 6.8 do not know lowerdir+
+      unsupported = true;
+      return {};
+    }
+    throw_errno("overlay option lowerdir+=lower-0{}", kernel_log());
+  }
+  for (size_t i = 1; i < lowers; ++i) set("lowerdir+", fmt::format("lower-{}", i));
+  set("upperdir", "upper/upper");
+  set("workdir", "upper/work");
+  for (const auto& option : extra) {
+    auto eq = option.find('=');
+    if (eq == std::string::npos) {
+      if (::fsconfig(fs_fd.get(), FSCONFIG_SET_FLAG, option.c_str(), nullptr, 0) != 0) {
+        throw_errno("overlay option {}{}", option, kernel_log());
+      }
+    } else {
+      set(option.substr(0, eq), option.substr(eq + 1));
+    }
+  }
+  if (::fsconfig(fs_fd.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    throw_errno("cannot create the overlay{}", kernel_log());
+  }
+  UniqueFd mount_fd(::fsmount(fs_fd.get(), FSMOUNT_CLOEXEC, 0));
+  if (!mount_fd) throw_errno("fsmount(overlay){}", kernel_log());
+  if (::move_mount(mount_fd.get(), "", AT_FDCWD, rootfs.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    throw_errno("cannot attach the overlay at {}", rootfs);
+  }
+  return "fsconfig lowerdir+";
+}
+
+std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
+                                    const std::vector<std::string>& extra) {
+  std::string data = "upperdir=upper/upper,workdir=upper/work,lowerdir=";
+  for (size_t i = 0; i < lowers; ++i) data += fmt::format("{}lower-{}", i ? ":" : "", i);
+  for (const auto& option : extra) data += "," + option;
+  long page = ::sysconf(_SC_PAGESIZE);
+  if (data.size() >= static_cast<size_t>(page)) {
+    throw Error("overlay options are {} bytes, more than one page ({}), and this kernel has no "
+                "lowerdir+ to pass lowers one by one", data.size(), page);
+  }
+  if (::mount("overlay", rootfs.c_str(), "overlay", 0, data.c_str()) != 0) {
+    throw_errno("cannot mount the overlay at {} ({} lowers)", rootfs, lowers);
+  }
+  return "mount(2) relative paths";
+}
+
+std::string mount_overlay(const std::string& layer_dir, const std::string& rootfs, size_t lowers,
+                          const std::vector<std::string>& extra, bool try_lowerdir_plus) {
+  std::string method;
+  std::exception_ptr failure;
+  std::thread worker([&] {
+    try {
+      if (::unshare(CLONE_FS) != 0) throw_errno("unshare(CLONE_FS)");
+      if (::chdir(layer_dir.c_str()) != 0) throw_errno("cannot chdir to {}", layer_dir);
+      bool unsupported = true;
+      if (try_lowerdir_plus) method = overlay_with_fsconfig(rootfs, lowers, extra, unsupported);
+      if (unsupported) method = overlay_with_mount_data(rootfs, lowers, extra);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  });
+  worker.join();
+  if (failure) std::rethrow_exception(failure);
+  return method;
+}
+
+// ---------------------------------------------------------------------------------------
+// Teardown pieces.
+
+void validate_container_id(const std::string& id) {
+  if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos ||
+      id.find('\0') != std::string::npos) {
+    throw Error("invalid container id '{}'", id);
+  }
+}
+
+std::string absolute(const std::string& path) {
+  if (path.empty()) return path;
+  return fs::absolute(path).lexically_normal().string();
+}
+
+std::string trim_slash(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
+}
+
+class Teardown {
+ public:
+  explicit Teardown(TeardownReport& report, std::chrono::milliseconds busy_timeout)
+      : report_(report), busy_timeout_(busy_timeout) {}
+
+  // Unmounts everything at or under `dir`, topmost first.
+  void unmount_tree(const std::string& dir, const std::string& what) {
+    if (dir.empty()) return;
+    std::vector<MountEntry> mounts;
+    try {
+      mounts = mounts_under(dir);
+    } catch (const std::exception& error) {
+      report_.problems.push_back(error.what());
+      return;
+    }
+    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) unmount_one(it->mount_point, what);
+  }
+
+ private:
+  void unmount_one(const std::string& path, const std::string& what) {
+    auto deadline = Clock::now() + busy_timeout_;
+    while (true) {
+      if (::umount2(path.c_str(), UMOUNT_NOFOLLOW) == 0) {
+        report_.actions.push_back(fmt::format("unmounted {} ({})", path, what));
+        return;
+      }
+      if (errno == EINVAL || errno == ENOENT) return;  // no longer a mount point
+      if (errno != EBUSY || Clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::string why = std::strerror(errno);
+    if (errno == EBUSY && ::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+      report_.warnings.push_back(fmt::format(
+          "{} ({}) was busy for {} ms; lazily detached (its device stays in use until the last "
+          "user lets go)", path, what, busy_timeout_.count()));
+      return;
+    }
+    report_.problems.push_back(fmt::format("cannot unmount {} ({}): {}", path, what, why));
+  }
+
+  TeardownReport& report_;
+  std::chrono::milliseconds busy_timeout_;
+};
+
+void crash_point(const std::string& crash_after, const std::string& step) {
+  if (!crash_after.empty() && crash_after == step) {
+    fmt::print(stderr, "erofs-vmdk: crash injected after step '{}'\n", step);
+    ::kill(::getpid(), SIGKILL);
+  }
+}
+
+}  // namespace
+
+nlohmann::json TeardownReport::to_json() const {
+  return {{"clean", clean()}, {"actions", actions}, {"warnings", warnings}, {"problems", problems}};
+}
+
+TeardownReport teardown_rootfs(const TeardownRequest& request) {
+  validate_container_id(request.container_id);
+  TeardownReport report;
+  std::string base = trim_slash(absolute(request.base_dir));
+  std::string container_dir = base + "/" + request.container_id;
+  std::optional<Journal> journal;
+  try {
+    journal = load_journal(base, request.container_id);
+  } catch (const std::exception& error) {
+    report.problems.push_back(error.what());
+  }
+  std::string rootfs = trim_slash(absolute(request.rootfs));
+  if (rootfs.empty() && journal) rootfs = journal->rootfs;
+  if (journal && !request.rootfs.empty() && rootfs != journal->rootfs) {
+    report.problems.push_back(fmt::format("rootfs {} differs from the journal's {}; tearing down both",
+                                          rootfs, journal->rootfs));
+  }
+  if (journal) {
+    journal->phase = "tearing-down";
+    try {
+      save_journal(*journal);
+    } catch (const std::exception& error) {
+      report.warnings.push_back(error.what());
+    }
+  } else {
+    report.actions.push_back(fmt::format("no journal {}: nothing recorded to remove",
+                                         journal_path(base, request.container_id)));
+  }
+
+  // 1. Kill every process of the container; 2. remove its cgroups.
+  if (!request.cgroups.empty()) {
+    auto problems = kill_cgroup_processes(request.cgroups, request.kill_timeout);
+    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
+    if (problems.empty()) report.actions.push_back("killed every process in the container's cgroups");
+    crash_point(request.crash_after, "teardown:killed");
+    problems = remove_cgroups(request.cgroups, request.cgroup_remove_timeout);
+    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
+    if (problems.empty()) report.actions.push_back("removed the container's cgroups");
+  }
+
+  // 3. Unmount top-down: the rootfs and whatever is stacked on it, the upper, the lowers in
+  // reverse, then anything else left under the container's directory.
+  Teardown teardown(report, request.unmount_busy_timeout);
+  if (!rootfs.empty()) teardown.unmount_tree(rootfs, "rootfs");
+  if (journal && !journal->rootfs.empty() && journal->rootfs != rootfs) {
+    teardown.unmount_tree(journal->rootfs, "rootfs");
+  }
+  crash_point(request.crash_after, "teardown:rootfs-unmounted");
+  std::string layer_dir = container_dir + "/multi-layer";
+  teardown.unmount_tree(layer_dir + "/upper", "upper");
+  if (journal) {
+    for (auto it = journal->mounts.rbegin(); it != journal->mounts.rend(); ++it) {
+      teardown.unmount_tree(*it, "recorded mount");
+    }
+  }
+  teardown.unmount_tree(container_dir, "left under the container directory");
+  crash_point(request.crash_after, "teardown:unmounted");
+
+  // Loop devices: autoclear normally released them with the unmount; detach any still bound.
+  if (journal) {
+    for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
+      try {
+        if (detach_loop_if_bound(it->device, it->backing, it->offset)) {
+          report.actions.push_back(fmt::format("detached {}", it->device));
+        }
+      } catch (const std::exception& error) {
+        report.problems.push_back(error.what());
+      }
+    }
+  }
+
+  // 4. Remove the directories it created, deepest first, only when empty. rmdir never
+  // recurses and fails on a mount point, so nothing below can be deleted.
+  if (journal) {
+    std::vector<std::string> kept;
+    for (auto it = journal->created_dirs.rbegin(); it != journal->created_dirs.rend(); ++it) {
+      if (::rmdir(it->c_str()) == 0) {
+        report.actions.push_back(fmt::format("removed directory {}", *it));
+      } else if (errno != ENOENT) {
+        report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(errno)));
+        kept.insert(kept.begin(), *it);
+      }
+    }
+    journal->created_dirs = kept;
+  }
+
+  if (journal) {
+    try {
+      if (report.clean()) {
+        remove_journal(base, request.container_id);
+      } else {
+        journal->phase = "teardown-incomplete";
+        save_journal(*journal);
+      }
+    } catch (const std::exception& error) {
+      report.problems.push_back(error.what());
+    }
+  }
+  return report;
+}
+
+MountResult mount_rootfs(const MountRequest& request) {
+  validate_container_id(request.container_id);
+  if (request.rootfs.empty()) throw Error("no rootfs mount point given");
+  Plan plan = make_plan(request.storages);
+  std::string base = trim_slash(absolute(request.base_dir));
+  std::string rootfs = trim_slash(absolute(request.rootfs));
+  std::string container_dir = base + "/" + request.container_id;
+  std::string layer_dir = container_dir + "/multi-layer";
+  std::string upper_dir = layer_dir + "/upper";
+
+  {
+    std::error_code ec;  // the base is shared by containers: created, never removed
+    fs::create_directories(base, ec);
+    if (ec) throw Error("cannot create base directory {}: {}", base, ec.message());
+  }
+  if (load_journal(base, request.container_id)) {
+    throw Error("container {} is already mounted or was not torn down (journal {} exists); run "
+                "teardown first", request.container_id, journal_path(base, request.container_id));
+  }
+  Journal journal;
+  journal.container_id = request.container_id;
+  journal.base_dir = base;
+  journal.rootfs = rootfs;
+  journal.phase = "mounting";
+  MountSession session(journal, request.crash_after);
+  MountResult result;
+  result.rootfs = rootfs;
+  result.upper = upper_dir;
+  try {
+    session.save();  // first, so even a crash inside mkdir leaves a journal behind
+    make_dir(session, container_dir, 0700);
+    make_dir(session, layer_dir, 0755);
+    make_dir(session, upper_dir, 0755);
+    for (const auto& lower : plan.lowers) {
+      result.lowers.push_back(fmt::format("{}/lower-{}", layer_dir, lower.index));
+      make_dir(session, result.lowers.back(), 0755);
+    }
+    make_dirs(session, rootfs, 0755);
+    session.save();
+    session.step_done("mount:dirs");
+
+    // Lowers, concurrently.
+    DiskCache disks;
+    std::atomic<size_t> next{0};
+    std::mutex outcome_mutex;
+    std::vector<std::string> errors;
+    auto worker = [&] {
+      while (true) {
+        size_t i = next.fetch_add(1);
+        if (i >= plan.lowers.size()) return;
+        try {
+          LowerOutcome outcome = mount_lower(session, disks, plan.lowers[i], result.lowers[i],
+                                             request.device_timeout, request.try_flat_device_mode);
+          std::lock_guard lock(outcome_mutex);
+          result.loop_devices.insert(result.loop_devices.end(), outcome.loops.begin(), outcome.loops.end());
+          result.flat_device_mode = result.flat_device_mode || outcome.flat_device_mode;
+        } catch (const std::exception& error) {
+          std::lock_guard lock(outcome_mutex);
+          errors.push_back(error.what());
+          next = plan.lowers.size();  // stop handing out work
+        }
+      }
+    };
+    std::vector<std::thread> threads;
+    size_t parallel = std::clamp<size_t>(request.parallel_mounts, 1, plan.lowers.size());
+    for (size_t t = 0; t < parallel; ++t) threads.emplace_back(worker);
+    for (auto& thread : threads) thread.join();
+    if (!errors.empty()) throw Error("{}", errors.front());
+    session.step_done("mount:lowers");
+
+    // Upper: the ext4 storage, or a tmpfs (memory-backed upper).
+    session.will_mount(upper_dir);
+    if (plan.upper != nullptr) {
+      const Storage& upper = *plan.upper;
+      std::string device = find_disk(upper.source, request.device_timeout);
+      auto [flags, data] = mount_flags_and_data(upper.options);
+      std::string fstype = upper.fstype.empty() ? "ext4" : upper.fstype;
+      if (::mount(device.c_str(), upper_dir.c_str(), fstype.c_str(), flags, data.c_str()) != 0) {
+        throw Error("upper (storage '{}'): {}", upper.source, mount_error(fstype, device, upper_dir, data));
+      }
+    } else if (::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NOSUID, "mode=0755") != 0) {
+      throw_errno("cannot mount a tmpfs upper at {}", upper_dir);
+    }
+    session.step_done("mount:upper");
+
+    // mkdir directives, then the overlay's own upper/work directories.
+    for (const auto& [spec, directive] : plan.mkdirs) {
+      std::string root = directive.mount_index == 0 ? upper_dir : result.lowers[directive.mount_index - 1];
+      apply_mkdir_directive(root, directive, spec);
+    }
+    for (const char* name : {"upper", "work"}) {
+      apply_mkdir_directive(upper_dir, MkdirDirective{0, name, 0755, {}, {}},
+                            fmt::format("{{{{ mount 0 }}}}/{}:0755", name));
+    }
+    session.step_done("mount:mkdir");
+
+    session.will_mount(rootfs);
+    result.overlay_method = mount_overlay(layer_dir, rootfs, plan.lowers.size(), plan.overlay_options,
+                                          request.try_lowerdir_plus);
+    session.set_phase("mounted");
+    session.step_done("mount:overlay");
+    return result;
+  } catch (const std::exception& error) {
+    TeardownRequest undo;
+    undo.container_id = request.container_id;
+    undo.rootfs = rootfs;
+    undo.base_dir = base;
+    TeardownReport report = teardown_rootfs(undo);
+    std::string rollback = report.clean() ? "rolled back" : "rollback incomplete: ";
+    for (size_t i = 0; i < report.problems.size(); ++i) rollback += (i ? "; " : "") + report.problems[i];
+    throw Error("mounting container {} failed: {} ({})", request.container_id, error.what(), rollback);
+  }
+}
+
+nlohmann::json rootfs_status(const std::string& base_dir, const std::string& container_id) {
+  validate_container_id(container_id);
+  std::string base = trim_slash(absolute(base_dir));
+  nlohmann::json out;
+  out["container_id"] = container_id;
+  auto journal = load_journal(base, container_id);
+  out["journal"] = journal ? to_json(*journal) : nlohmann::json(nullptr);
+  auto mounts = nlohmann::json::array();
+  std::vector<std::string> dirs{base + "/" + container_id};
+  if (journal && !journal->rootfs.empty()) dirs.push_back(journal->rootfs);
+  for (const auto& dir : dirs) {
+    for (const auto& entry : mounts_under(dir)) {
+      mounts.push_back({{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
+    }
+  }
+  out["mounted"] = mounts;
+  out["state"] = !journal ? (mounts.empty() ? "absent" : "unrecorded mounts") : journal->phase;
+  return out;
+}
+
+}  // namespace evmdk::guest

@@ -1,0 +1,83 @@
+#include "evmdk/guest/loop_device.h"
+
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "evmdk/error.h"
+
+namespace evmdk::guest {
+
+LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint64_t size_limit) {
+  UniqueFd backing_fd = open_or_throw(backing, O_RDONLY);
+  UniqueFd control = open_or_throw("/dev/loop-control", O_RDWR);
+  // Another process can grab the free device between GET_FREE and CONFIGURE (EBUSY): retry.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    int number = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
+    if (number < 0) throw_errno("cannot get a free loop device for {}", backing);
+    std::string path = fmt::format("/dev/loop{}", number);
+    UniqueFd loop_fd;
+    for (int wait = 0; wait < 100; ++wait) {  // devtmpfs may create the node a moment later
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        loop_fd.reset(fd);
+        break;
+      }
+      if (errno != ENOENT) throw_errno("cannot open {}", path);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!loop_fd) throw Error("loop device node {} did not appear", path);
+    loop_config config{};
+    config.fd = static_cast<uint32_t>(backing_fd.get());
+    config.info.lo_offset = offset;
+    config.info.lo_sizelimit = size_limit;
+    config.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), backing.c_str(),
+                 LO_NAME_SIZE - 1);
+    if (::ioctl(loop_fd.get(), LOOP_CONFIGURE, &config) == 0) {
+      LoopDevice device;
+      device.path_ = path;
+      device.fd_ = std::move(loop_fd);
+      return device;
+    }
+    if (errno != EBUSY) {
+      throw_errno("cannot attach {} (offset {}, size {}) to {}", backing, offset, size_limit, path);
+    }
+  }
+  throw Error("cannot attach {}: every free loop device was taken concurrently", backing);
+}
+
+LoopDevice::~LoopDevice() = default;
+
+bool detach_loop_if_bound(const std::string& loop_path, const std::string& backing,
+                          uint64_t offset) {
+  int fd = ::open(loop_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENXIO) return false;
+    throw_errno("cannot open {}", loop_path);
+  }
+  UniqueFd loop_fd(fd);
+  loop_info64 info{};
+  if (::ioctl(loop_fd.get(), LOOP_GET_STATUS64, &info) != 0) {
+    if (errno == ENXIO) return false;  // not bound
+    throw_errno("cannot query {}", loop_path);
+  }
+  std::string name(reinterpret_cast<const char*>(info.lo_file_name),
+                   strnlen(reinterpret_cast<const char*>(info.lo_file_name), LO_NAME_SIZE));
+  if (info.lo_offset != offset || backing.compare(0, name.size(), name) != 0) return false;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    if (::ioctl(loop_fd.get(), LOOP_CLR_FD, 0) == 0) return true;
+    if (errno == ENXIO) return false;
+    if (errno != EBUSY) throw_errno("cannot detach {}", loop_path);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw Error("cannot detach {} (backing {}): still busy", loop_path, backing);
+}
+
+}  // namespace evmdk::guest

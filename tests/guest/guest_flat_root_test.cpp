@@ -1,0 +1,125 @@
+// Flat (fsmeta) disks: one multi-device EROFS image whose extra device lives on the same disk
+// at its device-table mapped_blkaddr. Mounted in flat-device mode where the kernel has it, else
+// (forced here, as on the 6.1 guest kernel) via read-only loop slices + device= options.
+// Also the 6.1 overlay path: lowers in one page of mount(2) data with relative paths.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "evmdk/checksum.h"
+#include "evmdk/guest/block_device.h"
+#include "guest_fixture.h"
+
+namespace evmdk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// meta.img (chunked files whose data is in blob.img, made by mkfs.erofs --blobdev) followed by
+// the blob on one raw disk; the device table slot is filled in as a flat composer does.
+std::string make_flat_disk(const TempDir& temp, const std::string& uuid) {
+  std::string src = temp / "flat-src";
+  make_tree(src, {{"etc/motd", "flat motd\n"}, {"data/blob.bin", std::string(50000, 'z')}});
+  std::string meta = temp / "meta.img", blob = temp / "blob.img";
+  make_erofs(src, meta, uuid, {"--chunksize=4096", "--blobdev=" + blob});
+  std::string meta_bytes = read_file(meta);
+  std::string blob_bytes = read_file(blob);
+  const size_t block = 4096;
+  meta_bytes.resize((meta_bytes.size() + block - 1) / block * block);
+  uint32_t meta_blocks = static_cast<uint32_t>(meta_bytes.size() / block);
+  uint32_t blob_blocks = static_cast<uint32_t>((blob_bytes.size() + block - 1) / block);
+  blob_bytes.resize(blob_blocks * block);
+  auto* sb = reinterpret_cast<unsigned char*>(meta_bytes.data()) + 1024;
+  uint16_t slot_offset = static_cast<uint16_t>(sb[88] | sb[89] << 8);
+  auto* slot = reinterpret_cast<unsigned char*>(meta_bytes.data()) + slot_offset * 128;
+  auto put32 = [](unsigned char* p, uint32_t v) {
+    for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+  };
+  put32(slot + 64, blob_blocks);
+  put32(slot + 68, meta_blocks);
+  if (sb[8] & 1) {  // SB_CHKSUM: recompute over [1024, 4096) with the field zeroed
+    put32(sb + 4, 0);
+    put32(sb + 4, crc32c_update(~0u, sb, block - 1024));
+  }
+  std::string disk = temp / "flat.img";
+  write_file(disk, meta_bytes + blob_bytes);
+  return disk;
+}
+
+class GuestFlat : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EVMDK_REQUIRE_ROOT();
+    EVMDK_REQUIRE_TOOLS("mkfs.erofs", "losetup");
+  }
+  TempDir temp;
+  std::string base() const { return temp / "base"; }
+  std::string rootfs() const { return temp / "rootfs"; }
+
+  void mount_and_check(bool try_flat, bool expect_flat_mode) {
+    std::string uuid = test_uuid(7, 0);
+    std::string disk = make_flat_disk(temp, uuid);
+    AttachedImage attached(disk, false);
+    auto sb = guest::read_erofs_superblock(attached.device());
+    ASSERT_EQ(sb.devices.size(), 1u);
+    EXPECT_EQ(sb.devices[0].mapped_blkaddr, 1u);
+    Storage lower;
+    lower.driver = "blk";
+    lower.source = attached.device();
+    lower.fstype = "erofs";
+    lower.options = {"ro", "X-kata.overlay-lower", "X-erofs-vmdk.erofs-uuid=" + uuid};
+    TeardownGuard guard(base(), "flat", rootfs());
+    guest::MountRequest request;
+    request.storages = {lower};
+    request.container_id = "flat";
+    request.rootfs = rootfs();
+    request.base_dir = base();
+    request.try_flat_device_mode = try_flat;
+    auto result = guest::mount_rootfs(request);
+    EXPECT_EQ(result.flat_device_mode, expect_flat_mode);
+    EXPECT_EQ(result.loop_devices.size(), expect_flat_mode ? 0u : 1u);
+    EXPECT_EQ(read_file(rootfs() + "/etc/motd"), "flat motd\n");
+    EXPECT_EQ(read_file(rootfs() + "/data/blob.bin"), std::string(50000, 'z'));  // from the blob
+    auto report = guest::teardown_rootfs(teardown_request("flat", base()));
+    EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
+    EXPECT_TRUE(mount_points_under(base()).empty());
+    EXPECT_TRUE(loops_backed_by(attached.device()).empty());
+  }
+};
+
+TEST_F(GuestFlat, FlatDeviceModeWhereTheKernelHasIt) {
+  // This host's kernel is 6.18 (flat-device mode since 6.4); the 6.1 guest kernel is covered
+  // by the loop-slice test below and the QEMU tests.
+  mount_and_check(true, true);
+}
+
+TEST_F(GuestFlat, LoopSlicesAndDeviceOptionsOtherwise) { mount_and_check(false, false); }
+
+TEST_F(GuestFlat, SixtyFourLowersThroughOnePageOfRelativeMountData) {
+  EVMDK_REQUIRE_TOOLS("sgdisk", "setfattr");
+  std::vector<LayerSpec> specs(64);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    specs[i].files = {{fmt::format("l/{}", i), "x"}, {"which", fmt::format("{}", i)}};
+  }
+  GptLayerDisk disk(temp, specs);
+  AttachedImage layers(disk.image(), true);
+  TeardownGuard guard(base(), "legacy", rootfs());
+  guest::MountRequest request;
+  request.storages = gpt_storages(layers.device(), specs.size(), "");
+  request.container_id = "legacy";
+  request.rootfs = rootfs();
+  request.base_dir = base() + "/a/deliberately/long/base/directory/path/that/would/not/fit/sixty/four/times";
+  request.try_lowerdir_plus = false;
+  auto result = guest::mount_rootfs(request);
+  EXPECT_EQ(result.overlay_method, "mount(2) relative paths");
+  EXPECT_EQ(read_file(rootfs() + "/which"), "0");
+  EXPECT_TRUE(fs::exists(rootfs() + "/l/63"));
+  EXPECT_TRUE(guest::teardown_rootfs(teardown_request("legacy", request.base_dir)).clean());
+  EXPECT_TRUE(mount_points_under(base()).empty());
+}
+
+}  // namespace
+}  // namespace evmdk::test

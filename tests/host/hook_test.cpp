@@ -1,0 +1,268 @@
+// The hook's contract beyond the shapes: nothing written on error, cleanup removes exactly
+// what the hook created (and is idempotent), ids that could escape the state dir are refused,
+// retries return the same answer, and the CLI reads stdin and exits non-zero with the error.
+#include <gmock/gmock.h>
+
+#include <filesystem>
+#include <regex>
+#include <set>
+
+#include "evmdk/error.h"
+#include "evmdk/host/hook.h"
+#include "test_support.h"
+
+namespace evmdk::host {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+class Hook : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EVMDK_REQUIRE_TOOLS("mkfs.erofs", "mkfs.ext4");
+    for (int n = 1; n <= 2; ++n) {
+      std::string dir = fmt::format("{}/snapshots/{}", work_.path(), n);
+      test::make_tree(dir + "/tree", {{fmt::format("etc/layer{}", n), "x\n"}});
+      test::make_erofs(dir + "/tree", dir + "/layer.erofs",
+                       fmt::format("{0}{0}{0}{0}{0}{0}{0}{0}-0000-4000-8000-000000000000", n));
+    }
+    fs::create_directories(work_ / "snapshots/9");
+    state_ = work_ / "state";
+  }
+
+  std::string layer(int n) const { return fmt::format("{}/snapshots/{}/layer.erofs", work_.path(), n); }
+  std::string rwlayer() const { return work_ / "snapshots/9/rwlayer.img"; }
+
+  std::string block_list(const std::string& second_layer) const {
+    return json::array(
+               {{{"type", "mkfs/ext4"},
+                 {"source", rwlayer()},
+                 {"options", {"X-containerd.mkfs.fs=ext4", "X-containerd.mkfs.size=8388608", "rw", "loop"}}},
+                {{"type", "erofs"}, {"source", layer(2)}, {"options", {"ro", "loop"}}},
+                {{"type", "erofs"}, {"source", second_layer}, {"options", {"ro", "loop"}}},
+                {{"type", "format/mkdir/overlay"},
+                 {"source", "overlay"},
+                 {"options", {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                              "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
+                              "workdir={{ mount 0 }}/work", "upperdir={{ mount 0 }}/upper",
+                              "lowerdir={{ overlay 1 2 }}"}}}})
+        .dump();
+  }
+
+  json hook(const std::string& id, const std::string& list) {
+    return run_hook({id, state_, parse_mount_list_text(list, "test")});
+  }
+
+  // Every path under a directory, for before/after comparisons.
+  static std::set<std::string> tree(const std::string& root) {
+    std::set<std::string> out;
+    if (!fs::exists(root)) return out;
+    for (const auto& entry : fs::recursive_directory_iterator(root)) out.insert(entry.path().string());
+    return out;
+  }
+
+  test::TempDir work_;
+  std::string state_;
+};
+
+TEST_F(Hook, ABadLayerIsNamedAndNothingIsWritten) {
+  test::write_file(work_ / "snapshots/bad.erofs", std::string(8192, 'x'));
+  auto before = tree(work_.path());
+  try {
+    hook("c1", block_list(work_ / "snapshots/bad.erofs"));
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), HasSubstr("mount 2 (type 'erofs')"));
+    EXPECT_THAT(error.what(), HasSubstr("bad.erofs"));
+  }
+  EXPECT_EQ(tree(work_.path()), before);  // no state dir, no rwlayer.img, no temp file
+  EXPECT_FALSE(fs::exists(rwlayer()));
+}
+
+TEST_F(Hook, AFailureAfterComposeRollsEverythingBack) {
+  // mkfs.ext4 refuses a 64 KiB image: that happens after the lower disk was composed into the
+  // hook directory, so the whole run must be undone (state dirs, compose output, temp image).
+  std::string list = block_list(layer(1));
+  list = std::regex_replace(list, std::regex("mkfs.size=8388608"), "mkfs.size=65536");
+  auto before = tree(work_.path());
+  try {
+    hook("c1", list);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), HasSubstr("mkfs.ext4 of the upper " + rwlayer() + " failed"));
+  }
+  EXPECT_EQ(tree(work_.path()), before);
+}
+
+TEST_F(Hook, AMissingSidecarIsNamedAndNothingIsWritten) {
+  std::string list = json::array({{{"type", "erofs"},
+                                   {"source", layer(1)},
+                                   {"options", {"ro", "X-containerd.dmverity=" + layer(1) + ".dmverity"}}}})
+                         .dump();
+  auto before = tree(work_.path());
+  EXPECT_THAT([&] {
+    try {
+      hook("c1", list);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }(), HasSubstr("mount 0 (type 'erofs'): layer " + layer(1) + " has no dm-verity data"));
+  EXPECT_EQ(tree(work_.path()), before);
+}
+
+TEST_F(Hook, VerityPolicyOnRefusesAnUnprotectedLayerAndABrokenSidecarIsAnError) {
+  std::string plain = json::array({{{"type", "erofs"}, {"source", layer(1)}, {"options", {"ro"}}}}).dump();
+  HookRequest request{"c1", state_, parse_mount_list_text(plain, "test")};
+  request.verity = VerityPolicy::kOn;
+  EXPECT_THROW(run_hook(request), Error);
+  request.verity = VerityPolicy::kAuto;
+  EXPECT_NO_THROW(run_hook(request));  // auto: no sidecar, no verity options
+  cleanup_hook("c1", state_);
+
+  // A sidecar whose root hash does not match the tree: refused even under auto.
+  test::write_file(layer(1) + ".dmverity", R"({"roothash":")" + std::string(64, 'a') + R"(","hashoffset":4096})");
+  auto before = tree(work_.path());
+  try {
+    run_hook(request);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), HasSubstr("mount 0 (type 'erofs')"));
+  }
+  EXPECT_EQ(tree(work_.path()), before);
+}
+
+TEST_F(Hook, CleanupRemovesExactlyWhatTheHookCreatedAndIsIdempotent) {
+  auto before_layers = tree(work_ / "snapshots");
+  json output = hook("c1", block_list(layer(1)));
+  hook("c2", block_list(layer(1)) /* same layers, another container */);
+  std::string dir = output["dir"];
+  EXPECT_EQ(dir, state_ + "/c1");
+  // Something the hook did not create, placed in its directory by someone else.
+  test::write_file(dir + "/operator-notes.txt", "keep me\n");
+
+  auto report = cleanup_hook("c1", state_);
+  EXPECT_TRUE(report.existed);
+  EXPECT_THAT(report.left, ::testing::IsEmpty());
+  ASSERT_EQ(report.kept.size(), 1u);
+  EXPECT_THAT(report.kept[0], HasSubstr(dir + ": holds files the hook did not create"));
+  EXPECT_TRUE(fs::exists(dir + "/operator-notes.txt"));
+  std::set<std::string> left = tree(dir);
+  EXPECT_EQ(left, std::set<std::string>{dir + "/operator-notes.txt"});
+  // The other container, the layers and the upper image are untouched.
+  EXPECT_TRUE(fs::exists(state_ + "/c2/hook.json"));
+  EXPECT_TRUE(fs::exists(rwlayer()));
+  for (const auto& path : before_layers) EXPECT_TRUE(fs::exists(path)) << path;
+
+  fs::remove(dir + "/operator-notes.txt");
+  auto again = cleanup_hook("c1", state_);
+  EXPECT_TRUE(again.existed);
+  EXPECT_FALSE(fs::exists(dir));
+  auto third = cleanup_hook("c1", state_);
+  EXPECT_FALSE(third.existed);
+  EXPECT_TRUE(third.removed.empty());
+}
+
+TEST_F(Hook, RefusesIdsThatCouldEscapeTheStateDir) {
+  fs::create_directories(state_);
+  test::write_file(work_ / "victim", "data\n");
+  const std::vector<std::string> ids{"..", ".", "../victim", "a/b", "", ".hidden", "-rf", "x\ny",
+                                     std::string(129, 'a')};
+  for (const auto& id : ids) {
+    EXPECT_THROW(validate_container_id(id), Error) << id;
+    EXPECT_THROW(cleanup_hook(id, state_), Error) << id;
+    EXPECT_THROW(hook(id, block_list(layer(1))), Error) << id;
+  }
+  EXPECT_TRUE(fs::exists(work_ / "victim"));
+  EXPECT_NO_THROW(validate_container_id("0f3e9a_b-c.d"));
+}
+
+TEST_F(Hook, CleanupRefusesASymlinkedContainerDir) {
+  fs::create_directories(state_);
+  fs::create_directories(work_ / "elsewhere");
+  test::write_file(work_ / "elsewhere/hook-state.json", R"({"id":"c1","status":"complete","files":["precious"]})");
+  test::write_file(work_ / "elsewhere/precious", "data\n");
+  fs::create_directory_symlink(work_ / "elsewhere", state_ + "/c1");
+  EXPECT_THROW(cleanup_hook("c1", state_), Error);
+  EXPECT_TRUE(fs::exists(work_ / "elsewhere/precious"));
+}
+
+TEST_F(Hook, CleanupNeverFollowsStateFileEntriesOutOfItsDirectory) {
+  json output = hook("c1", block_list(layer(1)));
+  std::string dir = output["dir"];
+  test::write_file(work_ / "precious", "data\n");
+  json state = json::parse(test::read_file(dir + "/hook-state.json"));
+  state["files"].push_back("../../precious");
+  state["files"].push_back("../precious");
+  state["dirs"].push_back("..");
+  test::write_file(dir + "/hook-state.json", state.dump());
+  cleanup_hook("c1", state_);
+  EXPECT_TRUE(fs::exists(work_ / "precious"));
+  EXPECT_TRUE(fs::exists(state_));
+}
+
+TEST_F(Hook, ARetryReturnsTheSameAnswerAndADifferentListIsRefused) {
+  json first = hook("c1", block_list(layer(1)));
+  json second = hook("c1", block_list(layer(1)));
+  EXPECT_EQ(first, second);
+  EXPECT_THAT([&] {
+    try {
+      hook("c1", block_list(layer(2)));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }(), HasSubstr("different mount list"));
+}
+
+TEST_F(Hook, CleanupFinishesAnInterruptedHook) {
+  // A hook killed after creating its directory and part of a compose output.
+  std::string dir = state_ + "/c1";
+  fs::create_directories(dir + "/lowers");
+  test::write_file(dir + "/hook-state.json",
+                   R"({"version":1,"id":"c1","status":"building","dirs":["lowers"]})");
+  test::write_file(dir + "/lowers/disk.vmdk", "partial");
+  test::write_file(dir + "/.hook.json.tmp-1234abcd", "partial");
+  auto report = cleanup_hook("c1", state_);
+  EXPECT_THAT(report.left, ::testing::IsEmpty());
+  EXPECT_FALSE(fs::exists(dir));
+  // And the id can be used again.
+  EXPECT_NO_THROW(hook("c1", block_list(layer(1))));
+}
+
+TEST_F(Hook, CliReadsStdinPrintsJsonAndCleansUp) {
+  auto result = test::cli({"hook", "--id", "cli1", "--state-dir", state_}, block_list(layer(1)));
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  json output = json::parse(result.out);
+  EXPECT_EQ(output["id"], "cli1");
+  EXPECT_EQ(output["disks"].size(), 2u);
+  EXPECT_EQ(output, json::parse(test::read_file(state_ + "/cli1/hook.json")));
+
+  test::write_file(work_ / "list.json", block_list(layer(1)));
+  auto from_file = test::cli({"hook", "--id", "cli1", "--state-dir", state_, "--mounts", work_ / "list.json"});
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
+  EXPECT_EQ(json::parse(from_file.out), output);
+
+  auto cleanup = test::cli({"hook", "cleanup", "--id", "cli1", "--state-dir", state_});
+  ASSERT_EQ(cleanup.exit_code, 0) << cleanup.err;
+  EXPECT_FALSE(fs::exists(state_ + "/cli1"));
+  auto cleanup_again = test::cli({"hook", "cleanup", "--id", "cli1", "--state-dir", state_});
+  EXPECT_EQ(cleanup_again.exit_code, 0) << cleanup_again.err;
+}
+
+TEST_F(Hook, CliErrorsNameTheMountAndExitNonZero) {
+  std::string list = R"([{"type":"tmpfs","source":"none"}])";
+  auto result = test::cli({"hook", "--id", "cli2", "--state-dir", state_}, list);
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, HasSubstr("mount 0 (type 'tmpfs')"));
+  EXPECT_TRUE(result.out.empty());
+  EXPECT_FALSE(fs::exists(state_));
+  auto bad_id = test::cli({"hook", "--id", "../x", "--state-dir", state_}, block_list(layer(1)));
+  EXPECT_EQ(bad_id.exit_code, 1);
+  EXPECT_THAT(bad_id.err, HasSubstr("container id"));
+}
+
+}  // namespace
+}  // namespace evmdk::host

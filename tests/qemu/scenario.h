@@ -1,0 +1,172 @@
+#pragma once
+// Building blocks of the end-to-end scenarios: real layers made with mkfs.erofs, a disk made
+// by `erofs-vmdk compose`, the upper Storage object, and the guest-side shell functions that
+// drive `erofs-vmdk guest mount|teardown` and check what is left afterwards.
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qemu_test_util.h"
+
+namespace evmdk::qemu {
+
+// Non-empty when the built erofs-vmdk lacks a subcommand a scenario needs (another engineer's
+// part that has not been merged yet): the scenario then skips, or fails under CI=true.
+inline std::optional<std::string> missing_cli_command(const std::vector<std::string>& command) {
+  std::vector<std::string> args = command;
+  args.push_back("--help");
+  auto result = test::cli(args);
+  std::string joined;
+  for (const auto& c : command) joined += (joined.empty() ? "" : " ") + c;
+  // An unknown subcommand makes CLI11 print the top-level help instead of the subcommand's.
+  auto at = result.out.find("Usage:");
+  auto usage = at == std::string::npos ? "" : result.out.substr(at, result.out.find('\n', at) - at);
+  if (result.exit_code == 0 && usage.find(" " + joined + " ") != std::string::npos) return std::nullopt;
+  return "erofs-vmdk has no '" + joined + "' command yet (not merged?)";
+}
+#define EVMDK_REQUIRE_CLI(...) EVMDK_REQUIRE(::evmdk::qemu::missing_cli_command({__VA_ARGS__}))
+
+inline const char* kUpperSerial = "evmdk-upper";
+
+struct ComposedDisk {
+  std::string dir;
+  std::vector<std::string> qemu_args;  // qemu.json "drive_args"
+  nlohmann::json storages;             // storage.json (lowers)
+  std::string serial;
+};
+
+// Runs `erofs-vmdk compose <args> -o dir layers...` and reads what it wrote. Throws with
+// compose's output when it fails.
+inline ComposedDisk compose_disk(const std::string& dir, const std::vector<std::string>& args,
+                                 const std::vector<std::string>& layers) {
+  std::vector<std::string> argv{"compose"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.insert(argv.end(), {"-o", dir});
+  argv.insert(argv.end(), layers.begin(), layers.end());
+  auto result = test::cli(argv);
+  if (result.exit_code != 0) {
+    throw HarnessError("erofs-vmdk compose failed (status " + std::to_string(result.exit_code) +
+                       "): " + result.out + result.err);
+  }
+  ComposedDisk disk;
+  disk.dir = dir;
+  auto qemu = nlohmann::json::parse(test::read_file(dir + "/qemu.json"));
+  for (const auto& arg : qemu.at("drive_args")) disk.qemu_args.push_back(arg.get<std::string>());
+  disk.serial = qemu.at("serial").get<std::string>();
+  disk.storages = nlohmann::json::parse(test::read_file(dir + "/storage.json"));
+  return disk;
+}
+
+// The container's writable upper: an ext4 virtio disk found by serial, as the spec describes.
+inline nlohmann::json upper_storage(const std::string& serial = kUpperSerial) {
+  return {{"driver", "blk"},
+          {"driver_options", nlohmann::json::array()},
+          {"source", "serial:" + serial},
+          {"fstype", "ext4"},
+          {"options", {"rw", "X-kata.multi-layer=true", "X-kata.overlay-upper"}},
+          {"mount_point", "upper"}};
+}
+
+// storage.json for the guest: compose's lowers plus the upper.
+inline std::string guest_storage_json(const ComposedDisk& disk) {
+  nlohmann::json all = disk.storages;
+  all.push_back(upper_storage());
+  return all.dump(2);
+}
+
+// Layer trees -------------------------------------------------------------------------------
+
+inline void make_whiteout(const std::string& path) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  if (::mknod(path.c_str(), S_IFCHR | 0000, ::makedev(0, 0)) != 0) {
+    throw HarnessError("mknod whiteout " + path + " failed (needs root)");
+  }
+}
+
+inline void make_opaque(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  if (::setxattr(dir.c_str(), "trusted.overlay.opaque", "y", 1, 0) != 0) {
+    throw HarnessError("setxattr trusted.overlay.opaque on " + dir + " failed (needs root)");
+  }
+}
+
+// Three layers, top first: top.erofs, middle.erofs, base.erofs. The base carries a static
+// busybox so a process can run chrooted in the rootfs.
+//   etc/motd              base, top                 -> top wins
+//   opt/app/version       v1 base, v2 middle, v3 top -> v3
+//   opt/app/tool          middle only               -> visible
+//   opt/app/legacy.conf   base, whiteout in middle   -> gone
+//   usr/share/doc/        base has app/README; opaque in top with top-only -> only top-only
+inline std::vector<std::string> make_three_layers(const std::string& work,
+                                                  const std::string& busybox) {
+  std::string base = work + "/trees/base", middle = work + "/trees/middle", top = work + "/trees/top";
+  test::make_tree(base, {{"etc/motd", "base layer greeting\n"},
+                         {"etc/os-release", "NAME=\"erofs-vmdk qemu test\"\n"},
+                         {"opt/app/version", "v1\n"},
+                         {"opt/app/legacy.conf", "old config from base\n"},
+                         {"usr/share/doc/app/README", "base documentation\n"},
+                         {"tmp/", ""},
+                         {"proc/", ""}});
+  std::filesystem::create_directories(base + "/bin");
+  std::filesystem::copy_file(busybox, base + "/bin/busybox");
+  test::make_tree(middle, {{"opt/app/version", "v2\n"}, {"opt/app/tool", "middle layer tool\n"}});
+  make_whiteout(middle + "/opt/app/legacy.conf");
+  test::make_tree(top, {{"etc/motd", "top layer greeting\n"},
+                        {"opt/app/version", "v3\n"},
+                        {"usr/share/doc/top-only", "top documentation\n"}});
+  make_opaque(top + "/usr/share/doc");
+  std::vector<std::string> images;
+  int n = 0;
+  for (const auto& [name, tree] : std::vector<std::pair<std::string, std::string>>{
+           {"top", top}, {"middle", middle}, {"base", base}}) {
+    std::string image = work + "/" + name + ".erofs";
+    test::make_erofs(tree, image, "3a3a3a3a-0000-4000-8000-00000000000" + std::to_string(++n));
+    images.push_back(image);
+  }
+  return images;
+}
+
+// Guest shell ------------------------------------------------------------------------------
+
+// Shell functions every scenario script gets. The erofs-vmdk guest CLI is called only here,
+// so an interface change is a one-place edit.
+inline constexpr std::string_view kScenarioPrelude = R"SH(
+EVMDK_BASE=/run/erofs-vmdk
+evmdk_guest_mount() {  # ID ROOTFS
+  erofs-vmdk guest mount --storage /job/storage.json --id "$1" --rootfs "$2" --base "$EVMDK_BASE"
+}
+evmdk_guest_teardown() {  # ID ROOTFS [CGROUP]
+  if [ -n "${3:-}" ]; then
+    erofs-vmdk guest teardown --id "$1" --rootfs "$2" --base "$EVMDK_BASE" --cgroup "$3"
+  else
+    erofs-vmdk guest teardown --id "$1" --rootfs "$2" --base "$EVMDK_BASE"
+  fi
+}
+# Reports rootfs-ready time (seconds since kernel start) as a value.
+evmdk_mark_ready() { evmdk_value "${1:-rootfs-ready-seconds}" "$(evmdk_uptime)"; }
+# The checks every clean teardown must pass.
+evmdk_check_clean() {  # PREFIX
+  evmdk_check "$1-no-mounts" evmdk_leftover_mounts
+  evmdk_check "$1-no-loops" evmdk_leftover_loops
+  evmdk_check "$1-no-cgroups" evmdk_leftover_cgroups
+}
+)SH";
+
+inline GuestJob scenario_job(const std::string& storage_json, const std::string& body) {
+  GuestJob job;
+  job.files["storage.json"] = storage_json;
+  job.scenario = std::string(kScenarioPrelude) + body;
+  return job;
+}
+
+inline Drive upper_drive(const std::string& image) { return {image, "raw", false, kUpperSerial}; }
+
+}  // namespace evmdk::qemu

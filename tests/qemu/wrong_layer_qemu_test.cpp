@@ -1,0 +1,73 @@
+// Scenario 5: the disk attached to the guest does not hold the layer the host meant in one of
+// its partitions (another disk with the same serial was attached). The guest driver must
+// refuse the mount with an error naming what it expected, and leave nothing mounted.
+#include "scenario.h"
+
+namespace evmdk::qemu {
+namespace {
+
+class WrongLayer : public QemuTest {};
+
+TEST_F(WrongLayer, PartitionWithAnotherLayerIsRefusedAndNothingStaysMounted) {
+  EVMDK_REQUIRE_ROOT();
+  EVMDK_REQUIRE_CLI("compose");
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  auto layers = make_three_layers(temp_.path(), env_.busybox);
+  auto meant = compose_disk(path("meant"), {"--mode", "gpt"}, layers);
+
+  // Same shape, but partition 2 holds a different layer.
+  test::make_tree(path("trees/other"), {{"opt/app/version", "intruder\n"}});
+  test::make_erofs(path("trees/other"), path("other.erofs"), "0bad0bad-0000-4000-8000-000000000002");
+  auto attached = compose_disk(path("attached"), {"--mode", "gpt"},
+                               {layers[0], path("other.erofs"), layers[2]});
+  // Attach it under the serial the storage objects name, as a mixed-up runtime would.
+  std::vector<std::string> args;
+  for (auto arg : attached.qemu_args) {
+    for (size_t at; (at = arg.find("serial=" + attached.serial)) != std::string::npos;) {
+      arg.replace(at, 7 + attached.serial.size(), "serial=" + meant.serial);
+    }
+    args.push_back(arg);
+  }
+  make_ext4_disk(path("upper.img"), 32, temp_.path());
+
+  // What the guest must name in its refusal: the identity expected for lower-1.
+  std::string expected_ids;
+  for (const auto& storage : meant.storages) {
+    if (storage.value("mount_point", "") != "lower-1") continue;
+    for (const auto& option : storage.at("options")) {
+      std::string o = option.get<std::string>();
+      for (const char* key : {"X-erofs-vmdk.partuuid=", "X-erofs-vmdk.erofs-uuid="}) {
+        if (o.rfind(key, 0) == 0) expected_ids += o.substr(std::string(key).size()) + "\n";
+      }
+    }
+  }
+  ASSERT_FALSE(expected_ids.empty()) << "compose's storage.json names no partuuid/erofs-uuid for lower-1:\n"
+                                     << meant.storages.dump(2);
+
+  GuestConfig cfg = config("wrong-layer");
+  cfg.extra_qemu_args = args;
+  cfg.drives = {upper_drive(path("upper.img"))};
+  auto job = scenario_job(guest_storage_json(meant), R"SH(
+R=/run/containers/wrong/rootfs
+out=$(evmdk_guest_mount wrong "$R" 2>&1); rc=$?
+echo "guest mount said (status $rc): $out"
+evmdk_check mount-refused test "$rc" -ne 0
+named=no
+while read -r id; do
+  [ -n "$id" ] && echo "$out" | grep -qi -- "$id" && named=yes
+done < /job/expected-ids
+evmdk_expect_eq error-names-expected-layer "$named" yes || echo "error was: $out"
+evmdk_check rootfs-not-mounted sh -c "! grep -q ' $R ' /proc/mounts"
+evmdk_check_clean after-refusal
+evmdk_check teardown-after-refusal evmdk_guest_teardown wrong "$R"
+)SH");
+  job.files["expected-ids"] = expected_ids;
+  auto outcome = run_guest(env_, cfg, job);
+  EVMDK_EXPECT_GUEST_PASSED(outcome, {"mount-refused", "error-names-expected-layer",
+                                      "rootfs-not-mounted", "after-refusal-no-mounts",
+                                      "after-refusal-no-loops", "after-refusal-no-cgroups",
+                                      "teardown-after-refusal"});
+}
+
+}  // namespace
+}  // namespace evmdk::qemu
