@@ -39,10 +39,9 @@ umount /mnt/flat
 // driver sees kernel 6.1 has no flat-device mode and mounts through loop slices + device=.
 TEST_F(FlatDisk, ComposedFlatDiskMountsThroughDeviceSlicesOnGuestKernel) {
   EVMDK_REQUIRE_TOOLS("fsck.erofs");
-  EVMDK_REQUIRE_CLI("compose");
   EVMDK_REQUIRE_CLI("guest", "mount");
   auto fixture = make_two_device_flat(temp_.path(), "6c0ffee0-0000-4000-8000-00000000f1a7");
-  auto disk = compose_disk(path("disk"), {"--mode", "flat"}, {fixture.fsmeta, fixture.blob1, fixture.blob2});
+  auto disk = compose_disk(path("disk"), host::ComposeMode::Flat, {fixture.fsmeta, fixture.blob1, fixture.blob2});
   make_ext4_disk(path("upper.img"), 32, temp_.path());
   GuestConfig cfg = config("flat");
   cfg.extra_qemu_args = disk.qemu_args;

@@ -11,10 +11,9 @@ class GptThreeLayers : public QemuTest {};
 
 TEST_F(GptThreeLayers, MergedViewWriteCgroupTeardownAndPersistentUpper) {
   EVMDK_REQUIRE_ROOT();
-  EVMDK_REQUIRE_CLI("compose");
   EVMDK_REQUIRE_CLI("guest", "mount");
   auto layers = make_three_layers(temp_.path(), env_.busybox);
-  auto disk = compose_disk(path("disk"), {"--mode", "gpt"}, layers);
+  auto disk = compose_disk(path("disk"), host::ComposeMode::Gpt, layers);
   make_ext4_disk(path("upper.img"), 64, temp_.path());
 
   GuestConfig first = config("boot-1");

@@ -9,8 +9,7 @@ namespace {
 class ManyLayers : public QemuTest {
  protected:
   void run_layers(int count) {
-    EVMDK_REQUIRE_CLI("compose");
-    EVMDK_REQUIRE_CLI("guest", "mount");
+      EVMDK_REQUIRE_CLI("guest", "mount");
     std::vector<std::string> layers;  // top first
     for (int i = 0; i < count; ++i) {
       std::string tree = path("trees/" + std::to_string(i));
@@ -20,7 +19,7 @@ class ManyLayers : public QemuTest {
       test::make_erofs(tree, image, fmt::format("7e570000-0000-4000-8000-{:012d}", i));
       layers.push_back(image);
     }
-    auto disk = compose_disk(path("disk"), {"--mode", "gpt"}, layers);
+    auto disk = compose_disk(path("disk"), host::ComposeMode::Gpt, layers);
     make_ext4_disk(path("upper.img"), 32, temp_.path());
 
     GuestConfig cfg = config(fmt::format("layers-{}", count));

@@ -8,11 +8,10 @@ namespace {
 class RawLayer : public QemuTest {};
 
 TEST_F(RawLayer, SingleRawLayerMountsWritesAndTearsDown) {
-  EVMDK_REQUIRE_CLI("compose");
   EVMDK_REQUIRE_CLI("guest", "mount");
   test::make_tree(path("tree"), {{"etc/motd", "the only layer\n"}, {"srv/data/file", "payload\n"}});
   test::make_erofs(path("tree"), path("only.erofs"), "5a5a5a5a-0000-4000-8000-000000000001");
-  auto disk = compose_disk(path("disk"), {"--mode", "raw"}, {path("only.erofs")});
+  auto disk = compose_disk(path("disk"), host::ComposeMode::Raw, {path("only.erofs")});
   make_ext4_disk(path("upper.img"), 32, temp_.path());
 
   GuestConfig cfg = config("raw");

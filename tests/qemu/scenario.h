@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "evmdk/host/compose.h"
 #include "qemu_test_util.h"
 
 namespace evmdk::qemu {
@@ -43,18 +44,19 @@ struct ComposedDisk {
   std::string serial;
 };
 
-// Runs `erofs-vmdk compose <args> -o dir layers...` and reads what it wrote. Throws with
-// compose's output when it fails.
-inline ComposedDisk compose_disk(const std::string& dir, const std::vector<std::string>& args,
+// Composes the layers (top first) with the host library (what `erofs-vmdk compose` runs) into
+// dir, then reads back what the guest and QEMU get: qemu.json's drive arguments and
+// storage.json, from the files written, not from the in-memory result.
+inline ComposedDisk compose_disk(const std::string& dir, host::ComposeMode mode,
                                  const std::vector<std::string>& layers) {
-  std::vector<std::string> argv{"compose"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  argv.insert(argv.end(), {"-o", dir});
-  argv.insert(argv.end(), layers.begin(), layers.end());
-  auto result = test::cli(argv);
-  if (result.exit_code != 0) {
-    throw HarnessError("erofs-vmdk compose failed (status " + std::to_string(result.exit_code) +
-                       "): " + result.out + result.err);
+  host::ComposeOptions options;
+  options.mode = mode;
+  options.output_dir = dir;
+  for (const auto& layer : layers) options.layers.push_back({layer, {}});
+  try {
+    host::compose(options);
+  } catch (const std::exception& error) {
+    throw HarnessError(std::string("compose failed: ") + error.what());
   }
   ComposedDisk disk;
   disk.dir = dir;
@@ -141,7 +143,7 @@ inline std::vector<std::string> make_three_layers(const std::string& work,
 inline constexpr std::string_view kScenarioPrelude = R"SH(
 EVMDK_BASE=/run/erofs-vmdk
 evmdk_guest_mount() {  # ID ROOTFS
-  erofs-vmdk guest mount --storage /job/storage.json --id "$1" --rootfs "$2" --base "$EVMDK_BASE"
+  erofs-vmdk guest mount --storages /job/storage.json --id "$1" --rootfs "$2" --base "$EVMDK_BASE"
 }
 evmdk_guest_teardown() {  # ID ROOTFS [CGROUP]
   if [ -n "${3:-}" ]; then

@@ -12,10 +12,9 @@ class TeardownBusy : public QemuTest {};
 
 TEST_F(TeardownBusy, KillsResistingProcessesUnmountsAllAndKeepsUpperData) {
   EVMDK_REQUIRE_ROOT();
-  EVMDK_REQUIRE_CLI("compose");
   EVMDK_REQUIRE_CLI("guest", "mount");
   auto layers = make_three_layers(temp_.path(), env_.busybox);
-  auto disk = compose_disk(path("disk"), {"--mode", "gpt"}, layers);
+  auto disk = compose_disk(path("disk"), host::ComposeMode::Gpt, layers);
   make_ext4_disk(path("upper.img"), 32, temp_.path());
 
   GuestConfig cfg = config("teardown-busy");

@@ -10,15 +10,14 @@ class WrongLayer : public QemuTest {};
 
 TEST_F(WrongLayer, PartitionWithAnotherLayerIsRefusedAndNothingStaysMounted) {
   EVMDK_REQUIRE_ROOT();
-  EVMDK_REQUIRE_CLI("compose");
   EVMDK_REQUIRE_CLI("guest", "mount");
   auto layers = make_three_layers(temp_.path(), env_.busybox);
-  auto meant = compose_disk(path("meant"), {"--mode", "gpt"}, layers);
+  auto meant = compose_disk(path("meant"), host::ComposeMode::Gpt, layers);
 
   // Same shape, but partition 2 holds a different layer.
   test::make_tree(path("trees/other"), {{"opt/app/version", "intruder\n"}});
   test::make_erofs(path("trees/other"), path("other.erofs"), "0bad0bad-0000-4000-8000-000000000002");
-  auto attached = compose_disk(path("attached"), {"--mode", "gpt"},
+  auto attached = compose_disk(path("attached"), host::ComposeMode::Gpt,
                                {layers[0], path("other.erofs"), layers[2]});
   // Attach it under the serial the storage objects name, as a mixed-up runtime would.
   std::vector<std::string> args;
@@ -49,14 +48,15 @@ TEST_F(WrongLayer, PartitionWithAnotherLayerIsRefusedAndNothingStaysMounted) {
   cfg.drives = {upper_drive(path("upper.img"))};
   auto job = scenario_job(guest_storage_json(meant), R"SH(
 R=/run/containers/wrong/rootfs
-out=$(evmdk_guest_mount wrong "$R" 2>&1); rc=$?
-echo "guest mount said (status $rc): $out"
+refusal=$(evmdk_guest_mount wrong "$R" 2>&1); rc=$?
+echo "guest mount said (status $rc): $refusal"
 evmdk_check mount-refused test "$rc" -ne 0
+echo "expected identities: $(tr "\n" " " < /job/expected-ids)"
 named=no
 while read -r id; do
-  [ -n "$id" ] && echo "$out" | grep -qi -- "$id" && named=yes
+  [ -n "$id" ] && echo "$refusal" | grep -qi -- "$id" && named=yes
 done < /job/expected-ids
-evmdk_expect_eq error-names-expected-layer "$named" yes || echo "error was: $out"
+evmdk_expect_eq error-names-expected-layer "$named" yes || echo "error was: $refusal"
 evmdk_check rootfs-not-mounted sh -c "! grep -q ' $R ' /proc/mounts"
 evmdk_check_clean after-refusal
 evmdk_check teardown-after-refusal evmdk_guest_teardown wrong "$R"

@@ -77,6 +77,7 @@ evmdk_result() {
 evmdk_value() { evmdk_emit "EVMDK-VALUE $1 $2"; }
 
 # evmdk_check NAME COMMAND...: PASS when the command succeeds; its output is the detail.
+# Note: the helpers use the globals name, out, rc and status; scenario scripts should not.
 evmdk_check() {
   name=$1; shift
   out=$("$@" 2>&1)

@@ -424,7 +424,7 @@ inline GuestOutcome run_guest(const GuestEnvironment& env, const GuestConfig& co
   argv.insert(argv.end(),
               {"-m", std::to_string(config.memory_mib), "-smp", "1", "-kernel", env.kernel.string(),
                "-initrd", initrd.string(), "-append",
-               "console=ttyS0 rdinit=/init panic=-1 loglevel=4 " + config.extra_kernel_args,
+               "console=ttyS0 rdinit=/init panic=-1 loglevel=4 no_timer_check " + config.extra_kernel_args,
                "-serial", "file:" + console.string(), "-serial", "file:" + results.string()});
   int index = 0;
   for (const auto& drive : config.drives) {
