@@ -152,3 +152,31 @@ TEST_F(VerityCompose, ComposedDiskVerifiesWithVeritysetup) {
 
 }  // namespace
 }  // namespace evmdk::host
+
+namespace evmdk::host {
+namespace {
+
+// `erofs-vmdk compose --verity ...`: the CLI applies the policy and says which layers are
+// unprotected in auto mode.
+TEST_F(VerityCompose, ComposeCommandAppliesThePolicy) {
+  auto on = test::cli({"compose", "--mode", "gpt", "--verity", "on", "-o", dir_ / "on", top_, bottom_});
+  EXPECT_NE(on.exit_code, 0);
+  EXPECT_THAT(on.err, AllOf(HasSubstr("bottom.erofs"), HasSubstr("--verity=on")));
+  EXPECT_FALSE(fs::exists(dir_ / "on/storage.json"));
+
+  auto automatic = test::cli({"compose", "--mode", "gpt", "-o", dir_ / "auto", top_, bottom_});
+  ASSERT_EQ(automatic.exit_code, 0) << automatic.err;
+  EXPECT_THAT(automatic.err, HasSubstr("not protected by dm-verity (no sidecar): " + bottom_));
+  auto storages = storages_from_json(nlohmann::json::parse(test::read_file(dir_ / "auto/storage.json")));
+  ASSERT_EQ(storages.size(), 2u);
+  EXPECT_TRUE(guest::verity_params_from_options(storages[0].options, "lower-0"));
+  EXPECT_FALSE(has_dmverity(storages[1]));
+
+  auto off = test::cli({"compose", "--mode", "gpt", "--verity", "off", "-o", dir_ / "off", top_, bottom_});
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  storages = storages_from_json(nlohmann::json::parse(test::read_file(dir_ / "off/storage.json")));
+  for (const auto& storage : storages) EXPECT_FALSE(has_dmverity(storage));
+}
+
+}  // namespace
+}  // namespace evmdk::host

@@ -12,6 +12,7 @@
 #include "evmdk/host/compose.h"
 #include "evmdk/host/gpt.h"
 #include "evmdk/host/probe.h"
+#include "evmdk/host/verity_compose.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::cli {
@@ -148,6 +149,7 @@ struct ComposeArgs {
   bool fdset = false;
   uint32_t first_fdset = 1;
   std::string serial;
+  std::string verity = "auto";  // dm-verity policy (host/verity_compose.h)
   bool json = false;
 };
 
@@ -160,6 +162,11 @@ void run_compose(const ComposeArgs& args) {
   options.first_fdset_id = args.first_fdset;
   options.serial = args.serial;
   for (const auto& layer : args.layers) options.layers.push_back({layer, {}});
+  auto verity = host::apply_verity_policy(options, host::parse_verity_policy(args.verity));
+  if (verity.policy == host::VerityPolicy::kAuto && !verity.unprotected().empty()) {
+    fmt::print(stderr, "erofs-vmdk: --verity=auto: not protected by dm-verity (no sidecar): {}\n",
+               fmt::join(verity.unprotected(), ", "));
+  }
   host::ComposeResult result = host::compose(options);
   if (args.json) {
     fmt::print("{}\n", result.layout.dump(2));
@@ -205,6 +212,11 @@ void register_host_commands(CLI::App& app) {
   compose->add_option("--first-fdset", args->first_fdset, "fdset id of the first file")
       ->capture_default_str();
   compose->add_option("--serial", args->serial, "virtio serial (default: derived from layers)");
+  compose->add_option("--verity", args->verity,
+                      "dm-verity: off|auto (protect layers that have a .dmverity sidecar)|on "
+                      "(refuse a layer without one); see docs/verity.md")
+      ->check(CLI::IsMember({"off", "auto", "on"}))
+      ->capture_default_str();
   compose->add_flag("--json", args->json, "print layout.json");
   compose->add_option("LAYER", args->layers,
                       "layer images (flat mode: the fsmeta, then its device blobs in slot order)")
