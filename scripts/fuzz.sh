@@ -15,9 +15,10 @@ CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DEVMDK_FUZZ=ON -DEVMDK_B
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz --target vmdk_descriptor_fuzzer -j"$(nproc)"
 
-mkdir -p build-fuzz/crashes
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# The working corpus persists in build-fuzz/ so coverage grows from run to run; the
+# checked-in seeds (and regression inputs) are always part of it.
+mkdir -p build-fuzz/crashes build-fuzz/corpus
+work=build-fuzz/corpus
 cp tests/fuzz/corpus/* "$work/"
 
 echo "fuzz: vmdk_descriptor_fuzzer for ${seconds}s"

@@ -162,7 +162,7 @@ std::string wait_for_partition(const std::string& disk, unsigned number,
                                std::chrono::milliseconds timeout) {
   auto start = Clock::now();
   auto deadline = start + timeout;
-  auto next_reread = start + std::chrono::milliseconds(200);
+  auto next_reread = start;  // a missing partition is re-read at once, then every 500 ms
   while (true) {
     std::string node = partition_node(disk, number);
     if (!node.empty()) return node;

@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "evmdk/error.h"
@@ -24,6 +25,7 @@
 #include "evmdk/guest/loop_device.h"
 #include "evmdk/guest/mkdir_directive.h"
 #include "evmdk/guest/mountinfo.h"
+#include "evmdk/guest/verity.h"
 #include "evmdk/unique_fd.h"
 
 namespace fs = std::filesystem;
@@ -40,6 +42,7 @@ struct LowerPlan {
   unsigned index = 0;  // 0 = top
   const Storage* storage = nullptr;
   std::optional<unsigned> partition;
+  std::optional<VerityParams> verity;
 };
 
 struct Plan {
@@ -87,12 +90,11 @@ Plan make_plan(const std::vector<Storage>& storages) {
     if (storage.fstype != "erofs") {
       throw Error("storage #{} '{}': lower layers must be erofs, not '{}'", i, storage.source, storage.fstype);
     }
-    if (option_value(storage.options, marker::kDmverityEnabled).value_or("false") == "true") {
-      throw Error("storage #{} '{}': dm-verity protected lowers are not supported by this guest "
-                  "driver yet; refusing to mount it unprotected", i, storage.source);
-    }
     LowerPlan lower_plan;
     lower_plan.storage = &storage;
+    // Parsed now, so a malformed verity option refuses the mount before anything is done.
+    lower_plan.verity = verity_params_from_options(storage.options,
+                                                   fmt::format("storage #{} '{}'", i, storage.source));
     lower_plan.partition = unsigned_option(storage, marker::kPartitionNumber);
     if (lower_plan.partition && *lower_plan.partition == 0) {
       throw Error("storage #{} '{}': partition numbers start at 1", i, storage.source);
@@ -157,14 +159,21 @@ class MountSession {
     std::lock_guard lock(mutex_);
     journal_.created_dirs.push_back(path);
   }
-  void will_mount(const std::string& path) {
+  void will_activate_verity(const std::string& name) {
     std::lock_guard lock(mutex_);
-    journal_.mounts.push_back(path);
+    journal_.verity_devices.push_back(name);
     save_journal(journal_);
   }
+  const std::string& container_id() const { return journal_.container_id; }
+  // Saved after the lowers: until a mount holds it, an autoclear loop device is released by
+  // the kernel when this process dies, and the unmount releases it afterwards.
   void attached_loop(const JournalLoop& loop) {
     std::lock_guard lock(mutex_);
     journal_.loops.push_back(loop);
+  }
+  void will_mount_all(const std::vector<std::string>& paths) {
+    std::lock_guard lock(mutex_);
+    journal_.mounts.insert(journal_.mounts.end(), paths.begin(), paths.end());
     save_journal(journal_);
   }
   void set_phase(const std::string& phase) {
@@ -223,6 +232,7 @@ std::string mount_error(const std::string& what, const std::string& source,
 struct DiskCache {
   std::mutex mutex;
   std::map<std::string, std::string> disks;  // source -> device node
+  std::set<std::string> without_kernel_partitions;  // disks whose table the kernel ignores
 };
 
 std::string resolve_disk(DiskCache& cache, const std::string& source, std::chrono::milliseconds timeout) {
@@ -239,6 +249,7 @@ std::string resolve_disk(DiskCache& cache, const std::string& source, std::chron
 
 struct LowerOutcome {
   std::vector<std::string> loops;
+  std::string verity_device;
   bool flat_device_mode = false;
 };
 
@@ -254,7 +265,16 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     LowerOutcome outcome;
     LoopDevice partition_slice;
     if (lower.partition) {
-      device = wait_for_partition(disk, *lower.partition, timeout);
+      bool kernel_partitions = true;
+      {
+        std::lock_guard lock(cache.mutex);
+        kernel_partitions = !cache.without_kernel_partitions.count(disk);
+      }
+      device = kernel_partitions ? wait_for_partition(disk, *lower.partition, timeout) : std::string();
+      if (device.empty()) {
+        std::lock_guard lock(cache.mutex);
+        cache.without_kernel_partitions.insert(disk);
+      }
       PartitionInfo partition = read_partition(disk, *lower.partition);
       if (auto expected = option_value(storage.options, marker::kPartUuid)) {
         if (!same_uuid(partition.uuid, *expected)) {
@@ -278,11 +298,24 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     }
     auto [flags, data] = mount_flags_and_data(storage.options);
     flags |= MS_RDONLY | MS_NODEV | MS_NOSUID;
-    session.will_mount(target);
+    VerityDevice verity;
+    if (lower.verity) {
+      if (!superblock.devices.empty()) {
+        throw Error("{} is a multi-device EROFS image; dm-verity is supported for single-device "
+                    "lowers only", device);
+      }
+      std::string name = fmt::format("evmdk-{}-lower-{}", session.container_id(), lower.index);
+      session.will_activate_verity(name);
+      verity = VerityDevice::activate(name, device, device, *lower.verity);
+      device = verity.path();
+      outcome.verity_device = name;
+    }
     if (superblock.devices.empty()) {
       if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) != 0) {
         throw Error("{}", mount_error("EROFS", device, target, data));
       }
+      // The journal owns the verity device from here: teardown removes it after the unmount.
+      if (verity.active()) verity.release();
       return outcome;
     }
     // Multi-device (fsmeta) image on one flat disk. Kernels 6.4+ read the extra devices from
@@ -327,9 +360,10 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
 // (unshare(CLONE_FS)), so 250 lowers fit even in one page of legacy mount data, and no other
 // thread's cwd changes.
 
+// Throws when the kernel refuses; before 6.8 it does not know lowerdir+ (6.1's overlayfs
+// is not on the new mount API at all: fsconfig buffers the strings and CMD_CREATE fails).
 std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
-                                  const std::vector<std::string>& extra, bool& unsupported) {
-  unsupported = false;
+                                  const std::vector<std::string>& extra) {
   UniqueFd fs_fd(::fsopen("overlay", FSOPEN_CLOEXEC));
   if (!fs_fd) throw_errno("fsopen(overlay)");
   auto kernel_log = [&] {
@@ -347,14 +381,7 @@ std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
       throw_errno("overlay option {}={}{}", key, value, kernel_log());
     }
   };
-  if (::fsconfig(fs_fd.get(), FSCONFIG_SET_STRING, "lowerdir+", "lower-0", 0) != 0) {
-    if (errno == EINVAL) {  // kernels before 6.8 do not know lowerdir+
-      unsupported = true;
-      return {};
-    }
-    throw_errno("overlay option lowerdir+=lower-0{}", kernel_log());
-  }
-  for (size_t i = 1; i < lowers; ++i) set("lowerdir+", fmt::format("lower-{}", i));
+  for (size_t i = 0; i < lowers; ++i) set("lowerdir+", fmt::format("lower-{}", i));
   set("upperdir", "upper/upper");
   set("workdir", "upper/work");
   for (const auto& option : extra) {
@@ -402,9 +429,21 @@ std::string mount_overlay(const std::string& layer_dir, const std::string& rootf
     try {
       if (::unshare(CLONE_FS) != 0) throw_errno("unshare(CLONE_FS)");
       if (::chdir(layer_dir.c_str()) != 0) throw_errno("cannot chdir to {}", layer_dir);
-      bool unsupported = true;
-      if (try_lowerdir_plus) method = overlay_with_fsconfig(rootfs, lowers, extra, unsupported);
-      if (unsupported) method = overlay_with_mount_data(rootfs, lowers, extra);
+      std::string plus_error = "not tried";
+      if (try_lowerdir_plus) {
+        try {
+          method = overlay_with_fsconfig(rootfs, lowers, extra);
+          return;
+        } catch (const std::exception& error) {
+          plus_error = error.what();  // nothing is attached yet: try the other way
+        }
+      }
+      try {
+        method = overlay_with_mount_data(rootfs, lowers, extra);
+      } catch (const std::exception& error) {
+        throw Error("cannot mount the overlay at {}: with one page of mount(2) data: {}; with "
+                    "fsconfig lowerdir+: {}", rootfs, error.what(), plus_error);
+      }
     } catch (...) {
       failure = std::current_exception();
     }
@@ -549,12 +588,32 @@ TeardownReport teardown_rootfs(const TeardownRequest& request) {
   teardown.unmount_tree(container_dir, "left under the container directory");
   crash_point(request.crash_after, "teardown:unmounted");
 
+  // dm-verity devices over the lowers, now that nothing mounts them.
+  if (journal) {
+    for (auto it = journal->verity_devices.rbegin(); it != journal->verity_devices.rend(); ++it) {
+      try {
+        if (remove_verity_device(*it)) report.actions.push_back(fmt::format("removed dm-verity device {}", *it));
+      } catch (const std::exception& error) {
+        report.problems.push_back(fmt::format("dm-verity device {} not removed: {}", *it, error.what()));
+      }
+    }
+  }
+
   // Loop devices: autoclear normally released them with the unmount; detach any still bound.
   if (journal) {
     for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
       try {
-        if (detach_loop_if_bound(it->device, it->backing, it->offset)) {
-          report.actions.push_back(fmt::format("detached {}", it->device));
+        switch (detach_loop_if_bound(it->device, it->backing, it->offset)) {
+          case LoopDetach::NotBound:
+            break;
+          case LoopDetach::Detached:
+            report.actions.push_back(fmt::format("detached {}", it->device));
+            break;
+          case LoopDetach::StillInUse:
+            report.warnings.push_back(fmt::format(
+                "{} (over {}) is still in use; autoclear is set, so the kernel releases it when "
+                "its last user lets go", it->device, it->backing));
+            break;
         }
       } catch (const std::exception& error) {
         report.problems.push_back(error.what());
@@ -630,7 +689,12 @@ MountResult mount_rootfs(const MountRequest& request) {
       make_dir(session, result.lowers.back(), 0755);
     }
     make_dirs(session, rootfs, 0755);
-    session.save();
+    // Every mount is journaled before any is made, in one write (teardown skips those that
+    // never happened), so a crash at any point leaves nothing the journal does not name.
+    std::vector<std::string> mount_points = result.lowers;
+    mount_points.push_back(upper_dir);
+    mount_points.push_back(rootfs);
+    session.will_mount_all(mount_points);
     session.step_done("mount:dirs");
 
     // Lowers, concurrently.
@@ -648,6 +712,7 @@ MountResult mount_rootfs(const MountRequest& request) {
           std::lock_guard lock(outcome_mutex);
           result.loop_devices.insert(result.loop_devices.end(), outcome.loops.begin(), outcome.loops.end());
           result.flat_device_mode = result.flat_device_mode || outcome.flat_device_mode;
+          if (!outcome.verity_device.empty()) result.verity_devices.push_back(outcome.verity_device);
         } catch (const std::exception& error) {
           std::lock_guard lock(outcome_mutex);
           errors.push_back(error.what());
@@ -660,10 +725,10 @@ MountResult mount_rootfs(const MountRequest& request) {
     for (size_t t = 0; t < parallel; ++t) threads.emplace_back(worker);
     for (auto& thread : threads) thread.join();
     if (!errors.empty()) throw Error("{}", errors.front());
+    session.save();  // the loop devices, for status and teardown
     session.step_done("mount:lowers");
 
     // Upper: the ext4 storage, or a tmpfs (memory-backed upper).
-    session.will_mount(upper_dir);
     if (plan.upper != nullptr) {
       const Storage& upper = *plan.upper;
       std::string device = find_disk(upper.source, request.device_timeout);
@@ -688,7 +753,6 @@ MountResult mount_rootfs(const MountRequest& request) {
     }
     session.step_done("mount:mkdir");
 
-    session.will_mount(rootfs);
     result.overlay_method = mount_overlay(layer_dir, rootfs, plan.lowers.size(), plan.overlay_options,
                                           request.try_lowerdir_plus);
     session.set_phase("mounted");

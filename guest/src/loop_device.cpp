@@ -55,29 +55,40 @@ LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint6
 
 LoopDevice::~LoopDevice() = default;
 
-bool detach_loop_if_bound(const std::string& loop_path, const std::string& backing,
-                          uint64_t offset) {
-  int fd = ::open(loop_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT || errno == ENXIO) return false;
-    throw_errno("cannot open {}", loop_path);
+LoopDetach detach_loop_if_bound(const std::string& loop_path, const std::string& backing,
+                                uint64_t offset) {
+  auto bound = [&](bool& matches) {
+    int fd = ::open(loop_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT || errno == ENXIO) return false;
+      throw_errno("cannot open {}", loop_path);
+    }
+    UniqueFd loop_fd(fd);
+    loop_info64 info{};
+    if (::ioctl(loop_fd.get(), LOOP_GET_STATUS64, &info) != 0) {
+      if (errno == ENXIO) return false;  // not bound
+      throw_errno("cannot query {}", loop_path);
+    }
+    std::string name(reinterpret_cast<const char*>(info.lo_file_name),
+                     strnlen(reinterpret_cast<const char*>(info.lo_file_name), LO_NAME_SIZE));
+    matches = info.lo_offset == offset && backing.compare(0, name.size(), name) == 0;
+    return true;
+  };
+  bool matches = false;
+  if (!bound(matches) || !matches) return LoopDetach::NotBound;
+  {
+    UniqueFd loop_fd = open_or_throw(loop_path, O_RDONLY);
+    // Kernels only turn on autoclear when others hold the device; the detach then happens at
+    // their last close (and, on newer kernels, at ours).
+    if (::ioctl(loop_fd.get(), LOOP_CLR_FD, 0) != 0 && errno != ENXIO) {
+      throw_errno("cannot detach {}", loop_path);
+    }
   }
-  UniqueFd loop_fd(fd);
-  loop_info64 info{};
-  if (::ioctl(loop_fd.get(), LOOP_GET_STATUS64, &info) != 0) {
-    if (errno == ENXIO) return false;  // not bound
-    throw_errno("cannot query {}", loop_path);
-  }
-  std::string name(reinterpret_cast<const char*>(info.lo_file_name),
-                   strnlen(reinterpret_cast<const char*>(info.lo_file_name), LO_NAME_SIZE));
-  if (info.lo_offset != offset || backing.compare(0, name.size(), name) != 0) return false;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    if (::ioctl(loop_fd.get(), LOOP_CLR_FD, 0) == 0) return true;
-    if (errno == ENXIO) return false;
-    if (errno != EBUSY) throw_errno("cannot detach {}", loop_path);
+  for (int attempt = 0; attempt < 25; ++attempt) {
+    if (!bound(matches) || !matches) return LoopDetach::Detached;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  throw Error("cannot detach {} (backing {}): still busy", loop_path, backing);
+  return LoopDetach::StillInUse;
 }
 
 }  // namespace evmdk::guest

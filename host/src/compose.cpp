@@ -234,8 +234,9 @@ struct Planner {
       }
       add_extent("layer", layer.sectors, layer.path, i);
       add_gap(align_up(result.disk_sectors, gpt::kAlignmentSectors) - result.disk_sectors);
+      layer.partition_sectors = result.disk_sectors - layer.first_lba;
       table.partitions.push_back({gpt::linux_filesystem_type(), partuuid, layer.first_lba,
-                                  layer.first_lba + layer.sectors - 1, 0, layer.partition_name});
+                                  result.disk_sectors - 1, 0, layer.partition_name});
     }
     uint64_t tail_start = result.disk_sectors;
     table.total_sectors = tail_start + gpt::tail_sectors(table.entry_count);
@@ -401,6 +402,8 @@ struct Planner {
       }
       if (l.partition_number) {
         j["partition"] = *l.partition_number;
+        j["partition_first_lba"] = l.first_lba;
+        j["partition_last_lba"] = l.first_lba + l.partition_sectors - 1;
         j["partuuid"] = l.partuuid;
         j["partition_name"] = l.partition_name;
       }

@@ -8,12 +8,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <random>
 #include <sstream>
 
 #include "evmdk/atomic_file.h"
@@ -355,7 +355,8 @@ json run_hook(const HookRequest& request) {
   const std::string dir = (fs::path(state_dir) / request.id).string();
   const HookPlan plan = plan_mounts(request.mounts);
   const json input = mounts_to_json(request.mounts);
-  const std::string input_digest = sha256_hex(input.dump());
+  const std::string input_digest =
+      sha256_hex(input.dump() + "\nverity=" + std::string(to_string(request.verity)));
 
   // An existing directory: the same list again returns the stored answer (runtimes retry).
   struct stat existing {};
@@ -379,6 +380,16 @@ json run_hook(const HookRequest& request) {
   for (size_t i = 0; i < plan.lowers.size(); ++i) {
     const auto& lower = plan.lowers[i];
     const std::string what = describe_mount(request.mounts, lower.mount_index);
+    // Probe each image here so a bad one is named by its own mount.
+    try {
+      (void)probe_layer(lower.image);
+      for (const auto& device : lower.devices) {
+        struct stat st {};
+        if (::stat(device.c_str(), &st) != 0) throw_errno("device {}", device);
+      }
+    } catch (const std::exception& error) {
+      throw Error("{}: {}", what, error.what());
+    }
     if (lower.is_fsmeta()) {
       if (lower.dmverity_sidecar && request.verity != VerityPolicy::kOff) {
         throw Error("{}: X-containerd.dmverity on a merged fsmeta.erofs is not supported (the "
@@ -404,16 +415,6 @@ json run_hook(const HookRequest& request) {
       }
     }
     for (const auto& option : lower.mount_options) extra_options[i].push_back(option);
-    // Probe each image here so a bad one is named by its own mount.
-    try {
-      (void)probe_layer(lower.image);
-      for (const auto& device : lower.devices) {
-        struct stat st {};
-        if (::stat(device.c_str(), &st) != 0) throw_errno("device {}", device);
-      }
-    } catch (const std::exception& error) {
-      throw Error("{}: {}", describe_mount(request.mounts, lower.mount_index), error.what());
-    }
   }
 
   // Plain layers share one disk (raw for one, gpt for several); each fsmeta group is its own
@@ -560,13 +561,22 @@ json run_hook(const HookRequest& request) {
                                 "visible in the VM; the guest uses a memory-backed upper",
                                 plan.host_upperdir, plan.host_workdir));
   }
+  // Lowers mounted without dm-verity, so an operator sees what `auto` left unprotected.
+  json unprotected = json::array();
+  for (size_t i = 0; i < plan.lowers.size(); ++i) {
+    bool is_protected = std::any_of(extra_options[i].begin(), extra_options[i].end(),
+                                    [](const std::string& o) { return o.rfind("X-kata.dmverity", 0) == 0; });
+    if (!is_protected) unprotected.push_back(plan.lowers[i].image);
+  }
   json output{{"id", request.id},
               {"dir", dir},
               {"disks", disks},
               {"storages", to_json(storages)},
               {"rootfs", rootfs_json(plan)},
               {"shares", shares},
-              {"notes", notes}};
+              {"notes", notes},
+              {"verity", {{"policy", std::string(to_string(request.verity))},
+                          {"unprotected", unprotected}}}};
   if (plan.upper_kind == UpperKind::GuestMemory) {
     output["rootfs"]["host_upperdir"] = plan.host_upperdir;
     output["rootfs"]["host_workdir"] = plan.host_workdir;

@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -84,7 +85,10 @@ inline void build_layer_dir(const std::string& dir, const LayerSpec& spec) {
 // GPT raw image: layer i (0 = top) in partition i+1, 1 MiB aligned, PARTUUID test_uuid(2, i).
 class GptLayerDisk {
  public:
-  GptLayerDisk(const TempDir& temp, const std::vector<LayerSpec>& layers) {
+  // `prepare` may change each layer image before it goes onto the disk (e.g. append a
+  // dm-verity tree).
+  GptLayerDisk(const TempDir& temp, const std::vector<LayerSpec>& layers,
+               const std::function<void(size_t, const std::string&)>& prepare = {}) {
     image_ = temp / "disk.img";
     std::vector<std::string> images;
     for (size_t i = 0; i < layers.size(); ++i) {
@@ -92,6 +96,7 @@ class GptLayerDisk {
       build_layer_dir(dir, layers[i]);
       images.push_back(temp / fmt::format("layer-{}.erofs", i));
       make_erofs(dir, images.back(), erofs_uuid(i));
+      if (prepare) prepare(i, images.back());
       erofs_uuids_.push_back(erofs_uuid(i));
     }
     const uint64_t mib = 1 << 20;

@@ -10,7 +10,9 @@
 #include <filesystem>
 
 #include "evmdk/checksum.h"
+#include "evmdk/error.h"
 #include "evmdk/guest/block_device.h"
+#include "evmdk/guest/verity.h"
 #include "guest_fixture.h"
 
 namespace evmdk::test {
@@ -119,6 +121,65 @@ TEST_F(GuestFlat, SixtyFourLowersThroughOnePageOfRelativeMountData) {
   EXPECT_TRUE(fs::exists(rootfs() + "/l/63"));
   EXPECT_TRUE(guest::teardown_rootfs(teardown_request("legacy", request.base_dir)).clean());
   EXPECT_TRUE(mount_points_under(base()).empty());
+}
+
+}  // namespace
+}  // namespace evmdk::test
+
+namespace evmdk::test {
+namespace {
+
+// dm-verity lowers go through the verity engineer's VerityDevice: activated over the
+// partition, mounted, removed by teardown. This host kernel has no device-mapper, so here the
+// mount must be refused cleanly (rolled back, nothing left); with device-mapper it must mount
+// and teardown must remove the device. The 6.1 guest covers the latter in QEMU tests.
+TEST(GuestVerity, VerityLowerMountsWithDeviceMapperElseIsRefusedAndRolledBack) {
+  EVMDK_REQUIRE_ROOT();
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs", "sgdisk", "losetup", "setfattr", "veritysetup");
+  TempDir temp;
+  LayerSpec top;
+  top.files = {{"etc/motd", "protected\n"}};
+  std::string root_hash;
+  uint64_t hash_offset = 0;
+  GptLayerDisk disk(temp, {top}, [&](size_t, const std::string& image) {
+    hash_offset = std::filesystem::file_size(image);
+    auto out = must(run({"veritysetup", "format", "--hash-offset", std::to_string(hash_offset), image, image}),
+                    "veritysetup format");
+    auto pos = out.find("Root hash:");
+    root_hash = trim(out.substr(out.find_first_not_of(" \t", pos + 10)));
+  });
+  AttachedImage layers(disk.image(), true);
+  auto storages = gpt_storages(layers.device(), 1, "");
+  guest::VerityParams params;
+  params.root_hash = root_hash;
+  params.hash_offset = hash_offset;
+  for (const auto& option : guest::verity_options(params)) storages[0].options.push_back(option);
+  std::string base = temp / "base", rootfs = temp / "rootfs";
+  TeardownGuard guard(base, "v", rootfs);
+  guest::MountRequest request;
+  request.storages = storages;
+  request.container_id = "v";
+  request.rootfs = rootfs;
+  request.base_dir = base;
+  if (!guest::device_mapper_available()) {
+    try {
+      guest::mount_rootfs(request);
+      ADD_FAILURE() << "a dm-verity lower mounted without device-mapper";
+    } catch (const Error& error) {
+      EXPECT_NE(std::string(error.what()).find("layer 0"), std::string::npos) << error.what();
+      EXPECT_NE(std::string(error.what()).find("rolled back"), std::string::npos) << error.what();
+    }
+  } else {
+    auto result = guest::mount_rootfs(request);
+    ASSERT_EQ(result.verity_devices.size(), 1u);
+    EXPECT_TRUE(guest::verity_device_exists(result.verity_devices[0]));
+    EXPECT_EQ(read_file(rootfs + "/etc/motd"), "protected\n");
+    EXPECT_TRUE(guest::teardown_rootfs(teardown_request("v", base)).clean());
+    EXPECT_FALSE(guest::verity_device_exists(result.verity_devices[0]));
+  }
+  EXPECT_TRUE(mount_points_under(base).empty());
+  EXPECT_FALSE(std::filesystem::exists(base + "/v"));
+  EXPECT_FALSE(std::filesystem::exists(guest::journal_path(base, "v")));
 }
 
 }  // namespace

@@ -220,6 +220,38 @@ TEST_F(GuestTeardown, NeverDeletesContentsAndNamesWhatItCouldNotClean) {
   expect_clean();
 }
 
+TEST_F(GuestTeardown, HolderOutsideTheCgroupsGetsALazyDetachReportedAsAWarning) {
+  auto mounted = mount_cli();
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  write_file(rootfs() + "/etc/motd", "still here\n");
+  // Not in any cgroup given to teardown, so nothing kills it: the rootfs stays busy.
+  pid_t holder = ::fork();
+  if (holder == 0) {
+    if (::chdir(rootfs().c_str()) != 0) ::_exit(1);
+    ::execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto torn = teardown_cli();
+  EXPECT_EQ(torn.exit_code, 0) << torn.out << torn.err;
+  EXPECT_NE(torn.err.find("lazily detached"), std::string::npos) << torn.err;
+  EXPECT_TRUE(mount_points_under(base()).empty());
+  EXPECT_TRUE(mount_points_under(rootfs()).empty());
+  ::kill(holder, SIGKILL);
+  ::waitpid(holder, nullptr, 0);
+  // Once the holder is gone the detached filesystems go, and their autoclear loops with them.
+  for (int i = 0; i < 100 && !loops_backed_by(layers_->device()).empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(loops_backed_by(layers_->device()).empty());
+  std::string upper = "<busy>";
+  for (int i = 0; i < 50 && (upper == "<busy>" || upper == "<mount failed>"); ++i) {
+    upper = read_upper("upper/etc/motd");
+    if (upper == "<mount failed>") std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(upper, "still here\n");
+}
+
 TEST_F(GuestTeardown, MountRefusesASecondMountOfTheSameContainer) {
   ASSERT_EQ(mount_cli().exit_code, 0);
   auto second = mount_cli();

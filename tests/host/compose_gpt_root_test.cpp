@@ -92,6 +92,7 @@ TEST(ComposeGptRoot, EveryPartitionMountsWithExactlyItsLayersFiles) {
   auto verify = test::run({"sgdisk", "-v", raw});
   EXPECT_THAT(verify.out, HasSubstr("No problems found"));
   EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Warning")));
+  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Caution")));
 
   auto parts = blkid_partitions(raw);
   ASSERT_EQ(parts.size(), 3u);
@@ -138,6 +139,7 @@ TEST(ComposeGptRoot, TwoHundredFiftyLayersComposeAndCheckClean) {
   auto verify = test::run({"sgdisk", "-v", raw});
   EXPECT_THAT(verify.out, HasSubstr("No problems found"));
   EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Warning")));
+  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Caution")));
   auto parts = blkid_partitions(raw);
   ASSERT_EQ(parts.size(), kLayers);
   for (size_t i = 0; i < kLayers; ++i) {

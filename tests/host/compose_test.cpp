@@ -72,6 +72,7 @@ TEST_F(ComposeTest, GptDiskPresentsEveryLayerAtItsPartition) {
   EXPECT_EQ(verify.exit_code, 0) << verify.out;
   EXPECT_THAT(verify.out, HasSubstr("No problems found"));
   EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Warning")));
+  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Caution")));
 
   UniqueFd fd = open_or_throw(raw, O_RDONLY);
   gpt::Table table = gpt::read_table(fd.get(), raw);
@@ -85,7 +86,10 @@ TEST_F(ComposeTest, GptDiskPresentsEveryLayerAtItsPartition) {
     EXPECT_EQ(p.type, gpt::linux_filesystem_type());
     EXPECT_EQ(p.name, "layer-" + std::to_string(i));
     std::string layer_bytes = test::read_file(dir / (std::string(names[i]) + ".erofs"));
-    EXPECT_EQ((p.last_lba - p.first_lba + 1) * 512, (layer_bytes.size() + 511) / 512 * 512);
+    // The partition covers the whole layer file and ends on the next 1 MiB boundary.
+    EXPECT_EQ((p.last_lba - p.first_lba + 1) * 512,
+              (layer_bytes.size() + (1 << 20) - 1) / (1 << 20) * (1 << 20));
+    EXPECT_EQ(layer.sectors, (layer_bytes.size() + 511) / 512);
     EXPECT_EQ(test::read_bytes(raw, p.first_lba * 512, layer_bytes.size()), layer_bytes)
         << "partition " << i + 1 << " must hold layer " << names[i];
   }

@@ -46,7 +46,8 @@ json project(const json& output, const std::string& work) {
                  {"storages", output["storages"]},
                  {"rootfs", output["rootfs"]},
                  {"shares", output["shares"]},
-                 {"notes", output["notes"]}};
+                 {"notes", output["notes"]},
+                 {"verity", output["verity"]}};
   return json::parse(replace_all(projected.dump(), work, "@WORK@"));
 }
 

@@ -164,5 +164,82 @@ TEST(HookRoot, BlockModeOutputMountsAsTheHostMeant) {
   EXPECT_TRUE(fs::exists(rwlayer));  // containerd's, not the hook's to remove
 }
 
+
+// The hook's storage.json, fed unchanged (except disk sources: loop devices stand in for the
+// virtio disks the serials name) to `erofs-vmdk guest mount`, then `guest teardown`.
+TEST(HookRoot, GuestMountConsumesTheHookStoragesDirectly) {
+  EVMDK_REQUIRE_ROOT();
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs", "mkfs.ext4", "losetup");
+  test::TempDir work;
+  std::string layer_dir = work / "snapshots/1";
+  test::make_tree(layer_dir + "/tree", {{"etc/motd", "from the layer\n"}, {"bin/", ""}});
+  test::make_erofs(layer_dir + "/tree", layer_dir + "/layer.erofs", "44444444-4444-4444-8444-444444444444");
+  fs::create_directories(work / "snapshots/9");
+  const std::string rwlayer = work / "snapshots/9/rwlayer.img";
+  json list = json::array(
+      {{{"type", "mkfs/ext4"},
+        {"source", rwlayer},
+        {"options", {"X-containerd.mkfs.fs=ext4", "X-containerd.mkfs.size=16777216", "rw", "loop"}}},
+       {{"type", "erofs"}, {"source", layer_dir + "/layer.erofs"}, {"options", {"ro", "loop"}}},
+       {{"type", "format/mkdir/overlay"},
+        {"source", "overlay"},
+        {"options", {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                     "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
+                     "workdir={{ mount 0 }}/work", "upperdir={{ mount 0 }}/upper",
+                     "lowerdir={{ mount 1 }}"}}}});
+  json output = run_hook({"guest-e2e", work / "state", parse_mount_list(list)});
+
+  // Attach each disk as the VM would (read-only as the hook says) and point its storages at it.
+  std::map<std::string, std::string> device_of_serial;
+  std::vector<std::unique_ptr<test::LoopDevice>> read_only;
+  std::string upper_device;
+  for (const auto& disk : output["disks"]) {
+    ASSERT_EQ(disk["format"], "raw") << "one lower: the layer itself is the disk";
+    std::string path = disk["path"];
+    if (disk["read_only"].get<bool>()) {
+      read_only.push_back(std::make_unique<test::LoopDevice>(path, false));
+      device_of_serial[disk["serial"]] = read_only.back()->device();
+    } else {
+      auto losetup = test::run({"losetup", "--find", "--show", path});
+      ASSERT_EQ(losetup.exit_code, 0) << losetup.err;
+      upper_device = losetup.out.substr(0, losetup.out.find('\n'));
+      device_of_serial[disk["serial"]] = upper_device;
+    }
+  }
+  struct Detach {
+    std::string device;
+    ~Detach() {
+      if (!device.empty()) test::run({"losetup", "--detach", device});
+    }
+  } detach{upper_device};
+  json storages = json::parse(test::read_file(output["dir"].get<std::string>() + "/storage.json"));
+  for (auto& storage : storages) {
+    std::string serial = storage["source"].get<std::string>().substr(std::string("serial:").size());
+    ASSERT_TRUE(device_of_serial.count(serial)) << storage.dump();
+    storage["source"] = device_of_serial[serial];
+  }
+  test::write_file(work / "guest-storage.json", storages.dump());
+
+  const std::string rootfs = work / "rootfs";
+  const std::string base = work / "guest-base";
+  fs::create_directories(rootfs);
+  auto mount = test::cli({"guest", "mount", "-s", work / "guest-storage.json", "-i", "guest-e2e",
+                          "-r", rootfs, "-b", base});
+  bool mounted = mount.exit_code == 0;
+  EXPECT_TRUE(mounted) << mount.out << mount.err;
+  if (mounted) {
+    EXPECT_EQ(test::read_file(rootfs + "/etc/motd"), "from the layer\n");
+    test::write_file(rootfs + "/written", "kept\n");
+  }
+  auto teardown = test::cli({"guest", "teardown", "-i", "guest-e2e", "-r", rootfs, "-b", base});
+  EXPECT_EQ(teardown.exit_code, 0) << teardown.out << teardown.err;
+  EXPECT_EQ(test::sh("grep -c " + work.path() + " /proc/mounts").out, "0\n");
+  if (mounted) {
+    // The write landed in the ext4 upper the hook created.
+    test::ReadOnlyMount check(upper_device, work / "check", "ext4");
+    EXPECT_EQ(test::read_file(work / "check/upper/written"), "kept\n");
+  }
+}
+
 }  // namespace
 }  // namespace evmdk::host

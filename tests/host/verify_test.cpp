@@ -268,5 +268,24 @@ TEST(VerifyRawDisk, SingleLayerRawComposeIsVerified) {
   EXPECT_EQ(report.stats.bytes, fs::file_size(dir / "only.erofs"));
 }
 
+TEST(VerifyCommand, ComposeThenVerifyFromTheCommandLine) {
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs");
+  test::TempDir dir;
+  std::vector<std::string> args{"compose", "-o", dir / "out"};
+  for (const char* name : {"top", "middle", "base"}) {
+    std::string src = dir / name;
+    test::make_tree(src, {{std::string("etc/") + name, name}});
+    test::make_erofs(src, dir / (std::string(name) + ".erofs"));
+    args.push_back(dir / (std::string(name) + ".erofs"));
+  }
+  auto composed = test::cli(args);
+  ASSERT_EQ(composed.exit_code, 0) << composed.err;
+  auto verified = test::cli({"verify", dir / "out", "--digest", "sha256", "--direct"});
+  EXPECT_EQ(verified.exit_code, 0) << verified.err;
+  EXPECT_NE(verified.out.find("verified: 3 layers"), std::string::npos) << verified.out;
+  EXPECT_NE(verified.out.find("ok   layer 2 (" + fs::canonical(dir / "base.erofs").string() + ") at LBA"),
+            std::string::npos) << verified.out;
+}
+
 }  // namespace
 }  // namespace evmdk::host

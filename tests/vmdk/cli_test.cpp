@@ -1,6 +1,8 @@
 // erofs-vmdk lint / map, run as a user would run them.
 #include <gmock/gmock.h>
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "evmdk/vmdk/descriptor.h"
@@ -98,6 +100,7 @@ TEST(CliMap, PrintsTheLayoutQemuSees) {
             nlohmann::json({{"start", 4096}, {"length", 1024}, {"path", f.b}, {"offset", 512},
                             {"line", 10}}));
   EXPECT_EQ(parsed["extents"][2]["start"], 5120);
+  EXPECT_THAT(result.err, HasSubstr("1 lint error(s)"));
   auto text = test::cli({"map", f.desc});
   EXPECT_EQ(text.exit_code, 0);
   EXPECT_THAT(text.out, HasSubstr("virtual size: 6144 bytes in 3 extents"));
@@ -110,6 +113,18 @@ TEST(CliMap, PrintsTheLayoutQemuSees) {
   auto past = test::cli({"map", f.desc, "--at", "6144"});
   EXPECT_EQ(past.exit_code, 1);
   EXPECT_THAT(past.err, HasSubstr("past the end of the 6144-byte disk"));
+}
+
+TEST(CliMap, WriterOutputMapsWithoutANote) {
+  Fixture f;
+  Descriptor d;
+  d.extents = {{f.a, 8, 0}, {f.b, 2, 2}};
+  write_descriptor_file(f.desc, d);
+  auto result = test::cli({"map", f.desc});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.err, "");
+  EXPECT_THAT(result.out, HasSubstr(fmt::format("{:>16} {:>16} {:>16} {:>6}  {}\n", 4096, 1024,
+                                                1024, 9, f.b)));
 }
 
 TEST(CliMap, RefusesWhatQemuCannotOpen) {

@@ -100,6 +100,10 @@ TEST(Lint, HeaderTraps) {
   expect_error("CID = 1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n" + extents,
                "unreadable-cid", 1);
   expect_error("CID=1\ncreateType=\"monolithicFlat\"\n" + extents, "missing-cid", 0);
+  expect_error("CID=1\nparentCID=ffffffff\ncreatetype=\"monolithicFlat\"\n" + extents,
+               "wrong-case", 3);
+  expect_error("cid=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n" + extents,
+               "wrong-case", 1);
   expect_error("createType=\"monolithicFlat\"\n# " + std::string(10300, 'p') +
                    "\nCID=1\nparentCID=ffffffff\n" + extents,
                "unreadable-cid", 3);

@@ -232,6 +232,10 @@ TEST_F(Oracle, CreateTypeSpacingAndUnknownTypesFailTheOpen) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("fullDevice"));
 
+  std::string lower = write_desc(base + "createtype=\"monolithicFlat\"\n\n#\n" + flat(8, a));
+  EXPECT_THAT(lint_ids(lower), Contains("wrong-case"));
+  EXPECT_NE(qemu_img({"info", "-f", "vmdk", lower}).exit_code, 0);
+
   std::string early = write_desc("# createType notes\n" + base +
                                  "createType=\"monolithicFlat\"\n\n#\n" + flat(8, a));
   EXPECT_THAT(lint_ids(early), Contains("early-create-type-substring"));

@@ -79,6 +79,7 @@ void register_guest_commands(CLI::App& app) {
                        {"upper", result.upper},
                        {"lowers", result.lowers},
                        {"loop_devices", result.loop_devices},
+                       {"verity_devices", result.verity_devices},
                        {"flat_device_mode", result.flat_device_mode},
                        {"overlay_method", result.overlay_method}};
     fmt::print("{}\n", out.dump(2));

@@ -59,6 +59,13 @@ void register_map(CLI::App& app) {
       cmd->add_option("--at", *at, "Only show where this virtual byte offset lands");
   cmd->callback([file, json, at, at_option] {
     vmdk::ExtentMap map = vmdk::ExtentMap::from_file(*file);
+    // The layout is QEMU's; say so when it is not what the text seems to say.
+    if (size_t errors = vmdk::lint_file(*file).errors(); errors > 0) {
+      fmt::print(stderr,
+                 "erofs-vmdk: note: {} has {} lint error(s); this is the layout QEMU uses, which "
+                 "differs from what the descriptor appears to say (run erofs-vmdk lint {})\n",
+                 *file, errors, *file);
+    }
     if (at_option->count() > 0) {
       auto location = map.find(*at);
       if (!location) {

@@ -100,9 +100,21 @@ class Linter {
     }
   }
 
+  // QEMU's key searches are case-sensitive: "createtype=" or "cid=" are not found.
+  void report_wrong_case_key(std::string_view key) {
+    for (const SpecEntry& entry : spec_.header) {
+      if (entry.key != key && iequals(entry.key, key)) {
+        add("wrong-case", Severity::Error, entry.line,
+            fmt::format("key {:?} must be spelled {:?}; QEMU's search is case-sensitive",
+                        entry.key, key));
+      }
+    }
+  }
+
   void check_create_type() {
     const SpecEntry* entry = spec_.find_header("createType");
     if (!entry) {
+      report_wrong_case_key("createType");
       add("missing-create-type", Severity::Error, 0,
           "no createType=\"...\" line; QEMU refuses the descriptor");
       return;
@@ -141,6 +153,7 @@ class Linter {
   void check_cid(std::string_view key, std::optional<size_t> qemu_offset, bool readable) {
     const SpecEntry* entry = spec_.find_header(key);
     if (!entry) {
+      report_wrong_case_key(key);
       add("missing-cid", Severity::Error, 0,
           fmt::format("no {}= line; QEMU fails with \"Invalid argument\"", key));
       return;

@@ -37,6 +37,7 @@ struct MountResult {
   std::string upper;                // the upper's mount point
   std::vector<std::string> lowers;  // lower-0 first
   std::vector<std::string> loop_devices;
+  std::vector<std::string> verity_devices;  // dm names, for lowers with X-kata.dmverity-enabled
   bool flat_device_mode = false;  // a multi-device lower mounted without loop slices
   std::string overlay_method;     // "fsconfig lowerdir+" or "mount(2) relative paths"
 };

@@ -28,10 +28,14 @@ class LoopDevice {
   UniqueFd fd_;
 };
 
-// Detaches `loop_path` if it is still bound to `backing` at `offset` (LOOP_CLR_FD). Returns
-// false when it was already free or bound to something else (then it is left alone). Throws
-// when the device is still busy.
-bool detach_loop_if_bound(const std::string& loop_path, const std::string& backing,
-                          uint64_t offset);
+enum class LoopDetach {
+  NotBound,    // already free, or bound to something else (left alone)
+  Detached,
+  StillInUse,  // someone still holds it: autoclear is set, the kernel frees it at last close
+};
+
+// Detaches `loop_path` if it is still bound to `backing` at `offset` (LOOP_CLR_FD).
+LoopDetach detach_loop_if_bound(const std::string& loop_path, const std::string& backing,
+                                uint64_t offset);
 
 }  // namespace evmdk::guest

@@ -74,7 +74,10 @@ struct ComposedLayer {
   std::string partuuid;                      // gpt only
   std::string partition_name;                // gpt only
   uint64_t first_lba = 0;
-  uint64_t sectors = 0;
+  uint64_t sectors = 0;  // the layer file, rounded up to 512 bytes
+  // gpt: the partition spans the layer and the zero padding up to the next 1 MiB boundary,
+  // so it both starts and ends aligned (sgdisk -v cautions about unaligned ends).
+  uint64_t partition_sectors = 0;
 };
 
 struct ComposeResult {
