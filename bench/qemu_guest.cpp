@@ -35,7 +35,7 @@ struct Workspace {
 };
 
 void mkfs_erofs(const fs::path& tree, const fs::path& image, const fs::path& scratch) {
-  auto r = run_command({"mkfs.erofs", "-q", "-T", "0", image.string(), tree.string()}, scratch);
+  auto r = run_command({"mkfs.erofs", "--quiet", "-T", "0", image.string(), tree.string()}, scratch);
   if (r.status != 0) throw HarnessError("mkfs.erofs " + image.string() + ": " + r.output);
 }
 
