@@ -1,0 +1,104 @@
+// The hook end to end: a containerd block-mode mount list (mkfs/ext4 for an rwlayer.img that
+// does not exist yet, three erofs layers, format/mkdir/overlay) goes through the real
+// `erofs-vmdk hook`; every disk it prints is attached to a QEMU guest with the QEMU arguments it
+// printed, and the guest mounts the rootfs from the hook's storages, unchanged. The guest must
+// see the merged view containerd meant, and what it writes must land in the ext4 upper the hook
+// created on the host.
+#include <filesystem>
+
+#include "scenario.h"
+
+namespace evmdk::qemu {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class HookQemu : public QemuTest {};
+
+TEST_F(HookQemu, BlockModeHookOutputDrivesTheGuestRootfs) {
+  EVMDK_REQUIRE_ROOT();
+  EVMDK_REQUIRE_TOOLS("debugfs");
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  EVMDK_REQUIRE_CLI("hook");
+  auto layers = make_three_layers(temp_.path(), env_.busybox);  // top first
+
+  // The list containerd's EROFS snapshotter returns in block mode; the upper image is created
+  // by the hook (containerd's mount manager would otherwise).
+  const std::string rwlayer = path("snapshots/9/rwlayer.img");
+  fs::create_directories(path("snapshots/9"));
+  json list = json::array();
+  list.push_back({{"type", "mkfs/ext4"},
+                  {"source", rwlayer},
+                  {"options", {"X-containerd.mkfs.fs=ext4", "X-containerd.mkfs.size=67108864", "rw", "loop"}}});
+  for (const auto& layer : layers) {
+    list.push_back({{"type", "erofs"}, {"source", layer}, {"options", {"ro", "loop"}}});
+  }
+  list.push_back({{"type", "format/mkdir/overlay"},
+                  {"source", "overlay"},
+                  {"options", {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                               "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
+                               "workdir={{ mount 0 }}/work", "upperdir={{ mount 0 }}/upper",
+                               "lowerdir={{ overlay 1 3 }}"}}});
+  test::write_file(path("mounts.json"), list.dump(2));
+  ASSERT_FALSE(fs::exists(rwlayer));
+
+  const std::string state = path("state");
+  auto hook = test::cli({"hook", "--id", "c1", "--state-dir", state, "--mounts", path("mounts.json")});
+  ASSERT_EQ(hook.exit_code, 0) << hook.out << hook.err;
+  json output = json::parse(hook.out);
+  ASSERT_TRUE(fs::exists(rwlayer)) << "the hook did not create the upper image";
+
+  // Attach every disk the hook lists, exactly as it says to (its -drive/-device arguments).
+  GuestConfig boot = config("hook");
+  ASSERT_EQ(output.at("disks").size(), 2u) << output.dump(2);
+  bool saw_upper = false;
+  for (const auto& disk : output.at("disks")) {
+    if (disk.at("role") == "upper") {
+      saw_upper = true;
+      EXPECT_EQ(disk.at("path"), rwlayer);
+      EXPECT_FALSE(disk.at("read_only").get<bool>());
+    } else {
+      EXPECT_TRUE(disk.at("read_only").get<bool>());
+    }
+    for (const auto& arg : disk.at("qemu").at("drive_args")) {
+      boot.extra_qemu_args.push_back(arg.get<std::string>());
+    }
+  }
+  ASSERT_TRUE(saw_upper) << output.dump(2);
+
+  auto job = scenario_job(output.at("storages").dump(2), R"SH(
+R=/run/containers/c1/rootfs
+evmdk_check mount evmdk_guest_mount c1 "$R" || exit 1
+evmdk_expect_eq top-wins "$(cat $R/etc/motd)" "top layer greeting"
+evmdk_expect_eq top-wins-over-two "$(cat $R/opt/app/version)" "v3"
+evmdk_expect_eq lower-visible "$(cat $R/opt/app/tool)" "middle layer tool"
+evmdk_expect_eq base-visible "$(cat $R/etc/os-release)" 'NAME="erofs-vmdk qemu test"'
+evmdk_check whiteout-hides sh -c "! ls $R/opt/app/legacy.conf 2>/dev/null"
+evmdk_check opaque-hides sh -c "! ls -d $R/usr/share/doc/app 2>/dev/null"
+evmdk_check three-read-only-lowers sh -c "grep ' erofs ' /proc/mounts | grep -v ' ro,' && exit 1; grep -c ' erofs ' /proc/mounts | grep -qx 3"
+evmdk_check upper-is-ext4-rw sh -c "grep ' ext4 rw,' /proc/mounts"
+evmdk_check write sh -c "echo 'written by the guest' > $R/etc/written && sync && test \"\$(cat $R/etc/written)\" = 'written by the guest'"
+evmdk_check teardown evmdk_guest_teardown c1 "$R"
+evmdk_check_clean after-teardown
+)SH");
+  auto outcome = run_guest(env_, boot, job);
+  EVMDK_ASSERT_GUEST_PASSED(outcome, {"mount", "top-wins", "top-wins-over-two", "lower-visible",
+                                      "base-visible", "whiteout-hides", "opaque-hides",
+                                      "three-read-only-lowers", "upper-is-ext4-rw", "write",
+                                      "teardown", "after-teardown-no-mounts",
+                                      "after-teardown-no-loops", "after-teardown-no-cgroups"});
+
+  // On the host: the guest's write is in the ext4 image the hook created, under the upperdir.
+  auto upper_file = test::run({"debugfs", "-R", "cat /upper/etc/written", rwlayer});
+  ASSERT_EQ(upper_file.exit_code, 0) << upper_file.err;
+  EXPECT_EQ(upper_file.out, "written by the guest\n") << upper_file.err;
+
+  auto cleanup = test::cli({"hook", "cleanup", "--id", "c1", "--state-dir", state});
+  EXPECT_EQ(cleanup.exit_code, 0) << cleanup.out << cleanup.err;
+  EXPECT_FALSE(fs::exists(state + "/c1"));
+  EXPECT_TRUE(fs::exists(rwlayer)) << "the upper image is containerd's snapshot, not the hook's";
+}
+
+}  // namespace
+}  // namespace evmdk::qemu
