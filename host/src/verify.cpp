@@ -121,6 +121,9 @@ struct ExpectedLayer {
   std::string erofs_uuid;
   uint64_t fs_size = 0;
   std::optional<uint32_t> partition;
+  // The partition may extend past the layer (compose pads partitions to a 1 MiB boundary).
+  uint64_t partition_first_lba = 0;
+  uint64_t partition_last_lba = 0;
   std::string partuuid;
 };
 
@@ -161,6 +164,8 @@ Layout parse_layout(const std::string& path) {
       layer.erofs_uuid = l.value("erofs_uuid", "");
       layer.fs_size = l.value("fs_size", uint64_t{0});
       if (l.contains("partition")) layer.partition = l.at("partition").get<uint32_t>();
+      layer.partition_first_lba = l.value("partition_first_lba", layer.first_lba);
+      layer.partition_last_lba = l.value("partition_last_lba", layer.first_lba + layer.sectors - 1);
       layer.partuuid = l.value("partuuid", "");
       layout.layers.push_back(std::move(layer));
     }
@@ -506,10 +511,11 @@ VerifyReport verify_disk(const VerifyOptions& options) {
         const RawEntry& entry = primary.entries[slot];
         layer.partuuid = lower(gpt::format_guid(entry.unique));
         if (w.expected) {
-          if (entry.first_lba != w.expected->first_lba || entry.last_lba + 1 != w.expected->first_lba + w.expected->sectors) {
+          if (entry.first_lba != w.expected->partition_first_lba ||
+              entry.last_lba != w.expected->partition_last_lba) {
             fail(fmt::format("{}: GPT partition {} spans LBA {}..{}, layout.json says {}..{}", layer.name(), *layer.partition,
-                             entry.first_lba, entry.last_lba, w.expected->first_lba,
-                             w.expected->first_lba + w.expected->sectors - 1));
+                             entry.first_lba, entry.last_lba, w.expected->partition_first_lba,
+                             w.expected->partition_last_lba));
           }
           if (!w.expected->partuuid.empty() && layer.partuuid != lower(w.expected->partuuid)) {
             fail(fmt::format("{}: GPT partition {} has PARTUUID {}, layout.json says {}", layer.name(), *layer.partition,
