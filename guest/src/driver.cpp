@@ -165,6 +165,12 @@ class MountSession {
     save_journal(journal_);
   }
   const std::string& container_id() const { return journal_.container_id; }
+  // libcryptsetup (and the libdevmapper under it) keeps process-wide state and is not safe to
+  // call from the concurrent lower workers: two activations at once crashed the driver in the
+  // guest (guest_verity_mount_qemu_test). Activations take turns; the mounts stay concurrent.
+  [[nodiscard]] std::unique_lock<std::mutex> lock_device_mapper() {
+    return std::unique_lock<std::mutex>(device_mapper_mutex_);
+  }
   // Saved after the lowers: until a mount holds it, an autoclear loop device is released by
   // the kernel when this process dies, and the unmount releases it afterwards.
   void attached_loop(const JournalLoop& loop) {
@@ -194,6 +200,7 @@ class MountSession {
 
  private:
   std::mutex mutex_;
+  std::mutex device_mapper_mutex_;
   Journal journal_;
   std::string crash_after_;
 };
@@ -306,7 +313,9 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
       }
       std::string name = fmt::format("evmdk-{}-lower-{}", session.container_id(), lower.index);
       session.will_activate_verity(name);
+      auto device_mapper = session.lock_device_mapper();
       verity = VerityDevice::activate(name, device, device, *lower.verity);
+      device_mapper.unlock();
       device = verity.path();
       outcome.verity_device = name;
     }

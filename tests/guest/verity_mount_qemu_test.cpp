@@ -1,0 +1,152 @@
+// The guest driver's dm-verity path end to end: two layers composed in gpt mode with
+// --verity=on, the VMDK attached to a 6.1 guest, and `erofs-vmdk guest mount` given compose's
+// storage.json as written. Each lower must be mounted from its own dm-verity device, a file
+// reads back through the overlay, and `guest teardown` removes every dm device. Then one byte of
+// the top layer's file data is flipped (after compose, in the file the VMDK extent points at)
+// and the guest boots again: the mount or the read of that file fails with an I/O error, and
+// teardown still leaves no dm device behind.
+#include <gmock/gmock.h>
+
+#include <filesystem>
+
+#include "../qemu/scenario.h"
+#include "evmdk/host/verity.h"
+#include "evmdk/host/verity_compose.h"
+
+namespace evmdk::qemu {
+namespace {
+
+namespace fs = std::filesystem;
+
+class VerityMount : public QemuTest {
+ protected:
+  // Composes top/bottom layers under `dir` (gpt, --verity=on), then reads back qemu.json and
+  // storage.json from the files compose wrote.
+  ComposedDisk make_disk(const std::string& dir) {
+    fs::create_directories(dir);
+    test::make_tree(dir + "/top.d", {{"etc/motd", "top layer\n"}, {"data/big", big_}});
+    test::make_tree(dir + "/bottom.d",
+                    {{"etc/motd", "bottom layer\n"}, {"etc/os-release", "ID=evmdk\n"}});
+    test::make_erofs(dir + "/top.d", dir + "/top.erofs");
+    test::make_erofs(dir + "/bottom.d", dir + "/bottom.erofs");
+    host::verity_format(dir + "/top.erofs", {});
+    host::verity_format(dir + "/bottom.erofs", {});
+    host::ComposeOptions options;
+    options.mode = host::ComposeMode::Gpt;
+    options.layers = {{dir + "/top.erofs", {}}, {dir + "/bottom.erofs", {}}};
+    options.output_dir = dir + "/out";
+    options.check_blkid = false;
+    auto report = host::apply_verity_policy(options, host::VerityPolicy::kOn);
+    EXPECT_TRUE(report.unprotected().empty());
+    host::compose(options);
+    ComposedDisk disk;
+    disk.dir = options.output_dir;
+    auto qemu = nlohmann::json::parse(test::read_file(disk.dir + "/qemu.json"));
+    for (const auto& arg : qemu.at("drive_args")) disk.qemu_args.push_back(arg.get<std::string>());
+    disk.serial = qemu.at("serial").get<std::string>();
+    disk.storages = nlohmann::json::parse(test::read_file(disk.dir + "/storage.json"));
+    return disk;
+  }
+
+  std::string big_ = [] {
+    std::string s = "EVMDK-VERITY-MARKER";
+    for (int i = 0; i < 20000; ++i) s += fmt::format("{:08x}", i * 2654435761u);
+    return s;
+  }();
+};
+
+// Shell helpers for both boots: what dm devices exist, and whether each lower is on one.
+constexpr std::string_view kVerityHelpers = R"SH(
+R=/run/containers/c1/rootfs
+dm_devices() { for d in /sys/block/dm-*; do [ -e "$d" ] && echo "${d##*/}"; done; }
+no_dm_left() {
+  listed=$(erofs-vmdk verity list 2>&1) || { echo "verity list failed: $listed"; return 1; }
+  [ -z "$listed" ] || { echo "verity list: $listed"; return 1; }
+  blocks=$(dm_devices)
+  [ -z "$blocks" ] || { echo "still in /sys/block: $blocks"; return 1; }
+}
+# Every erofs mount's source is a /dev/mapper node whose name is an active dm device.
+lowers_on_dm() {
+  n=0
+  for source in $(grep ' erofs ' /proc/mounts | cut -d' ' -f1); do
+    case "$source" in /dev/mapper/*) ;; *) echo "lower from $source, not /dev/mapper"; return 1;; esac
+    found=""
+    for d in /sys/block/dm-*/dm/name; do
+      [ -f "$d" ] && [ "$(cat "$d")" = "${source#/dev/mapper/}" ] && found=${d%/dm/name}
+    done
+    [ -n "$found" ] || { echo "$source is not an active dm device ($(dm_devices))"; return 1; }
+    echo "$source=${found##*/}"
+    n=$((n + 1))
+  done
+  [ "$n" -eq 2 ] || { echo "$n erofs mounts, expected 2"; return 1; }
+}
+)SH";
+
+TEST_F(VerityMount, DriverMountsEachLowerThroughDmVerityAndAFlippedByteFailsTheRead) {
+  EVMDK_REQUIRE_ROOT();
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  auto disk = make_disk(path("disk"));
+  for (const auto& storage : disk.storages) {
+    ASSERT_THAT(storage.dump(), ::testing::HasSubstr("X-kata.dmverity.roothash="));
+  }
+
+  GuestConfig first = config("verity-mount-good");
+  first.extra_qemu_args = disk.qemu_args;
+  auto job = scenario_job(disk.storages.dump(2), std::string(kVerityHelpers) + R"SH(
+evmdk_check mount evmdk_guest_mount c1 "$R" || exit 1
+evmdk_check lowers-on-dm lowers_on_dm
+evmdk_check read-big cmp "$R/data/big" /job/big
+evmdk_expect_eq top-wins "$(cat $R/etc/motd)" "top layer"
+evmdk_expect_eq bottom-visible "$(cat $R/etc/os-release)" "ID=evmdk"
+evmdk_check teardown evmdk_guest_teardown c1 "$R"
+evmdk_check no-dm-left no_dm_left
+evmdk_check_clean after-teardown
+)SH");
+  job.files["big"] = big_;
+  auto outcome = run_guest(env_, first, job);
+  EVMDK_ASSERT_GUEST_PASSED(outcome, {"mount", "lowers-on-dm", "read-big", "top-wins",
+                                      "bottom-visible", "teardown", "no-dm-left",
+                                      "after-teardown-no-mounts", "after-teardown-no-loops",
+                                      "after-teardown-no-cgroups"});
+
+  // Flip one byte of top.erofs's file data, after compose: the disk's extent reads this file.
+  std::string top = test::read_file(path("disk/top.erofs"));
+  size_t marker = top.find("EVMDK-VERITY-MARKER");
+  ASSERT_NE(marker, std::string::npos);
+  size_t flip = marker + 50000;
+  top[flip] = static_cast<char>(top[flip] ^ 0x20);
+  test::write_file(path("disk/top.erofs"), top);
+
+  GuestConfig second = config("verity-mount-bad");
+  second.extra_qemu_args = disk.qemu_args;
+  auto bad = scenario_job(disk.storages.dump(2), std::string(kVerityHelpers) + R"SH(
+if evmdk_guest_mount c1 "$R" > /tmp/mount.out 2>&1; then
+  evmdk_check lowers-on-dm lowers_on_dm
+  if cat "$R/data/big" > /dev/null 2> /tmp/err; then
+    evmdk_result mount-or-read-fails FAIL "mounted, and the corrupted file read returned data"
+  elif grep -q "Input/output error" /tmp/err; then
+    evmdk_result mount-or-read-fails PASS "mounted; read: $(cat /tmp/err)"
+  else
+    evmdk_result mount-or-read-fails FAIL "mounted; read failed without EIO: $(cat /tmp/err)"
+  fi
+  evmdk_expect_eq intact-file-reads "$(cat $R/etc/os-release)" "ID=evmdk"
+else
+  # Refused at mount: the error must name the layer.
+  if grep -q "lower-0" /tmp/mount.out; then
+    evmdk_result mount-or-read-fails PASS "mount refused: $(cat /tmp/mount.out)"
+  else
+    evmdk_result mount-or-read-fails FAIL "mount refused without naming lower-0: $(cat /tmp/mount.out)"
+  fi
+fi
+evmdk_check teardown evmdk_guest_teardown c1 "$R"
+evmdk_check no-dm-left no_dm_left
+evmdk_check_clean after-teardown
+)SH");
+  auto outcome2 = run_guest(env_, second, bad);
+  EVMDK_EXPECT_GUEST_PASSED(outcome2, {"mount-or-read-fails", "teardown", "no-dm-left",
+                                       "after-teardown-no-mounts", "after-teardown-no-loops",
+                                       "after-teardown-no-cgroups"});
+}
+
+}  // namespace
+}  // namespace evmdk::qemu
