@@ -321,7 +321,18 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     }
     if (superblock.devices.empty()) {
       if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) != 0) {
-        throw Error("{}", mount_error("EROFS", device, target, data));
+        std::string error = mount_error("EROFS", device, target, data);
+        if (verity.active()) {
+          // Removed here, under the lock, rather than by the destructor on another thread's time.
+          auto device_mapper = session.lock_device_mapper();
+          try {
+            verity.remove();
+          } catch (const std::exception& remove_error) {
+            error += fmt::format(" (and removing {} failed: {})", outcome.verity_device,
+                                 remove_error.what());
+          }
+        }
+        throw Error("{}", error);
       }
       // The journal owns the verity device from here: teardown removes it after the unmount.
       if (verity.active()) verity.release();
