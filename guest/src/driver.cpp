@@ -42,7 +42,10 @@ struct LowerPlan {
   unsigned index = 0;  // 0 = top
   const Storage* storage = nullptr;
   std::optional<unsigned> partition;
-  std::optional<VerityParams> verity;
+  std::optional<VerityParams> verity;  // the storage's own device (the fsmeta on a flat disk)
+  // Flat (fsmeta) disk: dm-verity of extra device slots (1 = the first extra device), from
+  // X-erofs-vmdk.device.<slot>.dmverity*; hash_offset is a byte offset on the disk.
+  std::map<unsigned, VerityParams> device_verity;
 };
 
 struct Plan {
@@ -95,6 +98,25 @@ Plan make_plan(const std::vector<Storage>& storages) {
     // Parsed now, so a malformed verity option refuses the mount before anything is done.
     lower_plan.verity = verity_params_from_options(storage.options,
                                                    fmt::format("storage #{} '{}'", i, storage.source));
+    try {
+      for (unsigned slot : device_option_slots(storage.options)) {
+        std::string context = fmt::format("storage #{} '{}', device {}", i, storage.source, slot);
+        auto options = device_verity_options(storage.options, slot);
+        for (const auto& option : options) {
+          if (!is_dmverity_option(option)) {
+            throw Error("{}: option {}{} is not a dm-verity option (only "
+                        "{}<slot>.dmverity* are known)", context, device_option_prefix(slot),
+                        option.substr(std::string_view("X-kata.").size()),
+                        "X-erofs-vmdk.device.");
+          }
+        }
+        if (auto params = verity_params_from_options(options, context)) {
+          lower_plan.device_verity.emplace(slot, *params);
+        }
+      }
+    } catch (const Error& error) {
+      throw Error("storage #{} '{}': {}", i, storage.source, error.what());
+    }
     lower_plan.partition = unsigned_option(storage, marker::kPartitionNumber);
     if (lower_plan.partition && *lower_plan.partition == 0) {
       throw Error("storage #{} '{}': partition numbers start at 1", i, storage.source);
@@ -256,8 +278,56 @@ std::string resolve_disk(DiskCache& cache, const std::string& source, std::chron
 
 struct LowerOutcome {
   std::vector<std::string> loops;
-  std::string verity_device;
+  std::vector<std::string> verity_devices;
   bool flat_device_mode = false;
+};
+
+// The dm-verity devices one lower activates. Until the lower is mounted they are removed again
+// if anything fails (newest first, under the session's device-mapper lock); once it is mounted,
+// keep() hands them to the journal, and teardown removes them after the unmount.
+class LowerVerityDevices {
+ public:
+  LowerVerityDevices(MountSession& session, LowerOutcome& outcome)
+      : session_(session), outcome_(outcome) {}
+  LowerVerityDevices(const LowerVerityDevices&) = delete;
+  LowerVerityDevices& operator=(const LowerVerityDevices&) = delete;
+  ~LowerVerityDevices() { (void)remove_all(); }
+
+  // Returns the path to mount or pass as device=.
+  std::string activate(const std::string& name, const std::string& data_device,
+                       const std::string& hash_device, const VerityParams& params) {
+    session_.will_activate_verity(name);
+    auto device_mapper = session_.lock_device_mapper();
+    devices_.push_back(VerityDevice::activate(name, data_device, hash_device, params));
+    outcome_.verity_devices.push_back(name);
+    return devices_.back().path();
+  }
+  bool empty() const { return devices_.empty(); }
+  // Removes every device now; returns what could not be removed (empty when all went).
+  std::string remove_all() {
+    std::string problems;
+    if (devices_.empty()) return problems;
+    auto device_mapper = session_.lock_device_mapper();
+    for (auto it = devices_.rbegin(); it != devices_.rend(); ++it) {
+      std::string name = it->name();
+      try {
+        it->remove();
+      } catch (const std::exception& error) {
+        problems += fmt::format(" (and removing {} failed: {})", name, error.what());
+      }
+    }
+    devices_.clear();
+    return problems;
+  }
+  void keep() {
+    for (auto& device : devices_) device.release();
+    devices_.clear();
+  }
+
+ private:
+  MountSession& session_;
+  LowerOutcome& outcome_;
+  std::vector<VerityDevice> devices_;
 };
 
 LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPlan& lower,
@@ -305,44 +375,34 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     }
     auto [flags, data] = mount_flags_and_data(storage.options);
     flags |= MS_RDONLY | MS_NODEV | MS_NOSUID;
-    VerityDevice verity;
-    if (lower.verity) {
-      if (!superblock.devices.empty()) {
-        throw Error("{} is a multi-device EROFS image; dm-verity is supported for single-device "
-                    "lowers only", device);
-      }
-      std::string name = fmt::format("evmdk-{}-lower-{}", session.container_id(), lower.index);
-      session.will_activate_verity(name);
-      auto device_mapper = session.lock_device_mapper();
-      verity = VerityDevice::activate(name, device, device, *lower.verity);
-      device_mapper.unlock();
-      device = verity.path();
-      outcome.verity_device = name;
-    }
+    LowerVerityDevices verity(session, outcome);
+    std::string verity_name = fmt::format("evmdk-{}-lower-{}", session.container_id(), lower.index);
     if (superblock.devices.empty()) {
+      if (!lower.device_verity.empty()) {
+        throw Error("{} is a single-device EROFS image, but the storage has dm-verity options for "
+                    "its device {}", device, lower.device_verity.begin()->first);
+      }
+      if (lower.verity) device = verity.activate(verity_name, device, device, *lower.verity);
       if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) != 0) {
         std::string error = mount_error("EROFS", device, target, data);
-        if (verity.active()) {
-          // Removed here, under the lock, rather than by the destructor on another thread's time.
-          auto device_mapper = session.lock_device_mapper();
-          try {
-            verity.remove();
-          } catch (const std::exception& remove_error) {
-            error += fmt::format(" (and removing {} failed: {})", outcome.verity_device,
-                                 remove_error.what());
-          }
-        }
-        throw Error("{}", error);
+        throw Error("{}{}", error, verity.remove_all());
       }
-      // The journal owns the verity device from here: teardown removes it after the unmount.
-      if (verity.active()) verity.release();
+      verity.keep();
       return outcome;
+    }
+    for (const auto& [slot, params] : lower.device_verity) {
+      if (slot > superblock.devices.size()) {
+        throw Error("the storage has dm-verity options for device {}, but {}'s device table has "
+                    "{} devices", slot, device, superblock.devices.size());
+      }
     }
     // Multi-device (fsmeta) image on one flat disk. Kernels 6.4+ read the extra devices from
     // the primary device at mapped_blkaddr when no device= is given; older ones refuse such a
-    // mount (EINVAL), and then get read-only loop slices plus device= options.
-    std::string flat_error = "not tried";
-    if (try_flat_device_mode) {
+    // mount (EINVAL), and then get read-only loop slices plus device= options. With dm-verity
+    // every device must be read through its verity device, so only the device= form will do.
+    bool any_verity = lower.verity || !lower.device_verity.empty();
+    std::string flat_error = any_verity ? "not tried: dm-verity needs device= options" : "not tried";
+    if (try_flat_device_mode && !any_verity) {
       if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) == 0) {
         outcome.flat_device_mode = true;
         return outcome;
@@ -350,6 +410,32 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
       flat_error = std::strerror(errno);
     }
     std::vector<LoopDevice> slices;
+    auto attach_slice = [&](uint64_t offset, uint64_t size) -> std::string {
+      slices.push_back(LoopDevice::attach(device, offset, size));
+      session.attached_loop({slices.back().path(), device, offset});
+      outcome.loops.push_back(slices.back().path());
+      return slices.back().path();
+    };
+    // A verity device over a flat disk: the data through a slice of its own, and the hash area
+    // through a slice from its disk offset to the end of the disk, so no two dm devices share a
+    // device (libcryptsetup opens the data device exclusively).
+    auto activate_on_disk = [&](const std::string& name, uint64_t data_offset, uint64_t data_size,
+                                const VerityParams& params) {
+      std::string data_slice = attach_slice(data_offset, data_size);
+      std::string hash_slice = attach_slice(params.hash_offset, 0);
+      VerityParams on_slice = params;
+      on_slice.hash_offset = 0;
+      return verity.activate(name, data_slice, hash_slice, on_slice);
+    };
+    std::string source = device;
+    if (lower.verity) {
+      try {
+        source = activate_on_disk(verity_name, 0, superblock.blocks * superblock.block_size(),
+                                  *lower.verity);
+      } catch (const std::exception& error) {
+        throw Error("the fsmeta (primary device, {} blocks): {}", superblock.blocks, error.what());
+      }
+    }
     std::string slice_data = data;
     for (size_t i = 0; i < superblock.devices.size(); ++i) {
       const auto& slot = superblock.devices[i];
@@ -359,15 +445,28 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
                     "mount failed: {})", device, i + 1, flat_error);
       }
       uint64_t offset = slot.mapped_blkaddr * superblock.block_size();
-      slices.push_back(LoopDevice::attach(device, offset, slot.blocks * superblock.block_size()));
-      session.attached_loop({slices.back().path(), device, offset});
-      outcome.loops.push_back(slices.back().path());
-      slice_data += (slice_data.empty() ? "" : ",") + ("device=" + slices.back().path());
+      uint64_t size = slot.blocks * superblock.block_size();
+      std::string path;
+      auto params = lower.device_verity.find(static_cast<unsigned>(i + 1));
+      if (params != lower.device_verity.end()) {
+        try {
+          path = activate_on_disk(fmt::format("{}-device-{}", verity_name, i + 1), offset, size,
+                                  params->second);
+        } catch (const std::exception& error) {
+          throw Error("device {} ({} blocks at block {}): {}", i + 1, slot.blocks,
+                      slot.mapped_blkaddr, error.what());
+        }
+      } else {
+        path = attach_slice(offset, size);
+      }
+      slice_data += (slice_data.empty() ? "" : ",") + ("device=" + path);
     }
-    if (::mount(device.c_str(), target.c_str(), "erofs", flags, slice_data.c_str()) != 0) {
-      throw Error("{} (flat-device mount failed first: {})",
-                  mount_error("EROFS", device, target, slice_data), flat_error);
+    if (::mount(source.c_str(), target.c_str(), "erofs", flags, slice_data.c_str()) != 0) {
+      std::string error = mount_error("EROFS", source, target, slice_data);
+      throw Error("{} (flat-device mount failed first: {}){}", error, flat_error,
+                  verity.remove_all());
     }
+    verity.keep();
     // The mount holds the slices now; autoclear releases them when it is unmounted.
     return outcome;
   } catch (const std::exception& error) {
@@ -735,7 +834,8 @@ MountResult mount_rootfs(const MountRequest& request) {
           std::lock_guard lock(outcome_mutex);
           result.loop_devices.insert(result.loop_devices.end(), outcome.loops.begin(), outcome.loops.end());
           result.flat_device_mode = result.flat_device_mode || outcome.flat_device_mode;
-          if (!outcome.verity_device.empty()) result.verity_devices.push_back(outcome.verity_device);
+          result.verity_devices.insert(result.verity_devices.end(), outcome.verity_devices.begin(),
+                                       outcome.verity_devices.end());
         } catch (const std::exception& error) {
           std::lock_guard lock(outcome_mutex);
           errors.push_back(error.what());

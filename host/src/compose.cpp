@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -15,6 +16,7 @@
 #include "evmdk/atomic_file.h"
 #include "evmdk/error.h"
 #include "evmdk/host/gpt.h"
+#include "evmdk/host/verity.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::host {
@@ -304,6 +306,92 @@ struct Planner {
     }
     result.layers = std::move(layers);
     result.disk_format = "vmdk";
+    place_flat_verity_trees();
+  }
+
+  // Flat mode and dm-verity: a protected input's hash area (its verity superblock and tree,
+  // bytes hashoffset..hash_end of its file) cannot follow its data on the disk, where the next
+  // device starts right after the slot. So every hash area goes after the last device, at a
+  // hash-block-aligned disk offset, and the options name that disk offset as hashoffset (the
+  // guest reads the trees from the whole disk).
+  void place_flat_verity_trees() {
+    for (size_t i = 0; i < result.layers.size(); ++i) {
+      auto& layer = result.layers[i];
+      auto& extra = extra_options_[i];
+      if (std::none_of(extra.begin(), extra.end(),
+                       [](const std::string& o) { return is_dmverity_option(o); })) {
+        continue;
+      }
+      std::string name = i == 0 ? fmt::format("fsmeta ({})", layer.path)
+                                : fmt::format("device {} ({})", i, layer.path);
+      std::optional<VerityLayerInfo> info;
+      try {
+        info = inspect_verity_layer(layer.path);
+      } catch (const std::exception& error) {
+        throw Error("flat mode: {}: {}", name, error.what());
+      }
+      if (!info) {
+        throw Error("flat mode: {}: X-kata.dmverity options were given but there is no "
+                    "dm-verity sidecar {}",
+                    name, verity_sidecar_path(layer.path));
+      }
+      auto root_hash = option_value(extra, marker::kDmverityRoothash);
+      auto hash_offset = option_value(extra, marker::kDmverityHashoffset);
+      if (root_hash != info->sidecar.root_hash ||
+          hash_offset != std::to_string(info->sidecar.hash_offset)) {
+        throw Error("flat mode: {}: its X-kata.dmverity options (roothash {}, hashoffset {}) "
+                    "disagree with its sidecar (roothash {}, hashoffset {})",
+                    name, root_hash.value_or("none"), hash_offset.value_or("none"),
+                    info->sidecar.root_hash, info->sidecar.hash_offset);
+      }
+      const VeritySuperblock& sb = info->superblock;
+      uint64_t data_bytes = sb.data_blocks * sb.data_block_size;
+      uint64_t extent_bytes = layer.sectors * kSectorSize;
+      if (data_bytes != extent_bytes) {
+        throw Error("flat mode: {}: dm-verity covers {} bytes ({} blocks of {}) but its area on "
+                    "the disk is {} bytes (its {}); re-format it with `erofs-vmdk verity format "
+                    "--force --hash-offset {}`",
+                    name, data_bytes, sb.data_blocks, sb.data_block_size, extent_bytes,
+                    i == 0 ? "filesystem size" : "device slot", extent_bytes);
+      }
+      if (info->sidecar.hash_offset % kSectorSize != 0) {
+        throw Error("flat mode: {}: hashoffset {} is not a multiple of {} bytes", name,
+                    info->sidecar.hash_offset, kSectorSize);
+      }
+      uint64_t start =
+          align_up(result.disk_sectors * kSectorSize, sb.hash_block_size) / kSectorSize;
+      add_gap(start - result.disk_sectors);
+      add_extent("verity", (info->hash_end - info->sidecar.hash_offset) / kSectorSize,
+                 layer.path, i, info->sidecar.hash_offset / kSectorSize);
+      layer.verity_root_hash = info->sidecar.root_hash;
+      layer.verity_hash_offset = info->sidecar.hash_offset;
+      layer.verity_hash_disk_offset = start * kSectorSize;
+      for (auto& option : extra) {
+        if (option.rfind(std::string(marker::kDmverityHashoffset) + "=", 0) == 0) {
+          option = fmt::format("{}={}", marker::kDmverityHashoffset, start * kSectorSize);
+        }
+      }
+    }
+  }
+
+  // raw/gpt: the hash area stays inside the layer's extent, at the sidecar's hashoffset.
+  void note_layer_verity() {
+    for (size_t i = 0; i < result.layers.size(); ++i) {
+      auto& layer = result.layers[i];
+      auto root_hash = option_value(extra_options_[i], marker::kDmverityRoothash);
+      auto hash_offset = option_value(extra_options_[i], marker::kDmverityHashoffset);
+      if (!root_hash || !hash_offset) continue;
+      uint64_t offset = 0;
+      auto [end, error] = std::from_chars(hash_offset->data(),
+                                          hash_offset->data() + hash_offset->size(), offset);
+      if (error != std::errc() || end != hash_offset->data() + hash_offset->size()) {
+        throw Error("layer {} ({}): {}={} is not a number", i, layer.path,
+                    marker::kDmverityHashoffset, *hash_offset);
+      }
+      layer.verity_root_hash = *root_hash;
+      layer.verity_hash_offset = offset;
+      layer.verity_hash_disk_offset = layer.first_lba * kSectorSize + offset;
+    }
   }
 
   void finish_outputs() {
@@ -335,10 +423,17 @@ struct Planner {
       result.descriptor = std::move(descriptor);
     }
 
-    // Storage objects: one per layer (gpt/raw), one for the whole flat disk.
+    // Storage objects: one per layer (gpt/raw), one for the whole flat disk, which also
+    // carries each protected device's dm-verity options under its slot number.
     if (result.mode == ComposeMode::Flat) {
-      result.storages.push_back(lower_storage(0, result.layers[0], options.layers[0].extra_options));
+      std::vector<std::string> extra = extra_options_[0];
+      for (size_t i = 1; i < result.layers.size(); ++i) {
+        auto device = to_device_verity_options(extra_options_[i], static_cast<unsigned>(i));
+        extra.insert(extra.end(), device.begin(), device.end());
+      }
+      result.storages.push_back(lower_storage(0, result.layers[0], extra));
     } else {
+      note_layer_verity();
       for (size_t i = 0; i < result.layers.size(); ++i) {
         result.storages.push_back(lower_storage(i, result.layers[i], extra_options_[i]));
       }
@@ -399,6 +494,11 @@ struct Planner {
         j["fs_size"] = l.info.fs_size;
         j["block_size"] = l.info.block_size();
         j["volume_name"] = l.info.volume_name;
+      }
+      if (l.verity_hash_disk_offset) {
+        j["verity"] = {{"roothash", l.verity_root_hash},
+                       {"hash_offset", *l.verity_hash_offset},
+                       {"hash_disk_offset", *l.verity_hash_disk_offset}};
       }
       if (l.partition_number) {
         j["partition"] = *l.partition_number;

@@ -377,6 +377,7 @@ json run_hook(const HookRequest& request) {
   // Validate everything before writing anything: sidecars, layers (plan_compose writes
   // nothing), the upper image.
   std::vector<std::vector<std::string>> extra_options(plan.lowers.size());
+  std::vector<std::vector<std::vector<std::string>>> device_options(plan.lowers.size());
   for (size_t i = 0; i < plan.lowers.size(); ++i) {
     const auto& lower = plan.lowers[i];
     const std::string what = describe_mount(request.mounts, lower.mount_index);
@@ -390,28 +391,29 @@ json run_hook(const HookRequest& request) {
     } catch (const std::exception& error) {
       throw Error("{}: {}", what, error.what());
     }
-    if (lower.is_fsmeta()) {
+    // The image's own dm-verity options: X-containerd.dmverity names its sidecar and makes it
+    // required; otherwise the policy decides. An fsmeta's device blobs (containerd's
+    // layer.erofs files, each with its own sidecar) get theirs under the policy; compose puts
+    // their trees on the flat disk.
+    try {
       if (lower.dmverity_sidecar && request.verity != VerityPolicy::kOff) {
-        throw Error("{}: X-containerd.dmverity on a merged fsmeta.erofs is not supported (the "
-                    "flat disk sizes each blob from its device slot, so no hash tree is reachable)",
-                    what);
-      }
-      if (request.verity == VerityPolicy::kOn) {
-        throw Error("{}: --verity=on, but dm-verity is not supported for a merged fsmeta.erofs", what);
-      }
-    } else {
-      try {
-        if (lower.dmverity_sidecar && request.verity != VerityPolicy::kOff) {
-          if (*lower.dmverity_sidecar != verity_sidecar_path(lower.image)) {
-            throw Error("X-containerd.dmverity={} must be the layer's own sidecar {}",
-                        *lower.dmverity_sidecar, verity_sidecar_path(lower.image));
-          }
-          extra_options[i] = verity_options_for_layer(lower.image, VerityPolicy::kOn);
-        } else {
-          extra_options[i] = verity_options_for_layer(lower.image, request.verity);
+        if (*lower.dmverity_sidecar != verity_sidecar_path(lower.image)) {
+          throw Error("X-containerd.dmverity={} must be the layer's own sidecar {}",
+                      *lower.dmverity_sidecar, verity_sidecar_path(lower.image));
         }
+        extra_options[i] = verity_options_for_layer(lower.image, VerityPolicy::kOn);
+      } else {
+        extra_options[i] = verity_options_for_layer(lower.image, request.verity);
+      }
+    } catch (const std::exception& error) {
+      throw Error("{}: {}", what, error.what());
+    }
+    device_options[i].resize(lower.devices.size());
+    for (size_t d = 0; d < lower.devices.size(); ++d) {
+      try {
+        device_options[i][d] = verity_options_for_layer(lower.devices[d], request.verity);
       } catch (const std::exception& error) {
-        throw Error("{}: {}", what, error.what());
+        throw Error("{}: device={}: {}", what, lower.devices[d], error.what());
       }
     }
     for (const auto& option : lower.mount_options) extra_options[i].push_back(option);
@@ -434,7 +436,9 @@ json run_hook(const HookRequest& request) {
         flat.guest_indices.push_back(i);
         flat.options.mode = ComposeMode::Flat;
         flat.options.layers.push_back({lower.image, extra_options[i]});
-        for (const auto& device : lower.devices) flat.options.layers.push_back({device, {}});
+        for (size_t d = 0; d < lower.devices.size(); ++d) {
+          flat.options.layers.push_back({lower.devices[d], device_options[i][d]});
+        }
         groups.push_back(std::move(flat));
       } else {
         plain.guest_indices.push_back(i);
@@ -563,10 +567,15 @@ json run_hook(const HookRequest& request) {
   }
   // Lowers mounted without dm-verity, so an operator sees what `auto` left unprotected.
   json unprotected = json::array();
+  auto is_protected = [](const std::vector<std::string>& options) {
+    return std::any_of(options.begin(), options.end(),
+                       [](const std::string& o) { return is_dmverity_option(o); });
+  };
   for (size_t i = 0; i < plan.lowers.size(); ++i) {
-    bool is_protected = std::any_of(extra_options[i].begin(), extra_options[i].end(),
-                                    [](const std::string& o) { return o.rfind("X-kata.dmverity", 0) == 0; });
-    if (!is_protected) unprotected.push_back(plan.lowers[i].image);
+    if (!is_protected(extra_options[i])) unprotected.push_back(plan.lowers[i].image);
+    for (size_t d = 0; d < plan.lowers[i].devices.size(); ++d) {
+      if (!is_protected(device_options[i][d])) unprotected.push_back(plan.lowers[i].devices[d]);
+    }
   }
   json output{{"id", request.id},
               {"dir", dir},

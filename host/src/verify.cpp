@@ -1,4 +1,5 @@
 #include "evmdk/host/verify.h"
+#include "evmdk/host/verity.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -603,6 +604,23 @@ VerifyReport verify_disk(const VerifyOptions& options) {
       structures.emplace_back(backup->entries_lba * kSector, report.disk_bytes);
     } else {
       structures.emplace_back(report.disk_bytes - kSector - entry_bytes, report.disk_bytes);
+    }
+  }
+  // Flat mode puts each protected layer's dm-verity hash area after the last device: not a
+  // zero gap. Its start must hold the verity superblock the guest will load.
+  if (layout) {
+    for (const auto& extent : layout->extents) {
+      if (extent.role != "verity") continue;
+      uint64_t offset = extent.first_lba * kSector;
+      covered.emplace_back(offset, offset + extent.sectors * kSector);
+      std::string bytes = disk.read(offset, kVeritySuperblockSize);
+      try {
+        (void)parse_verity_superblock(
+            std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), extent.path);
+      } catch (const std::exception& error) {
+        problem(fmt::format("dm-verity hash area of {} at {}: {}", extent.path, where(offset),
+                            error.what()));
+      }
     }
   }
   std::sort(covered.begin(), covered.end());

@@ -1,26 +1,8 @@
 #include "evmdk/host/verity_compose.h"
 
 #include "evmdk/error.h"
-#include "evmdk/host/probe.h"
 
 namespace evmdk::host {
-namespace {
-
-// Whether compose will lay these layers out as a flat (fsmeta) disk: asked for, or `auto` with
-// a multi-device first image (compose's own rule). A first layer that does not probe is left
-// for compose to report.
-bool resolves_to_flat(const ComposeOptions& options) {
-  if (options.mode == ComposeMode::Flat) return true;
-  if (options.mode != ComposeMode::Auto || options.layers.empty()) return false;
-  const auto& first = options.order == LayerOrder::TopFirst ? options.layers.front() : options.layers.back();
-  try {
-    return probe_layer(first.path, ProbeOptions{false}).extra_devices > 0;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
-
-}  // namespace
 
 std::vector<std::string> VerityPolicyReport::unprotected() const {
   std::vector<std::string> out;
@@ -46,28 +28,20 @@ nlohmann::json VerityPolicyReport::to_json() const {
 VerityPolicyReport apply_verity_policy(ComposeOptions& options, VerityPolicy policy) {
   VerityPolicyReport report;
   report.policy = policy;
-  bool flat = policy != VerityPolicy::kOff && resolves_to_flat(options);
   for (size_t i = 0; i < options.layers.size(); ++i) {
     auto& layer = options.layers[i];
     LayerVerityStatus status;
     status.path = layer.path;
     // The policy decides: options someone else put there (e.g. the hook) are replaced, never
     // duplicated (the guest refuses a repeated key).
-    std::erase_if(layer.extra_options, [](const std::string& option) {
-      return option.rfind("X-kata.dmverity", 0) == 0;
-    });
+    std::erase_if(layer.extra_options,
+                  [](const std::string& option) { return is_dmverity_option(option); });
     if (policy != VerityPolicy::kOff) {
       std::optional<VerityLayerInfo> info;
       try {
         info = inspect_verity_layer(layer.path);
       } catch (const std::exception& error) {
         throw Error("layer {} ({}): broken dm-verity data: {}", i, layer.path, error.what());
-      }
-      if (flat && (info || policy == VerityPolicy::kOn)) {
-        throw Error("layer {} ({}): dm-verity is not supported for flat (fsmeta) disks yet: the "
-                    "hash trees would not be on the disk; compose with --mode gpt to protect the "
-                    "layers, or use --verity off",
-                    i, layer.path);
       }
       if (!info && policy == VerityPolicy::kOn) {
         throw Error("layer {} ({}) has no dm-verity data ({} not found) and --verity=on; run "

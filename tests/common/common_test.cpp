@@ -83,5 +83,34 @@ TEST(StorageSpec, RoundTripsKataJsonAndReadsMarkers) {
   EXPECT_THROW(storages_from_json(nlohmann::json::parse(R"([{"options":"ro"}])")), Error);
 }
 
+// A flat disk's device slots carry Kata's dm-verity keys under X-erofs-vmdk.device.<slot>.;
+// the guest must get back exactly the options the host started from, per slot.
+TEST(StorageSpec, DeviceVerityOptionsRoundTripPerSlot) {
+  std::vector<std::string> kata{"X-kata.dmverity-enabled=true", "X-kata.dmverity.roothash=ab",
+                                "X-kata.dmverity.hashoffset=8192", "ro"};
+  auto slot2 = to_device_verity_options(kata, 2);
+  EXPECT_EQ(slot2, (std::vector<std::string>{"X-erofs-vmdk.device.2.dmverity-enabled=true",
+                                             "X-erofs-vmdk.device.2.dmverity.roothash=ab",
+                                             "X-erofs-vmdk.device.2.dmverity.hashoffset=8192"}));
+  std::vector<std::string> storage{"ro", "X-kata.dmverity.roothash=cd"};
+  storage.insert(storage.end(), slot2.begin(), slot2.end());
+  auto slot12 = to_device_verity_options({"X-kata.dmverity.roothash=ef"}, 12);
+  storage.insert(storage.end(), slot12.begin(), slot12.end());
+  EXPECT_EQ(device_option_slots(storage), (std::vector<unsigned>{2, 12}));
+  EXPECT_EQ(device_verity_options(storage, 2),
+            (std::vector<std::string>{"X-kata.dmverity-enabled=true", "X-kata.dmverity.roothash=ab",
+                                      "X-kata.dmverity.hashoffset=8192"}));
+  // Slot 1 is not a prefix of slot 12.
+  EXPECT_TRUE(device_verity_options(storage, 1).empty());
+  EXPECT_EQ(device_verity_options(storage, 12),
+            std::vector<std::string>{"X-kata.dmverity.roothash=ef"});
+  EXPECT_TRUE(is_dmverity_option("X-kata.dmverity-enabled=true"));
+  EXPECT_FALSE(is_dmverity_option("X-kata.dmverityx=1"));
+  for (std::string bad : {"X-erofs-vmdk.device.0.dmverity.roothash=ab",
+                          "X-erofs-vmdk.device.x.dmverity.roothash=ab", "X-erofs-vmdk.device.3"}) {
+    EXPECT_THROW(device_option_slots({bad}), Error) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace evmdk

@@ -6,6 +6,8 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "evmdk/error.h"
 #include "evmdk/guest/verity.h"
 #include "evmdk/host/compose.h"
@@ -101,18 +103,101 @@ TEST_F(VerityCompose, BrokenSidecarIsAnErrorEvenInAuto) {
               ::testing::ThrowsMessage<Error>(AllOf(HasSubstr("layer 1"), HasSubstr("broken dm-verity data"))));
 }
 
-TEST_F(VerityCompose, FlatDiskWithAProtectedLayerIsRefusedNotSilentlyUnprotected) {
+// Flat (fsmeta) disk: a blob's tree cannot follow it (the next device starts right after its
+// slot), so compose puts every tree after the last device and the options name that disk
+// offset. Checked the way the guest reads it: veritysetup over the converted raw disk, with the
+// fsmeta's data from the disk start and the blob's data from its slot, and the trees from the
+// whole disk; a flipped byte in either data area then fails.
+TEST_F(VerityCompose, FlatDiskCarriesEveryTreeAndVeritysetupVerifiesItFromTheDisk) {
+  EVMDK_REQUIRE_TOOLS("qemu-img", "veritysetup");
   auto fixture = test::make_multi_device(dir_.path());
-  auto o = options(ComposeMode::Auto, {fixture.fsmeta, fixture.blob});
-  auto report = apply_verity_policy(o, VerityPolicy::kAuto);  // nothing to protect: fine
-  EXPECT_EQ(report.unprotected().size(), 2u);
-  EXPECT_THAT([&] { apply_verity_policy(o, VerityPolicy::kOn); },
-              ::testing::ThrowsMessage<Error>(HasSubstr("not supported for flat (fsmeta) disks")));
-  // A protected fsmeta in auto: refused, because its tree would not be on the disk.
   verity_format(fixture.fsmeta, {});
-  o = options(ComposeMode::Auto, {fixture.fsmeta, fixture.blob});
-  EXPECT_THAT([&] { apply_verity_policy(o, VerityPolicy::kAuto); },
-              ::testing::ThrowsMessage<Error>(AllOf(HasSubstr("fsmeta.erofs"), HasSubstr("--mode gpt"))));
+  verity_format(fixture.blob, {});
+  auto o = options(ComposeMode::Auto, {fixture.fsmeta, fixture.blob});
+  auto report = apply_verity_policy(o, VerityPolicy::kOn);
+  EXPECT_TRUE(report.unprotected().empty());
+  auto result = compose(o);
+  ASSERT_EQ(result.mode, ComposeMode::Flat);
+  ASSERT_EQ(result.storages.size(), 1u);
+  const auto& storage_options = result.storages[0].options;
+  auto meta = guest::verity_params_from_options(storage_options, "fsmeta");
+  auto blob = guest::verity_params_from_options(device_verity_options(storage_options, 1), "device 1");
+  ASSERT_TRUE(meta);
+  ASSERT_TRUE(blob);
+  EXPECT_EQ(meta->root_hash, read_verity_sidecar(fixture.fsmeta + ".dmverity").root_hash);
+  EXPECT_EQ(blob->root_hash, read_verity_sidecar(fixture.blob + ".dmverity").root_hash);
+  uint64_t data_end = uint64_t{fixture.fsmeta_blocks + fixture.blob_blocks} * 4096;
+  EXPECT_GE(meta->hash_offset, data_end);
+  EXPECT_GT(blob->hash_offset, meta->hash_offset);
+  EXPECT_EQ(meta->hash_offset % 4096, 0u);
+  EXPECT_EQ(blob->hash_offset % 4096, 0u);
+  auto layout = nlohmann::json::parse(test::read_file(dir_ / "out/layout.json"));
+  EXPECT_EQ(layout["layers"][0]["verity"]["hash_disk_offset"], meta->hash_offset);
+  EXPECT_EQ(layout["layers"][1]["verity"]["hash_disk_offset"], blob->hash_offset);
+
+  std::string raw = dir_ / "disk.raw";
+  auto convert = test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw", result.disk_path, raw});
+  ASSERT_EQ(convert.exit_code, 0) << convert.err;
+  std::string blob_slice = dir_ / "blob-slot.img";
+  auto dd = test::run({"dd", "if=" + raw, "of=" + blob_slice, "bs=4096",
+                       fmt::format("skip={}", fixture.fsmeta_blocks),
+                       fmt::format("count={}", fixture.blob_blocks), "status=none"});
+  ASSERT_EQ(dd.exit_code, 0) << dd.err;
+  auto veritysetup_verify = [&](const std::string& data, const guest::VerityParams& params) {
+    return test::run({"veritysetup", "verify", data, raw, params.root_hash,
+                      fmt::format("--hash-offset={}", params.hash_offset)});
+  };
+  auto good_meta = veritysetup_verify(raw, *meta);
+  EXPECT_EQ(good_meta.exit_code, 0) << good_meta.err;
+  auto good_blob = veritysetup_verify(blob_slice, *blob);
+  EXPECT_EQ(good_blob.exit_code, 0) << good_blob.err;
+
+  std::string bytes = test::read_file(blob_slice);
+  bytes[100] = static_cast<char>(bytes[100] ^ 1);
+  test::write_file(blob_slice, bytes);
+  EXPECT_NE(veritysetup_verify(blob_slice, *blob).exit_code, 0);
+  bytes = test::read_file(raw);
+  bytes[4096 * fixture.fsmeta_blocks - 1] ^= 1;  // the fsmeta's last block
+  test::write_file(raw, bytes);
+  EXPECT_NE(veritysetup_verify(raw, *meta).exit_code, 0);
+
+  // `verify` accepts the disk as composed (the tree extents are part of the layout).
+  auto verify = test::cli({"verify", dir_ / "out"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
+// An fsmeta holds every inode, so it is a layer like the others: auto reports it when it has
+// no verity data (its blob is still protected), on refuses it.
+TEST_F(VerityCompose, FlatAutoReportsAnUnprotectedFsmetaAndOnRefusesIt) {
+  auto fixture = test::make_multi_device(dir_.path());
+  verity_format(fixture.blob, {});
+  auto o = options(ComposeMode::Flat, {fixture.fsmeta, fixture.blob});
+  auto report = apply_verity_policy(o, VerityPolicy::kAuto);
+  EXPECT_EQ(report.unprotected(), std::vector<std::string>{fixture.fsmeta});
+  auto result = plan_compose(o);
+  ASSERT_EQ(result.storages.size(), 1u);
+  EXPECT_FALSE(has_dmverity(result.storages[0]));
+  EXPECT_TRUE(guest::verity_params_from_options(
+      device_verity_options(result.storages[0].options, 1), "device 1"));
+
+  o = options(ComposeMode::Flat, {fixture.fsmeta, fixture.blob});
+  EXPECT_THAT([&] { apply_verity_policy(o, VerityPolicy::kOn); },
+              ::testing::ThrowsMessage<Error>(AllOf(HasSubstr("layer 0"), HasSubstr("fsmeta.erofs"),
+                                                    HasSubstr("--verity=on"))));
+}
+
+// A tree over more (or less) than the blob's slot would verify bytes that are not the device's
+// on the disk: refused, naming the device and the fix.
+TEST_F(VerityCompose, FlatRefusesATreeThatDoesNotCoverExactlyTheSlot) {
+  auto fixture = test::make_multi_device(dir_.path());
+  VerityFormatOptions longer;
+  longer.hash_offset = uint64_t{fixture.blob_blocks + 1} * 4096;
+  verity_format(fixture.blob, longer);
+  auto o = options(ComposeMode::Flat, {fixture.fsmeta, fixture.blob});
+  apply_verity_policy(o, VerityPolicy::kAuto);
+  EXPECT_THAT([&] { plan_compose(o); },
+              ::testing::ThrowsMessage<Error>(AllOf(HasSubstr("device 1"), HasSubstr("blob.img"),
+                                                    HasSubstr("--hash-offset"))));
 }
 
 // End to end on the host: the composed gpt disk, converted to raw by qemu-img, holds each

@@ -26,7 +26,9 @@ LayerOrder parse_layer_order(const std::string& text);    // top-first|bottom-fi
 struct LayerInput {
   std::string path;
   // Extra options appended to this layer's Storage (e.g. X-kata.dmverity.* from the verity
-  // code or the hook). Ignored for flat-mode device blobs (which have no Storage).
+  // code or the hook). Flat mode: the fsmeta's go on the disk's one Storage; of a device
+  // blob's (which has no Storage of its own) only X-kata.dmverity* are used: compose puts the
+  // blob's hash tree on the disk and passes them as X-erofs-vmdk.device.<slot>.dmverity*.
   std::vector<std::string> extra_options;
 };
 
@@ -57,7 +59,7 @@ inline constexpr size_t kMaxSerialBytes = 20;
 
 // A span of the virtual disk and where its bytes come from.
 struct DiskExtent {
-  std::string role;  // "gpt-head", "layer", "zero", "gpt-tail", "fsmeta", "device"
+  std::string role;  // "gpt-head", "layer", "zero", "gpt-tail", "fsmeta", "device", "verity"
   uint64_t first_lba = 0;
   uint64_t sectors = 0;
   std::string path;          // the backing file
@@ -78,6 +80,13 @@ struct ComposedLayer {
   // gpt: the partition spans the layer and the zero padding up to the next 1 MiB boundary,
   // so it both starts and ends aligned (sgdisk -v cautions about unaligned ends).
   uint64_t partition_sectors = 0;
+  // dm-verity, when the layer's options carry it: the root hash, and where the hash area
+  // (verity superblock, then the tree) starts, as a byte offset into the layer file and on
+  // the disk. raw/gpt: the tree follows the data inside the layer's extent; flat: the trees
+  // are placed after the last device (the next device starts right after a blob's slot).
+  std::string verity_root_hash;
+  std::optional<uint64_t> verity_hash_offset;       // in the layer file
+  std::optional<uint64_t> verity_hash_disk_offset;  // on the disk
 };
 
 struct ComposeResult {

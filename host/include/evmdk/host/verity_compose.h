@@ -26,12 +26,12 @@ struct VerityPolicyReport {
   nlohmann::json to_json() const;  // {"policy": "...", "layers": [{"path", "protected", ...}]}
 };
 
-// Appends every layer's dm-verity options to its LayerInput::extra_options under `policy`
-// (raw and gpt modes: the whole layer file, tree included, is on the disk, and hashoffset is
-// relative to the layer's start). Throws evmdk::Error naming the layer: `on` with a layer that
-// has no verity data; a sidecar that is present but broken (any policy but off); and a flat
-// (fsmeta) disk with a layer to protect, whose trees would not be on the disk (not supported
-// yet: use gpt mode).
+// Appends every layer's dm-verity options to its LayerInput::extra_options under `policy`, in
+// every mode: raw and gpt put the whole layer file, tree included, on the disk (hashoffset
+// stays relative to the layer's start); flat mode (the fsmeta first, then its device blobs)
+// moves each tree after the last device and rewrites hashoffset (compose does that). Throws
+// evmdk::Error naming the layer: `on` with a layer that has no verity data, and a sidecar that
+// is present but broken (any policy but off).
 VerityPolicyReport apply_verity_policy(ComposeOptions& options, VerityPolicy policy);
 
 }  // namespace evmdk::host
