@@ -910,6 +910,34 @@ nlohmann::json rootfs_status(const std::string& base_dir, const std::string& con
   }
   out["mounted"] = mounts;
   out["state"] = !journal ? (mounts.empty() ? "absent" : "unrecorded mounts") : journal->phase;
+  // Which layer an I/O error came from: the kernel marks a dm-verity device corrupted at the
+  // first block that fails verification. Names are evmdk-<id>-lower-<i>[-device-<slot>].
+  auto verity = nlohmann::json::array();
+  auto problems = nlohmann::json::array();
+  if (journal) {
+    std::string prefix = fmt::format("evmdk-{}-", container_id);
+    for (const auto& name : journal->verity_devices) {
+      std::string layer = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+      if (auto dash = layer.find("-device-"); dash != std::string::npos) {
+        layer = fmt::format("{} device {}", layer.substr(0, dash), layer.substr(dash + 8));
+      }
+      nlohmann::json entry{{"name", name}, {"layer", layer}};
+      try {
+        auto corrupted = verity_device_corrupted(name);
+        entry["state"] = !corrupted ? "absent" : *corrupted ? "corrupted" : "verified";
+        if (corrupted && *corrupted) {
+          problems.push_back(fmt::format("{}: dm-verity found corrupted data (device {}); reads "
+                                         "of the bad blocks fail with EIO", layer, name));
+        }
+      } catch (const std::exception& error) {
+        entry["state"] = "unknown";
+        entry["error"] = error.what();
+      }
+      verity.push_back(std::move(entry));
+    }
+  }
+  out["verity"] = verity;
+  out["problems"] = problems;
   return out;
 }
 

@@ -461,6 +461,19 @@ bool verity_device_exists(const std::string& name) {
   return status == CRYPT_ACTIVE || status == CRYPT_BUSY;
 }
 
+std::optional<bool> verity_device_corrupted(const std::string& name) {
+  validate_name(name);
+  if (!verity_device_exists(name)) return std::nullopt;
+  CryptDevice cd;
+  int rc = crypt_init_by_name(cd.out(), name.c_str());
+  if (rc < 0) throw Error("dm-verity {}: cannot open: {}", name, std::strerror(-rc));
+  cd.capture_log();
+  struct crypt_active_device active {};
+  rc = crypt_get_active_device(cd.get(), name.c_str(), &active);
+  if (rc < 0) throw Error("dm-verity {}: cannot read its status: {}", name, cd.explain(rc));
+  return (active.flags & CRYPT_ACTIVATE_CORRUPTED) != 0;
+}
+
 bool remove_verity_device(const std::string& name) {
   validate_name(name);
   if (!verity_device_exists(name)) return false;

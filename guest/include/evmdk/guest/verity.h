@@ -96,6 +96,10 @@ class VerityDevice {
 
 // Whether a device-mapper device with this name exists (any target type).
 bool verity_device_exists(const std::string& name);
+// Whether the kernel has seen a data block fail verification on this dm-verity device (its
+// status turns from verified to corrupted at the first bad read, and stays so). nullopt when
+// there is no such device. For telling which layer an EIO came from.
+std::optional<bool> verity_device_corrupted(const std::string& name);
 // Removes a dm-verity device by name; returns false when there was none. Throws when it exists
 // but cannot be removed (busy). For teardown after a crash, when no VerityDevice owns it.
 bool remove_verity_device(const std::string& name);

@@ -1,0 +1,137 @@
+// dm-verity on a flat (fsmeta) disk, end to end on the 6.1 guest: the fsmeta and both device
+// blobs are `verity format`-ed, composed with --verity=on (the trees go after the last device),
+// and `erofs-vmdk guest mount` must read the fsmeta and each device through its own dm-verity
+// device. Then one byte of blob 2 is flipped after compose: the mount still succeeds (the first
+// block of every device verifies), the file holding that byte fails with EIO while every other
+// file reads, `guest status` names the corrupted layer and device, and teardown leaves no dm
+// device behind.
+#include <gmock/gmock.h>
+
+#include <filesystem>
+
+#include "evmdk/host/verity.h"
+#include "evmdk/host/verity_compose.h"
+#include "flat_fixture.h"
+#include "scenario.h"
+
+namespace evmdk::qemu {
+namespace {
+
+namespace fs = std::filesystem;
+
+class FlatVerity : public QemuTest {
+ protected:
+  ComposedDisk compose_protected(const TwoDeviceFlatFixture& f, const std::string& dir) {
+    for (const auto& input : {f.fsmeta, f.blob1, f.blob2}) host::verity_format(input, {});
+    host::ComposeOptions options;
+    options.mode = host::ComposeMode::Flat;
+    options.layers = {{f.fsmeta, {}}, {f.blob1, {}}, {f.blob2, {}}};
+    options.output_dir = dir;
+    auto report = host::apply_verity_policy(options, host::VerityPolicy::kOn);
+    EXPECT_TRUE(report.unprotected().empty());
+    host::compose(options);
+    ComposedDisk disk;
+    disk.dir = dir;
+    auto qemu = nlohmann::json::parse(test::read_file(dir + "/qemu.json"));
+    for (const auto& arg : qemu.at("drive_args")) disk.qemu_args.push_back(arg.get<std::string>());
+    disk.serial = qemu.at("serial").get<std::string>();
+    disk.storages = nlohmann::json::parse(test::read_file(dir + "/storage.json"));
+    return disk;
+  }
+};
+
+constexpr std::string_view kHelpers = R"SH(
+R=/run/containers/fv/rootfs
+dm_devices() { for d in /sys/block/dm-*; do [ -e "$d" ] && echo "${d##*/}"; done; }
+no_dm_left() {
+  blocks=$(dm_devices)
+  [ -z "$blocks" ] || { echo "still in /sys/block: $blocks"; return 1; }
+}
+# The fsmeta is mounted from its dm-verity device, and each device= option names one.
+mounted_through_dm() {
+  line=$(grep ' erofs ' /proc/mounts)
+  echo "$line"
+  case "$line" in /dev/mapper/evmdk-fv-lower-0\ *) ;; *) echo "fsmeta not from dm-verity"; return 1;; esac
+  [ "$(ls /sys/block | grep -c '^dm-')" -eq 3 ] || { echo "dm devices: $(dm_devices)"; return 1; }
+}
+status() { erofs-vmdk guest status --id fv --base "$EVMDK_BASE"; }
+)SH";
+
+TEST_F(FlatVerity, EveryDeviceReadsThroughDmVerityAndAFlippedByteFailsItsFileNamingTheLayer) {
+  EVMDK_REQUIRE_TOOLS("fsck.erofs");
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  auto fixture = make_two_device_flat(temp_.path(), "6c0ffee0-0000-4000-8000-00000000f1a8");
+  auto disk = compose_protected(fixture, path("disk"));
+  ASSERT_THAT(disk.storages.dump(), ::testing::HasSubstr("X-erofs-vmdk.device.2.dmverity.roothash="));
+  make_ext4_disk(path("upper.img"), 32, temp_.path());
+
+  GuestConfig first = config("flat-verity-good");
+  first.extra_qemu_args = disk.qemu_args;
+  first.drives = {upper_drive(path("upper.img"))};
+  auto job = scenario_job(guest_storage_json(disk), std::string(kHelpers) + R"SH(
+evmdk_check mount evmdk_guest_mount fv "$R" || exit 1
+for f in first.bin second.bin hostname; do
+  evmdk_check content-$f cmp $R/$f /job/expected-$f
+done
+evmdk_check through-dm mounted_through_dm
+evmdk_expect_eq status-verified "$(status | grep -c '"state": "verified"')" "3"
+evmdk_check teardown evmdk_guest_teardown fv "$R"
+evmdk_check no-dm-left no_dm_left
+evmdk_check_clean after-teardown
+)SH");
+  for (const auto& [name, contents] : fixture.files) job.files["expected-" + name] = contents;
+  auto outcome = run_guest(env_, first, job);
+  EVMDK_ASSERT_GUEST_PASSED(outcome, {"mount", "content-first.bin", "content-second.bin",
+                                      "content-hostname", "through-dm", "status-verified",
+                                      "teardown", "no-dm-left", "after-teardown-no-mounts",
+                                      "after-teardown-no-loops", "after-teardown-no-cgroups"});
+
+  // Flip one byte in blob 2's fourth block (not its first, which activation reads), in the
+  // file the disk's extent points at, and find which file of the image holds that block.
+  std::string blob = test::read_file(fixture.blob2);
+  const size_t block = 3 * 4096;
+  ASSERT_GT(uint64_t{fixture.blob2_blocks}, 4u);
+  std::string victim;
+  for (const auto& [name, contents] : fixture.files) {
+    if (contents.find(blob.substr(block, 256)) != std::string::npos) victim = name;
+  }
+  ASSERT_FALSE(victim.empty()) << "no file of the fixture holds blob 2's block 3";
+  blob[block + 100] = static_cast<char>(blob[block + 100] ^ 0x10);
+  test::write_file(fixture.blob2, blob);
+
+  GuestConfig second = config("flat-verity-bad");
+  second.extra_qemu_args = disk.qemu_args;
+  second.drives = {upper_drive(path("upper.img"))};
+  auto bad = scenario_job(guest_storage_json(disk), std::string(kHelpers) + "VICTIM=" + victim +
+                                                        R"SH(
+evmdk_check mount evmdk_guest_mount fv "$R" || exit 1
+if cat "$R/$VICTIM" > /dev/null 2> /tmp/err; then
+  evmdk_result victim-read-fails FAIL "the corrupted $VICTIM read back without an error"
+elif grep -q "Input/output error" /tmp/err; then
+  evmdk_result victim-read-fails PASS "$(cat /tmp/err)"
+else
+  evmdk_result victim-read-fails FAIL "read failed without EIO: $(cat /tmp/err)"
+fi
+others_ok=yes
+for f in first.bin second.bin hostname; do
+  [ "$f" = "$VICTIM" ] && continue
+  cmp "$R/$f" "/job/expected-$f" || others_ok="no ($f)"
+done
+evmdk_expect_eq other-files-read "$others_ok" "yes"
+status > /tmp/status
+evmdk_check status-names-layer grep -q "lower-0 device 2: dm-verity found corrupted data" /tmp/status
+evmdk_expect_eq only-device-2-corrupted "$(grep -c '"state": "corrupted"' /tmp/status)" "1"
+evmdk_check teardown evmdk_guest_teardown fv "$R"
+evmdk_check no-dm-left no_dm_left
+evmdk_check_clean after-teardown
+)SH");
+  for (const auto& [name, contents] : fixture.files) bad.files["expected-" + name] = contents;
+  auto outcome2 = run_guest(env_, second, bad);
+  EVMDK_EXPECT_GUEST_PASSED(outcome2, {"mount", "victim-read-fails", "other-files-read",
+                                       "status-names-layer", "only-device-2-corrupted",
+                                       "teardown", "no-dm-left", "after-teardown-no-mounts",
+                                       "after-teardown-no-loops", "after-teardown-no-cgroups"});
+}
+
+}  // namespace
+}  // namespace evmdk::qemu
