@@ -8,6 +8,9 @@
 
 #include "evmdk/error.h"
 #include "evmdk/host/hook.h"
+#include "evmdk/host/verity.h"
+#include "evmdk/storage_spec.h"
+#include "layer_fixtures.h"
 #include "test_support.h"
 
 namespace evmdk::host {
@@ -131,6 +134,46 @@ TEST_F(Hook, VerityPolicyOnRefusesAnUnprotectedLayerAndABrokenSidecarIsAnError) 
     EXPECT_THAT(error.what(), HasSubstr("mount 0 (type 'erofs')"));
   }
   EXPECT_EQ(tree(work_.path()), before);
+}
+
+// A merged fsmeta with containerd's per-layer sidecars: X-containerd.dmverity on the fsmeta
+// makes its own verity required, and its device blob is protected under the policy, so the
+// flat disk's one Storage carries both (the blob's under its device slot). `on` refuses a blob
+// without verity data, naming the mount and the blob.
+TEST_F(Hook, FsmetaAndItsDeviceBlobsAreProtectedOnTheFlatDisk) {
+  auto fixture = test::make_multi_device(work_ / "snapshots/7");
+  auto fsmeta_list = [&](std::vector<std::string> extra) {
+    json options = {"ro", "loop", "device=" + fixture.blob};
+    for (auto& option : extra) options.push_back(option);
+    return json::array({{{"type", "erofs"}, {"source", fixture.fsmeta}, {"options", options}}}).dump();
+  };
+  verity_format(fixture.fsmeta, {});
+  HookRequest request{"c1", state_,
+                      parse_mount_list_text(fsmeta_list({"X-containerd.dmverity=" + fixture.fsmeta + ".dmverity"}), "test")};
+  request.verity = VerityPolicy::kOn;
+  try {
+    run_hook(request);
+    FAIL() << "expected --verity=on to refuse the unprotected blob";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), AllOf(HasSubstr("mount 0 (type 'erofs')"), HasSubstr("device=" + fixture.blob),
+                                    HasSubstr("--verity=on")));
+  }
+  EXPECT_FALSE(fs::exists(state_ + "/c1"));
+
+  verity_format(fixture.blob, {});
+  json output = run_hook(request);
+  auto storages = storages_from_json(output["storages"]);
+  const Storage* lower = nullptr;
+  for (const auto& storage : storages) {
+    if (storage.fstype == "erofs") lower = &storage;
+  }
+  ASSERT_NE(lower, nullptr) << output.dump(2);
+  EXPECT_EQ(option_value(lower->options, "X-kata.dmverity.roothash"),
+            read_verity_sidecar(fixture.fsmeta + ".dmverity").root_hash);
+  EXPECT_EQ(option_value(lower->options, "X-erofs-vmdk.device.1.dmverity.roothash"),
+            read_verity_sidecar(fixture.blob + ".dmverity").root_hash);
+  EXPECT_EQ(output["verity"]["unprotected"], json::array());
+  cleanup_hook("c1", state_);
 }
 
 TEST_F(Hook, CleanupRemovesExactlyWhatTheHookCreatedAndIsIdempotent) {
