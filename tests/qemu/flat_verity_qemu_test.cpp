@@ -133,5 +133,43 @@ evmdk_check_clean after-teardown
                                        "after-teardown-no-loops", "after-teardown-no-cgroups"});
 }
 
+// A root hash that does not belong to device 1 (a storage spec tampered with, or a stale
+// one): the mount is refused naming the device, and the rollback leaves no dm device, loop
+// or mount behind (the fsmeta's verity device was already active when device 1 failed).
+TEST_F(FlatVerity, AWrongRootHashForADeviceRefusesTheMountAndRollsBack) {
+  EVMDK_REQUIRE_TOOLS("fsck.erofs");
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  auto fixture = make_two_device_flat(temp_.path(), "6c0ffee0-0000-4000-8000-00000000f1a9");
+  auto disk = compose_protected(fixture, path("disk"));
+  bool replaced = false;
+  for (auto& option : disk.storages[0]["options"]) {
+    std::string text = option.get<std::string>();
+    const std::string key = "X-erofs-vmdk.device.1.dmverity.roothash=";
+    if (text.rfind(key, 0) == 0) {
+      option = key + std::string(64, 'e');
+      replaced = true;
+    }
+  }
+  ASSERT_TRUE(replaced) << disk.storages.dump(2);
+  make_ext4_disk(path("upper.img"), 32, temp_.path());
+  GuestConfig cfg = config("flat-verity-wrong-hash");
+  cfg.extra_qemu_args = disk.qemu_args;
+  cfg.drives = {upper_drive(path("upper.img"))};
+  auto job = scenario_job(guest_storage_json(disk), std::string(kHelpers) + R"SH(
+if evmdk_guest_mount fv "$R" > /tmp/mount.out 2>&1; then
+  evmdk_result mount-refused FAIL "mounted with a wrong root hash for device 1"
+elif grep -q "device 1" /tmp/mount.out && grep -q "wrong root hash" /tmp/mount.out; then
+  evmdk_result mount-refused PASS "$(cat /tmp/mount.out)"
+else
+  evmdk_result mount-refused FAIL "refused without naming device 1 and the root hash: $(cat /tmp/mount.out)"
+fi
+evmdk_check no-dm-left no_dm_left
+evmdk_check_clean after-refusal
+)SH");
+  auto outcome = run_guest(env_, cfg, job);
+  EVMDK_EXPECT_GUEST_PASSED(outcome, {"mount-refused", "no-dm-left", "after-refusal-no-mounts",
+                                      "after-refusal-no-loops", "after-refusal-no-cgroups"});
+}
+
 }  // namespace
 }  // namespace evmdk::qemu
