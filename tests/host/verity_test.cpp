@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -35,6 +36,11 @@ struct Params {
   std::vector<std::string> ours;    // extra erofs-vmdk verity format arguments
   std::vector<std::string> theirs;  // the same for veritysetup format
 };
+// How gtest shows a case (instead of raw bytes, pointers included).
+void PrintTo(const Params& p, std::ostream* os) {
+  *os << p.data_blocks << " blocks";
+  for (const auto& arg : p.theirs) *os << ' ' << arg;
+}
 
 class BitIdentical : public ::testing::TestWithParam<Params> {};
 
@@ -79,7 +85,15 @@ INSTANTIATE_TEST_SUITE_P(
                       Params{300, {"--hash", "sha512"}, {"--hash=sha512"}},
                       Params{300, {"--format", "0"}, {"--format=0"}},
                       Params{300, {"--data-block-size", "1024", "--hash-block-size", "512"},
-                             {"--data-block-size=1024", "--hash-block-size=512"}}));
+                             {"--data-block-size=1024", "--hash-block-size=512"}}),
+    // Readable, stable test names: "blocks128", "blocks300_salt_a1b2c3", ...
+    [](const ::testing::TestParamInfo<Params>& info) {
+      std::string name = fmt::format("blocks{}", info.param.data_blocks);
+      for (const auto& arg : info.param.theirs) {
+        for (char c : arg) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+      }
+      return name;
+    });
 
 // A real EROFS layer: the hash offset defaults to the EROFS image size, and veritysetup's own
 // userspace verifier accepts the result.
