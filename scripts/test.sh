@@ -13,10 +13,10 @@ echo "== build (warnings as errors)"
 cmake -S . -B build -G Ninja -DEVMDK_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
 
-echo "== build (ASan+UBSan)"
+echo "== build (ASan+UBSan, unit tests only)"
 cmake -S . -B build-asan -G Ninja -DEVMDK_WERROR=ON -DEVMDK_SANITIZE=ON \
   -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-asan -j"$jobs"
+cmake --build build-asan -j"$jobs" --target evmdk_unit_tests
 
 if [ -x scripts/fuzz.sh ]; then
   echo "== fuzz (bounded)"

@@ -3,7 +3,6 @@
 #include <blkid/blkid.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,10 +17,10 @@
 
 #include "evmdk/atomic_file.h"
 #include "evmdk/error.h"
+#include "evmdk/process.h"
 #include "evmdk/host/compose.h"
 #include "evmdk/unique_fd.h"
 
-extern char** environ;
 
 namespace evmdk::host {
 namespace {
@@ -58,45 +57,6 @@ std::string describe_mount(const std::vector<ContainerdMount>& mounts, size_t in
   return fmt::format("mount {} (type '{}')", index, mounts[index].type);
 }
 
-struct ChildResult {
-  int status = -1;
-  std::string output;
-};
-
-// Runs argv with stdin from /dev/null and stdout+stderr captured in a temp file.
-ChildResult run_child(const std::vector<std::string>& argv) {
-  char log_template[] = "/tmp/evmdk-hook-XXXXXX";
-  UniqueFd log(::mkstemp(log_template));
-  if (!log) throw_errno("cannot create a temp file for {}", argv[0]);
-  ::unlink(log_template);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, log.get(), 1);
-  posix_spawn_file_actions_adddup2(&actions, log.get(), 2);
-  std::vector<char*> args;
-  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw_errno_message(rc, fmt::format("cannot run {}", argv[0]));
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw_errno("waitpid for {}", argv[0]);
-  }
-  ChildResult result;
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  char buffer[4096];
-  ssize_t n = 0;
-  off_t offset = 0;
-  while ((n = ::pread(log.get(), buffer, sizeof buffer, offset)) > 0) {
-    result.output.append(buffer, static_cast<size_t>(n));
-    offset += n;
-  }
-  return result;
-}
-
 // libblkid's view of a file: TYPE, or empty when it finds no filesystem.
 std::string blkid_type(const std::string& path) {
   std::unique_ptr<blkid_struct_probe, void (*)(blkid_probe)> probe(
@@ -126,17 +86,17 @@ class NewExt4Image {
                                              final_path, size));
     }
     fd.reset();
-    ChildResult mkfs;
+    ProcessResult mkfs;
     try {
-      mkfs = run_child({"mkfs.ext4", "-q", temp_path_});
+      mkfs = run_process({"mkfs.ext4", "-q", temp_path_});
     } catch (...) {
       ::unlink(temp_path_.c_str());
       throw;
     }
-    if (mkfs.status != 0) {
+    if (mkfs.exit_code != 0) {
       ::unlink(temp_path_.c_str());
-      throw Error("mkfs.ext4 of the upper {} failed (exit {}): {}", final_path, mkfs.status,
-                  mkfs.output);
+      throw Error("mkfs.ext4 of the upper {} failed (exit {}): {}", final_path, mkfs.exit_code,
+                  mkfs.err.empty() ? mkfs.out : mkfs.err);
     }
   }
   NewExt4Image(const NewExt4Image&) = delete;

@@ -1,8 +1,6 @@
 #include "test_support.h"
 
 #include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,7 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 
-extern char** environ;
+#include "evmdk/process.h"
 
 namespace fs = std::filesystem;
 
@@ -66,33 +64,17 @@ std::optional<std::string> missing_qemu() {
 }
 
 CommandResult run(const std::vector<std::string>& argv, const std::string& input) {
-  // Output goes through temp files so large outputs cannot deadlock on a full pipe.
-  TempDir scratch;
-  std::string in_path = scratch / "in", out_path = scratch / "out", err_path = scratch / "err";
-  write_file(in_path, input);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, in_path.c_str(), O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<char*> args;
-  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
   CommandResult result;
-  if (rc != 0) {
+  try {
+    ProcessResult process = run_process(argv, input);
+    result.exit_code = process.exit_code;
+    result.out = std::move(process.out);
+    result.err = std::move(process.err);
+  } catch (const std::exception& error) {
+    // As a shell would report it: tests compare exit codes, not exceptions.
     result.exit_code = 127;
-    result.err = "cannot run " + argv[0] + ": " + std::strerror(rc);
-    return result;
+    result.err = error.what();
   }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  result.out = read_file(out_path);
-  result.err = read_file(err_path);
   return result;
 }
 
