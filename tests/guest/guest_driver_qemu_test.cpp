@@ -2,7 +2,7 @@
 // the host kernel cannot show — GPT partitions exposed by the kernel, `serial:` disk lookup,
 // the overlay through one page of relative mount(2) data (no lowerdir+), cgroup v2 kill —
 // with `erofs-vmdk guest mount` and `guest teardown` run as a guest agent would.
-#include "../qemu/qemu_test_util.h"
+#include "../qemu/scenario.h"
 #include "guest_fixture.h"
 
 namespace evmdk::qemu {
@@ -25,10 +25,7 @@ TEST_F(GuestDriverInQemu, MountsGptLayersAndTearsDownWithAProcessInACgroup) {
   auto storages = test::gpt_storages("serial:evmdk-layers", 3, "serial:evmdk-upper");
   GuestConfig cfg = config("guest-driver");
   cfg.drives = {{disk.image(), "raw", true, "evmdk-layers"}, {upper, "raw", false, "evmdk-upper"}};
-  GuestJob job;
-  job.files["storage.json"] = to_json(storages).dump(1);
-  job.files["lowers-by-pci.json"] = to_json(test::gpt_storages("PCI_PATH", 3, "")).dump(1);
-  job.scenario = R"SH(
+  auto job = scenario_job(to_json(storages).dump(1), R"SH(
 r=/run/containers/c/rootfs
 evmdk_check mount erofs-vmdk guest mount -s /job/storage.json -i c -r $r
 evmdk_check partitions-native sh -c '! erofs-vmdk guest status -i c | grep -q /dev/loop'
@@ -45,20 +42,25 @@ evmdk_check teardown erofs-vmdk guest teardown -i c --cgroup /sys/fs/cgroup/c
 evmdk_check no-mounts sh -c '! grep -q -e /run/erofs-vmdk -e /run/containers /proc/mounts'
 evmdk_check no-cgroup sh -c '! test -e /sys/fs/cgroup/c'
 evmdk_check no-dirs sh -c '! test -e /run/erofs-vmdk/c && ! test -e /run/erofs-vmdk/c.journal.json'
+evmdk_check_clean after-teardown
 # The same layers found by Kata PCI path (slot of the virtio device on the root bus).
 slot=$(readlink /sys/block/vda | sed -n 's#.*/0000:00:\([0-9a-f][0-9a-f]\)\.0/.*#\1#p')
 sed "s#PCI_PATH#$slot#" /job/lowers-by-pci.json > /tmp/pci.json
 evmdk_check pci-path-mount sh -c "test -n '$slot' && erofs-vmdk guest mount -s /tmp/pci.json -i p -r /run/containers/p/rootfs"
 evmdk_expect_eq pci-path-view "$(cat /run/containers/p/rootfs/etc/motd 2>&1)" top
 evmdk_check pci-path-teardown erofs-vmdk guest teardown -i p
+evmdk_check_clean after-pci-path-teardown
 mkdir -p /mnt/upper
 evmdk_check upper-kept sh -c 'mount -t ext4 /dev/vdb /mnt/upper && grep -q kept /mnt/upper/upper/written; umount /mnt/upper'
-)SH";
+)SH");
+  job.files["lowers-by-pci.json"] = to_json(test::gpt_storages("PCI_PATH", 3, "")).dump(1);
   auto outcome = run_guest(env_, cfg, job);
-  EVMDK_EXPECT_GUEST_PASSED(outcome, {"mount", "partitions-native", "overlay-6.1-path", "top-wins",
-                                      "middle-over-base", "whiteout", "opaque", "write", "teardown",
-                                      "no-mounts", "no-cgroup", "no-dirs", "pci-path-mount", "pci-path-view",
-                                      "pci-path-teardown", "upper-kept"});
+  EVMDK_EXPECT_GUEST_PASSED(
+      outcome, expected_checks({"mount", "partitions-native", "overlay-6.1-path", "top-wins",
+                                "middle-over-base", "whiteout", "opaque", "write", "teardown",
+                                "no-mounts", "no-cgroup", "no-dirs", "pci-path-mount",
+                                "pci-path-view", "pci-path-teardown", "upper-kept"},
+                               {"after-teardown", "after-pci-path-teardown"}));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <gtest/gtest.h>
 
 #include <filesystem>
 #include <functional>
@@ -19,6 +20,7 @@
 #include "evmdk/guest/driver.h"
 #include "evmdk/guest/journal.h"
 #include "evmdk/guest/mountinfo.h"
+#include "evmdk/guest/verity.h"
 #include "evmdk/storage_spec.h"
 #include "test_support.h"
 
@@ -210,6 +212,16 @@ class TeardownGuard {
   std::string base_, id_, rootfs_;
 };
 
+inline guest::MountRequest mount_request(std::vector<Storage> storages, const std::string& id,
+                                         const std::string& rootfs, const std::string& base) {
+  guest::MountRequest request;
+  request.storages = std::move(storages);
+  request.container_id = id;
+  request.rootfs = rootfs;
+  request.base_dir = base;
+  return request;
+}
+
 inline guest::TeardownRequest teardown_request(const std::string& id, const std::string& base) {
   guest::TeardownRequest request;
   request.container_id = id;
@@ -233,6 +245,24 @@ inline std::vector<std::string> loops_backed_by(const std::string& path) {
     if (in && std::getline(in, backing) && backing == path) out.push_back(entry.path().filename());
   }
   return out;
+}
+
+// What every teardown (and every rolled-back mount) must leave: nothing mounted under the
+// driver's base directory or the rootfs, and no device-mapper device (a verity lower's device
+// must go with its mount; on a kernel without device-mapper there are none to begin with).
+inline void expect_nothing_left(const std::string& base, const std::string& rootfs) {
+  EXPECT_TRUE(mount_points_under(base).empty()) << fmt::format("{}", fmt::join(mount_points_under(base), " "));
+  EXPECT_TRUE(mount_points_under(rootfs).empty()) << fmt::format("{}", fmt::join(mount_points_under(rootfs), " "));
+  auto dm = guest::device_mapper_names();
+  EXPECT_TRUE(dm.empty()) << "device-mapper devices left: " << fmt::format("{}", fmt::join(dm, " "));
+}
+
+// Tears container `id` down in-process and checks the report is clean and nothing is left.
+inline void teardown_and_expect_nothing_left(const std::string& id, const std::string& base,
+                                             const std::string& rootfs) {
+  auto report = guest::teardown_rootfs(teardown_request(id, base));
+  EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
+  expect_nothing_left(base, rootfs);
 }
 
 inline std::string storages_file(const TempDir& temp, const std::vector<Storage>& storages) {

@@ -74,20 +74,14 @@ class GuestFlat : public ::testing::Test {
     lower.fstype = "erofs";
     lower.options = {"ro", "X-kata.overlay-lower", "X-erofs-vmdk.erofs-uuid=" + uuid};
     TeardownGuard guard(base(), "flat", rootfs());
-    guest::MountRequest request;
-    request.storages = {lower};
-    request.container_id = "flat";
-    request.rootfs = rootfs();
-    request.base_dir = base();
+    auto request = mount_request({lower}, "flat", rootfs(), base());
     request.try_flat_device_mode = try_flat;
     auto result = guest::mount_rootfs(request);
     EXPECT_EQ(result.flat_device_mode, expect_flat_mode);
     EXPECT_EQ(result.loop_devices.size(), expect_flat_mode ? 0u : 1u);
     EXPECT_EQ(read_file(rootfs() + "/etc/motd"), "flat motd\n");
     EXPECT_EQ(read_file(rootfs() + "/data/blob.bin"), std::string(50000, 'z'));  // from the blob
-    auto report = guest::teardown_rootfs(teardown_request("flat", base()));
-    EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
-    EXPECT_TRUE(mount_points_under(base()).empty());
+    teardown_and_expect_nothing_left("flat", base(), rootfs());
     EXPECT_TRUE(loops_backed_by(attached.device()).empty());
   }
 };
@@ -108,19 +102,17 @@ TEST_F(GuestFlat, SixtyFourLowersThroughOnePageOfRelativeMountData) {
   }
   GptLayerDisk disk(temp, specs);
   AttachedImage layers(disk.image(), true);
-  TeardownGuard guard(base(), "legacy", rootfs());
-  guest::MountRequest request;
-  request.storages = gpt_storages(layers.device(), specs.size(), "");
-  request.container_id = "legacy";
-  request.rootfs = rootfs();
-  request.base_dir = base() + "/a/deliberately/long/base/directory/path/that/would/not/fit/sixty/four/times";
+  const std::string long_base =
+      base() + "/a/deliberately/long/base/directory/path/that/would/not/fit/sixty/four/times";
+  TeardownGuard guard(long_base, "legacy", rootfs());
+  auto request = mount_request(gpt_storages(layers.device(), specs.size(), ""), "legacy", rootfs(), long_base);
   request.try_lowerdir_plus = false;
   auto result = guest::mount_rootfs(request);
   EXPECT_EQ(result.overlay_method, "mount(2) relative paths");
   EXPECT_EQ(read_file(rootfs() + "/which"), "0");
   EXPECT_TRUE(fs::exists(rootfs() + "/l/63"));
-  EXPECT_TRUE(guest::teardown_rootfs(teardown_request("legacy", request.base_dir)).clean());
-  EXPECT_TRUE(mount_points_under(base()).empty());
+  teardown_and_expect_nothing_left("legacy", long_base, rootfs());
+  expect_nothing_left(base(), rootfs());
 }
 
 TEST_F(GuestFlat, RefusedOverlayOptionNamesBothMethodsAndRollsBack) {
@@ -131,11 +123,7 @@ TEST_F(GuestFlat, RefusedOverlayOptionNamesBothMethodsAndRollsBack) {
   AttachedImage layers(disk.image(), true);
   auto storages = gpt_storages(layers.device(), 1, "");
   storages[0].options.push_back("X-erofs-vmdk.overlay-option=no_such_overlay_option=1");
-  guest::MountRequest request;
-  request.storages = storages;
-  request.container_id = "opt";
-  request.rootfs = rootfs();
-  request.base_dir = base();
+  auto request = mount_request(storages, "opt", rootfs(), base());
   try {
     guest::mount_rootfs(request);
     ADD_FAILURE() << "overlay accepted an unknown option";
@@ -146,7 +134,7 @@ TEST_F(GuestFlat, RefusedOverlayOptionNamesBothMethodsAndRollsBack) {
     EXPECT_NE(message.find("lowerdir+"), std::string::npos) << message;
     EXPECT_NE(message.find("rolled back"), std::string::npos) << message;
   }
-  EXPECT_TRUE(mount_points_under(base()).empty());
+  expect_nothing_left(base(), rootfs());
   EXPECT_FALSE(fs::exists(rootfs()));
   EXPECT_TRUE(loops_backed_by(layers.device()).empty());
 }
@@ -184,11 +172,7 @@ TEST(GuestVerity, VerityLowerMountsWithDeviceMapperElseIsRefusedAndRolledBack) {
   for (const auto& option : guest::verity_options(params)) storages[0].options.push_back(option);
   std::string base = temp / "base", rootfs = temp / "rootfs";
   TeardownGuard guard(base, "v", rootfs);
-  guest::MountRequest request;
-  request.storages = storages;
-  request.container_id = "v";
-  request.rootfs = rootfs;
-  request.base_dir = base;
+  auto request = mount_request(storages, "v", rootfs, base);
   if (!guest::device_mapper_available()) {
     try {
       guest::mount_rootfs(request);
@@ -202,10 +186,10 @@ TEST(GuestVerity, VerityLowerMountsWithDeviceMapperElseIsRefusedAndRolledBack) {
     ASSERT_EQ(result.verity_devices.size(), 1u);
     EXPECT_TRUE(guest::verity_device_exists(result.verity_devices[0]));
     EXPECT_EQ(read_file(rootfs + "/etc/motd"), "protected\n");
-    EXPECT_TRUE(guest::teardown_rootfs(teardown_request("v", base)).clean());
+    teardown_and_expect_nothing_left("v", base, rootfs);
     EXPECT_FALSE(guest::verity_device_exists(result.verity_devices[0]));
   }
-  EXPECT_TRUE(mount_points_under(base).empty());
+  expect_nothing_left(base, rootfs);
   EXPECT_FALSE(std::filesystem::exists(base + "/v"));
   EXPECT_FALSE(std::filesystem::exists(guest::journal_path(base, "v")));
 }

@@ -49,12 +49,8 @@ TEST_F(GuestMount, MergedViewTopWinsWhiteoutsOpaqueAndWritesLandInUpper) {
   {
     AttachedImage upper(upper_image, false);
     TeardownGuard guard(base(), "c1", rootfs());
-    guest::MountRequest request;
-    request.storages = gpt_storages(layers.device(), 3, upper.device());
-    request.container_id = "c1";
-    request.rootfs = rootfs();
-    request.base_dir = base();
-    auto result = guest::mount_rootfs(request);
+    auto result = guest::mount_rootfs(
+        mount_request(gpt_storages(layers.device(), 3, upper.device()), "c1", rootfs(), base()));
     ASSERT_EQ(result.lowers.size(), 3u);
     EXPECT_EQ(result.lowers[0], base() + "/c1/multi-layer/lower-0");
 
@@ -73,13 +69,7 @@ TEST_F(GuestMount, MergedViewTopWinsWhiteoutsOpaqueAndWritesLandInUpper) {
     write_file(rootfs() + "/written.txt", "hello upper\n");
     EXPECT_EQ(read_file(base() + "/c1/multi-layer/upper/upper/written.txt"), "hello upper\n");
 
-    guest::TeardownRequest teardown;
-    teardown.container_id = "c1";
-    teardown.base_dir = base();
-    auto report = guest::teardown_rootfs(teardown);
-    EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
-    EXPECT_TRUE(mount_points_under(base()).empty());
-    EXPECT_TRUE(mount_points_under(rootfs()).empty());
+    teardown_and_expect_nothing_left("c1", base(), rootfs());
     EXPECT_FALSE(fs::exists(base() + "/c1"));
     EXPECT_FALSE(fs::exists(guest::journal_path(base(), "c1")));
   }
@@ -99,29 +89,17 @@ TEST_F(GuestMount, MemoryBackedUpperWhenNoUpperStorage) {
   GptLayerDisk disk(temp, three_layers());
   AttachedImage layers(disk.image(), true);
   TeardownGuard guard(base(), "mem", rootfs());
-  guest::MountRequest request;
-  request.storages = gpt_storages(layers.device(), 3, "");
-  request.container_id = "mem";
-  request.rootfs = rootfs();
-  request.base_dir = base();
-  guest::mount_rootfs(request);
+  guest::mount_rootfs(mount_request(gpt_storages(layers.device(), 3, ""), "mem", rootfs(), base()));
   write_file(rootfs() + "/scratch", "x");
   EXPECT_EQ(read_file(base() + "/mem/multi-layer/upper/upper/scratch"), "x");
-  auto teardown = teardown_request("mem", base());
-  EXPECT_TRUE(guest::teardown_rootfs(teardown).clean());
-  EXPECT_TRUE(mount_points_under(base()).empty());
+  teardown_and_expect_nothing_left("mem", base(), rootfs());
 }
 
 void expect_refused(const std::vector<Storage>& storages, const std::string& base,
                     const std::string& rootfs, const std::vector<std::string>& needles,
                     bool refused_before_mounting = false) {
-  guest::MountRequest request;
-  request.storages = storages;
-  request.container_id = "bad";
-  request.rootfs = rootfs;
-  request.base_dir = base;
   try {
-    guest::mount_rootfs(request);
+    guest::mount_rootfs(mount_request(storages, "bad", rootfs, base));
     ADD_FAILURE() << "mount was not refused";
   } catch (const Error& error) {
     for (const auto& needle : needles) EXPECT_NE(std::string(error.what()).find(needle), std::string::npos) << error.what();
@@ -130,8 +108,7 @@ void expect_refused(const std::vector<Storage>& storages, const std::string& bas
     }
   }
   // Rolled back: nothing mounted, nothing created left behind, no journal.
-  EXPECT_TRUE(mount_points_under(base).empty());
-  EXPECT_TRUE(mount_points_under(rootfs).empty());
+  expect_nothing_left(base, rootfs);
   EXPECT_FALSE(std::filesystem::exists(base + "/bad"));
   EXPECT_FALSE(std::filesystem::exists(rootfs));
   EXPECT_FALSE(std::filesystem::exists(guest::journal_path(base, "bad")));
@@ -173,19 +150,13 @@ TEST_F(GuestMount, MkdirDirectivesHonourModeOwnerAndEveryMountIndex) {
   storages[0].options.push_back("X-kata.mkdir.path={{ mount 0 }}/upper/var/lib/app:0750:1234:5678");
   storages[0].options.push_back("X-containerd.mkdir.path={{ mount 1 }}/srv/ready:0755");  // exists
   TeardownGuard guard(base(), "mk", rootfs());
-  guest::MountRequest request;
-  request.storages = storages;
-  request.container_id = "mk";
-  request.rootfs = rootfs();
-  request.base_dir = base();
-  guest::mount_rootfs(request);
+  guest::mount_rootfs(mount_request(storages, "mk", rootfs(), base()));
   struct stat st {};
   ASSERT_EQ(::stat((rootfs() + "/var/lib/app").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0750u);
   EXPECT_EQ(st.st_uid, 1234u);
   EXPECT_EQ(st.st_gid, 5678u);
-  auto teardown = teardown_request("mk", base());
-  EXPECT_TRUE(guest::teardown_rootfs(teardown).clean());
+  teardown_and_expect_nothing_left("mk", base(), rootfs());
 }
 
 TEST_F(GuestMount, MkdirThroughASymlinkOutOfTheMountIsRefused) {
@@ -230,21 +201,14 @@ TEST_F(GuestMount, TwoHundredFiftyLowersMount) {
   GptLayerDisk disk(temp, specs);
   AttachedImage layers(disk.image(), true);
   TeardownGuard guard(base(), "many", rootfs());
-  guest::MountRequest request;
-  request.storages = gpt_storages(layers.device(), specs.size(), "");
-  request.container_id = "many";
-  request.rootfs = rootfs();
-  request.base_dir = base();
+  auto request = mount_request(gpt_storages(layers.device(), specs.size(), ""), "many", rootfs(), base());
   request.device_timeout = std::chrono::milliseconds(20000);
   auto result = guest::mount_rootfs(request);
   EXPECT_EQ(result.lowers.size(), 250u);
   EXPECT_EQ(read_file(rootfs() + "/which"), "layer 0\n");  // the top layer wins
   EXPECT_EQ(read_file(rootfs() + "/layers/249"), "249\n");  // the bottom one is there
   EXPECT_EQ(read_file(rootfs() + "/layers/123"), "123\n");
-  auto teardown = teardown_request("many", base());
-  auto report = guest::teardown_rootfs(teardown);
-  EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
-  EXPECT_TRUE(mount_points_under(base()).empty());
+  teardown_and_expect_nothing_left("many", base(), rootfs());
 }
 
 }  // namespace

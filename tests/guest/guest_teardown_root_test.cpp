@@ -104,10 +104,10 @@ class GuestTeardown : public ::testing::Test {
     argv.insert(argv.end(), args.begin(), args.end());
     return run(argv);
   }
-  // Nothing mounted, nothing created left, no loop device of ours, no journal.
+  // Nothing mounted, no device-mapper device, nothing created left, no loop device of ours, no
+  // journal.
   void expect_clean() {
-    EXPECT_TRUE(mount_points_under(base()).empty()) << fmt::format("{}", fmt::join(mount_points_under(base()), " "));
-    EXPECT_TRUE(mount_points_under(rootfs()).empty());
+    expect_nothing_left(base(), rootfs());
     EXPECT_FALSE(fs::exists(base() + "/c"));
     EXPECT_FALSE(fs::exists(rootfs()));
     EXPECT_FALSE(fs::exists(guest::journal_path(base(), "c")));
@@ -211,7 +211,7 @@ TEST_F(GuestTeardown, NeverDeletesContentsAndNamesWhatItCouldNotClean) {
   EXPECT_NE(torn.exit_code, 0);
   EXPECT_NE(torn.err.find("directory " + base() + "/c left in place"), std::string::npos) << torn.err;
   EXPECT_EQ(read_file(stray), "not yours\n");
-  EXPECT_TRUE(mount_points_under(base()).empty());
+  expect_nothing_left(base(), rootfs());
   EXPECT_TRUE(fs::exists(guest::journal_path(base(), "c")));  // kept: the job is not done
   // Once the file is gone, teardown finishes the job.
   fs::remove(stray);
@@ -235,8 +235,7 @@ TEST_F(GuestTeardown, HolderOutsideTheCgroupsGetsALazyDetachReportedAsAWarning) 
   auto torn = teardown_cli();
   EXPECT_EQ(torn.exit_code, 0) << torn.out << torn.err;
   EXPECT_NE(torn.err.find("lazily detached"), std::string::npos) << torn.err;
-  EXPECT_TRUE(mount_points_under(base()).empty());
-  EXPECT_TRUE(mount_points_under(rootfs()).empty());
+  expect_nothing_left(base(), rootfs());
   ::kill(holder, SIGKILL);
   ::waitpid(holder, nullptr, 0);
   // Once the holder is gone the detached filesystems go, and their autoclear loops with them.

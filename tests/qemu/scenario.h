@@ -9,9 +9,12 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "evmdk/host/compose.h"
@@ -44,9 +47,20 @@ struct ComposedDisk {
   std::string serial;
 };
 
+// Reads back what the guest and QEMU get from a directory compose wrote: qemu.json's drive
+// arguments and storage.json, from the files, not from an in-memory result.
+inline ComposedDisk read_composed_disk(const std::string& dir) {
+  ComposedDisk disk;
+  disk.dir = dir;
+  auto qemu = nlohmann::json::parse(test::read_file(dir + "/qemu.json"));
+  for (const auto& arg : qemu.at("drive_args")) disk.qemu_args.push_back(arg.get<std::string>());
+  disk.serial = qemu.at("serial").get<std::string>();
+  disk.storages = nlohmann::json::parse(test::read_file(dir + "/storage.json"));
+  return disk;
+}
+
 // Composes the layers (top first) with the host library (what `erofs-vmdk compose` runs) into
-// dir, then reads back what the guest and QEMU get: qemu.json's drive arguments and
-// storage.json, from the files written, not from the in-memory result.
+// dir and reads the result back.
 inline ComposedDisk compose_disk(const std::string& dir, host::ComposeMode mode,
                                  const std::vector<std::string>& layers) {
   host::ComposeOptions options;
@@ -58,13 +72,7 @@ inline ComposedDisk compose_disk(const std::string& dir, host::ComposeMode mode,
   } catch (const std::exception& error) {
     throw HarnessError(std::string("compose failed: ") + error.what());
   }
-  ComposedDisk disk;
-  disk.dir = dir;
-  auto qemu = nlohmann::json::parse(test::read_file(dir + "/qemu.json"));
-  for (const auto& arg : qemu.at("drive_args")) disk.qemu_args.push_back(arg.get<std::string>());
-  disk.serial = qemu.at("serial").get<std::string>();
-  disk.storages = nlohmann::json::parse(test::read_file(dir + "/storage.json"));
-  return disk;
+  return read_composed_disk(dir);
 }
 
 // The container's writable upper: an ext4 virtio disk found by serial, as the spec describes.
@@ -136,11 +144,40 @@ inline std::vector<std::string> make_three_layers(const std::string& work,
   return images;
 }
 
+// Checks of the merged view make_three_layers promises, on the rootfs at $R; the result names
+// are three_layer_view_checks().
+inline constexpr std::string_view kThreeLayerViewScript = R"SH(
+evmdk_expect_eq top-wins "$(cat $R/etc/motd)" "top layer greeting"
+evmdk_expect_eq top-wins-over-two "$(cat $R/opt/app/version)" "v3"
+evmdk_expect_eq lower-visible "$(cat $R/opt/app/tool)" "middle layer tool"
+evmdk_expect_eq base-visible "$(cat $R/etc/os-release)" 'NAME="erofs-vmdk qemu test"'
+evmdk_check whiteout-hides sh -c "! ls $R/opt/app/legacy.conf 2>/dev/null"
+evmdk_check opaque-hides sh -c "! ls -d $R/usr/share/doc/app 2>/dev/null"
+evmdk_expect_eq opaque-keeps-own "$(cat $R/usr/share/doc/top-only)" "top documentation"
+evmdk_check three-read-only-lowers sh -c "grep ' erofs ' /proc/mounts | grep -v ' ro,' && exit 1; grep -c ' erofs ' /proc/mounts | grep -qx 3"
+)SH";
+
+inline std::vector<std::string> three_layer_view_checks() {
+  return {"top-wins",     "top-wins-over-two", "lower-visible",    "base-visible",
+          "whiteout-hides", "opaque-hides",    "opaque-keeps-own", "three-read-only-lowers"};
+}
+
 // Guest shell ------------------------------------------------------------------------------
+
+// What `evmdk_check_clean PREFIX` checks after a teardown: result "PREFIX-<suffix>" from the
+// lib.sh function named. The shell function and the names the host requires both come from
+// this list, so a new check is required everywhere at once.
+inline constexpr std::pair<std::string_view, std::string_view> kCleanChecks[] = {
+    {"no-mounts", "evmdk_leftover_mounts"},
+    {"no-loops", "evmdk_leftover_loops"},
+    {"no-cgroups", "evmdk_leftover_cgroups"},
+    {"no-dm", "evmdk_leftover_dm"},
+};
 
 // Shell functions every scenario script gets. The erofs-vmdk guest CLI is called only here,
 // so an interface change is a one-place edit.
-inline constexpr std::string_view kScenarioPrelude = R"SH(
+inline std::string scenario_prelude() {
+  std::string prelude = R"SH(
 EVMDK_BASE=/run/erofs-vmdk
 evmdk_guest_mount() {  # ID ROOTFS
   erofs-vmdk guest mount --storages /job/storage.json --id "$1" --rootfs "$2" --base "$EVMDK_BASE"
@@ -156,19 +193,64 @@ evmdk_guest_teardown() {  # ID ROOTFS [CGROUP]
 evmdk_mark_ready() { evmdk_value "${1:-rootfs-ready-seconds}" "$(evmdk_uptime)"; }
 # The checks every clean teardown must pass.
 evmdk_check_clean() {  # PREFIX
-  evmdk_check "$1-no-mounts" evmdk_leftover_mounts
-  evmdk_check "$1-no-loops" evmdk_leftover_loops
-  evmdk_check "$1-no-cgroups" evmdk_leftover_cgroups
-}
 )SH";
+  for (const auto& [suffix, function] : kCleanChecks) {
+    prelude += "  evmdk_check \"$1-" + std::string(suffix) + "\" " + std::string(function) + "\n";
+  }
+  return prelude + "}\n";
+}
+
+// The checks a scenario must report: its own, then for each prefix what `evmdk_check_clean
+// PREFIX` reports. (Results not listed are still reported; any FAIL fails the scenario.)
+inline std::vector<std::string> expected_checks(std::vector<std::string> own,
+                                                std::initializer_list<std::string> clean_prefixes = {}) {
+  for (const auto& prefix : clean_prefixes) {
+    for (const auto& check : kCleanChecks) own.push_back(prefix + "-" + std::string(check.first));
+  }
+  return own;
+}
 
 inline GuestJob scenario_job(const std::string& storage_json, const std::string& body) {
   GuestJob job;
   job.files["storage.json"] = storage_json;
-  job.scenario = std::string(kScenarioPrelude) + body;
+  job.scenario = scenario_prelude() + body;
   return job;
 }
 
 inline Drive upper_drive(const std::string& image) { return {image, "raw", false, kUpperSerial}; }
+
+// A scenario on one composed disk: compose() builds it and a fresh ext4 upper, disk_config()
+// boots a guest with both attached, boot() runs a scenario script there with storage.json =
+// compose's lowers + the upper.
+class ComposedDiskTest : public QemuTest {
+ protected:
+  void compose(host::ComposeMode mode, const std::vector<std::string>& layers,
+               uint64_t upper_mib = 32) {
+    disk_ = compose_disk(path("disk"), mode, layers);
+    make_ext4_disk(path("upper.img"), upper_mib, temp_.path());
+  }
+
+  // make_three_layers composed in gpt mode.
+  void compose_three_layers(uint64_t upper_mib = 32) {
+    compose(host::ComposeMode::Gpt, make_three_layers(temp_.path(), env_.busybox), upper_mib);
+  }
+
+  GuestConfig disk_config(const std::string& name) const {
+    GuestConfig c = config(name);
+    c.extra_qemu_args = disk_.qemu_args;
+    c.drives = {upper_drive(path("upper.img"))};
+    return c;
+  }
+
+  // files: more /job/<name> contents for the script.
+  GuestOutcome boot(const GuestConfig& config, const std::string& body,
+                    const std::map<std::string, std::string>& files = {}) {
+    auto job = scenario_job(guest_storage_json(disk_), body);
+    job.files.insert(files.begin(), files.end());
+    return run_guest(env_, config, job);
+  }
+
+  ComposedDisk disk_;
+};
 
 }  // namespace evmdk::qemu

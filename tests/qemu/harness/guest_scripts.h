@@ -134,7 +134,8 @@ evmdk_wait_serial() {
 }
 
 # What a clean teardown must leave: no overlay/erofs/ext4 mounts, no bound loop device, no
-# cgroup below the root one. Each prints what is left over and fails if anything is.
+# cgroup below the root one, no device-mapper device. Each prints what is left over and fails
+# if anything is.
 evmdk_leftover_mounts() {
   left=$(grep -E ' (overlay|erofs|ext4) ' /proc/mounts)
   [ -z "$left" ] || { echo "still mounted: $left"; return 1; }
@@ -149,6 +150,15 @@ evmdk_leftover_loops() {
 evmdk_leftover_cgroups() {
   left=$(find /sys/fs/cgroup -mindepth 1 -type d)
   [ -z "$left" ] || { echo "cgroups left: $left"; return 1; }
+}
+# Every dm device is a block device in /sys/block, named (e.g. a verity lower) in dm/name.
+evmdk_leftover_dm() {
+  left=""
+  for dm in /sys/block/dm-*; do
+    [ -e "$dm" ] || continue
+    left="$left ${dm##*/}($(cat "$dm/dm/name" 2>/dev/null))"
+  done
+  [ -z "$left" ] || { echo "device-mapper devices left:$left"; return 1; }
 }
 )LIB";
 
