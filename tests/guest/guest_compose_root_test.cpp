@@ -68,8 +68,7 @@ TEST(GuestCompose, ComposedGptDiskMountsWithComposesOwnStorages) {
   EXPECT_EQ(read_file(rootfs + "/etc/motd"), "composed top\n");
   EXPECT_EQ(read_file(rootfs + "/usr/bin/tool"), "t\n");
   EXPECT_FALSE(fs::exists(rootfs + "/etc/old"));
-  EXPECT_TRUE(guest::teardown_rootfs(teardown_request("e2e", base_dir)).clean());
-  EXPECT_TRUE(mount_points_under(base_dir).empty());
+  teardown_and_expect_nothing_left("e2e", base_dir, rootfs);
 
   // Swap the two lowers' partition numbers: partition 1 no longer holds what the storage
   // says, and compose's PARTUUID catches it.

@@ -3,6 +3,7 @@
 // and the upper image it created. Each lower storage's partition must hold the layer the
 // storage names (EROFS UUID via libblkid), and an overlay assembled only from the storages
 // (layer-index order, mkdir directives, ext4 upper) shows the merged view containerd meant.
+#include <fmt/ranges.h>
 #include <gmock/gmock.h>
 #include <sys/mount.h>
 
@@ -10,6 +11,7 @@
 #include <memory>
 #include <sstream>
 
+#include "evmdk/guest/verity.h"
 #include "evmdk/host/hook.h"
 #include "loop_fixtures.h"
 #include "test_support.h"
@@ -234,6 +236,8 @@ TEST(HookRoot, GuestMountConsumesTheHookStoragesDirectly) {
   auto teardown = test::cli({"guest", "teardown", "-i", "guest-e2e", "-r", rootfs, "-b", base});
   EXPECT_EQ(teardown.exit_code, 0) << teardown.out << teardown.err;
   EXPECT_EQ(test::sh("grep -c " + work.path() + " /proc/mounts").out, "0\n");
+  auto dm = guest::device_mapper_names();
+  EXPECT_TRUE(dm.empty()) << "device-mapper devices left: " << fmt::format("{}", fmt::join(dm, " "));
   if (mounted) {
     // The write landed in the ext4 upper the hook created.
     test::ReadOnlyMount check(upper_device, work / "check", "ext4");
