@@ -21,6 +21,7 @@
 #include "evmdk/host/verify_progress.h"
 #include "evmdk/unique_fd.h"
 #include "evmdk/vmdk/extent_map.h"
+#include "evmdk/vmdk/parser.h"
 
 namespace evmdk::host {
 
@@ -335,6 +336,42 @@ std::string render_expected_digests(const VerifyReport& report) {
   return nlohmann::json{{"algorithm", "sha256"}, {"layers", layers}}.dump(2) + "\n";
 }
 
+// A descriptor written with --fdset names /dev/fdset/N, which only QEMU can open (the runtime
+// passes each file with add-fd). The qemu.json compose wrote next to it says which file goes
+// into which fdset: read those files instead.
+static void resolve_fdsets(vmdk::QemuReading& reading, const std::string& descriptor) {
+  constexpr std::string_view kFdset = "/dev/fdset/";
+  std::map<std::string, std::string> file_of;  // "/dev/fdset/N" -> path
+  bool loaded = false;
+  std::string qemu_json = (fs::path(descriptor).parent_path() / "qemu.json").string();
+  for (auto& extent : reading.extents) {
+    if (extent.resolved_path.rfind(kFdset, 0) != 0) continue;
+    if (!loaded) {
+      loaded = true;
+      if (!fs::exists(qemu_json)) {
+        throw Error("extent line {} names {} (fd passing) and there is no {} saying which file "
+                    "that fdset holds",
+                    extent.last_line, extent.resolved_path, qemu_json);
+      }
+      try {
+        auto json = nlohmann::json::parse(read_text(qemu_json, "qemu.json"));
+        for (const auto& fdset : json.at("fdsets")) {
+          file_of[fmt::format("{}{}", kFdset, fdset.at("fdset-id").get<uint64_t>())] =
+              fdset.at("path").get<std::string>();
+        }
+      } catch (const nlohmann::json::exception& error) {
+        throw Error("{}: cannot read its fdsets: {}", qemu_json, error.what());
+      }
+    }
+    auto found = file_of.find(extent.resolved_path);
+    if (found == file_of.end()) {
+      throw Error("extent line {} names {}, which {} does not list", extent.last_line,
+                  extent.resolved_path, qemu_json);
+    }
+    extent.resolved_path = found->second;
+  }
+}
+
 VerifyReport verify_disk(const VerifyOptions& options) {
   auto started = std::chrono::steady_clock::now();
   VerifyReport report;
@@ -367,17 +404,15 @@ VerifyReport verify_disk(const VerifyOptions& options) {
   } else {
     if (!fs::exists(report.descriptor)) throw Error("verify: descriptor {} does not exist", report.descriptor);
     try {
-      map = vmdk::ExtentMap::from_file(report.descriptor);
+      auto reading = vmdk::read_as_qemu(vmdk::read_descriptor_bytes(report.descriptor), report.descriptor);
+      resolve_fdsets(reading, report.descriptor);
+      map = vmdk::ExtentMap::from_qemu_reading(reading);
     } catch (const std::exception& error) {
       throw Error("verify: {}", with_context(report.descriptor, error));
     }
   }
   report.disk_bytes = map.virtual_size();
   for (const auto& extent : map.extents()) {
-    if (extent.path.rfind("/dev/fdset/", 0) == 0) {
-      throw Error("verify: {} names {} (fd passing): verify needs the descriptor written without --fdset",
-                  report.descriptor, extent.path);
-    }
     if (::access(extent.path.c_str(), R_OK) != 0) {
       throw Error("verify: extent file {} (descriptor line {}) cannot be read: {}", extent.path, extent.line,
                   std::strerror(errno));

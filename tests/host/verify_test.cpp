@@ -9,6 +9,7 @@
 #include "evmdk/error.h"
 #include "evmdk/host/compose.h"
 #include "evmdk/host/verify.h"
+#include "layer_fixtures.h"
 #include "test_support.h"
 
 namespace evmdk::host {
@@ -266,6 +267,73 @@ TEST(VerifyRawDisk, SingleLayerRawComposeIsVerified) {
   ASSERT_EQ(report.layers.size(), 1u);
   EXPECT_EQ(report.mode, "raw");
   EXPECT_EQ(report.stats.bytes, fs::file_size(dir / "only.erofs"));
+}
+
+// A descriptor for rootless QEMU names /dev/fdset/N; verify reads the files qemu.json says go
+// into those fdsets, so the same disk is checked as without --fdset (and damage still found).
+TEST_F(VerifyDisk, FdsetDescriptorIsReadThroughQemuJsonsFdsets) {
+  ComposeOptions options;
+  options.mode = ComposeMode::Gpt;
+  for (const auto& layer : layers) options.layers.push_back({layer, {}});
+  options.output_dir = dir / "fdset-disk";
+  options.fdset = true;
+  compose(options);
+  ASSERT_NE(test::read_file(dir / "fdset-disk/disk.vmdk").find("/dev/fdset/"), std::string::npos);
+  VerifyOptions verify;
+  verify.target = dir / "fdset-disk";
+  verify.digest = true;
+  verify.progress = false;
+  VerifyReport report = verify_disk(verify);
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  VerifyReport plain = run(true);
+  ASSERT_EQ(report.layers.size(), plain.layers.size());
+  for (size_t i = 0; i < plain.layers.size(); ++i) EXPECT_EQ(report.layers[i].sha256, plain.layers[i].sha256);
+
+  patch_byte(layers[0], 1024);  // the top layer's EROFS superblock
+  report = verify_disk(verify);
+  EXPECT_FALSE(report.ok());
+  EXPECT_NE(joined(report.problems).find("layer 0"), std::string::npos) << joined(report.problems);
+
+  // Without qemu.json there is no way to know the files: refused, naming what is missing.
+  fs::remove(dir / "fdset-disk/qemu.json");
+  try {
+    verify_disk(verify);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("/dev/fdset/1"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("qemu.json"), std::string::npos) << error.what();
+  }
+}
+
+// Flat (fsmeta) mode: the fsmeta and its blob at their mapped_blkaddr, gaps of zeros checked.
+TEST(VerifyFlatDisk, FlatComposeIsVerifiedAndADirtyGapIsNamed) {
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs");
+  test::TempDir dir;
+  auto fixture = test::make_multi_device(dir.path());
+  // Move the blob's slot one block further out, so the disk has a zero gap before it.
+  test::set_slot(fixture, fixture.blob_blocks, fixture.fsmeta_blocks + 1);
+  ComposeOptions options;
+  options.mode = ComposeMode::Flat;
+  options.layers = {{fixture.fsmeta, {}}, {fixture.blob, {}}};
+  options.output_dir = dir / "disk";
+  auto composed = compose(options);
+  VerifyOptions verify;
+  verify.target = dir / "disk";
+  verify.digest = true;
+  verify.progress = false;
+  VerifyReport report = verify_disk(verify);
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  EXPECT_EQ(report.mode, "flat");
+  ASSERT_EQ(report.layers.size(), 2u);
+  EXPECT_EQ(report.layers[1].disk_offset, uint64_t{fixture.fsmeta_blocks + 1} * 4096);
+
+  // The gap reads zero.img: a non-zero byte there is something the guest would see.
+  std::string zero = dir / "disk/zero.img";
+  ASSERT_TRUE(fs::exists(zero));
+  patch_byte(zero, 10);
+  report = verify_disk(verify);
+  EXPECT_FALSE(report.ok());
+  EXPECT_NE(joined(report.problems).find("gap after layer 0"), std::string::npos) << joined(report.problems);
 }
 
 TEST(VerifyCommand, ComposeThenVerifyFromTheCommandLine) {
