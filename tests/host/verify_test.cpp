@@ -17,6 +17,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// verify_disk on a compose output directory, with digests, no progress bar.
+VerifyReport verify_dir(const std::string& dir) {
+  VerifyOptions options;
+  options.target = dir;
+  options.digest = true;
+  options.progress = false;
+  return verify_disk(options);
+}
+
 void patch_byte(const std::string& path, uint64_t offset, uint8_t x = 0xFF) {
   int fd = ::open(path.c_str(), O_RDWR);
   ASSERT_GE(fd, 0) << path;
@@ -258,11 +267,7 @@ TEST(VerifyRawDisk, SingleLayerRawComposeIsVerified) {
   options.layers.push_back({dir / "only.erofs", {}});
   options.output_dir = dir / "disk";
   compose(options);
-  VerifyOptions verify;
-  verify.target = dir / "disk";
-  verify.digest = true;
-  verify.progress = false;
-  VerifyReport report = verify_disk(verify);
+  VerifyReport report = verify_dir(dir / "disk");
   EXPECT_TRUE(report.ok()) << joined(report.problems);
   ASSERT_EQ(report.layers.size(), 1u);
   EXPECT_EQ(report.mode, "raw");
@@ -279,25 +284,21 @@ TEST_F(VerifyDisk, FdsetDescriptorIsReadThroughQemuJsonsFdsets) {
   options.fdset = true;
   compose(options);
   ASSERT_NE(test::read_file(dir / "fdset-disk/disk.vmdk").find("/dev/fdset/"), std::string::npos);
-  VerifyOptions verify;
-  verify.target = dir / "fdset-disk";
-  verify.digest = true;
-  verify.progress = false;
-  VerifyReport report = verify_disk(verify);
+  VerifyReport report = verify_dir(dir / "fdset-disk");
   EXPECT_TRUE(report.ok()) << joined(report.problems);
   VerifyReport plain = run(true);
   ASSERT_EQ(report.layers.size(), plain.layers.size());
   for (size_t i = 0; i < plain.layers.size(); ++i) EXPECT_EQ(report.layers[i].sha256, plain.layers[i].sha256);
 
   patch_byte(layers[0], 1024);  // the top layer's EROFS superblock
-  report = verify_disk(verify);
+  report = verify_dir(dir / "fdset-disk");
   EXPECT_FALSE(report.ok());
   EXPECT_NE(joined(report.problems).find("layer 0"), std::string::npos) << joined(report.problems);
 
   // Without qemu.json there is no way to know the files: refused, naming what is missing.
   fs::remove(dir / "fdset-disk/qemu.json");
   try {
-    verify_disk(verify);
+    verify_dir(dir / "fdset-disk");
     FAIL() << "expected an error";
   } catch (const Error& error) {
     EXPECT_NE(std::string(error.what()).find("/dev/fdset/1"), std::string::npos) << error.what();
@@ -316,12 +317,8 @@ TEST(VerifyFlatDisk, FlatComposeIsVerifiedAndADirtyGapIsNamed) {
   options.mode = ComposeMode::Flat;
   options.layers = {{fixture.fsmeta, {}}, {fixture.blob, {}}};
   options.output_dir = dir / "disk";
-  auto composed = compose(options);
-  VerifyOptions verify;
-  verify.target = dir / "disk";
-  verify.digest = true;
-  verify.progress = false;
-  VerifyReport report = verify_disk(verify);
+  compose(options);
+  VerifyReport report = verify_dir(dir / "disk");
   EXPECT_TRUE(report.ok()) << joined(report.problems);
   EXPECT_EQ(report.mode, "flat");
   ASSERT_EQ(report.layers.size(), 2u);
@@ -331,7 +328,7 @@ TEST(VerifyFlatDisk, FlatComposeIsVerifiedAndADirtyGapIsNamed) {
   std::string zero = dir / "disk/zero.img";
   ASSERT_TRUE(fs::exists(zero));
   patch_byte(zero, 10);
-  report = verify_disk(verify);
+  report = verify_dir(dir / "disk");
   EXPECT_FALSE(report.ok());
   EXPECT_NE(joined(report.problems).find("gap after layer 0"), std::string::npos) << joined(report.problems);
 }

@@ -30,13 +30,15 @@ class FlatVerity : public QemuTest {
     auto report = host::apply_verity_policy(options, host::VerityPolicy::kOn);
     EXPECT_TRUE(report.unprotected().empty());
     host::compose(options);
-    ComposedDisk disk;
-    disk.dir = dir;
-    auto qemu = nlohmann::json::parse(test::read_file(dir + "/qemu.json"));
-    for (const auto& arg : qemu.at("drive_args")) disk.qemu_args.push_back(arg.get<std::string>());
-    disk.serial = qemu.at("serial").get<std::string>();
-    disk.storages = nlohmann::json::parse(test::read_file(dir + "/storage.json"));
-    return disk;
+    return read_composed_disk(dir);
+  }
+  // A guest with the composed disk and a fresh ext4 upper.
+  GuestConfig guest_with(const std::string& name, const ComposedDisk& disk) {
+    make_ext4_disk(path(name + "-upper.img"), 32, temp_.path());
+    GuestConfig cfg = config(name);
+    cfg.extra_qemu_args = disk.qemu_args;
+    cfg.drives = {upper_drive(path(name + "-upper.img"))};
+    return cfg;
   }
 };
 
@@ -59,11 +61,7 @@ TEST_F(FlatVerity, EveryDeviceReadsThroughDmVerityAndAFlippedByteFailsItsFileNam
   auto fixture = make_two_device_flat(temp_.path(), "6c0ffee0-0000-4000-8000-00000000f1a8");
   auto disk = compose_protected(fixture, path("disk"));
   ASSERT_THAT(disk.storages.dump(), ::testing::HasSubstr("X-erofs-vmdk.device.2.dmverity.roothash="));
-  make_ext4_disk(path("upper.img"), 32, temp_.path());
-
-  GuestConfig first = config("flat-verity-good");
-  first.extra_qemu_args = disk.qemu_args;
-  first.drives = {upper_drive(path("upper.img"))};
+  GuestConfig first = guest_with("flat-verity-good", disk);
   auto job = scenario_job(guest_storage_json(disk), std::string(kHelpers) + R"SH(
 evmdk_check mount evmdk_guest_mount fv "$R" || exit 1
 for f in first.bin second.bin hostname; do
@@ -94,9 +92,7 @@ evmdk_check_clean after-teardown
   blob[block + 100] = static_cast<char>(blob[block + 100] ^ 0x10);
   test::write_file(fixture.blob2, blob);
 
-  GuestConfig second = config("flat-verity-bad");
-  second.extra_qemu_args = disk.qemu_args;
-  second.drives = {upper_drive(path("upper.img"))};
+  GuestConfig second = guest_with("flat-verity-bad", disk);
   auto bad = scenario_job(guest_storage_json(disk), std::string(kHelpers) + "VICTIM=" + victim +
                                                         R"SH(
 evmdk_check mount evmdk_guest_mount fv "$R" || exit 1
@@ -145,10 +141,7 @@ TEST_F(FlatVerity, AWrongRootHashForADeviceRefusesTheMountAndRollsBack) {
     }
   }
   ASSERT_TRUE(replaced) << disk.storages.dump(2);
-  make_ext4_disk(path("upper.img"), 32, temp_.path());
-  GuestConfig cfg = config("flat-verity-wrong-hash");
-  cfg.extra_qemu_args = disk.qemu_args;
-  cfg.drives = {upper_drive(path("upper.img"))};
+  GuestConfig cfg = guest_with("flat-verity-wrong-hash", disk);
   auto job = scenario_job(guest_storage_json(disk), std::string(kHelpers) + R"SH(
 if evmdk_guest_mount fv "$R" > /tmp/mount.out 2>&1; then
   evmdk_result mount-refused FAIL "mounted with a wrong root hash for device 1"
