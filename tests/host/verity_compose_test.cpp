@@ -263,5 +263,29 @@ TEST_F(VerityCompose, ComposeCommandAppliesThePolicy) {
   for (const auto& storage : storages) EXPECT_FALSE(has_dmverity(storage));
 }
 
+// The same from the command line for a flat disk: auto names the unprotected fsmeta, on
+// refuses it, and once it is formatted the disk's storage carries both inputs' options.
+TEST_F(VerityCompose, ComposeCommandProtectsAFlatDisk) {
+  auto fixture = test::make_multi_device(dir_.path());
+  verity_format(fixture.blob, {});
+  auto automatic = test::cli({"compose", "--mode", "flat", "-o", dir_ / "flat-auto", fixture.fsmeta, fixture.blob});
+  ASSERT_EQ(automatic.exit_code, 0) << automatic.err;
+  EXPECT_THAT(automatic.err, HasSubstr("not protected by dm-verity (no sidecar): " + fixture.fsmeta));
+  auto on = test::cli({"compose", "--mode", "flat", "--verity", "on", "-o", dir_ / "flat-on", fixture.fsmeta, fixture.blob});
+  EXPECT_NE(on.exit_code, 0);
+  EXPECT_THAT(on.err, AllOf(HasSubstr("fsmeta.erofs"), HasSubstr("--verity=on")));
+  EXPECT_FALSE(fs::exists(dir_ / "flat-on"));
+
+  verity_format(fixture.fsmeta, {});
+  on = test::cli({"compose", "--mode", "flat", "--verity", "on", "-o", dir_ / "flat-on", fixture.fsmeta, fixture.blob});
+  ASSERT_EQ(on.exit_code, 0) << on.err;
+  auto storages = storages_from_json(nlohmann::json::parse(test::read_file(dir_ / "flat-on/storage.json")));
+  ASSERT_EQ(storages.size(), 1u);
+  EXPECT_TRUE(guest::verity_params_from_options(storages[0].options, "fsmeta"));
+  EXPECT_TRUE(guest::verity_params_from_options(device_verity_options(storages[0].options, 1), "device 1"));
+  auto verify = test::cli({"verify", dir_ / "flat-on"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
 }  // namespace
 }  // namespace evmdk::host
