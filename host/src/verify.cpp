@@ -127,6 +127,10 @@ struct ExpectedLayer {
   uint64_t partition_first_lba = 0;
   uint64_t partition_last_lba = 0;
   std::string partuuid;
+  // dm-verity (layout.json "verity"), when the layer is protected.
+  std::string verity_root_hash;
+  uint64_t verity_hash_offset = 0;       // in the layer file
+  uint64_t verity_hash_disk_offset = 0;  // on the disk
 };
 
 struct Layout {
@@ -169,6 +173,12 @@ Layout parse_layout(const std::string& path) {
       layer.partition_first_lba = l.value("partition_first_lba", layer.first_lba);
       layer.partition_last_lba = l.value("partition_last_lba", layer.first_lba + layer.sectors - 1);
       layer.partuuid = l.value("partuuid", "");
+      if (l.contains("verity")) {
+        const auto& v = l.at("verity");
+        layer.verity_root_hash = v.at("roothash").get<std::string>();
+        layer.verity_hash_offset = v.at("hash_offset").get<uint64_t>();
+        layer.verity_hash_disk_offset = v.at("hash_disk_offset").get<uint64_t>();
+      }
       layout.layers.push_back(std::move(layer));
     }
     if (json.contains("extents")) {
@@ -274,6 +284,7 @@ nlohmann::json VerifyReport::to_json() const {
     }
     if (!l.sha256.empty()) j["sha256"] = l.sha256;
     if (!l.expected_sha256.empty()) j["expected_sha256"] = l.expected_sha256;
+    if (!l.verity.empty()) j["verity"] = l.verity;
     layer_list.push_back(std::move(j));
   }
   return nlohmann::json{{"ok", ok()},
@@ -370,6 +381,42 @@ static void resolve_fdsets(vmdk::QemuReading& reading, const std::string& descri
     }
     extent.resolved_path = found->second;
   }
+}
+
+// The layer's dm-verity superblock as the guest finds it (on the disk, where the options
+// point), then the tree recomputed from the layer file's data (the descriptor was checked to map
+// that file) against the root hash the guest is given and the tree stored in the file.
+template <typename Problem>
+void check_layer_verity(VirtualDisk& disk, const ExpectedLayer& expected, VerifiedLayer& layer,
+                        unsigned threads, Problem&& problem) {
+  layer.verity = "failed";
+  const bool ok_so_far = layer.ok;
+  layer.ok = false;  // until the checks below pass
+  std::string bytes = disk.read(expected.verity_hash_disk_offset, kVeritySuperblockSize);
+  VeritySuperblock sb;
+  try {
+    sb = parse_verity_superblock(
+        std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), layer.name());
+  } catch (const std::exception& error) {
+    problem(fmt::format("{}: no dm-verity superblock at {}: {}", layer.name(),
+                        where(expected.verity_hash_disk_offset), error.what()));
+    return;
+  }
+  VerityTreeCheck check = verity_check_tree(expected.path, expected.verity_hash_offset, sb, threads);
+  if (check.root_hash != expected.verity_root_hash) {
+    problem(fmt::format("{}: dm-verity: its data hashes to root {}, but the guest is given {}; "
+                        "reads of the changed blocks will fail with EIO",
+                        layer.name(), check.root_hash, expected.verity_root_hash));
+    return;
+  }
+  if (check.first_bad_tree_byte) {
+    problem(fmt::format("{}: dm-verity: the stored hash tree differs from its data at byte {} "
+                        "of the file; reads that need that tree block will fail with EIO",
+                        layer.name(), *check.first_bad_tree_byte));
+    return;
+  }
+  layer.verity = "verified";
+  layer.ok = ok_so_far;
 }
 
 VerifyReport verify_disk(const VerifyOptions& options) {
@@ -747,6 +794,9 @@ VerifyReport verify_disk(const VerifyOptions& options) {
       layer.ok = false;
       problem(fmt::format("{} at {}: SHA-256 of its {} bytes is {}, expected {}", layer.name(), where(layer.disk_offset),
                           layer.length, layer.sha256, to_hex(*expected_for[i])));
+    }
+    if (options.check_verity && work[i].expected && !work[i].expected->verity_root_hash.empty()) {
+      check_layer_verity(disk, *work[i].expected, layer, options.threads, problem);
     }
     report.layers.push_back(std::move(layer));
   }

@@ -383,6 +383,29 @@ std::string verity_compute_root_hash(const std::string& path, const VeritySuperb
   return to_hex(build_tree(fd.get(), path, sb, threads).root);
 }
 
+VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
+                                  const VeritySuperblock& sb, unsigned threads) {
+  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  BuiltTree built = build_tree(fd.get(), path, sb, threads);
+  VerityTreeCheck check;
+  check.root_hash = to_hex(built.root);
+  const uint64_t tree_start = hash_offset + sb.hash_block_size;
+  std::vector<uint8_t> stored(std::min<size_t>(built.tree.size(), size_t{1} << 20));
+  for (uint64_t done = 0; done < built.tree.size(); done += stored.size()) {
+    size_t step = static_cast<size_t>(std::min<uint64_t>(stored.size(), built.tree.size() - done));
+    size_t got = pread_full(fd.get(), stored.data(), step, tree_start + done, path);
+    auto [mine, theirs] = std::mismatch(built.tree.begin() + static_cast<ptrdiff_t>(done),
+                                        built.tree.begin() + static_cast<ptrdiff_t>(done + got),
+                                        stored.begin());
+    if (mine != built.tree.begin() + static_cast<ptrdiff_t>(done + got) || got < step) {
+      check.first_bad_tree_byte =
+          tree_start + static_cast<uint64_t>(mine - built.tree.begin());
+      break;
+    }
+  }
+  return check;
+}
+
 VerityFormatResult verity_format(const std::string& layer_path, const VerityFormatOptions& options) {
   std::string sidecar_path = verity_sidecar_path(layer_path);
   std::optional<VeritySidecar> existing;

@@ -263,6 +263,41 @@ TEST_F(VerityCompose, ComposeCommandAppliesThePolicy) {
   for (const auto& storage : storages) EXPECT_FALSE(has_dmverity(storage));
 }
 
+// `verify --verity` predicts the guest's dm-verity on the host: an intact protected disk is
+// verified layer by layer; a flipped data byte (root no longer matches what the guest gets) and
+// a flipped tree byte (data intact, stored tree wrong) each fail, naming the layer.
+TEST_F(VerityCompose, VerifyRecomputesEveryProtectedLayersTree) {
+  verity_format(bottom_, {});
+  auto o = options(ComposeMode::Gpt, {top_, bottom_});
+  apply_verity_policy(o, VerityPolicy::kOn);
+  compose(o);
+  auto good = test::cli({"verify", "--verity", dir_ / "out"});
+  EXPECT_EQ(good.exit_code, 0) << good.out << good.err;
+  EXPECT_THAT(good.out, HasSubstr("layer 1 (" + bottom_ + ")"));
+  EXPECT_THAT(good.out, HasSubstr("dm-verity verified"));
+
+  auto flip = [](const std::string& path, uint64_t offset) {
+    std::string bytes = test::read_file(path);
+    bytes[offset] = static_cast<char>(bytes[offset] ^ 1);
+    test::write_file(path, bytes);
+  };
+  auto sidecar = read_verity_sidecar(bottom_ + ".dmverity");
+  flip(bottom_, sidecar.hash_offset - 10);  // the last data block
+  auto data = test::cli({"verify", "--verity", dir_ / "out"});
+  EXPECT_NE(data.exit_code, 0);
+  EXPECT_THAT(data.err, AllOf(HasSubstr("layer 1 (" + bottom_ + ")"), HasSubstr("hashes to root"),
+                              HasSubstr(sidecar.root_hash)));
+  flip(bottom_, sidecar.hash_offset - 10);  // restored
+
+  auto top = read_verity_sidecar(top_ + ".dmverity");
+  flip(top_, top.hash_offset + 4096 + 5);  // first tree block, after the superblock block
+  auto tree = test::cli({"verify", "--verity", dir_ / "out"});
+  EXPECT_NE(tree.exit_code, 0);
+  EXPECT_THAT(tree.err, AllOf(HasSubstr("layer 0 (" + top_ + ")"), HasSubstr("stored hash tree differs")));
+  // Without --verity the tree is not recomputed (the layout's other checks still pass).
+  EXPECT_EQ(test::cli({"verify", dir_ / "out"}).exit_code, 0);
+}
+
 // The same from the command line for a flat disk: auto names the unprotected fsmeta, on
 // refuses it, and once it is formatted the disk's storage carries both inputs' options.
 TEST_F(VerityCompose, ComposeCommandProtectsAFlatDisk) {
@@ -283,8 +318,10 @@ TEST_F(VerityCompose, ComposeCommandProtectsAFlatDisk) {
   ASSERT_EQ(storages.size(), 1u);
   EXPECT_TRUE(guest::verity_params_from_options(storages[0].options, "fsmeta"));
   EXPECT_TRUE(guest::verity_params_from_options(device_verity_options(storages[0].options, 1), "device 1"));
-  auto verify = test::cli({"verify", dir_ / "flat-on"});
+  auto verify = test::cli({"verify", "--verity", dir_ / "flat-on"});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  EXPECT_THAT(verify.out, HasSubstr("layer 1 (" + fixture.blob + ")"));
+  EXPECT_THAT(verify.out, HasSubstr("dm-verity verified"));
 }
 
 }  // namespace

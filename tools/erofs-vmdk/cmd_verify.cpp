@@ -40,10 +40,11 @@ void run_verify(const VerifyArgs& args) {
     fmt::print("{}\n", report.to_json().dump(2));
   } else {
     for (const auto& layer : report.layers) {
-      fmt::print("{} {} at LBA {}{}{}{}\n", layer.ok ? "ok  " : "FAIL", layer.name(), layer.disk_offset / 512,
+      fmt::print("{} {} at LBA {}{}{}{}{}\n", layer.ok ? "ok  " : "FAIL", layer.name(), layer.disk_offset / 512,
                  layer.partition ? fmt::format(" partition {} {}", *layer.partition, layer.partuuid) : "",
                  layer.erofs_uuid.empty() ? "" : " erofs " + layer.erofs_uuid,
-                 layer.sha256.empty() ? "" : " sha256 " + layer.sha256);
+                 layer.sha256.empty() ? "" : " sha256 " + layer.sha256,
+                 layer.verity.empty() ? "" : " dm-verity " + layer.verity);
     }
     double rate = report.seconds > 0 ? static_cast<double>(report.stats.bytes) / report.seconds : 0;
     fmt::print("{}: {} layers, {} read in {:.2f} s ({}/s){}\n", report.ok() ? "verified" : "FAILED",
@@ -70,6 +71,9 @@ void register_verify_commands(CLI::App& app) {
   verify->add_option("--write-expect", args->write_expect,
                      "after a clean run, write the layers' digests as an expect file (implies --digest)");
   verify->add_flag("--direct", args->options.direct, "read with O_DIRECT (bypass the page cache)");
+  verify->add_flag("--verity", args->options.check_verity,
+                   "recompute each dm-verity protected layer's hash tree and check it against the "
+                   "root hash the guest gets");
   verify->add_flag("--json", args->json, "print the report as JSON");
   verify->add_option("--threads", args->options.threads, "digest threads (default: one per core)");
   verify->add_option("--chunk-size", args->options.chunk_size, "bytes per read (default 4 MiB)");

@@ -23,6 +23,10 @@ struct VerifyOptions {
   std::optional<std::string> expect_path;  // expected digests; format in parse_expected_digests
   bool direct = false;                     // O_DIRECT reads (cold-cache measurement, no cache churn)
   bool progress = true;                    // progress bar on stderr when it is a terminal
+  // For every layer layout.json marks as dm-verity protected: recompute its hash tree from the
+  // data and compare the root with the one the guest gets and the tree with the stored one,
+  // so a disk the guest's dm-verity would refuse (or fail reads on) is caught on the host.
+  bool check_verity = false;
   unsigned threads = 0;                    // digest threads; 0 = one per core
   size_t chunk_size = 4u << 20;
   unsigned queue_depth = 8;
@@ -38,6 +42,7 @@ struct VerifiedLayer {
   std::string erofs_uuid;                 // as found on the disk
   std::string sha256;                     // hex, when digesting
   std::string expected_sha256;            // hex, when the expect file names this layer
+  std::string verity;                     // check_verity: "verified", "failed"; empty: not protected
   bool ok = true;
 
   // "layer 1 (/path/layer.erofs)": how every message names it.

@@ -97,6 +97,17 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
 std::string verity_compute_root_hash(const std::string& path, const VeritySuperblock& sb,
                                      unsigned threads = 0);
 
+// The whole tree recomputed from the data area and compared with the tree stored after the
+// superblock at hash_offset: what dm-verity in the guest will accept. `root_hash` is the
+// recomputed root; `first_bad_tree_byte` the file offset of the first stored tree byte that
+// differs (nullopt when the stored tree is exactly the recomputed one).
+struct VerityTreeCheck {
+  std::string root_hash;
+  std::optional<uint64_t> first_bad_tree_byte;
+};
+VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
+                                  const VeritySuperblock& sb, unsigned threads = 0);
+
 // ---- a protected layer, as compose sees it ----
 struct VerityLayerInfo {
   VeritySidecar sidecar;
