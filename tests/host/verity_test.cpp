@@ -302,6 +302,23 @@ TEST(VerityCli, ShowCheckCatchesAFlippedDataByte) {
   EXPECT_THAT(checked.err, HasSubstr("data does not match the root hash"));
   EXPECT_THAT(checked.err, HasSubstr("layer.erofs"));
 
+
+  // A two-level tree (200 blocks: the top block, then two leaf blocks) whose leaf level was
+  // changed: the sidecar's root still matches the stored top block (the cheap check passes)
+  // and the data is intact, but dm-verity would fail reads under that leaf block.
+  test::write_file(dir / "two-level.erofs", random_bytes(200 * 4096, 6));
+  ASSERT_EQ(test::cli({"verity", "format", dir / "two-level.erofs"}).exit_code, 0);
+  {
+    std::string bytes = test::read_file(dir / "two-level.erofs");
+    size_t leaf = 200 * 4096 + 4096 /* superblock block */ + 4096 /* top level */ + 40;
+    bytes[leaf] = static_cast<char>(bytes[leaf] ^ 0x01);
+    test::write_file(dir / "two-level.erofs", bytes);
+  }
+  EXPECT_EQ(test::cli({"verity", "show", dir / "two-level.erofs"}).exit_code, 0);
+  auto tree = test::cli({"verity", "show", dir / "two-level.erofs", "--check"});
+  EXPECT_NE(tree.exit_code, 0);
+  EXPECT_THAT(tree.err, AllOf(HasSubstr("stored hash tree differs"), HasSubstr("two-level.erofs")));
+
   auto missing = test::cli({"verity", "show", dir / "nothing.erofs"});
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_THAT(missing.err, HasSubstr("nothing.erofs.dmverity not found"));

@@ -108,7 +108,7 @@ void register_verity_commands(CLI::App& app) {
   auto* show = verity->add_subcommand(
       "show", "print LAYER's dm-verity sidecar and superblock, after cross-checking them");
   show->add_option("LAYER", show_args->layer, "layer.erofs")->required();
-  show->add_flag("--check", show_args->check, "also recompute the whole tree from the data");
+  show->add_flag("--check", show_args->check, "also recompute the whole tree from the data and compare it with the stored one");
   show->add_flag("--json", show_args->json, "print JSON");
   show->callback([show_args] {
     auto info = host::inspect_verity_layer(show_args->layer);
@@ -118,10 +118,16 @@ void register_verity_commands(CLI::App& app) {
     }
     auto d = describe(info->sidecar, info->superblock, info->hash_end);
     if (show_args->check) {
-      std::string computed = host::verity_compute_root_hash(show_args->layer, info->superblock);
-      if (computed != info->sidecar.root_hash) {
+      auto check = host::verity_check_tree(show_args->layer, info->sidecar.hash_offset,
+                                           info->superblock);
+      if (check.root_hash != info->sidecar.root_hash) {
         throw Error("layer {}: data does not match the root hash {} (recomputed {})",
-                    show_args->layer, info->sidecar.root_hash, computed);
+                    show_args->layer, info->sidecar.root_hash, check.root_hash);
+      }
+      if (check.first_bad_tree_byte) {
+        throw Error("layer {}: the stored hash tree differs from the one its data gives, at byte "
+                    "{} (dm-verity would fail reads that need that tree block)",
+                    show_args->layer, *check.first_bad_tree_byte);
       }
       d["checked"] = true;
     }
