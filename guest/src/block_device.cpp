@@ -108,11 +108,9 @@ std::string partition_node(const std::string& disk, unsigned number) {
 // True when the kernel re-read the table (it adds the partitions before returning); false on
 // EBUSY (partitions in use) or other errors.
 bool reread_partition_table(const std::string& disk) {
-  int fd = ::open(disk.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = ::ioctl(fd, BLKRRPART, 0) == 0;
-  ::close(fd);
-  return ok;
+  UniqueFd fd(::open(disk.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  return ::ioctl(fd.get(), BLKRRPART, 0) == 0;
 }
 
 std::string uuid_text(const unsigned char* bytes) {

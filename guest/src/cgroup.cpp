@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "evmdk/error.h"
+#include "evmdk/unique_fd.h"
 
 namespace fs = std::filesystem;
 
@@ -21,11 +22,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 bool write_control(const fs::path& file, const std::string& value) {
-  int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = ::write(fd, value.data(), value.size()) == static_cast<ssize_t>(value.size());
-  ::close(fd);
-  return ok;
+  UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return false;
+  return ::write(fd.get(), value.data(), value.size()) == static_cast<ssize_t>(value.size());
 }
 
 bool path_exists(const fs::path& path) {
