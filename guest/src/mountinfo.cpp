@@ -1,35 +1,13 @@
 #include "evmdk/guest/mountinfo.h"
 
-#include <fstream>
-#include <sstream>
+#include <libmount.h>
+
+#include <memory>
 
 #include "evmdk/error.h"
 
 namespace evmdk::guest {
 namespace {
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string unescape(const std::string& text) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '\\' && i + 3 < text.size()) {
-      int value = 0;
-      bool octal = true;
-      for (size_t k = 1; k <= 3; ++k) {
-        char c = text[i + k];
-        if (c < '0' || c > '7') octal = false;
-        value = value * 8 + (c - '0');
-      }
-      if (octal) {
-        out += static_cast<char>(value);
-        i += 3;
-        continue;
-      }
-    }
-    out += text[i];
-  }
-  return out;
-}
 
 bool at_or_below(const std::string& path, const std::string& dir) {
   if (dir == "/") return true;
@@ -37,23 +15,39 @@ bool at_or_below(const std::string& path, const std::string& dir) {
                          path[dir.size()] == '/');
 }
 
+struct TableDeleter {
+  void operator()(libmnt_table* table) const { mnt_unref_table(table); }
+};
+struct IterDeleter {
+  void operator()(libmnt_iter* iter) const { mnt_free_iter(iter); }
+};
+
+std::string or_empty(const char* text) { return text != nullptr ? text : ""; }
+
 }  // namespace
 
+// libmount parses the kernel's mountinfo (and unescapes its \ooo sequences); the table keeps
+// the kernel's order, parents before children.
 std::vector<MountEntry> read_mountinfo() {
-  std::ifstream in("/proc/self/mountinfo");
-  if (!in) throw Error("cannot read /proc/self/mountinfo (is /proc mounted?)");
+  const char* path = "/proc/self/mountinfo";
+  std::unique_ptr<libmnt_table, TableDeleter> table(mnt_new_table());
+  if (!table) throw Error("libmount: cannot allocate a mount table");
+  int rc = mnt_table_parse_file(table.get(), path);
+  if (rc != 0) {
+    throw_errno_message(rc < 0 ? -rc : EINVAL,
+                        fmt::format("cannot read {} (is /proc mounted?)", path));
+  }
+  std::unique_ptr<libmnt_iter, IterDeleter> iter(mnt_new_iter(MNT_ITER_FORWARD));
+  if (!iter) throw Error("libmount: cannot allocate an iterator");
   std::vector<MountEntry> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
+  libmnt_fs* fs = nullptr;
+  while (mnt_table_next_fs(table.get(), iter.get(), &fs) == 0) {
     MountEntry entry;
-    std::string devno, root, mount_point, field;
-    fields >> entry.id >> entry.parent_id >> devno >> root >> mount_point;
-    while (fields >> field && field != "-") {
-    }
-    fields >> entry.fstype >> entry.source;
-    entry.mount_point = unescape(mount_point);
-    entry.source = unescape(entry.source);
+    entry.id = mnt_fs_get_id(fs);
+    entry.parent_id = mnt_fs_get_parent_id(fs);
+    entry.mount_point = or_empty(mnt_fs_get_target(fs));
+    entry.fstype = or_empty(mnt_fs_get_fstype(fs));
+    entry.source = or_empty(mnt_fs_get_source(fs));
     out.push_back(std::move(entry));
   }
   return out;

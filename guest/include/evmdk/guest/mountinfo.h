@@ -1,5 +1,6 @@
 #pragma once
-// Reading /proc/self/mountinfo: which mount points are at or below a directory.
+// Reading /proc/self/mountinfo (through libmount): which mount points are at or below a
+// directory.
 #include <string>
 #include <vector>
 
