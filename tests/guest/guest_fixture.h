@@ -44,9 +44,10 @@ inline std::string test_uuid(unsigned kind, unsigned i) {
 // A loop device attached by util-linux for the test's own disks (not the code under test).
 class AttachedImage {
  public:
-  AttachedImage(const std::string& image, bool partitions) {
+  AttachedImage(const std::string& image, bool partitions, bool read_only = false) {
     std::vector<std::string> argv{"losetup", "--show", "-f"};
     if (partitions) argv.push_back("-P");
+    if (read_only) argv.push_back("--read-only");
     argv.push_back(image);
     device_ = trim(must(run(argv), "losetup " + image));
   }

@@ -1,0 +1,340 @@
+// The rootfs shapes other than the writable overlay, on real devices: a read-only bind of one
+// EROFS lower, a read-only overlay of several lowers (no upper, no tmpfs), a writable bind of
+// a directory in the ext4 upper, and a virtio-fs storage (refused and rolled back on a host
+// without the share; tests/qemu/virtiofs_qemu_test.cpp mounts a real one). Bind sources are
+// templates only, resolved beneath the mount's root.
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+
+#include "evmdk/error.h"
+#include "evmdk/guest/driver.h"
+#include "guest_fixture.h"
+
+namespace evmdk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<LayerSpec> two_layers() {
+  LayerSpec top;
+  top.files = {{"etc/motd", "top motd\n"}, {"opt/app/version", "2\n"}};
+  top.whiteouts = {"opt/app/legacy.conf"};
+  LayerSpec base;
+  base.files = {{"etc/motd", "base motd\n"},
+                {"etc/os-release", "NAME=test\n"},
+                {"opt/app/version", "1\n"},
+                {"opt/app/legacy.conf", "legacy\n"}};
+  return {top, base};
+}
+
+// One EROFS image as its own disk (a "raw" lower, as the hook attaches a single layer).
+struct SingleLayer {
+  SingleLayer(const TempDir& temp, const std::map<std::string, std::string>& files)
+      : image(temp / "single.erofs") {
+    make_tree(temp / "single-src", files);
+    make_erofs(temp / "single-src", image, GptLayerDisk::erofs_uuid(0));
+  }
+  std::string image;
+};
+
+Storage erofs_storage(const std::string& device, std::vector<std::string> extra = {}) {
+  Storage lower;
+  lower.driver = "blk";
+  lower.source = device;
+  lower.fstype = "erofs";
+  lower.mount_point = "lower-0";
+  lower.options = {"X-kata.multi-layer=true", "ro", "X-kata.overlay-lower",
+                   "X-erofs-vmdk.erofs-uuid=" + GptLayerDisk::erofs_uuid(0),
+                   "X-erofs-vmdk.layer-index=0"};
+  lower.options.insert(lower.options.end(), extra.begin(), extra.end());
+  return lower;
+}
+
+Storage ext4_upper(const std::string& device, std::vector<std::string> extra = {}) {
+  Storage upper;
+  upper.driver = "blk";
+  upper.source = device;
+  upper.fstype = "ext4";
+  upper.mount_point = "upper";
+  upper.options = {"X-kata.multi-layer=true", "X-kata.overlay-upper"};
+  upper.options.insert(upper.options.end(), extra.begin(), extra.end());
+  return upper;
+}
+
+bool mount_is_read_only(const std::string& path) {
+  struct statvfs st {};
+  return ::statvfs(path.c_str(), &st) == 0 && (st.f_flag & ST_RDONLY) != 0;
+}
+
+// errno of creating a file (0 when it worked).
+int create_errno(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return errno;
+  ::close(fd);
+  return 0;
+}
+
+std::string fstype_at(const std::string& mount_point) {
+  for (const auto& entry : guest::mounts_under(mount_point)) {
+    if (entry.mount_point == mount_point) return entry.fstype;
+  }
+  return {};
+}
+
+// Runs `fn` on the ext4 image mounted read-write at a scratch directory (the test's own view).
+template <typename Fn>
+void with_ext4(const TempDir& temp, const std::string& image, Fn fn) {
+  AttachedImage device(image, false);
+  std::string dir = temp / "ext4-view";
+  fs::create_directories(dir);
+  if (::mount(device.device().c_str(), dir.c_str(), "ext4", 0, nullptr) != 0) {
+    throw std::runtime_error("cannot mount " + image + ": " + std::strerror(errno));
+  }
+  try {
+    fn(dir);
+  } catch (...) {
+    ::umount2(dir.c_str(), 0);
+    throw;
+  }
+  ::umount2(dir.c_str(), 0);
+}
+
+class GuestRootfsShapes : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EVMDK_REQUIRE_ROOT();
+    EVMDK_REQUIRE_TOOLS("mkfs.erofs", "mkfs.ext4", "sgdisk", "losetup", "setfattr");
+  }
+  TempDir temp;
+  std::string base() const { return temp / "base"; }
+  std::string rootfs() const { return temp / "rootfs"; }
+
+  // The mount must be refused (naming every needle) and leave nothing behind.
+  void expect_refused(const std::vector<Storage>& storages, const std::vector<std::string>& needles,
+                      bool refused_before_mounting) {
+    try {
+      guest::mount_rootfs(mount_request(storages, "bad", rootfs(), base()));
+      ADD_FAILURE() << "mount was not refused";
+    } catch (const Error& error) {
+      std::string what = error.what();
+      for (const auto& needle : needles) EXPECT_NE(what.find(needle), std::string::npos) << what;
+      EXPECT_EQ(what.find("rolled back") != std::string::npos, !refused_before_mounting) << what;
+    }
+    expect_nothing_left(base(), rootfs());
+    EXPECT_FALSE(fs::exists(base() + "/bad"));
+    EXPECT_FALSE(fs::exists(rootfs()));
+    EXPECT_FALSE(fs::exists(guest::journal_path(base(), "bad")));
+  }
+};
+
+TEST_F(GuestRootfsShapes, OneLowerIsAReadOnlyBindNotAnOverlay) {
+  SingleLayer layer(temp, {{"etc/motd", "the only layer\n"}, {"bin/", ""}});
+  AttachedImage device(layer.image, false);
+  TeardownGuard guard(base(), "ro1", rootfs());
+  auto result = guest::mount_rootfs(mount_request(
+      {erofs_storage(device.device(), {"X-erofs-vmdk.rootfs-bind={{ mount 1 }}",
+                                       "X-erofs-vmdk.rootfs-readonly=true"})},
+      "ro1", rootfs(), base()));
+  EXPECT_EQ(result.rootfs_kind, "bind");
+  EXPECT_TRUE(result.read_only);
+  EXPECT_EQ(result.bind_source, base() + "/ro1/multi-layer/lower-0");
+  EXPECT_TRUE(result.upper.empty());
+  EXPECT_EQ(read_file(rootfs() + "/etc/motd"), "the only layer\n");
+  EXPECT_EQ(fstype_at(rootfs()), "erofs");  // the lower itself, no overlay on top
+  EXPECT_TRUE(mount_is_read_only(rootfs()));
+  EXPECT_EQ(create_errno(rootfs() + "/etc/new"), EROFS);
+  // Exactly the lower and the rootfs: no upper directory, no tmpfs.
+  EXPECT_EQ(mount_points_under(base()), std::vector<std::string>{base() + "/ro1/multi-layer/lower-0"});
+  EXPECT_FALSE(fs::exists(base() + "/ro1/multi-layer/upper"));
+  teardown_and_expect_nothing_left("ro1", base(), rootfs());
+  EXPECT_FALSE(fs::exists(base() + "/ro1"));
+  EXPECT_FALSE(fs::exists(rootfs()));
+  EXPECT_FALSE(fs::exists(guest::journal_path(base(), "ro1")));
+}
+
+TEST_F(GuestRootfsShapes, SeveralLowersReadOnlyAreAnOverlayWithoutUpper) {
+  GptLayerDisk disk(temp, two_layers());
+  AttachedImage layers(disk.image(), true);
+  auto storages = gpt_storages(layers.device(), 2, "");
+  storages[0].options.push_back("X-erofs-vmdk.rootfs-readonly=true");
+  TeardownGuard guard(base(), "view", rootfs());
+  auto result = guest::mount_rootfs(mount_request(storages, "view", rootfs(), base()));
+  EXPECT_EQ(result.rootfs_kind, "read-only overlay");
+  EXPECT_TRUE(result.read_only);
+  EXPECT_TRUE(result.upper.empty());
+  EXPECT_EQ(fstype_at(rootfs()), "overlay");
+  EXPECT_EQ(read_file(rootfs() + "/etc/motd"), "top motd\n");        // top wins
+  EXPECT_EQ(read_file(rootfs() + "/etc/os-release"), "NAME=test\n");  // base shows through
+  EXPECT_FALSE(fs::exists(rootfs() + "/opt/app/legacy.conf"));        // whiteout hides
+  EXPECT_TRUE(mount_is_read_only(rootfs()));
+  EXPECT_EQ(create_errno(rootfs() + "/etc/new"), EROFS);
+  EXPECT_NE(::mkdir((rootfs() + "/newdir").c_str(), 0755), 0);
+  EXPECT_EQ(errno, EROFS);
+  auto mounted = mount_points_under(base());
+  std::sort(mounted.begin(), mounted.end());  // the lowers mount concurrently
+  EXPECT_EQ(mounted, (std::vector<std::string>{base() + "/view/multi-layer/lower-0",
+                                               base() + "/view/multi-layer/lower-1"}));
+  EXPECT_FALSE(fs::exists(base() + "/view/multi-layer/upper"));
+  teardown_and_expect_nothing_left("view", base(), rootfs());
+  EXPECT_FALSE(fs::exists(base() + "/view"));
+}
+
+TEST_F(GuestRootfsShapes, UpperBindWithoutParentsIsWritableAndLandsInTheExt4Upper) {
+  std::string upper_image = make_ext4_image(temp);
+  with_ext4(temp, upper_image, [](const std::string& dir) {
+    write_file(dir + "/kept-at-the-root", "not the container's\n");
+  });
+  {
+    AttachedImage upper(upper_image, false);
+    TeardownGuard guard(base(), "blk", rootfs());
+    // As the hook emits block mode without parents (tests/host/golden/hook/block-mode-bind.json).
+    auto result = guest::mount_rootfs(mount_request(
+        {ext4_upper(upper.device(), {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                                     "X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper"})},
+        "blk", rootfs(), base()));
+    EXPECT_EQ(result.rootfs_kind, "bind");
+    EXPECT_FALSE(result.read_only);
+    EXPECT_EQ(result.bind_source, base() + "/blk/multi-layer/upper/upper");
+    EXPECT_EQ(fstype_at(rootfs()), "ext4");
+    EXPECT_FALSE(mount_is_read_only(rootfs()));
+    EXPECT_FALSE(fs::exists(rootfs() + "/kept-at-the-root"));  // only upper/ is visible
+    fs::create_directories(rootfs() + "/etc");
+    write_file(rootfs() + "/etc/written", "by the container\n");
+    // Teardown removes what it created, never the upper's contents.
+    teardown_and_expect_nothing_left("blk", base(), rootfs());
+    EXPECT_FALSE(fs::exists(base() + "/blk"));
+  }
+  with_ext4(temp, upper_image, [](const std::string& dir) {
+    EXPECT_EQ(read_file(dir + "/upper/etc/written"), "by the container\n");
+    EXPECT_EQ(read_file(dir + "/kept-at-the-root"), "not the container's\n");
+  });
+}
+
+TEST_F(GuestRootfsShapes, ReadOnlyMarkerMakesEvenAWritableUpperBindReadOnly) {
+  std::string upper_image = make_ext4_image(temp);
+  AttachedImage upper(upper_image, false);
+  TeardownGuard guard(base(), "robind", rootfs());
+  auto result = guest::mount_rootfs(mount_request(
+      {ext4_upper(upper.device(), {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                                   "X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper",
+                                   "X-erofs-vmdk.rootfs-readonly=true"})},
+      "robind", rootfs(), base()));
+  EXPECT_TRUE(result.read_only);
+  // The ext4 itself is read-write; only the rootfs bind is read-only.
+  EXPECT_FALSE(mount_is_read_only(base() + "/robind/multi-layer/upper"));
+  EXPECT_TRUE(mount_is_read_only(rootfs()));
+  EXPECT_EQ(create_errno(rootfs() + "/new"), EROFS);
+  teardown_and_expect_nothing_left("robind", base(), rootfs());
+}
+
+TEST_F(GuestRootfsShapes, BindFollowsASymlinkInsideTheUpperButNeverOneLeavingIt) {
+  std::string outside = temp / "outside";
+  fs::create_directories(outside);
+  write_file(outside + "/secret", "host data\n");
+  std::string upper_image = make_ext4_image(temp);
+  with_ext4(temp, upper_image, [&](const std::string& dir) {
+    fs::create_directories(dir + "/real");
+    write_file(dir + "/real/file", "inside\n");
+    fs::create_symlink("real", dir + "/alias");            // stays inside
+    fs::create_symlink(outside, dir + "/absolute");        // absolute: leaves the root
+    fs::create_symlink("../../../../../../..", dir + "/up");  // relative: leaves the root
+  });
+  AttachedImage upper(upper_image, false);
+  {
+    TeardownGuard guard(base(), "alias", rootfs());
+    auto result = guest::mount_rootfs(
+        mount_request({ext4_upper(upper.device(), {"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/alias"})},
+                      "alias", rootfs(), base()));
+    EXPECT_EQ(read_file(rootfs() + "/file"), "inside\n");
+    teardown_and_expect_nothing_left("alias", base(), rootfs());
+  }
+  for (std::string spec : {"{{ mount 0 }}/absolute", "{{ mount 0 }}/up/tmp", "{{ mount 0 }}/absolute/."}) {
+    SCOPED_TRACE(spec);
+    expect_refused({ext4_upper(upper.device(), {"X-erofs-vmdk.rootfs-bind=" + spec})},
+                   {"symlink escape refused", spec}, false);
+  }
+  EXPECT_EQ(read_file(outside + "/secret"), "host data\n");
+}
+
+TEST_F(GuestRootfsShapes, BadBindTemplatesAreRefusedNamingThemBeforeAnythingIsMounted) {
+  SingleLayer layer(temp, {{"etc/motd", "x\n"}});
+  AttachedImage device(layer.image, false);
+  std::string upper_image = make_ext4_image(temp);
+  AttachedImage upper(upper_image, false);
+  struct Case {
+    std::string spec;
+    bool with_upper;
+    std::string why;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"/etc", true, "not a '{{ mount N }}' template"},
+           {fs::path(temp.path()).string(), true, "not a '{{ mount N }}' template"},
+           {"{{ overlay 1 2 }}", true, "not a '{{ mount N }}' template"},
+           {"{{ mount x }}", true, "not a number"},
+           {"{{ mount 1", true, "unterminated"},
+           {"{{ mount 1 }}/etc", true, "only allowed below the upper"},
+           {"{{ mount 0 }}/../outside", true, "'..' is not allowed"},
+           {"{{ mount 0 }}upper", true, "expected '/'"},
+           {"{{ mount 0 }}/", true, "names the upper's root"},
+           {"{{ mount 2 }}", true, "there is no mount 2"},
+           {"{{ mount 0 }}/upper", false, "there is no upper storage"},
+       }) {
+    SCOPED_TRACE(c.spec);
+    std::vector<Storage> storages{erofs_storage(device.device(), {"X-erofs-vmdk.rootfs-bind=" + c.spec})};
+    if (c.with_upper) storages.push_back(ext4_upper(upper.device()));
+    expect_refused(storages, {"X-erofs-vmdk.rootfs-bind", c.spec, c.why}, true);
+  }
+  // Contradictions between the markers are refused too, naming the option.
+  expect_refused({erofs_storage(device.device(), {"X-erofs-vmdk.rootfs-bind={{ mount 1 }}",
+                                                  "X-erofs-vmdk.overlay-option=index=off"})},
+                 {"X-erofs-vmdk.rootfs-bind", "X-erofs-vmdk.overlay-option=index=off"}, true);
+  expect_refused({erofs_storage(device.device(), {"X-erofs-vmdk.rootfs-readonly=yes"})},
+                 {"X-erofs-vmdk.rootfs-readonly=yes"}, true);
+  expect_refused({erofs_storage(device.device(), {"X-erofs-vmdk.rootfs-readonly=true"}),
+                  ext4_upper(upper.device())},
+                 {"X-erofs-vmdk.rootfs-readonly=true", "upper"}, true);
+  expect_refused({ext4_upper(upper.device())}, {"no lower (erofs) storage"}, true);
+}
+
+TEST_F(GuestRootfsShapes, AFailedBindRollsBackAndKeepsTheUpperData) {
+  std::string upper_image = make_ext4_image(temp);
+  with_ext4(temp, upper_image, [](const std::string& dir) { write_file(dir + "/data", "precious\n"); });
+  {
+    AttachedImage upper(upper_image, false);
+    // No mkdir directive creates upper/, so the bind source is missing after the upper mounted.
+    expect_refused({ext4_upper(upper.device(), {"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper"})},
+                   {"{{ mount 0 }}/upper", "No such file or directory"}, false);
+  }
+  with_ext4(temp, upper_image, [](const std::string& dir) {
+    EXPECT_EQ(read_file(dir + "/data"), "precious\n");
+  });
+}
+
+TEST_F(GuestRootfsShapes, VirtioFsWithoutTheShareIsRefusedNamingTheTagAndRolledBack) {
+  Storage share;
+  share.driver = "virtio-fs";
+  share.source = "evh-no-such-share";
+  share.fstype = "virtiofs";
+  share.options = {"rw", "rbind"};
+  share.mount_point = "rootfs";
+  expect_refused({share}, {"virtio-fs storage 'evh-no-such-share'", "virtiofs"}, false);
+  // Malformed shares are refused before anything is touched.
+  Storage wrong_type = share;
+  wrong_type.fstype = "9p";
+  expect_refused({wrong_type}, {"evh-no-such-share", "'virtio-fs'", "'9p'"}, true);
+  SingleLayer layer(temp, {{"etc/motd", "x\n"}});
+  AttachedImage device(layer.image, false);
+  expect_refused({share, erofs_storage(device.device())}, {"evh-no-such-share", "only storage"}, true);
+  Storage with_mkdir = share;
+  with_mkdir.options.push_back("X-containerd.mkdir.path={{ mount 0 }}/upper:0755");
+  expect_refused({with_mkdir}, {"evh-no-such-share", "{{ mount 0 }}/upper:0755"}, true);
+}
+
+}  // namespace
+}  // namespace evmdk::test
