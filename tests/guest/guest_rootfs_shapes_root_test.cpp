@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <csignal>
+
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
@@ -185,6 +187,25 @@ TEST_F(GuestRootfsShapes, SeveralLowersReadOnlyAreAnOverlayWithoutUpper) {
   EXPECT_FALSE(fs::exists(base() + "/view"));
 }
 
+// The 6.1 guest kernel has no lowerdir+: the read-only overlay then goes through one mount(2)
+// with lowerdir only, made read-only by MS_RDONLY.
+TEST_F(GuestRootfsShapes, ReadOnlyOverlayWithoutLowerdirPlusUsesMountData) {
+  GptLayerDisk disk(temp, two_layers());
+  AttachedImage layers(disk.image(), true);
+  auto storages = gpt_storages(layers.device(), 2, "");
+  storages[1].options.push_back("X-erofs-vmdk.rootfs-readonly=true");  // on any storage
+  auto request = mount_request(storages, "view61", rootfs(), base());
+  request.try_lowerdir_plus = false;
+  TeardownGuard guard(base(), "view61", rootfs());
+  auto result = guest::mount_rootfs(request);
+  EXPECT_EQ(result.rootfs_kind, "read-only overlay");
+  EXPECT_EQ(result.overlay_method, "mount(2) relative paths");
+  EXPECT_EQ(read_file(rootfs() + "/opt/app/version"), "2\n");
+  EXPECT_TRUE(mount_is_read_only(rootfs()));
+  EXPECT_EQ(create_errno(rootfs() + "/new"), EROFS);
+  teardown_and_expect_nothing_left("view61", base(), rootfs());
+}
+
 TEST_F(GuestRootfsShapes, UpperBindWithoutParentsIsWritableAndLandsInTheExt4Upper) {
   std::string upper_image = make_ext4_image(temp);
   with_ext4(temp, upper_image, [](const std::string& dir) {
@@ -231,6 +252,40 @@ TEST_F(GuestRootfsShapes, ReadOnlyMarkerMakesEvenAWritableUpperBindReadOnly) {
   EXPECT_TRUE(mount_is_read_only(rootfs()));
   EXPECT_EQ(create_errno(rootfs() + "/new"), EROFS);
   teardown_and_expect_nothing_left("robind", base(), rootfs());
+}
+
+// The journal covers the new shapes: killed after any mount step (through the CLI), a
+// teardown undoes exactly what was done and keeps what the container wrote in the upper.
+TEST_F(GuestRootfsShapes, CrashAtEveryStepOfAnUpperBindThenTeardownIsClean) {
+  std::string upper_image = make_ext4_image(temp);
+  with_ext4(temp, upper_image, [](const std::string& dir) {
+    fs::create_directories(dir + "/upper");
+    write_file(dir + "/upper/kept", "container data\n");
+  });
+  AttachedImage upper(upper_image, false);
+  std::string storages = storages_file(
+      temp, {ext4_upper(upper.device(), {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                                         "X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper"})});
+  for (std::string step : {"mount:dirs", "mount:lowers", "mount:upper", "mount:mkdir", "mount:rootfs"}) {
+    SCOPED_TRACE(step);
+    TeardownGuard guard(base(), "crash", rootfs());
+    auto mount = run({"env", "EVMDK_GUEST_CRASH_AFTER=" + step, cli_path(), "guest", "mount", "-s",
+                      storages, "-i", "crash", "-r", rootfs(), "-b", base()});
+    EXPECT_EQ(mount.exit_code, 128 + SIGKILL) << mount.out << mount.err;
+    EXPECT_TRUE(fs::exists(guest::journal_path(base(), "crash")));
+    if (step == "mount:rootfs") {
+      EXPECT_EQ(read_file(rootfs() + "/kept"), "container data\n");
+    }
+    auto teardown = cli({"guest", "teardown", "-i", "crash", "-b", base()});
+    EXPECT_EQ(teardown.exit_code, 0) << teardown.out << teardown.err;
+    expect_nothing_left(base(), rootfs());
+    EXPECT_FALSE(fs::exists(base() + "/crash"));
+    EXPECT_FALSE(fs::exists(rootfs()));
+    EXPECT_FALSE(fs::exists(guest::journal_path(base(), "crash")));
+  }
+  with_ext4(temp, upper_image, [](const std::string& dir) {
+    EXPECT_EQ(read_file(dir + "/upper/kept"), "container data\n");
+  });
 }
 
 TEST_F(GuestRootfsShapes, BindFollowsASymlinkInsideTheUpperButNeverOneLeavingIt) {
