@@ -922,12 +922,27 @@ TeardownReport teardown_rootfs(const TeardownRequest& request) {
   // 4. Remove the directories it created, deepest first, only when empty. rmdir never
   // recurses and fails on a mount point, so nothing below can be deleted.
   if (journal) {
+    // A parent of the rootfs this mount created (e.g. /run/containers) may hold other
+    // containers' rootfs directories by now: once the rootfs itself is gone, a non-empty
+    // parent is left in place without failing the teardown.
+    const std::string& journal_rootfs = journal->rootfs;
+    auto shared_parent = [&](const std::string& dir) {
+      struct stat st {};
+      return journal_rootfs.size() > dir.size() && journal_rootfs.compare(0, dir.size(), dir) == 0 &&
+             journal_rootfs[dir.size()] == '/' && ::lstat(journal_rootfs.c_str(), &st) != 0 &&
+             errno == ENOENT;
+    };
     std::vector<std::string> kept;
     for (auto it = journal->created_dirs.rbegin(); it != journal->created_dirs.rend(); ++it) {
       if (::rmdir(it->c_str()) == 0) {
         report.actions.push_back(fmt::format("removed directory {}", *it));
       } else if (errno != ENOENT) {
-        report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(errno)));
+        int error = errno;
+        if ((error == ENOTEMPTY || error == EEXIST) && shared_parent(*it)) {
+          report.actions.push_back(fmt::format("kept directory {}: it holds entries of others", *it));
+        } else {
+          report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(error)));
+        }
         kept.insert(kept.begin(), *it);
       }
     }

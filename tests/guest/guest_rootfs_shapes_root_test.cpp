@@ -288,6 +288,27 @@ TEST_F(GuestRootfsShapes, CrashAtEveryStepOfAnUpperBindThenTeardownIsClean) {
   });
 }
 
+// Two containers whose rootfs share a parent the first mount created (/run/containers in a
+// guest): tearing the first down must be clean and leave the parent to the second.
+TEST_F(GuestRootfsShapes, ContainersSharingANewRootfsParentTearDownIndependently) {
+  SingleLayer layer(temp, {{"etc/motd", "shared layer\n"}});
+  AttachedImage device(layer.image, false, true);
+  std::string parent = temp / "containers";
+  auto storages = std::vector<Storage>{erofs_storage(
+      device.device(), {"X-erofs-vmdk.rootfs-bind={{ mount 1 }}", "X-erofs-vmdk.rootfs-readonly=true"})};
+  TeardownGuard guard_a(base(), "a", parent + "/a/rootfs");
+  TeardownGuard guard_b(base(), "b", parent + "/b/rootfs");
+  guest::mount_rootfs(mount_request(storages, "a", parent + "/a/rootfs", base()));
+  guest::mount_rootfs(mount_request(storages, "b", parent + "/b/rootfs", base()));
+  auto report = guest::teardown_rootfs(teardown_request("a", base()));
+  EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
+  EXPECT_FALSE(fs::exists(parent + "/a"));
+  EXPECT_EQ(read_file(parent + "/b/rootfs/etc/motd"), "shared layer\n");
+  teardown_and_expect_nothing_left("b", base(), parent + "/b/rootfs");
+  EXPECT_FALSE(fs::exists(parent + "/b"));
+  EXPECT_TRUE(mount_points_under(parent).empty());
+}
+
 TEST_F(GuestRootfsShapes, BindFollowsASymlinkInsideTheUpperButNeverOneLeavingIt) {
   std::string outside = temp / "outside";
   fs::create_directories(outside);
