@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
+#include <thread>
 
 #include "evmdk/error.h"
 #include "evmdk/guest/driver.h"
@@ -234,6 +235,43 @@ TEST_F(GuestRootfsShapes, UpperBindWithoutParentsIsWritableAndLandsInTheExt4Uppe
   with_ext4(temp, upper_image, [](const std::string& dir) {
     EXPECT_EQ(read_file(dir + "/upper/etc/written"), "by the container\n");
     EXPECT_EQ(read_file(dir + "/kept-at-the-root"), "not the container's\n");
+  });
+}
+
+// Teardown order on a bind rootfs: processes of the container (cwd in the rootfs, a file
+// held open for writing there) are killed, their cgroups removed, then the bind and the upper
+// come off; what they wrote stays in the upper.
+TEST_F(GuestRootfsShapes, TeardownOfAnUpperBindKillsTheContainerFirst) {
+  if (!TestCgroups::available(true)) GTEST_SKIP() << "cgroup v2 hierarchy not available";
+  std::string upper_image = make_ext4_image(temp);
+  {
+    AttachedImage upper(upper_image, false);
+    TestCgroups cgroups(true);
+    TeardownGuard guard(base(), "busy", rootfs());
+    guest::mount_rootfs(mount_request(
+        {ext4_upper(upper.device(), {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                                     "X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper"})},
+        "busy", rootfs(), base()));
+    pid_t holder = cgroups.spawn("cd " + rootfs() + " && echo started > log && trap '' TERM && "
+                                 "exec 3>>log && while :; do sleep 1; done");
+    for (int i = 0; i < 100 && !fs::exists(rootfs() + "/log"); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_TRUE(fs::exists(rootfs() + "/log"));
+    auto request = teardown_request("busy", base());
+    request.cgroups = cgroups.dirs();
+    auto report = guest::teardown_rootfs(request);
+    EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
+    EXPECT_TRUE(report.warnings.empty()) << report.to_json().dump(1);  // no lazy detach needed
+    ASSERT_FALSE(report.actions.empty());
+    EXPECT_EQ(report.actions.front(), "killed every process in the container's cgroups");
+    cgroups.reap();
+    EXPECT_NE(::kill(holder, 0), 0);
+    for (const auto& dir : cgroups.dirs()) EXPECT_FALSE(fs::exists(dir));
+    expect_nothing_left(base(), rootfs());
+  }
+  with_ext4(temp, upper_image, [](const std::string& dir) {
+    EXPECT_EQ(read_file(dir + "/upper/log"), "started\n");
   });
 }
 
