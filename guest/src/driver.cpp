@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "evmdk/error.h"
+#include "evmdk/guest/bind_source.h"
 #include "evmdk/guest/block_device.h"
 #include "evmdk/guest/cgroup.h"
 #include "evmdk/guest/journal.h"
@@ -48,12 +49,39 @@ struct LowerPlan {
   std::map<unsigned, VerityParams> device_verity;
 };
 
+// What the rootfs is (docs/runtime-integration.md section 3 lists the hook's shapes).
+enum class RootfsKind {
+  Overlay,          // lowers + ext4 or tmpfs upper, writable
+  ReadOnlyOverlay,  // lowers only (a view of several parents)
+  Bind,             // a bind of {{ mount N }} or {{ mount 0 }}/path
+  VirtioFs,         // a host directory shared over virtio-fs
+};
+
+const char* kind_name(RootfsKind kind) {
+  switch (kind) {
+    case RootfsKind::Overlay: return "overlay";
+    case RootfsKind::ReadOnlyOverlay: return "read-only overlay";
+    case RootfsKind::Bind: return "bind";
+    case RootfsKind::VirtioFs: return "virtio-fs";
+  }
+  return "?";
+}
+
 struct Plan {
   std::vector<LowerPlan> lowers;  // sorted by index
   const Storage* upper = nullptr;
   std::vector<std::string> overlay_options;
   std::vector<std::pair<std::string, MkdirDirective>> mkdirs;  // spec, parsed
+  RootfsKind kind = RootfsKind::Overlay;
+  bool read_only = false;
+  std::string bind_spec;  // as given (or synthesised for a read-only single lower)
+  BindSource bind;
+  const Storage* share = nullptr;  // the virtio-fs storage
 };
+
+inline constexpr std::string_view kRootfsBind = "X-erofs-vmdk.rootfs-bind";
+inline constexpr std::string_view kRootfsReadonly = "X-erofs-vmdk.rootfs-readonly";
+inline constexpr std::string_view kOverlayOption = "X-erofs-vmdk.overlay-option";
 
 bool is_marker(const std::string& option) { return option.rfind("X-", 0) == 0; }
 
@@ -70,8 +98,112 @@ std::optional<unsigned> unsigned_option(const Storage& storage, std::string_view
   }
 }
 
+// Plain mount options to mount(2) flags and data; X-* markers and "loop" are dropped.
+std::pair<unsigned long, std::string> mount_flags_and_data(const std::vector<std::string>& options) {
+  static const std::map<std::string, std::pair<unsigned long, bool>> kFlags = {
+      {"ro", {MS_RDONLY, true}},        {"rw", {MS_RDONLY, false}},
+      {"nodev", {MS_NODEV, true}},      {"dev", {MS_NODEV, false}},
+      {"nosuid", {MS_NOSUID, true}},    {"suid", {MS_NOSUID, false}},
+      {"noexec", {MS_NOEXEC, true}},    {"exec", {MS_NOEXEC, false}},
+      {"noatime", {MS_NOATIME, true}},  {"nodiratime", {MS_NODIRATIME, true}},
+      {"relatime", {MS_RELATIME, true}}, {"sync", {MS_SYNCHRONOUS, true}},
+      {"dirsync", {MS_DIRSYNC, true}}};
+  unsigned long flags = 0;
+  std::string data;
+  for (const auto& option : options) {
+    if (is_marker(option) || option == "loop" || option == "defaults") continue;
+    auto it = kFlags.find(option);
+    if (it != kFlags.end()) {
+      flags = it->second.second ? (flags | it->second.first) : (flags & ~it->second.first);
+      continue;
+    }
+    data += (data.empty() ? "" : ",") + option;
+  }
+  return {flags, data};
+}
+
+// Which rootfs the storages describe; refuses contradictory markers, naming them.
+void choose_rootfs_kind(Plan& plan, const std::vector<Storage>& storages,
+                        const std::vector<std::pair<size_t, std::string>>& binds) {
+  if (plan.share != nullptr) {
+    const Storage& share = *plan.share;
+    if (storages.size() != 1) {
+      throw Error("virtio-fs storage '{}' is the whole rootfs and must be the only storage (there "
+                  "are {})", share.source, storages.size());
+    }
+    if (!binds.empty()) {
+      throw Error("virtio-fs storage '{}': option {}={} cannot apply to a shared directory",
+                  share.source, kRootfsBind, binds.front().second);
+    }
+    if (!plan.mkdirs.empty()) {
+      throw Error("virtio-fs storage '{}': mkdir directive '{}' has no mount to apply to",
+                  share.source, plan.mkdirs.front().first);
+    }
+    if (!plan.overlay_options.empty()) {
+      throw Error("virtio-fs storage '{}': option {}={} without an overlay", share.source,
+                  kOverlayOption, plan.overlay_options.front());
+    }
+    plan.kind = RootfsKind::VirtioFs;
+    plan.read_only = plan.read_only || mount_flags_and_data(share.options).first & MS_RDONLY;
+    return;
+  }
+  if (!binds.empty()) {
+    for (const auto& [i, spec] : binds) {
+      if (spec != binds.front().second) {
+        throw Error("storage #{} '{}': option {}={} contradicts {}={} on storage #{}", i,
+                    storages[i].source, kRootfsBind, spec, kRootfsBind, binds.front().second,
+                    binds.front().first);
+      }
+    }
+    const auto& [i, spec] = binds.front();
+    if (!plan.overlay_options.empty()) {
+      throw Error("storage #{} '{}': option {}={} with {}={}: a bind rootfs is not an overlay", i,
+                  storages[i].source, kRootfsBind, spec, kOverlayOption, plan.overlay_options.front());
+    }
+    try {
+      plan.bind = parse_bind_source(spec);
+    } catch (const Error& error) {
+      throw Error("storage #{} '{}': option {}: {}", i, storages[i].source, kRootfsBind, error.what());
+    }
+    if (plan.bind.mount_index == 0 && plan.upper == nullptr) {
+      throw Error("storage #{} '{}': option {}={} names the upper, but there is no upper storage",
+                  i, storages[i].source, kRootfsBind, spec);
+    }
+    if (plan.bind.mount_index > plan.lowers.size()) {
+      throw Error("storage #{} '{}': option {}={}: there is no mount {} (mount 0 is the upper, "
+                  "1..{} the lowers)", i, storages[i].source, kRootfsBind, spec,
+                  plan.bind.mount_index, plan.lowers.size());
+    }
+    plan.bind_spec = spec;
+    plan.kind = RootfsKind::Bind;
+    return;
+  }
+  if (plan.lowers.empty()) {
+    throw Error("no lower (erofs) storage among {} storages, and no {} or virtio-fs storage to "
+                "make a rootfs without one", storages.size(), kRootfsBind);
+  }
+  if (!plan.read_only) {
+    plan.kind = RootfsKind::Overlay;
+    return;
+  }
+  if (plan.upper != nullptr) {
+    throw Error("{}=true with an upper storage '{}': a read-only rootfs has no upper",
+                kRootfsReadonly, plan.upper->source);
+  }
+  if (plan.lowers.size() == 1 && plan.overlay_options.empty()) {
+    // One layer needs no overlay; kernels before 6.x refuse an overlay of a single lower
+    // without an upper, and a read-only bind shows the same tree.
+    plan.bind_spec = "{{ mount 1 }}";
+    plan.bind = BindSource{1, {}};
+    plan.kind = RootfsKind::Bind;
+    return;
+  }
+  plan.kind = RootfsKind::ReadOnlyOverlay;
+}
+
 Plan make_plan(const std::vector<Storage>& storages) {
   Plan plan;
+  std::vector<std::pair<size_t, std::string>> binds;  // storage #, spec
   for (size_t i = 0; i < storages.size(); ++i) {
     const Storage& storage = storages[i];
     for (auto key : {marker::kMkdirPath, marker::kContainerdMkdirPath}) {
@@ -79,8 +211,34 @@ Plan make_plan(const std::vector<Storage>& storages) {
         plan.mkdirs.emplace_back(spec, parse_mkdir_directive(spec));
       }
     }
-    for (const auto& option : option_values(storage.options, "X-erofs-vmdk.overlay-option")) {
+    for (const auto& option : option_values(storage.options, kOverlayOption)) {
       plan.overlay_options.push_back(option);
+    }
+    for (const auto& spec : option_values(storage.options, kRootfsBind)) binds.emplace_back(i, spec);
+    for (const auto& value : option_values(storage.options, kRootfsReadonly)) {
+      if (value != "true" && value != "false") {
+        throw Error("storage #{} '{}': option {}={} must be true or false", i, storage.source,
+                    kRootfsReadonly, value);
+      }
+      plan.read_only = plan.read_only || value == "true";
+    }
+    if (std::find(storage.options.begin(), storage.options.end(), std::string(kRootfsReadonly)) !=
+        storage.options.end()) {
+      throw Error("storage #{} '{}': option {} needs a value (=true)", i, storage.source, kRootfsReadonly);
+    }
+    if (storage.driver == "virtio-fs" || storage.fstype == "virtiofs") {
+      if (storage.driver != "virtio-fs" || storage.fstype != "virtiofs") {
+        throw Error("storage #{} '{}': a shared directory needs driver 'virtio-fs' and fstype "
+                    "'virtiofs', not '{}' / '{}'", i, storage.source, storage.driver, storage.fstype);
+      }
+      if (storage.source.empty()) throw Error("storage #{}: virtio-fs storage without a tag (source)", i);
+      if (!storage.mount_point.empty() && storage.mount_point != "rootfs") {
+        throw Error("storage #{} '{}': a virtio-fs storage is mounted as the rootfs; mount_point "
+                    "'{}' is not supported", i, storage.source, storage.mount_point);
+      }
+      if (plan.share != nullptr) throw Error("storage #{} '{}': a second virtio-fs storage", i, storage.source);
+      plan.share = &storage;
+      continue;
     }
     bool lower = has_option(storage.options, marker::kOverlayLower) ||
                  (storage.fstype == "erofs" && !has_option(storage.options, marker::kOverlayUpper));
@@ -126,7 +284,6 @@ Plan make_plan(const std::vector<Storage>& storages) {
     lower_plan.index = index.value_or(static_cast<unsigned>(plan.lowers.size()));
     plan.lowers.push_back(lower_plan);
   }
-  if (plan.lowers.empty()) throw Error("no lower (erofs) storage among {} storages", storages.size());
   std::sort(plan.lowers.begin(), plan.lowers.end(),
             [](const LowerPlan& a, const LowerPlan& b) { return a.index < b.index; });
   for (size_t i = 0; i < plan.lowers.size(); ++i) {
@@ -136,37 +293,19 @@ Plan make_plan(const std::vector<Storage>& storages) {
                   plan.lowers[i].storage->source, plan.lowers[i].index, i);
     }
   }
+  choose_rootfs_kind(plan, storages, binds);
   for (const auto& [spec, directive] : plan.mkdirs) {
     if (directive.mount_index > plan.lowers.size()) {
       throw Error("mkdir directive '{}': there is no mount {} (mount 0 is the upper, 1..{} the "
                   "lowers)", spec, directive.mount_index, plan.lowers.size());
     }
+    // Only the writable overlay has a memory-backed upper when no upper storage is given.
+    if (directive.mount_index == 0 && plan.upper == nullptr && plan.kind != RootfsKind::Overlay) {
+      throw Error("mkdir directive '{}': there is no upper storage for {{{{ mount 0 }}}} (the "
+                  "rootfs is a {})", spec, kind_name(plan.kind));
+    }
   }
   return plan;
-}
-
-// Plain mount options to mount(2) flags and data; X-* markers and "loop" are dropped.
-std::pair<unsigned long, std::string> mount_flags_and_data(const std::vector<std::string>& options) {
-  static const std::map<std::string, std::pair<unsigned long, bool>> kFlags = {
-      {"ro", {MS_RDONLY, true}},        {"rw", {MS_RDONLY, false}},
-      {"nodev", {MS_NODEV, true}},      {"dev", {MS_NODEV, false}},
-      {"nosuid", {MS_NOSUID, true}},    {"suid", {MS_NOSUID, false}},
-      {"noexec", {MS_NOEXEC, true}},    {"exec", {MS_NOEXEC, false}},
-      {"noatime", {MS_NOATIME, true}},  {"nodiratime", {MS_NODIRATIME, true}},
-      {"relatime", {MS_RELATIME, true}}, {"sync", {MS_SYNCHRONOUS, true}},
-      {"dirsync", {MS_DIRSYNC, true}}};
-  unsigned long flags = 0;
-  std::string data;
-  for (const auto& option : options) {
-    if (is_marker(option) || option == "loop" || option == "defaults") continue;
-    auto it = kFlags.find(option);
-    if (it != kFlags.end()) {
-      flags = it->second.second ? (flags | it->second.first) : (flags & ~it->second.first);
-      continue;
-    }
-    data += (data.empty() ? "" : ",") + option;
-  }
-  return {flags, data};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -482,7 +621,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
 // Throws when the kernel refuses; before 6.8 it does not know lowerdir+ (6.1's overlayfs
 // is not on the new mount API at all: fsconfig buffers the strings and CMD_CREATE fails).
 std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
-                                  const std::vector<std::string>& extra) {
+                                  const std::vector<std::string>& extra, bool with_upper) {
   UniqueFd fs_fd(::fsopen("overlay", FSOPEN_CLOEXEC));
   if (!fs_fd) throw_errno("fsopen(overlay)");
   auto kernel_log = [&] {
@@ -501,8 +640,10 @@ std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
     }
   };
   for (size_t i = 0; i < lowers; ++i) set("lowerdir+", fmt::format("lower-{}", i));
-  set("upperdir", "upper/upper");
-  set("workdir", "upper/work");
+  if (with_upper) {
+    set("upperdir", "upper/upper");
+    set("workdir", "upper/work");
+  }
   for (const auto& option : extra) {
     auto eq = option.find('=');
     if (eq == std::string::npos) {
@@ -516,7 +657,7 @@ std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
   if (::fsconfig(fs_fd.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
     throw_errno("cannot create the overlay{}", kernel_log());
   }
-  UniqueFd mount_fd(::fsmount(fs_fd.get(), FSMOUNT_CLOEXEC, 0));
+  UniqueFd mount_fd(::fsmount(fs_fd.get(), FSMOUNT_CLOEXEC, with_upper ? 0 : MOUNT_ATTR_RDONLY));
   if (!mount_fd) throw_errno("fsmount(overlay){}", kernel_log());
   if (::move_mount(mount_fd.get(), "", AT_FDCWD, rootfs.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     throw_errno("cannot attach the overlay at {}", rootfs);
@@ -525,8 +666,8 @@ std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
 }
 
 std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
-                                    const std::vector<std::string>& extra) {
-  std::string data = "upperdir=upper/upper,workdir=upper/work,lowerdir=";
+                                    const std::vector<std::string>& extra, bool with_upper) {
+  std::string data = with_upper ? "upperdir=upper/upper,workdir=upper/work,lowerdir=" : "lowerdir=";
   for (size_t i = 0; i < lowers; ++i) data += fmt::format("{}lower-{}", i ? ":" : "", i);
   for (const auto& option : extra) data += "," + option;
   long page = ::sysconf(_SC_PAGESIZE);
@@ -534,14 +675,15 @@ std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
     throw Error("overlay options are {} bytes, more than one page ({}), and this kernel has no "
                 "lowerdir+ to pass lowers one by one", data.size(), page);
   }
-  if (::mount("overlay", rootfs.c_str(), "overlay", 0, data.c_str()) != 0) {
+  if (::mount("overlay", rootfs.c_str(), "overlay", with_upper ? 0 : MS_RDONLY, data.c_str()) != 0) {
     throw_errno("cannot mount the overlay at {} ({} lowers)", rootfs, lowers);
   }
   return "mount(2) relative paths";
 }
 
 std::string mount_overlay(const std::string& layer_dir, const std::string& rootfs, size_t lowers,
-                          const std::vector<std::string>& extra, bool try_lowerdir_plus) {
+                          const std::vector<std::string>& extra, bool with_upper,
+                          bool try_lowerdir_plus) {
   std::string method;
   std::exception_ptr failure;
   std::thread worker([&] {
@@ -551,14 +693,14 @@ std::string mount_overlay(const std::string& layer_dir, const std::string& rootf
       std::string plus_error = "not tried";
       if (try_lowerdir_plus) {
         try {
-          method = overlay_with_fsconfig(rootfs, lowers, extra);
+          method = overlay_with_fsconfig(rootfs, lowers, extra, with_upper);
           return;
         } catch (const std::exception& error) {
           plus_error = error.what();  // nothing is attached yet: try the other way
         }
       }
       try {
-        method = overlay_with_mount_data(rootfs, lowers, extra);
+        method = overlay_with_mount_data(rootfs, lowers, extra, with_upper);
       } catch (const std::exception& error) {
         throw Error("cannot mount the overlay at {}: with one page of mount(2) data: {}; with "
                     "fsconfig lowerdir+: {}", rootfs, error.what(), plus_error);
@@ -570,6 +712,40 @@ std::string mount_overlay(const std::string& layer_dir, const std::string& rootf
   worker.join();
   if (failure) std::rethrow_exception(failure);
   return method;
+}
+
+// A bind of `source_fd` (an O_PATH directory) at the rootfs: the tree is cloned detached,
+// made read-only while still detached when asked, and only then attached, so a read-only
+// rootfs is never writable, not even for a moment. Not recursive: nothing is mounted below the
+// driver's own mount points, and nothing else should come along.
+void bind_rootfs(int source_fd, const std::string& rootfs, bool read_only, const std::string& what) {
+  UniqueFd tree(::open_tree(source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+  if (!tree) throw_errno("cannot clone {} for the rootfs bind", what);
+  if (read_only) {
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_RDONLY;
+    if (::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
+      throw_errno("cannot make the bind of {} read-only", what);
+    }
+  }
+  if (::move_mount(tree.get(), "", AT_FDCWD, rootfs.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    throw_errno("cannot attach the bind of {} at {}", what, rootfs);
+  }
+}
+
+// The shared directory at the rootfs. "bind"/"rbind" describe the host side (containerd's bind
+// of fs/); a virtiofs mount has no such option.
+void mount_virtiofs(const Storage& share, const std::string& rootfs, bool read_only) {
+  std::vector<std::string> options;
+  for (const auto& option : share.options) {
+    if (option != "bind" && option != "rbind") options.push_back(option);
+  }
+  auto [flags, data] = mount_flags_and_data(options);
+  if (read_only) flags |= MS_RDONLY;
+  if (::mount(share.source.c_str(), rootfs.c_str(), "virtiofs", flags, data.c_str()) != 0) {
+    throw Error("virtio-fs storage '{}': {}", share.source,
+                mount_error("virtiofs", share.source, rootfs, data));
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -746,12 +922,27 @@ TeardownReport teardown_rootfs(const TeardownRequest& request) {
   // 4. Remove the directories it created, deepest first, only when empty. rmdir never
   // recurses and fails on a mount point, so nothing below can be deleted.
   if (journal) {
+    // A parent of the rootfs this mount created (e.g. /run/containers) may hold other
+    // containers' rootfs directories by now: once the rootfs itself is gone, a non-empty
+    // parent is left in place without failing the teardown.
+    const std::string& journal_rootfs = journal->rootfs;
+    auto shared_parent = [&](const std::string& dir) {
+      struct stat st {};
+      return journal_rootfs.size() > dir.size() && journal_rootfs.compare(0, dir.size(), dir) == 0 &&
+             journal_rootfs[dir.size()] == '/' && ::lstat(journal_rootfs.c_str(), &st) != 0 &&
+             errno == ENOENT;
+    };
     std::vector<std::string> kept;
     for (auto it = journal->created_dirs.rbegin(); it != journal->created_dirs.rend(); ++it) {
       if (::rmdir(it->c_str()) == 0) {
         report.actions.push_back(fmt::format("removed directory {}", *it));
       } else if (errno != ENOENT) {
-        report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(errno)));
+        int error = errno;
+        if ((error == ENOTEMPTY || error == EEXIST) && shared_parent(*it)) {
+          report.actions.push_back(fmt::format("kept directory {}: it holds entries of others", *it));
+        } else {
+          report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(error)));
+        }
         kept.insert(kept.begin(), *it);
       }
     }
@@ -782,6 +973,9 @@ MountResult mount_rootfs(const MountRequest& request) {
   std::string container_dir = base + "/" + request.container_id;
   std::string layer_dir = container_dir + "/multi-layer";
   std::string upper_dir = layer_dir + "/upper";
+  // A writable overlay always has an upper (tmpfs when no storage names one); the other shapes
+  // only when an upper storage is given.
+  bool has_upper = plan.upper != nullptr || plan.kind == RootfsKind::Overlay;
 
   {
     std::error_code ec;  // the base is shared by containers: created, never removed
@@ -800,12 +994,14 @@ MountResult mount_rootfs(const MountRequest& request) {
   MountSession session(journal, request.crash_after);
   MountResult result;
   result.rootfs = rootfs;
-  result.upper = upper_dir;
+  result.rootfs_kind = kind_name(plan.kind);
+  result.read_only = plan.read_only || plan.kind == RootfsKind::ReadOnlyOverlay;
+  if (has_upper) result.upper = upper_dir;
   try {
     session.save();  // first, so even a crash inside mkdir leaves a journal behind
     make_dir(session, container_dir, 0700);
-    make_dir(session, layer_dir, 0755);
-    make_dir(session, upper_dir, 0755);
+    if (plan.kind != RootfsKind::VirtioFs) make_dir(session, layer_dir, 0755);
+    if (has_upper) make_dir(session, upper_dir, 0755);
     for (const auto& lower : plan.lowers) {
       result.lowers.push_back(fmt::format("{}/lower-{}", layer_dir, lower.index));
       make_dir(session, result.lowers.back(), 0755);
@@ -814,44 +1010,46 @@ MountResult mount_rootfs(const MountRequest& request) {
     // Every mount is journaled before any is made, in one write (teardown skips those that
     // never happened), so a crash at any point leaves nothing the journal does not name.
     std::vector<std::string> mount_points = result.lowers;
-    mount_points.push_back(upper_dir);
+    if (has_upper) mount_points.push_back(upper_dir);
     mount_points.push_back(rootfs);
     session.will_mount_all(mount_points);
     session.step_done("mount:dirs");
 
     // Lowers, concurrently.
-    DiskCache disks;
-    std::atomic<size_t> next{0};
-    std::mutex outcome_mutex;
-    std::vector<std::string> errors;
-    auto worker = [&] {
-      while (true) {
-        size_t i = next.fetch_add(1);
-        if (i >= plan.lowers.size()) return;
-        try {
-          LowerOutcome outcome = mount_lower(session, disks, plan.lowers[i], result.lowers[i],
-                                             request.device_timeout, request.try_flat_device_mode);
-          std::lock_guard lock(outcome_mutex);
-          result.loop_devices.insert(result.loop_devices.end(), outcome.loops.begin(), outcome.loops.end());
-          result.flat_device_mode = result.flat_device_mode || outcome.flat_device_mode;
-          result.verity_devices.insert(result.verity_devices.end(), outcome.verity_devices.begin(),
-                                       outcome.verity_devices.end());
-        } catch (const std::exception& error) {
-          std::lock_guard lock(outcome_mutex);
-          errors.push_back(error.what());
-          next = plan.lowers.size();  // stop handing out work
+    if (!plan.lowers.empty()) {
+      DiskCache disks;
+      std::atomic<size_t> next{0};
+      std::mutex outcome_mutex;
+      std::vector<std::string> errors;
+      auto worker = [&] {
+        while (true) {
+          size_t i = next.fetch_add(1);
+          if (i >= plan.lowers.size()) return;
+          try {
+            LowerOutcome outcome = mount_lower(session, disks, plan.lowers[i], result.lowers[i],
+                                               request.device_timeout, request.try_flat_device_mode);
+            std::lock_guard lock(outcome_mutex);
+            result.loop_devices.insert(result.loop_devices.end(), outcome.loops.begin(), outcome.loops.end());
+            result.flat_device_mode = result.flat_device_mode || outcome.flat_device_mode;
+            result.verity_devices.insert(result.verity_devices.end(), outcome.verity_devices.begin(),
+                                         outcome.verity_devices.end());
+          } catch (const std::exception& error) {
+            std::lock_guard lock(outcome_mutex);
+            errors.push_back(error.what());
+            next = plan.lowers.size();  // stop handing out work
+          }
         }
-      }
-    };
-    std::vector<std::thread> threads;
-    size_t parallel = std::clamp<size_t>(request.parallel_mounts, 1, plan.lowers.size());
-    for (size_t t = 0; t < parallel; ++t) threads.emplace_back(worker);
-    for (auto& thread : threads) thread.join();
-    if (!errors.empty()) throw Error("{}", errors.front());
-    session.save();  // the loop devices, for status and teardown
+      };
+      std::vector<std::thread> threads;
+      size_t parallel = std::clamp<size_t>(request.parallel_mounts, 1, plan.lowers.size());
+      for (size_t t = 0; t < parallel; ++t) threads.emplace_back(worker);
+      for (auto& thread : threads) thread.join();
+      if (!errors.empty()) throw Error("{}", errors.front());
+      session.save();  // the loop devices, for status and teardown
+    }
     session.step_done("mount:lowers");
 
-    // Upper: the ext4 storage, or a tmpfs (memory-backed upper).
+    // Upper: the ext4 storage, or a tmpfs (memory-backed upper) for a writable overlay.
     if (plan.upper != nullptr) {
       const Storage& upper = *plan.upper;
       std::string device = find_disk(upper.source, request.device_timeout);
@@ -860,7 +1058,7 @@ MountResult mount_rootfs(const MountRequest& request) {
       if (::mount(device.c_str(), upper_dir.c_str(), fstype.c_str(), flags, data.c_str()) != 0) {
         throw Error("upper (storage '{}'): {}", upper.source, mount_error(fstype, device, upper_dir, data));
       }
-    } else if (::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NOSUID, "mode=0755") != 0) {
+    } else if (has_upper && ::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NOSUID, "mode=0755") != 0) {
       throw_errno("cannot mount a tmpfs upper at {}", upper_dir);
     }
     session.step_done("mount:upper");
@@ -870,16 +1068,35 @@ MountResult mount_rootfs(const MountRequest& request) {
       std::string root = directive.mount_index == 0 ? upper_dir : result.lowers[directive.mount_index - 1];
       apply_mkdir_directive(root, directive, spec);
     }
-    for (const char* name : {"upper", "work"}) {
-      apply_mkdir_directive(upper_dir, MkdirDirective{0, name, 0755, {}, {}},
-                            fmt::format("{{{{ mount 0 }}}}/{}:0755", name));
+    if (plan.kind == RootfsKind::Overlay) {
+      for (const char* name : {"upper", "work"}) {
+        apply_mkdir_directive(upper_dir, MkdirDirective{0, name, 0755, {}, {}},
+                              fmt::format("{{{{ mount 0 }}}}/{}:0755", name));
+      }
     }
     session.step_done("mount:mkdir");
 
-    result.overlay_method = mount_overlay(layer_dir, rootfs, plan.lowers.size(), plan.overlay_options,
-                                          request.try_lowerdir_plus);
+    switch (plan.kind) {
+      case RootfsKind::Overlay:
+      case RootfsKind::ReadOnlyOverlay:
+        result.overlay_method = mount_overlay(layer_dir, rootfs, plan.lowers.size(), plan.overlay_options,
+                                              plan.kind == RootfsKind::Overlay, request.try_lowerdir_plus);
+        break;
+      case RootfsKind::Bind: {
+        std::string root = plan.bind.mount_index == 0 ? upper_dir : result.lowers[plan.bind.mount_index - 1];
+        UniqueFd source = open_bind_source(root, plan.bind, plan.bind_spec);
+        result.bind_source = plan.bind.path.empty() ? root : root + "/" + plan.bind.path;
+        bind_rootfs(source.get(), rootfs, plan.read_only,
+                    fmt::format("{} ({})", result.bind_source, plan.bind_spec));
+        break;
+      }
+      case RootfsKind::VirtioFs:
+        mount_virtiofs(*plan.share, rootfs, plan.read_only);
+        result.virtiofs_tag = plan.share->source;
+        break;
+    }
     session.set_phase("mounted");
-    session.step_done("mount:overlay");
+    session.step_done(plan.kind == RootfsKind::Overlay ? "mount:overlay" : "mount:rootfs");
     return result;
   } catch (const std::exception& error) {
     TeardownRequest undo;

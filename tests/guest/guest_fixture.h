@@ -3,8 +3,10 @@
 // a GPT raw image with one partition per layer (sgdisk, PARTUUIDs set), attached with
 // `losetup -P`, and an ext4 upper image. Everything is released on destruction.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -14,9 +16,11 @@
 #include <filesystem>
 #include <functional>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "evmdk/guest/cgroup.h"
 #include "evmdk/guest/driver.h"
 #include "evmdk/guest/journal.h"
 #include "evmdk/guest/mountinfo.h"
@@ -44,9 +48,10 @@ inline std::string test_uuid(unsigned kind, unsigned i) {
 // A loop device attached by util-linux for the test's own disks (not the code under test).
 class AttachedImage {
  public:
-  AttachedImage(const std::string& image, bool partitions) {
+  AttachedImage(const std::string& image, bool partitions, bool read_only = false) {
     std::vector<std::string> argv{"losetup", "--show", "-f"};
     if (partitions) argv.push_back("-P");
+    if (read_only) argv.push_back("--read-only");
     argv.push_back(image);
     device_ = trim(must(run(argv), "losetup " + image));
   }
@@ -264,6 +269,56 @@ inline void teardown_and_expect_nothing_left(const std::string& id, const std::s
   EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
   expect_nothing_left(base, rootfs);
 }
+
+// A cgroup made for the test (v2 under /sys/fs/cgroup/unified, or v1 freezer + pids), with a
+// child cgroup so removal must go leaves first. Removed on destruction if teardown did not.
+class TestCgroups {
+ public:
+  explicit TestCgroups(bool v2) {
+    std::string name = fmt::format("evmdk-test-{:08x}", std::random_device{}());
+    if (v2) {
+      dirs_ = {"/sys/fs/cgroup/unified/" + name};
+    } else {
+      dirs_ = {"/sys/fs/cgroup/freezer/" + name, "/sys/fs/cgroup/pids/" + name};
+    }
+    for (const auto& dir : dirs_) {
+      std::filesystem::create_directories(dir + "/payload");
+    }
+  }
+  ~TestCgroups() {
+    guest::kill_cgroup_processes(dirs_, std::chrono::milliseconds(2000));
+    guest::remove_cgroups(dirs_, std::chrono::milliseconds(2000));
+  }
+  const std::vector<std::string>& dirs() const { return dirs_; }
+  static bool available(bool v2) {
+    return v2 ? std::filesystem::exists("/sys/fs/cgroup/unified/cgroup.procs")
+              : std::filesystem::exists("/sys/fs/cgroup/freezer/cgroup.procs") && std::filesystem::exists("/sys/fs/cgroup/pids/cgroup.procs");
+  }
+
+  // Starts `script` under /bin/sh inside the payload child cgroup(s).
+  pid_t spawn(const std::string& script) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      for (const auto& dir : dirs_) {
+        int fd = ::open((dir + "/payload/cgroup.procs").c_str(), O_WRONLY);
+        if (fd < 0 || ::write(fd, "0", 1) != 1) ::_exit(120);
+        ::close(fd);
+      }
+      ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    pids_.push_back(pid);
+    return pid;
+  }
+  void reap() {
+    for (pid_t pid : pids_) ::waitpid(pid, nullptr, 0);
+    pids_.clear();
+  }
+
+ private:
+  std::vector<std::string> dirs_;
+  std::vector<pid_t> pids_;
+};
 
 inline std::string storages_file(const TempDir& temp, const std::vector<Storage>& storages) {
   std::string path = temp / "storage.json";

@@ -19,56 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A cgroup made for the test (v2 under /sys/fs/cgroup/unified, or v1 freezer + pids), with a
-// child cgroup so removal must go leaves first. Removed on destruction if teardown did not.
-class TestCgroups {
- public:
-  explicit TestCgroups(bool v2) {
-    std::string name = fmt::format("evmdk-test-{:08x}", std::random_device{}());
-    if (v2) {
-      dirs_ = {"/sys/fs/cgroup/unified/" + name};
-    } else {
-      dirs_ = {"/sys/fs/cgroup/freezer/" + name, "/sys/fs/cgroup/pids/" + name};
-    }
-    for (const auto& dir : dirs_) {
-      fs::create_directories(dir + "/payload");
-    }
-  }
-  ~TestCgroups() {
-    guest::kill_cgroup_processes(dirs_, std::chrono::milliseconds(2000));
-    guest::remove_cgroups(dirs_, std::chrono::milliseconds(2000));
-  }
-  const std::vector<std::string>& dirs() const { return dirs_; }
-  static bool available(bool v2) {
-    return v2 ? fs::exists("/sys/fs/cgroup/unified/cgroup.procs")
-              : fs::exists("/sys/fs/cgroup/freezer/cgroup.procs") && fs::exists("/sys/fs/cgroup/pids/cgroup.procs");
-  }
-
-  // Starts `script` under /bin/sh inside the payload child cgroup(s).
-  pid_t spawn(const std::string& script) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      for (const auto& dir : dirs_) {
-        int fd = ::open((dir + "/payload/cgroup.procs").c_str(), O_WRONLY);
-        if (fd < 0 || ::write(fd, "0", 1) != 1) ::_exit(120);
-        ::close(fd);
-      }
-      ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    pids_.push_back(pid);
-    return pid;
-  }
-  void reap() {
-    for (pid_t pid : pids_) ::waitpid(pid, nullptr, 0);
-    pids_.clear();
-  }
-
- private:
-  std::vector<std::string> dirs_;
-  std::vector<pid_t> pids_;
-};
-
 class GuestTeardown : public ::testing::Test {
  protected:
   void SetUp() override {

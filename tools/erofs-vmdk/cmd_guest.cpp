@@ -45,11 +45,13 @@ struct GuestOptions {
 
 void register_guest_commands(CLI::App& app) {
   auto* guest_cmd = app.add_subcommand("guest", "guest storage driver: mount the layers and the "
-                                                "upper as an overlay rootfs, tear it down");
+                                                "upper as the rootfs (overlay, read-only overlay, "
+                                                "bind, or virtio-fs share), tear it down");
   guest_cmd->require_subcommand(1);
   auto options = std::make_shared<GuestOptions>();
 
-  auto* mount = guest_cmd->add_subcommand("mount", "mount lowers, upper and the overlay rootfs");
+  auto* mount = guest_cmd->add_subcommand("mount", "mount lowers, upper and the rootfs the "
+                                                   "storages describe");
   mount->add_option("-s,--storages", options->storages_path, "storage.json (a JSON array of "
                     "Storage objects), or - for stdin")->required();
   mount->add_option("-i,--id", options->container_id, "container id")->required();
@@ -76,6 +78,10 @@ void register_guest_commands(CLI::App& app) {
     request.crash_after = crash_hook();
     auto result = guest::mount_rootfs(request);
     nlohmann::json out{{"rootfs", result.rootfs},
+                       {"rootfs_kind", result.rootfs_kind},
+                       {"read_only", result.read_only},
+                       {"bind_source", result.bind_source},
+                       {"virtiofs_tag", result.virtiofs_tag},
                        {"upper", result.upper},
                        {"lowers", result.lowers},
                        {"loop_devices", result.loop_devices},

@@ -39,7 +39,8 @@ inline const std::vector<std::string>& guest_module_names() {
       "virtio_pci",  "virtio_blk", "crc32c-intel",        "crc32c_generic",
       "libcrc32c",   "erofs",   "jbd2",                  "mbcache",
       "crc16",       "ext4",    "overlay",               "loop",
-      "dm-mod",      "dm-bufio", "dm-verity"};
+      "dm-mod",      "dm-bufio", "dm-verity",             "fuse",
+      "virtiofs"};
   return names;
 }
 

@@ -1,8 +1,11 @@
 #pragma once
-// The guest storage driver: mounts the lower-N EROFS layers and the upper into an overlay
-// rootfs, and tears it all down again in order. Layout under <base>/<id>/multi-layer:
-// upper (ext4, or a tmpfs when no upper storage is given), lower-0 .. lower-(N-1)
-// (lower-0 = top layer), overlay upperdir=upper/upper, workdir=upper/work at the rootfs.
+// The guest storage driver: mounts the lower-N EROFS layers and the upper, builds the rootfs
+// from them, and tears it all down again in order. Layout under <base>/<id>/multi-layer:
+// upper (ext4, or a tmpfs when a writable overlay has no upper storage), lower-0 ..
+// lower-(N-1) (lower-0 = top layer). The rootfs is, as the storages say (docs/guest.md): an
+// overlay upperdir=upper/upper, workdir=upper/work; a read-only overlay of the lowers; a bind
+// of X-erofs-vmdk.rootfs-bind ({{ mount N }} or {{ mount 0 }}/path, read-only with
+// X-erofs-vmdk.rootfs-readonly=true); or a virtio-fs share mounted directly.
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -34,7 +37,12 @@ struct MountRequest {
 
 struct MountResult {
   std::string rootfs;
-  std::string upper;                // the upper's mount point
+  // "overlay", "read-only overlay" (lowers only), "bind" (of bind_source), "virtio-fs"
+  std::string rootfs_kind;
+  bool read_only = false;
+  std::string bind_source;          // the resolved directory a bind rootfs shows
+  std::string virtiofs_tag;         // the share a virtio-fs rootfs mounts
+  std::string upper;                // the upper's mount point; empty when there is none
   std::vector<std::string> lowers;  // lower-0 first
   std::vector<std::string> loop_devices;
   std::vector<std::string> verity_devices;  // dm names, for lowers with X-kata.dmverity-enabled
