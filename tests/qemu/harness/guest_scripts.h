@@ -137,7 +137,7 @@ evmdk_wait_serial() {
 # cgroup below the root one, no device-mapper device. Each prints what is left over and fails
 # if anything is.
 evmdk_leftover_mounts() {
-  left=$(grep -E ' (overlay|erofs|ext4) ' /proc/mounts)
+  left=$(grep -E ' (overlay|erofs|ext4|virtiofs) ' /proc/mounts)
   [ -z "$left" ] || { echo "still mounted: $left"; return 1; }
 }
 evmdk_leftover_loops() {
