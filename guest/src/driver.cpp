@@ -997,6 +997,12 @@ MountResult mount_rootfs(const MountRequest& request) {
   result.rootfs_kind = kind_name(plan.kind);
   result.read_only = plan.read_only || plan.kind == RootfsKind::ReadOnlyOverlay;
   if (has_upper) result.upper = upper_dir;
+  auto step_started = Clock::now();
+  auto step_finished = [&](const char* step) {
+    auto now = Clock::now();
+    result.step_ms.emplace_back(step, std::chrono::duration<double, std::milli>(now - step_started).count());
+    step_started = now;
+  };
   try {
     session.save();  // first, so even a crash inside mkdir leaves a journal behind
     make_dir(session, container_dir, 0700);
@@ -1013,6 +1019,7 @@ MountResult mount_rootfs(const MountRequest& request) {
     if (has_upper) mount_points.push_back(upper_dir);
     mount_points.push_back(rootfs);
     session.will_mount_all(mount_points);
+    step_finished("dirs");
     session.step_done("mount:dirs");
 
     // Lowers, concurrently.
@@ -1047,6 +1054,7 @@ MountResult mount_rootfs(const MountRequest& request) {
       if (!errors.empty()) throw Error("{}", errors.front());
       session.save();  // the loop devices, for status and teardown
     }
+    step_finished("lowers");
     session.step_done("mount:lowers");
 
     // Upper: the ext4 storage, or a tmpfs (memory-backed upper) for a writable overlay.
@@ -1061,6 +1069,7 @@ MountResult mount_rootfs(const MountRequest& request) {
     } else if (has_upper && ::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NOSUID, "mode=0755") != 0) {
       throw_errno("cannot mount a tmpfs upper at {}", upper_dir);
     }
+    step_finished("upper");
     session.step_done("mount:upper");
 
     // mkdir directives, then the overlay's own upper/work directories.
@@ -1074,6 +1083,7 @@ MountResult mount_rootfs(const MountRequest& request) {
                               fmt::format("{{{{ mount 0 }}}}/{}:0755", name));
       }
     }
+    step_finished("mkdir");
     session.step_done("mount:mkdir");
 
     switch (plan.kind) {
@@ -1095,6 +1105,7 @@ MountResult mount_rootfs(const MountRequest& request) {
         result.virtiofs_tag = plan.share->source;
         break;
     }
+    step_finished("rootfs");
     session.set_phase("mounted");
     session.step_done(plan.kind == RootfsKind::Overlay ? "mount:overlay" : "mount:rootfs");
     return result;

@@ -53,6 +53,13 @@ TEST_F(GuestMount, MergedViewTopWinsWhiteoutsOpaqueAndWritesLandInUpper) {
         mount_request(gpt_storages(layers.device(), 3, upper.device()), "c1", rootfs(), base()));
     ASSERT_EQ(result.lowers.size(), 3u);
     EXPECT_EQ(result.lowers[0], base() + "/c1/multi-layer/lower-0");
+    // Where the time went, step by step, in order (the benchmark prints these).
+    std::vector<std::string> steps;
+    for (const auto& [step, ms] : result.step_ms) {
+      steps.push_back(step);
+      EXPECT_GE(ms, 0.0) << step;
+    }
+    EXPECT_EQ(steps, (std::vector<std::string>{"dirs", "lowers", "upper", "mkdir", "rootfs"}));
 
     EXPECT_EQ(read_file(rootfs() + "/etc/motd"), "top motd\n");          // top wins
     EXPECT_EQ(read_file(rootfs() + "/opt/app/version"), "2\n");          // middle over base

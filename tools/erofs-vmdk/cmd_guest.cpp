@@ -1,6 +1,7 @@
 // erofs-vmdk guest mount|teardown|status: thin over evmdk::guest (guest/include/evmdk/guest).
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -88,6 +89,9 @@ void register_guest_commands(CLI::App& app) {
                        {"verity_devices", result.verity_devices},
                        {"flat_device_mode", result.flat_device_mode},
                        {"overlay_method", result.overlay_method}};
+    nlohmann::json steps = nlohmann::json::object();
+    for (const auto& [step, ms] : result.step_ms) steps[step] = std::round(ms * 10) / 10;
+    out["step_ms"] = steps;
     fmt::print("{}\n", out.dump(2));
   });
 

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "evmdk/storage_spec.h"
@@ -48,6 +49,9 @@ struct MountResult {
   std::vector<std::string> verity_devices;  // dm names, for lowers with X-kata.dmverity-enabled
   bool flat_device_mode = false;  // a multi-device lower mounted without loop slices
   std::string overlay_method;     // "fsconfig lowerdir+" or "mount(2) relative paths"
+  // Wall-clock milliseconds per step, in order: "dirs", "lowers", "upper", "mkdir", "rootfs";
+  // where the time to a ready rootfs goes.
+  std::vector<std::pair<std::string, double>> step_ms;
 };
 
 // Mounts everything or nothing: a failure rolls back what was done and rethrows.
