@@ -95,6 +95,14 @@ std::string find_by_pci_path(const std::string& pci_path) {
 
 std::string partition_node(const std::string& disk, unsigned number) {
   std::string name = fs::path(disk).filename().string();
+  // The kernel's names first (vda3, nvme0n1p3, loop0p3): one lookup instead of a scan of every
+  // partition of the disk, which made 128 lowers cost 128 x 128 sysfs reads.
+  bool ends_in_digit = !name.empty() && std::isdigit(static_cast<unsigned char>(name.back()));
+  std::string guess = fmt::format("{}{}{}", name, ends_in_digit ? "p" : "", number);
+  fs::path guessed = fs::path("/sys/class/block") / name / guess;
+  if (read_trimmed(guessed / "partition") == std::to_string(number) && is_block_device("/dev/" + guess)) {
+    return "/dev/" + guess;
+  }
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(fs::path("/sys/class/block") / name, ec)) {
     if (read_trimmed(entry.path() / "partition") == std::to_string(number)) {
@@ -181,7 +189,7 @@ std::string wait_for_partition(const std::string& disk, unsigned number,
   }
 }
 
-PartitionInfo read_partition(const std::string& disk, unsigned number) {
+std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk) {
   std::unique_ptr<std::remove_pointer_t<blkid_probe>, decltype(&blkid_free_probe)> probe(
       blkid_new_probe_from_filename(disk.c_str()), &blkid_free_probe);
   if (!probe) throw_errno("libblkid cannot open {}", disk);
@@ -189,20 +197,26 @@ PartitionInfo read_partition(const std::string& disk, unsigned number) {
   blkid_probe_enable_partitions(probe.get(), 1);
   blkid_partlist list = blkid_probe_get_partitions(probe.get());
   if (list == nullptr) throw Error("disk {}: no partition table found by libblkid", disk);
+  std::map<unsigned, PartitionInfo> table;
   int count = blkid_partlist_numof_partitions(list);
   for (int i = 0; i < count; ++i) {
     blkid_partition part = blkid_partlist_get_partition(list, i);
-    if (blkid_partition_get_partno(part) == static_cast<int>(number)) {
-      PartitionInfo info;
-      if (const char* uuid = blkid_partition_get_uuid(part)) info.uuid = uuid;
-      std::transform(info.uuid.begin(), info.uuid.end(), info.uuid.begin(),
-                     [](unsigned char c) { return std::tolower(c); });
-      info.start = static_cast<uint64_t>(blkid_partition_get_start(part)) * 512;
-      info.size = static_cast<uint64_t>(blkid_partition_get_size(part)) * 512;
-      return info;
-    }
+    PartitionInfo info;
+    if (const char* uuid = blkid_partition_get_uuid(part)) info.uuid = uuid;
+    std::transform(info.uuid.begin(), info.uuid.end(), info.uuid.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    info.start = static_cast<uint64_t>(blkid_partition_get_start(part)) * 512;
+    info.size = static_cast<uint64_t>(blkid_partition_get_size(part)) * 512;
+    table[static_cast<unsigned>(blkid_partition_get_partno(part))] = std::move(info);
   }
-  throw Error("disk {}: the partition table has no partition {}", disk, number);
+  return table;
+}
+
+PartitionInfo read_partition(const std::string& disk, unsigned number) {
+  auto table = read_partition_table(disk);
+  auto found = table.find(number);
+  if (found == table.end()) throw Error("disk {}: the partition table has no partition {}", disk, number);
+  return found->second;
 }
 
 ErofsSuperblock read_erofs_superblock(const std::string& path) {

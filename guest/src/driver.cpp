@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -401,7 +402,27 @@ struct DiskCache {
   std::mutex mutex;
   std::map<std::string, std::string> disks;  // source -> device node
   std::set<std::string> without_kernel_partitions;  // disks whose table the kernel ignores
+  // disk -> its partition table, read once for all the lowers on it (the disk is read-only).
+  std::map<std::string, std::shared_ptr<const std::map<unsigned, PartitionInfo>>> tables;
 };
+
+PartitionInfo cached_partition(DiskCache& cache, const std::string& disk, unsigned number) {
+  std::shared_ptr<const std::map<unsigned, PartitionInfo>> table;
+  {
+    std::lock_guard lock(cache.mutex);
+    auto found = cache.tables.find(disk);
+    if (found != cache.tables.end()) table = found->second;
+  }
+  if (!table) {
+    // Read outside the lock; two workers may both read it the first time, which is harmless.
+    table = std::make_shared<const std::map<unsigned, PartitionInfo>>(read_partition_table(disk));
+    std::lock_guard lock(cache.mutex);
+    cache.tables.emplace(disk, table);
+  }
+  auto found = table->find(number);
+  if (found == table->end()) throw Error("disk {}: the partition table has no partition {}", disk, number);
+  return found->second;
+}
 
 std::string resolve_disk(DiskCache& cache, const std::string& source, std::chrono::milliseconds timeout) {
   {
@@ -491,7 +512,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
         std::lock_guard lock(cache.mutex);
         cache.without_kernel_partitions.insert(disk);
       }
-      PartitionInfo partition = read_partition(disk, *lower.partition);
+      PartitionInfo partition = cached_partition(cache, disk, *lower.partition);
       if (auto expected = option_value(storage.options, marker::kPartUuid)) {
         if (!same_uuid(partition.uuid, *expected)) {
           throw Error("PARTUUID mismatch on {} partition {}: expected {}, found {}", disk,

@@ -4,6 +4,7 @@
 // partitions (with a partition-table re-read); PARTUUID via libblkid; the EROFS superblock.
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,8 +29,11 @@ struct PartitionInfo {
   uint64_t size = 0;   // bytes
 };
 
-// Partition `number` as the disk's partition table says (libblkid reads the table itself, so
-// this does not depend on the kernel's partition parsing). Throws when there is none.
+// Every partition of `disk` by number, as its partition table says (libblkid reads the table
+// itself, so this does not depend on the kernel's partition parsing). One read serves all the
+// lowers on a disk. Throws when the disk has no partition table.
+std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk);
+// Partition `number` of that table. Throws when there is none.
 PartitionInfo read_partition(const std::string& disk, unsigned number);
 
 struct ErofsDevice {
