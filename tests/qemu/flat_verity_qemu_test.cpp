@@ -156,5 +156,35 @@ evmdk_check_clean after-refusal
   EVMDK_EXPECT_GUEST_PASSED(outcome, expected_checks({"mount-refused"}, {"after-refusal"}));
 }
 
+// A guest agent killed in the middle of a mount (SIGKILL right after the lowers, with every
+// verity device active and the journal naming them): `guest teardown` afterwards removes every
+// dm device, loop and mount it left, and a second mount of the same container then works.
+TEST_F(FlatVerity, TeardownAfterACrashedMountRemovesEveryVerityDevice) {
+  EVMDK_REQUIRE_TOOLS("fsck.erofs");
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  auto fixture = make_two_device_flat(temp_.path(), "6c0ffee0-0000-4000-8000-00000000f1aa");
+  auto disk = compose_protected(fixture, path("disk"));
+  GuestConfig cfg = guest_with("flat-verity-crash", disk);
+  auto job = scenario_job(guest_storage_json(disk), std::string(kHelpers) + R"SH(
+if EVMDK_GUEST_CRASH_AFTER=mount:lowers evmdk_guest_mount fv "$R" > /tmp/mount.out 2>&1; then
+  evmdk_result crashed FAIL "the mount finished although a crash was injected"
+else
+  evmdk_check crashed grep -q "crash injected after step 'mount:lowers'" /tmp/mount.out
+fi
+evmdk_expect_eq dm-left-by-crash "$(ls /sys/block | grep -c '^dm-')" "3"
+evmdk_check teardown evmdk_guest_teardown fv "$R"
+evmdk_check_clean after-teardown
+evmdk_check mount-again evmdk_guest_mount fv "$R"
+evmdk_check content-again cmp "$R/hostname" /job/expected-hostname
+evmdk_check teardown-again evmdk_guest_teardown fv "$R"
+evmdk_check_clean at-end
+)SH");
+  for (const auto& [name, contents] : fixture.files) job.files["expected-" + name] = contents;
+  auto outcome = run_guest(env_, cfg, job);
+  EVMDK_EXPECT_GUEST_PASSED(outcome, expected_checks({"crashed", "dm-left-by-crash", "teardown",
+                                                      "mount-again", "content-again", "teardown-again"},
+                                                     {"after-teardown", "at-end"}));
+}
+
 }  // namespace
 }  // namespace evmdk::qemu
