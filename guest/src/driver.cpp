@@ -555,6 +555,15 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
         throw Error("the storage has dm-verity options for device {}, but {}'s device table has "
                     "{} devices", slot, device, superblock.devices.size());
       }
+      if (params.no_superblock) {
+        throw Error("device {}: {}no-superblock is not supported on a flat disk (its data area "
+                    "is not the start of the disk; compose writes a verity superblock)",
+                    slot, device_option_prefix(slot) + "dmverity.");
+      }
+    }
+    if (lower.verity && lower.verity->no_superblock) {
+      throw Error("{}: X-kata.dmverity.no-superblock is not supported for a multi-device (fsmeta) "
+                  "image on a flat disk; compose writes a verity superblock", device);
     }
     // Multi-device (fsmeta) image on one flat disk. Kernels 6.4+ read the extra devices from
     // the primary device at mapped_blkaddr when no device= is given; older ones refuse such a

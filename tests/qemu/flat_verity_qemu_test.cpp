@@ -123,10 +123,11 @@ evmdk_check_clean after-teardown
                                                       {"after-teardown"}));
 }
 
-// A root hash that does not belong to device 1 (a storage spec tampered with, or a stale
-// one): the mount is refused naming the device, and the rollback leaves no dm device, loop
-// or mount behind (the fsmeta's verity device was already active when device 1 failed).
-TEST_F(FlatVerity, AWrongRootHashForADeviceRefusesTheMountAndRollsBack) {
+// A spec asking for the impossible (no superblock on a flat device), and a root hash that does
+// not belong to device 1 (a storage spec tampered with, or a stale one): each mount is refused
+// naming the device, and the rollback leaves no dm device, loop or mount behind (the fsmeta's
+// verity device was already active when device 1 failed).
+TEST_F(FlatVerity, BadDeviceVerityOptionsRefuseTheMountAndRollBack) {
   EVMDK_REQUIRE_TOOLS("fsck.erofs");
   EVMDK_REQUIRE_CLI("guest", "mount");
   auto fixture = make_two_device_flat(temp_.path(), "6c0ffee0-0000-4000-8000-00000000f1a9");
@@ -141,8 +142,18 @@ TEST_F(FlatVerity, AWrongRootHashForADeviceRefusesTheMountAndRollsBack) {
     }
   }
   ASSERT_TRUE(replaced) << disk.storages.dump(2);
+  // And a spec asking device 2 to be read without a verity superblock, which a flat disk
+  // cannot do (the data would be taken from the disk start): refused before any activation.
+  ComposedDisk no_superblock = disk;
+  no_superblock.storages[0]["options"].push_back("X-erofs-vmdk.device.2.dmverity.no-superblock=true");
   GuestConfig cfg = guest_with("flat-verity-wrong-hash", disk);
   auto job = scenario_job(guest_storage_json(disk), std::string(kHelpers) + R"SH(
+if erofs-vmdk guest mount --storages /job/no-superblock.json --id fv --rootfs "$R" --base "$EVMDK_BASE" > /tmp/nosb.out 2>&1; then
+  evmdk_result no-superblock-refused FAIL "mounted a flat device without its verity superblock"
+else
+  evmdk_check no-superblock-refused grep -q "device 2: .*no-superblock is not supported" /tmp/nosb.out
+fi
+evmdk_check_clean after-no-superblock
 if evmdk_guest_mount fv "$R" > /tmp/mount.out 2>&1; then
   evmdk_result mount-refused FAIL "mounted with a wrong root hash for device 1"
 elif grep -q "device 1" /tmp/mount.out && grep -q "wrong root hash" /tmp/mount.out; then
@@ -152,8 +163,10 @@ else
 fi
 evmdk_check_clean after-refusal
 )SH");
+  job.files["no-superblock.json"] = guest_storage_json(no_superblock);
   auto outcome = run_guest(env_, cfg, job);
-  EVMDK_EXPECT_GUEST_PASSED(outcome, expected_checks({"mount-refused"}, {"after-refusal"}));
+  EVMDK_EXPECT_GUEST_PASSED(outcome, expected_checks({"no-superblock-refused", "mount-refused"},
+                                                     {"after-no-superblock", "after-refusal"}));
 }
 
 // A guest agent killed in the middle of a mount (SIGKILL right after the lowers, with every
