@@ -1,6 +1,7 @@
 #include "evmdk/guest/block_device.h"
 
 #include <blkid/blkid.h>
+#include <fmt/ranges.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
+#include <charconv>
 #include <cctype>
 #include <cstring>
 #include <filesystem>
@@ -41,14 +44,90 @@ bool is_block_device(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
 }
 
+// A SCSI disk's unit serial number: VPD page 0x80 (4-byte header, the length in byte 3, then
+// the serial, space padded). QEMU's scsi-hd `serial=` lands here, not in /sys/block/*/serial.
+std::string scsi_vpd_serial(const fs::path& block_dir) {
+  std::ifstream in(block_dir / "device" / "vpd_pg80", std::ios::binary);
+  if (!in) return {};
+  std::string page((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (page.size() < 4 || static_cast<unsigned char>(page[1]) != 0x80) return {};
+  std::string serial = page.substr(4, static_cast<unsigned char>(page[3]));
+  while (!serial.empty() && (serial.back() == ' ' || serial.back() == '\0')) serial.pop_back();
+  size_t start = serial.find_first_not_of(' ');
+  return start == std::string::npos ? std::string() : serial.substr(start);
+}
+
 std::string find_by_serial(const std::string& serial) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator("/sys/block", ec)) {
-    if (read_trimmed(entry.path() / "serial") == serial) {
+    if (read_trimmed(entry.path() / "serial") == serial || scsi_vpd_serial(entry.path()) == serial) {
       return "/dev/" + entry.path().filename().string();
     }
   }
   return {};
+}
+
+// A SCSI address: Kata's "<scsi-id>:<lun>" (channel 0 of any host) or a full
+// "<host>:<channel>:<id>:<lun>".
+struct ScsiAddress {
+  std::vector<unsigned> parts;  // 2 or 4 numbers
+};
+
+std::optional<ScsiAddress> parse_scsi_address(const std::string& text) {
+  ScsiAddress address;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t colon = text.find(':', pos);
+    std::string part = text.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
+    if (part.empty() || ec != std::errc() || end != part.data() + part.size()) return std::nullopt;
+    address.parts.push_back(value);
+    if (colon == std::string::npos) break;
+    pos = colon + 1;
+  }
+  if (address.parts.size() != 2 && address.parts.size() != 4) return std::nullopt;
+  return address;
+}
+
+// The disk at that address (/sys/bus/scsi/devices/H:C:T:L/block/<name>). Kata's short form
+// matches channel 0 of every host; two hosts with a disk there is an error, not a guess.
+std::string find_by_scsi_address(const ScsiAddress& address, const std::string& source) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/sys/bus/scsi/devices", ec)) {
+    auto hctl = parse_scsi_address(entry.path().filename().string());
+    if (!hctl || hctl->parts.size() != 4) continue;
+    bool match = address.parts.size() == 4
+                     ? hctl->parts == address.parts
+                     : hctl->parts[1] == 0 && hctl->parts[2] == address.parts[0] &&
+                           hctl->parts[3] == address.parts[1];
+    if (!match) continue;
+    for (const auto& block : fs::directory_iterator(entry.path() / "block", ec)) {
+      found.push_back("/dev/" + block.path().filename().string());
+    }
+  }
+  if (found.size() > 1) {
+    throw Error("storage source '{}': more than one SCSI disk has that address ({}); give the "
+                "full host:channel:id:lun", source, fmt::join(found, ", "));
+  }
+  return found.empty() ? std::string() : found.front();
+}
+
+// Asks every SCSI host to scan for the address (a disk attached before the driver probed it
+// may need it); best effort.
+void request_scsi_scan(const ScsiAddress& address) {
+  std::string channel = address.parts.size() == 4 ? std::to_string(address.parts[1]) : "0";
+  unsigned id = address.parts[address.parts.size() - 2], lun = address.parts.back();
+  std::error_code ec;
+  for (const auto& host : fs::directory_iterator("/sys/class/scsi_host", ec)) {
+    if (address.parts.size() == 4 &&
+        host.path().filename().string() != fmt::format("host{}", address.parts[0])) {
+      continue;
+    }
+    std::ofstream scan(host.path() / "scan");
+    if (scan) scan << fmt::format("{} {} {}\n", channel, id, lun);
+  }
 }
 
 // Kata PCI path "bb/dd[/...]": slot of each bridge from the root bus down to the device.
@@ -140,13 +219,24 @@ std::string find_disk(const std::string& source, std::chrono::milliseconds timeo
   auto deadline = Clock::now() + timeout;
   bool by_serial = source.rfind("serial:", 0) == 0;
   bool by_path = !source.empty() && source[0] == '/';
-  if (!by_serial && !by_path && source.find_first_not_of("0123456789abcdefABCDEF/") != std::string::npos) {
-    throw Error("storage source '{}': expected an absolute /dev path, serial:<S> or a PCI path",
+  std::optional<ScsiAddress> scsi = by_serial || by_path ? std::nullopt : parse_scsi_address(source);
+  if (!by_serial && !by_path && !scsi &&
+      source.find_first_not_of("0123456789abcdefABCDEF/") != std::string::npos) {
+    throw Error("storage source '{}': expected an absolute /dev path, serial:<S>, a PCI path "
+                "(02/00) or a SCSI address (<id>:<lun> or <host>:<channel>:<id>:<lun>)",
                 source);
   }
+  bool scan_requested = false;
   while (true) {
     std::string found;
-    if (by_path) {
+    if (scsi) {
+      found = find_by_scsi_address(*scsi, source);
+      if (!found.empty() && !is_block_device(found)) found.clear();
+      if (found.empty() && !scan_requested) {
+        request_scsi_scan(*scsi);
+        scan_requested = true;
+      }
+    } else if (by_path) {
       if (is_block_device(source)) found = source;
     } else if (by_serial) {
       found = find_by_serial(source.substr(7));

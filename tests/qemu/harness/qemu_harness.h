@@ -40,7 +40,8 @@ inline const std::vector<std::string>& guest_module_names() {
       "libcrc32c",   "erofs",   "jbd2",                  "mbcache",
       "crc16",       "ext4",    "overlay",               "loop",
       "dm-mod",      "dm-bufio", "dm-verity",             "fuse",
-      "virtiofs"};
+      "virtiofs",    "scsi_common", "scsi_mod",           "sd_mod",
+      "virtio_scsi"};
   return names;
 }
 

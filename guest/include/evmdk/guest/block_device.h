@@ -1,6 +1,6 @@
 #pragma once
 // Finding the layer disk in the guest and checking that a partition holds the layer the host
-// meant: disk lookup by /dev path, virtio serial or Kata PCI path; bounded waits for
+// meant: disk lookup by /dev path, serial, Kata PCI path or SCSI address; bounded waits for
 // partitions (with a partition-table re-read); PARTUUID via libblkid; the EROFS superblock.
 #include <chrono>
 #include <cstdint>
@@ -11,8 +11,10 @@
 namespace evmdk::guest {
 
 // Resolves a Storage `source` to a block device node: an absolute /dev path, `serial:<S>`
-// (the disk whose /sys/block/*/serial is S) or a Kata PCI path such as `02/00`. Polls until
-// `timeout`; throws naming the source when it never shows up.
+// (the virtio-blk disk whose /sys/block/*/serial is S, or the SCSI disk whose VPD page 0x80
+// says S), a Kata PCI path such as `02/00`, or a SCSI address: Kata's `<id>:<lun>` (channel 0)
+// or `<host>:<channel>:<id>:<lun>`. Polls until `timeout`; throws naming the source when it
+// never shows up.
 std::string find_disk(const std::string& source, std::chrono::milliseconds timeout);
 
 // The device node of partition `number` of `disk` (e.g. /dev/vda, /dev/loop3). Waits with a
