@@ -276,6 +276,31 @@ TEST_F(PolicyTest, BrokenVerityDataIsAnErrorEvenInAuto) {
               ::testing::ThrowsMessage<Error>(HasSubstr("no dm-verity superblock")));
 }
 
+// `inspect LAYER` says whether compose would protect it: none, protected (root and tree
+// range), or broken (with the reason compose would refuse it for), in text and JSON.
+TEST(VerityCli, InspectShowsTheLayersDmVerityState) {
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs");
+  test::TempDir dir;
+  test::make_tree(dir / "src", {{"etc/motd", "hello\n"}});
+  test::make_erofs(dir / "src", dir / "layer.erofs");
+  auto none = test::cli({"inspect", dir / "layer.erofs"});
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_THAT(none.out, HasSubstr("dm-verity none (no " + (dir / "layer.erofs.dmverity") + ")"));
+
+  auto formatted = verity_format(dir / "layer.erofs", {});
+  auto shown = test::cli({"inspect", dir / "layer.erofs"});
+  EXPECT_THAT(shown.out, HasSubstr("dm-verity root " + formatted.sidecar.root_hash));
+  auto json = nlohmann::json::parse(test::cli({"inspect", "--json", dir / "layer.erofs"}).out);
+  EXPECT_EQ(json["verity"]["state"], "protected");
+  EXPECT_EQ(json["verity"]["hashoffset"], formatted.sidecar.hash_offset);
+
+  test::write_file(dir / "layer.erofs.dmverity", R"({"roothash":"00","hashoffset":4096})");
+  auto broken = test::cli({"inspect", dir / "layer.erofs"});
+  EXPECT_EQ(broken.exit_code, 0) << broken.err;
+  EXPECT_THAT(broken.out, HasSubstr("dm-verity BROKEN: "));
+  EXPECT_THAT(broken.out, HasSubstr("roothash has 2 hex digits"));
+}
+
 TEST(VerityCli, ShowCheckCatchesAFlippedDataByte) {
   test::TempDir dir;
   test::write_file(dir / "layer.erofs", random_bytes(409600, 5));

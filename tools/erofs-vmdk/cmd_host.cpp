@@ -12,6 +12,7 @@
 #include "evmdk/host/compose.h"
 #include "evmdk/host/gpt.h"
 #include "evmdk/host/probe.h"
+#include "evmdk/host/verity.h"
 #include "evmdk/host/verity_compose.h"
 #include "evmdk/unique_fd.h"
 
@@ -103,6 +104,11 @@ void run_inspect(const std::string& path, bool json) {
         fmt::print(" (partition {}, PARTUUID {})", layer["partition"].get<uint32_t>(),
                    layer["partuuid"].get<std::string>());
       }
+      if (layer.contains("verity")) {
+        fmt::print(" dm-verity root {} (hash area at disk byte {})",
+                   layer["verity"]["roothash"].get<std::string>(),
+                   layer["verity"]["hash_disk_offset"].get<uint64_t>());
+      }
       fmt::print("\n");
     }
     return;
@@ -133,12 +139,39 @@ void run_inspect(const std::string& path, bool json) {
     return;
   }
   host::ErofsInfo info = host::probe_layer(path);
+  // The layer's dm-verity data as compose would use it; a broken sidecar is shown, not fatal
+  // (inspect is where one looks to find out why compose refused it).
+  nlohmann::json verity{{"sidecar", host::verity_sidecar_path(path)}};
+  try {
+    if (auto v = host::inspect_verity_layer(path)) {
+      verity["state"] = "protected";
+      verity["roothash"] = v->sidecar.root_hash;
+      verity["hashoffset"] = v->sidecar.hash_offset;
+      verity["hash_end"] = v->hash_end;
+    } else {
+      verity["state"] = "none";
+    }
+  } catch (const std::exception& error) {
+    verity["state"] = "broken";
+    verity["error"] = error.what();
+  }
   if (json) {
-    fmt::print("{}\n", host::to_json(info).dump(2));
+    nlohmann::json out = host::to_json(info);
+    out["verity"] = verity;
+    fmt::print("{}\n", out.dump(2));
     return;
   }
   fmt::print("{}:\n", path);
   print_layer(info, "  ");
+  const std::string state = verity["state"];
+  if (state == "protected") {
+    fmt::print("  dm-verity root {} (tree at byte {}..{})\n", verity["roothash"].get<std::string>(),
+               verity["hashoffset"].get<uint64_t>(), verity["hash_end"].get<uint64_t>());
+  } else if (state == "none") {
+    fmt::print("  dm-verity none (no {})\n", verity["sidecar"].get<std::string>());
+  } else {
+    fmt::print("  dm-verity BROKEN: {}\n", verity["error"].get<std::string>());
+  }
 }
 
 struct ComposeArgs {
