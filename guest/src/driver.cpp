@@ -998,6 +998,19 @@ MountResult mount_rootfs(const MountRequest& request) {
   validate_container_id(request.container_id);
   if (request.rootfs.empty()) throw Error("no rootfs mount point given");
   Plan plan = make_plan(request.storages);
+  // dm names are at most 127 bytes: refuse an id that cannot name its verity devices now,
+  // before anything is mounted, rather than halfway through the lowers.
+  for (const auto& lower : plan.lowers) {
+    if (!lower.verity && lower.device_verity.empty()) continue;
+    std::string longest = fmt::format("evmdk-{}-lower-{}", request.container_id, lower.index);
+    if (!lower.device_verity.empty()) {
+      longest += fmt::format("-device-{}", lower.device_verity.rbegin()->first);
+    }
+    if (longest.size() > 127) {
+      throw Error("container id '{}' is too long for its dm-verity device names ('{}' is {} "
+                  "bytes, device-mapper allows 127)", request.container_id, longest, longest.size());
+    }
+  }
   std::string base = trim_slash(absolute(request.base_dir));
   std::string rootfs = trim_slash(absolute(request.rootfs));
   std::string container_dir = base + "/" + request.container_id;

@@ -179,6 +179,19 @@ TEST(Driver, RefusesBadRequestsBeforeTouchingAnything) {
   } catch (const Error& error) {
     EXPECT_NE(std::string(error.what()).find("no mount 5"), std::string::npos) << error.what();
   }
+  // A device-mapper name for a protected flat device would pass 127 bytes with this id.
+  Storage protected_lower = lower;
+  protected_lower.options.push_back("X-erofs-vmdk.device.1.dmverity.roothash=" + std::string(64, 'a'));
+  protected_lower.options.push_back("X-erofs-vmdk.device.1.dmverity.hashoffset=4096");
+  request.storages = {protected_lower};
+  request.container_id = std::string(110, 'c');  // evmdk-<110>-lower-0-device-1: 131 bytes
+  try {
+    mount_rootfs(request);
+    ADD_FAILURE();
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("too long for its dm-verity device names"), std::string::npos)
+        << error.what();
+  }
   EXPECT_FALSE(fs::exists(temp / "base"));
   EXPECT_FALSE(fs::exists(temp / "rootfs"));
 }
