@@ -302,13 +302,6 @@ std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk) 
   return table;
 }
 
-PartitionInfo read_partition(const std::string& disk, unsigned number) {
-  auto table = read_partition_table(disk);
-  auto found = table.find(number);
-  if (found == table.end()) throw Error("disk {}: the partition table has no partition {}", disk, number);
-  return found->second;
-}
-
 ErofsSuperblock read_erofs_superblock(const std::string& path) {
   UniqueFd fd = open_or_throw(path, O_RDONLY);
   unsigned char sb[128];

@@ -377,12 +377,6 @@ VerityGeometry verity_geometry(const VeritySuperblock& sb) {
   return g;
 }
 
-std::string verity_compute_root_hash(const std::string& path, const VeritySuperblock& sb,
-                                     unsigned threads) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
-  return to_hex(build_tree(fd.get(), path, sb, threads).root);
-}
-
 VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
                                   const VeritySuperblock& sb, unsigned threads) {
   UniqueFd fd = open_or_throw(path, O_RDONLY);
@@ -559,18 +553,27 @@ std::vector<std::string> verity_options(const VerityLayerInfo& info) {
   };
 }
 
-std::vector<std::string> verity_options_for_layer(const std::string& layer_path, VerityPolicy policy) {
-  if (policy == VerityPolicy::kOff) return {};
-  auto info = inspect_verity_layer(layer_path);
-  if (!info) {
-    if (policy == VerityPolicy::kOn) {
-      throw Error("layer {} has no dm-verity data ({} not found) and --verity=on; run "
-                  "`erofs-vmdk verity format {}` or use --verity=auto",
-                  layer_path, verity_sidecar_path(layer_path), layer_path);
-    }
-    return {};
+std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& layer_path,
+                                                         VerityPolicy policy,
+                                                         const std::string& context) {
+  if (policy == VerityPolicy::kOff) return std::nullopt;
+  std::optional<VerityLayerInfo> info;
+  try {
+    info = inspect_verity_layer(layer_path);
+  } catch (const std::exception& error) {
+    throw Error("{}: broken dm-verity data: {}", context, error.what());
   }
-  return verity_options(*info);
+  if (!info && policy == VerityPolicy::kOn) {
+    throw Error("{} has no dm-verity data ({} not found) and --verity=on; run "
+                "`erofs-vmdk verity format {}` or use --verity=auto",
+                context, verity_sidecar_path(layer_path), layer_path);
+  }
+  return info;
+}
+
+std::vector<std::string> verity_options_for_layer(const std::string& layer_path, VerityPolicy policy) {
+  auto info = verity_layer_under_policy(layer_path, policy, "layer " + layer_path);
+  return info ? verity_options(*info) : std::vector<std::string>{};
 }
 
 }  // namespace evmdk::host

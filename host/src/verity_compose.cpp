@@ -36,25 +36,14 @@ VerityPolicyReport apply_verity_policy(ComposeOptions& options, VerityPolicy pol
     // duplicated (the guest refuses a repeated key).
     std::erase_if(layer.extra_options,
                   [](const std::string& option) { return is_dmverity_option(option); });
-    if (policy != VerityPolicy::kOff) {
-      std::optional<VerityLayerInfo> info;
-      try {
-        info = inspect_verity_layer(layer.path);
-      } catch (const std::exception& error) {
-        throw Error("layer {} ({}): broken dm-verity data: {}", i, layer.path, error.what());
-      }
-      if (!info && policy == VerityPolicy::kOn) {
-        throw Error("layer {} ({}) has no dm-verity data ({} not found) and --verity=on; run "
-                    "`erofs-vmdk verity format {}` or use --verity=auto",
-                    i, layer.path, verity_sidecar_path(layer.path), layer.path);
-      }
-      if (info) {
-        auto extra = verity_options(*info);
-        layer.extra_options.insert(layer.extra_options.end(), extra.begin(), extra.end());
-        status.is_protected = true;
-        status.root_hash = info->sidecar.root_hash;
-        status.hash_end = info->hash_end;
-      }
+    auto info = verity_layer_under_policy(layer.path, policy,
+                                          fmt::format("layer {} ({})", i, layer.path));
+    if (info) {
+      auto extra = verity_options(*info);
+      layer.extra_options.insert(layer.extra_options.end(), extra.begin(), extra.end());
+      status.is_protected = true;
+      status.root_hash = info->sidecar.root_hash;
+      status.hash_end = info->hash_end;
     }
     report.layers.push_back(std::move(status));
   }

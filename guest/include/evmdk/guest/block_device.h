@@ -21,7 +21,7 @@ std::string find_disk(const std::string& source, std::chrono::milliseconds timeo
 // bound; when the partition is not there it asks the kernel to re-read the partition table
 // (BLKRRPART) and keeps waiting. Returns "" when a successful re-read still shows no such
 // partition: the kernel does not parse this table (e.g. built without CONFIG_EFI_PARTITION),
-// and the caller maps the partition itself (read_partition + a loop slice).
+// and the caller maps the partition itself (read_partition_table + a loop slice).
 std::string wait_for_partition(const std::string& disk, unsigned number,
                                std::chrono::milliseconds timeout);
 
@@ -35,8 +35,6 @@ struct PartitionInfo {
 // itself, so this does not depend on the kernel's partition parsing). One read serves all the
 // lowers on a disk. Throws when the disk has no partition table.
 std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk);
-// Partition `number` of that table. Throws when there is none.
-PartitionInfo read_partition(const std::string& disk, unsigned number);
 
 struct ErofsDevice {
   std::string tag;

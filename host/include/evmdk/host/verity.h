@@ -92,11 +92,6 @@ struct VerityFormatResult {
 // padded up to it) and writes the sidecar. Throws evmdk::Error naming the layer.
 VerityFormatResult verity_format(const std::string& layer_path, const VerityFormatOptions& options);
 
-// Root hash of the data area of `path` (first sb.data_blocks blocks) computed from scratch,
-// and whether the stored tree matches it. For `verity show --check` and tests.
-std::string verity_compute_root_hash(const std::string& path, const VeritySuperblock& sb,
-                                     unsigned threads = 0);
-
 // The whole tree recomputed from the data area and compared with the tree stored after the
 // superblock at hash_offset: what dm-verity in the guest will accept. `root_hash` is the
 // recomputed root; `first_bad_tree_byte` the file offset of the first stored tree byte that
@@ -122,6 +117,14 @@ std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_pat
 enum class VerityPolicy { kOff, kAuto, kOn };
 VerityPolicy parse_verity_policy(std::string_view text);  // "off" | "auto" | "on"
 std::string_view to_string(VerityPolicy policy);
+
+// The policy itself, for one layer: nullopt under off, and under auto when the layer has no
+// sidecar; the inspected layer otherwise. Throws evmdk::Error starting with `context` (e.g.
+// "layer 1 (path)") for on without verity data, and for a sidecar that is present but broken
+// under any policy but off.
+std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& layer_path,
+                                                         VerityPolicy policy,
+                                                         const std::string& context);
 
 // The X-kata.dmverity-enabled / X-kata.dmverity.* options for one layer under `policy`:
 //  off  -> none;
