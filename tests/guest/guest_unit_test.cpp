@@ -144,6 +144,16 @@ TEST(Mountinfo, FindsRootAndUnescapes) {
   EXPECT_TRUE(mounts_under("/definitely/not/mounted/here").empty());
 }
 
+// mount_rootfs refuses `request` with an error containing `text`.
+void expect_refused(const MountRequest& request, const std::string& text) {
+  try {
+    mount_rootfs(request);
+    ADD_FAILURE() << "expected a refusal containing: " << text;
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find(text), std::string::npos) << error.what();
+  }
+}
+
 TEST(Driver, RefusesBadRequestsBeforeTouchingAnything) {
   TempDir temp;
   MountRequest request;
@@ -155,43 +165,22 @@ TEST(Driver, RefusesBadRequestsBeforeTouchingAnything) {
   EXPECT_THROW(mount_rootfs(request), Error);
   request.container_id = "c";
   request.storages = {};
-  try {
-    mount_rootfs(request);
-    ADD_FAILURE();
-  } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("no lower"), std::string::npos) << error.what();
-  }
+  expect_refused(request, "no lower");
   Storage gap = lower;
   gap.options.push_back("X-erofs-vmdk.layer-index=1");
   request.storages = {gap};
-  try {
-    mount_rootfs(request);
-    ADD_FAILURE();
-  } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("index 1"), std::string::npos) << error.what();
-  }
+  expect_refused(request, "index 1");
   Storage mkdir_far = lower;
   mkdir_far.options.push_back("X-kata.mkdir.path={{ mount 5 }}/x:0755");
   request.storages = {mkdir_far};
-  try {
-    mount_rootfs(request);
-    ADD_FAILURE();
-  } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("no mount 5"), std::string::npos) << error.what();
-  }
+  expect_refused(request, "no mount 5");
   // A device-mapper name for a protected flat device would pass 127 bytes with this id.
   Storage protected_lower = lower;
   protected_lower.options.push_back("X-erofs-vmdk.device.1.dmverity.roothash=" + std::string(64, 'a'));
   protected_lower.options.push_back("X-erofs-vmdk.device.1.dmverity.hashoffset=4096");
   request.storages = {protected_lower};
   request.container_id = std::string(110, 'c');  // evmdk-<110>-lower-0-device-1: 131 bytes
-  try {
-    mount_rootfs(request);
-    ADD_FAILURE();
-  } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("too long for its dm-verity device names"), std::string::npos)
-        << error.what();
-  }
+  expect_refused(request, "too long for its dm-verity device names");
   EXPECT_FALSE(fs::exists(temp / "base"));
   EXPECT_FALSE(fs::exists(temp / "rootfs"));
 }

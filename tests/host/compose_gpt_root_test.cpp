@@ -57,6 +57,14 @@ std::vector<std::pair<uint64_t, uint64_t>> slices(const std::map<int, BlkidParti
   return out;
 }
 
+// `sgdisk -v` finds nothing to say about the disk: no problem, warning or caution.
+void expect_sgdisk_clean(const std::string& raw) {
+  auto verify = test::run({"sgdisk", "-v", raw});
+  EXPECT_THAT(verify.out, HasSubstr("No problems found"));
+  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Warning")));
+  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Caution")));
+}
+
 std::string convert_to_raw(const std::string& descriptor, const std::string& raw) {
   auto result = test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw", descriptor, raw});
   if (result.exit_code != 0) throw std::runtime_error("qemu-img convert: " + result.err);
@@ -89,10 +97,7 @@ TEST(ComposeGptRoot, EveryPartitionMountsWithExactlyItsLayersFiles) {
   ComposeResult result = compose(options);
 
   std::string raw = convert_to_raw(dir / "out/disk.vmdk", dir / "disk.raw");
-  auto verify = test::run({"sgdisk", "-v", raw});
-  EXPECT_THAT(verify.out, HasSubstr("No problems found"));
-  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Warning")));
-  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Caution")));
+  expect_sgdisk_clean(raw);
 
   auto parts = blkid_partitions(raw);
   ASSERT_EQ(parts.size(), 3u);
@@ -136,10 +141,7 @@ TEST(ComposeGptRoot, TwoHundredFiftyLayersComposeAndCheckClean) {
   ASSERT_EQ(result.layers.size(), kLayers);
 
   std::string raw = convert_to_raw(dir / "out/disk.vmdk", dir / "disk.raw");
-  auto verify = test::run({"sgdisk", "-v", raw});
-  EXPECT_THAT(verify.out, HasSubstr("No problems found"));
-  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Warning")));
-  EXPECT_THAT(verify.out + verify.err, ::testing::Not(HasSubstr("Caution")));
+  expect_sgdisk_clean(raw);
   auto parts = blkid_partitions(raw);
   ASSERT_EQ(parts.size(), kLayers);
   for (size_t i = 0; i < kLayers; ++i) {

@@ -13,6 +13,7 @@
 
 #include "evmdk/guest/verity.h"
 #include "evmdk/host/hook.h"
+#include "containerd_mounts.h"
 #include "loop_fixtures.h"
 #include "test_support.h"
 
@@ -58,24 +59,16 @@ TEST(HookRoot, BlockModeOutputMountsAsTheHostMeant) {
       {"33333333-3333-4333-8333-333333333333", {{"opt/app/version", "top\n"}, {"etc/motd", "top\n"}}},
       {"22222222-2222-4222-8222-222222222222", {{"opt/app/version", "middle\n"}, {"opt/app/tool", "tool\n"}}},
       {"11111111-1111-4111-8111-111111111111", {{"opt/app/version", "base\n"}, {"etc/os-release", "base\n"}}}};
-  json list = json::array();
   const std::string rwlayer = work / "snapshots/9/rwlayer.img";
   fs::create_directories(work / "snapshots/9");
-  list.push_back({{"type", "mkfs/ext4"},
-                  {"source", rwlayer},
-                  {"options", {"X-containerd.mkfs.fs=ext4", "X-containerd.mkfs.size=16777216", "rw", "loop"}}});
+  std::vector<std::string> images;
   for (size_t i = 0; i < layers.size(); ++i) {
     std::string dir = work / ("snapshots/" + std::to_string(3 - i));
     test::make_tree(dir + "/tree", layers[i].second);
     test::make_erofs(dir + "/tree", dir + "/layer.erofs", layers[i].first);
-    list.push_back({{"type", "erofs"}, {"source", dir + "/layer.erofs"}, {"options", {"ro", "loop"}}});
+    images.push_back(dir + "/layer.erofs");
   }
-  list.push_back({{"type", "format/mkdir/overlay"},
-                  {"source", "overlay"},
-                  {"options", {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
-                               "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
-                               "workdir={{ mount 0 }}/work", "upperdir={{ mount 0 }}/upper",
-                               "lowerdir={{ overlay 1 3 }}"}}});
+  json list = test::containerd_block_mode_list(rwlayer, 16777216, images);
   json output = run_hook({"e2e", work / "state", parse_mount_list(list)});
 
   json lowers_disk, upper_disk;
@@ -178,17 +171,7 @@ TEST(HookRoot, GuestMountConsumesTheHookStoragesDirectly) {
   test::make_erofs(layer_dir + "/tree", layer_dir + "/layer.erofs", "44444444-4444-4444-8444-444444444444");
   fs::create_directories(work / "snapshots/9");
   const std::string rwlayer = work / "snapshots/9/rwlayer.img";
-  json list = json::array(
-      {{{"type", "mkfs/ext4"},
-        {"source", rwlayer},
-        {"options", {"X-containerd.mkfs.fs=ext4", "X-containerd.mkfs.size=16777216", "rw", "loop"}}},
-       {{"type", "erofs"}, {"source", layer_dir + "/layer.erofs"}, {"options", {"ro", "loop"}}},
-       {{"type", "format/mkdir/overlay"},
-        {"source", "overlay"},
-        {"options", {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
-                     "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
-                     "workdir={{ mount 0 }}/work", "upperdir={{ mount 0 }}/upper",
-                     "lowerdir={{ mount 1 }}"}}}});
+  json list = test::containerd_block_mode_list(rwlayer, 16777216, {layer_dir + "/layer.erofs"});
   json output = run_hook({"guest-e2e", work / "state", parse_mount_list(list)});
 
   // Attach each disk as the VM would (read-only as the hook says) and point its storages at it.

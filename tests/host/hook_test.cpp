@@ -11,6 +11,7 @@
 #include "evmdk/host/verity.h"
 #include "evmdk/storage_spec.h"
 #include "layer_fixtures.h"
+#include "containerd_mounts.h"
 #include "test_support.h"
 
 namespace evmdk::host {
@@ -38,19 +39,7 @@ class Hook : public ::testing::Test {
   std::string rwlayer() const { return work_ / "snapshots/9/rwlayer.img"; }
 
   std::string block_list(const std::string& second_layer) const {
-    return json::array(
-               {{{"type", "mkfs/ext4"},
-                 {"source", rwlayer()},
-                 {"options", {"X-containerd.mkfs.fs=ext4", "X-containerd.mkfs.size=8388608", "rw", "loop"}}},
-                {{"type", "erofs"}, {"source", layer(2)}, {"options", {"ro", "loop"}}},
-                {{"type", "erofs"}, {"source", second_layer}, {"options", {"ro", "loop"}}},
-                {{"type", "format/mkdir/overlay"},
-                 {"source", "overlay"},
-                 {"options", {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
-                              "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
-                              "workdir={{ mount 0 }}/work", "upperdir={{ mount 0 }}/upper",
-                              "lowerdir={{ overlay 1 2 }}"}}}})
-        .dump();
+    return test::containerd_block_mode_list(rwlayer(), 8388608, {layer(2), second_layer}).dump();
   }
 
   json hook(const std::string& id, const std::string& list) {

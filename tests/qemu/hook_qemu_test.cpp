@@ -6,6 +6,7 @@
 // created on the host.
 #include <filesystem>
 
+#include "containerd_mounts.h"
 #include "scenario.h"
 
 namespace evmdk::qemu {
@@ -27,19 +28,7 @@ TEST_F(HookQemu, BlockModeHookOutputDrivesTheGuestRootfs) {
   // by the hook (containerd's mount manager would otherwise).
   const std::string rwlayer = path("snapshots/9/rwlayer.img");
   fs::create_directories(path("snapshots/9"));
-  json list = json::array();
-  list.push_back({{"type", "mkfs/ext4"},
-                  {"source", rwlayer},
-                  {"options", {"X-containerd.mkfs.fs=ext4", "X-containerd.mkfs.size=67108864", "rw", "loop"}}});
-  for (const auto& layer : layers) {
-    list.push_back({{"type", "erofs"}, {"source", layer}, {"options", {"ro", "loop"}}});
-  }
-  list.push_back({{"type", "format/mkdir/overlay"},
-                  {"source", "overlay"},
-                  {"options", {"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
-                               "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
-                               "workdir={{ mount 0 }}/work", "upperdir={{ mount 0 }}/upper",
-                               "lowerdir={{ overlay 1 3 }}"}}});
+  json list = test::containerd_block_mode_list(rwlayer, 67108864, layers);
   test::write_file(path("mounts.json"), list.dump(2));
   ASSERT_FALSE(fs::exists(rwlayer));
 
