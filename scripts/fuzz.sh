@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang in build-fuzz/ and runs each for a bounded time
-# (EVMDK_FUZZ_SECONDS, default 30) from the checked-in seed corpus. Exits non-zero when a
-# fuzzer finds a crash (the reproducer is left in build-fuzz/crashes/). Skips without clang.
+# Builds every libFuzzer target (tests/fuzz/*_fuzzer.cpp) with clang in build-fuzz/ and runs
+# each for a bounded time from its checked-in seeds (tests/fuzz/corpus/<name>/).
+#   EVMDK_FUZZ_SECONDS   seconds per target (default 20)
+#   EVMDK_FUZZ_TARGETS   space-separated names to run (default: all)
+# Exits non-zero when a fuzzer finds a crash, a leak, a timeout or an allocation over its RSS
+# limit; the reproducer is left in build-fuzz/crashes/<name>/. Skips without clang.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,26 +12,39 @@ if ! command -v clang++ >/dev/null 2>&1 || ! command -v clang >/dev/null 2>&1; t
   echo "fuzz: clang not installed, skipping"
   exit 0
 fi
-seconds=${EVMDK_FUZZ_SECONDS:-30}
+seconds=${EVMDK_FUZZ_SECONDS:-20}
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DEVMDK_FUZZ=ON -DEVMDK_BUILD_TESTS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz --target vmdk_descriptor_fuzzer -j"$(nproc)"
+cmake --build build-fuzz --target evmdk_fuzzers -j"$(nproc)"
 
-# The working corpus persists in build-fuzz/ so coverage grows from run to run; the
-# checked-in seeds (and regression inputs) are always part of it.
-mkdir -p build-fuzz/crashes build-fuzz/corpus
-work=build-fuzz/corpus
-cp tests/fuzz/corpus/* "$work/"
-
-echo "fuzz: vmdk_descriptor_fuzzer for ${seconds}s"
-# -max_len covers QEMU's 10,240-byte CID window; the 1 MiB cut is covered by unit tests.
-if ! build-fuzz/tests/fuzz/vmdk_descriptor_fuzzer "$work" \
-    -max_total_time="$seconds" -max_len=12288 -timeout=10 -rss_limit_mb=2048 \
-    -artifact_prefix=build-fuzz/crashes/ -print_final_stats=1 >build-fuzz/fuzz.log 2>&1; then
-  tail -n 60 build-fuzz/fuzz.log
-  echo "fuzz: vmdk_descriptor_fuzzer FAILED; reproducer(s) in build-fuzz/crashes/" >&2
-  exit 1
+targets=${EVMDK_FUZZ_TARGETS:-}
+if [ -z "$targets" ]; then
+  targets=$(cd tests/fuzz && ls *_fuzzer.cpp | sed 's/\.cpp$//')
 fi
-grep -E '^stat::number_of_executed_units|^stat::new_units_added' build-fuzz/fuzz.log || true
+
+failed=0
+for name in $targets; do
+  # The working corpus persists in build-fuzz/ so coverage grows from run to run; the
+  # checked-in seeds (and regression inputs) are always part of it.
+  work=build-fuzz/corpus/$name
+  crashes=build-fuzz/crashes/$name
+  mkdir -p "$work" "$crashes"
+  if [ -d "tests/fuzz/corpus/$name" ]; then cp -r "tests/fuzz/corpus/$name/." "$work/"; fi
+  extra=()
+  if [ -f "tests/fuzz/$name.options" ]; then read -r -a extra <"tests/fuzz/$name.options"; fi
+  log=build-fuzz/$name.log
+  echo "fuzz: $name for ${seconds}s ${extra[*]}"
+  # Defaults first: a target's .options may override them (libFuzzer takes the last value).
+  if ! "build-fuzz/tests/fuzz/$name" "$work" -max_total_time="$seconds" -timeout=10 \
+      -rss_limit_mb=2048 -malloc_limit_mb=2048 "${extra[@]}" -artifact_prefix="$crashes/" \
+      -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 60 "$log"
+    echo "fuzz: $name FAILED; reproducer(s) in $crashes/" >&2
+    failed=1
+    continue
+  fi
+  grep -E '^stat::number_of_executed_units|^stat::new_units_added' "$log" || true
+done
+if [ "$failed" -ne 0 ]; then exit 1; fi
 echo "fuzz: no crash"
