@@ -3,13 +3,21 @@
 # layer trees into EROFS images, compose them into one GPT-partitioned read-only VMDK disk, and
 # check the result with qemu-img (and sgdisk on the raw image QEMU presents); then the same
 # layers protected by dm-verity, composed with --verity on and verified.
+# Builds only the command (the test command builds the rest, reusing these objects: same build
+# dir, same options). EVMDK_CLI=/usr/bin/erofs-vmdk runs the demo against an installed
+# command instead (scripts/check-package.sh does, after dpkg -i).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
-cmake -S . -B build -G Ninja >/dev/null
-cmake --build build -j"$(nproc)"
-cli=build/tools/erofs-vmdk
+if [ -n "${EVMDK_CLI:-}" ]; then
+  cli=$EVMDK_CLI
+else
+  cmake -S . -B build -G Ninja -DEVMDK_WERROR=ON >/dev/null
+  cmake --build build -j"$(nproc)" --target erofs-vmdk
+  cli=build/tools/erofs-vmdk
+fi
+echo "== using $("$cli" --version) ($cli)"
 
 out=${1:-out/demo}
 rm -rf "$out"

@@ -1,7 +1,6 @@
 // erofs-vmdk guest mount|teardown|status: thin over evmdk::guest (guest/include/evmdk/guest).
 #include <fmt/format.h>
 
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -10,6 +9,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "documents.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/driver.h"
 
@@ -77,22 +77,7 @@ void register_guest_commands(CLI::App& app) {
     request.device_timeout = std::chrono::milliseconds(options->timeout_ms);
     request.parallel_mounts = options->parallel;
     request.crash_after = crash_hook();
-    auto result = guest::mount_rootfs(request);
-    nlohmann::json out{{"rootfs", result.rootfs},
-                       {"rootfs_kind", result.rootfs_kind},
-                       {"read_only", result.read_only},
-                       {"bind_source", result.bind_source},
-                       {"virtiofs_tag", result.virtiofs_tag},
-                       {"upper", result.upper},
-                       {"lowers", result.lowers},
-                       {"loop_devices", result.loop_devices},
-                       {"verity_devices", result.verity_devices},
-                       {"flat_device_mode", result.flat_device_mode},
-                       {"overlay_method", result.overlay_method}};
-    nlohmann::json steps = nlohmann::json::object();
-    for (const auto& [step, ms] : result.step_ms) steps[step] = std::round(ms * 10) / 10;
-    out["step_ms"] = steps;
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", documents::mount_result(guest::mount_rootfs(request)).dump(2));
   });
 
   auto* teardown = guest_cmd->add_subcommand(

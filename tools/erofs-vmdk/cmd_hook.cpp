@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "documents.h"
 #include "evmdk/error.h"
 #include "evmdk/host/hook.h"
 
@@ -57,12 +58,7 @@ void register_hook_commands(CLI::App& app) {
   cleanup->add_option("--state-dir", args->cleanup_state_dir, "Hook state directory")->required();
   cleanup->callback([args] {
     auto report = host::cleanup_hook(args->cleanup_id, args->cleanup_state_dir);
-    nlohmann::json out{{"id", args->cleanup_id},
-                       {"existed", report.existed},
-                       {"removed", report.removed},
-                       {"left", report.left},
-                       {"kept", report.kept}};
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", documents::cleanup_report(args->cleanup_id, report).dump(2));
     if (!report.left.empty()) {
       for (const auto& item : report.left) fmt::print(stderr, "erofs-vmdk: not removed: {}\n", item);
       throw CLI::RuntimeError(1);
