@@ -62,7 +62,9 @@ void register_guest_commands(CLI::App& app) {
   mount->add_option("--timeout-ms", options->timeout_ms, "how long to wait for disks and "
                     "partitions")->capture_default_str();
   mount->add_option("--parallel", options->parallel, "lowers mounted concurrently")->capture_default_str();
-  mount->callback([options] {
+  add_json_always_flag(mount);
+  auto mount_quiet = add_quiet_flag(mount);
+  mount->callback([options, mount_quiet] {
     guest::MountRequest request;
     try {
       request.storages = storages_from_json(nlohmann::json::parse(read_input(options->storages_path)));
@@ -77,7 +79,8 @@ void register_guest_commands(CLI::App& app) {
     request.device_timeout = std::chrono::milliseconds(options->timeout_ms);
     request.parallel_mounts = options->parallel;
     request.crash_after = crash_hook();
-    fmt::print("{}\n", documents::mount_result(guest::mount_rootfs(request)).dump(2));
+    auto result = documents::mount_result(guest::mount_rootfs(request));
+    if (!*mount_quiet) fmt::print("{}\n", result.dump(2));
   });
 
   auto* teardown = guest_cmd->add_subcommand(
@@ -90,7 +93,9 @@ void register_guest_commands(CLI::App& app) {
                        "(repeat for each v1 hierarchy)");
   teardown->add_option("--kill-timeout-ms", options->kill_timeout_ms, "bound for killing the "
                        "processes and for removing the cgroups")->capture_default_str();
-  teardown->callback([options] {
+  add_json_always_flag(teardown);
+  auto teardown_quiet = add_quiet_flag(teardown);
+  teardown->callback([options, teardown_quiet] {
     guest::TeardownRequest request;
     request.container_id = options->container_id;
     request.rootfs = options->rootfs;
@@ -100,7 +105,7 @@ void register_guest_commands(CLI::App& app) {
     request.cgroup_remove_timeout = std::chrono::milliseconds(options->kill_timeout_ms);
     request.crash_after = crash_hook();
     auto report = guest::teardown_rootfs(request);
-    fmt::print("{}\n", report.to_json().dump(2));
+    if (!*teardown_quiet) fmt::print("{}\n", report.to_json().dump(2));
     for (const auto& warning : report.warnings) fmt::print(stderr, "erofs-vmdk: warning: {}\n", warning);
     if (!report.clean()) {
       std::fflush(stdout);
@@ -114,6 +119,7 @@ void register_guest_commands(CLI::App& app) {
   auto* status = guest_cmd->add_subcommand("status", "print the journal and what is mounted");
   status->add_option("-i,--id", options->container_id, "container id")->required();
   status->add_option("-b,--base", options->base_dir, "base directory")->capture_default_str();
+  add_json_always_flag(status);
   status->callback([options] {
     fmt::print("{}\n", guest::rootfs_status(options->base_dir, options->container_id).dump(2));
   });

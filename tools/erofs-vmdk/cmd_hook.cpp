@@ -50,22 +50,26 @@ void register_hook_commands(CLI::App& app) {
   hook->add_option("--verity", args->verity,
                    "dm-verity policy for layers without X-containerd.dmverity: off|auto|on")
       ->capture_default_str();
+  add_json_always_flag(hook);
+  auto hook_quiet = add_quiet_flag(hook);
   hook->require_subcommand(0, 1);
 
   auto* cleanup = hook->add_subcommand(
       "cleanup", "Remove exactly what `hook` created for a container (idempotent)");
   cleanup->add_option("--id", args->cleanup_id, "Container id")->required();
   cleanup->add_option("--state-dir", args->cleanup_state_dir, "Hook state directory")->required();
-  cleanup->callback([args] {
+  add_json_always_flag(cleanup);
+  auto cleanup_quiet = add_quiet_flag(cleanup);
+  cleanup->callback([args, cleanup_quiet] {
     auto report = host::cleanup_hook(args->cleanup_id, args->cleanup_state_dir);
-    fmt::print("{}\n", documents::cleanup_report(args->cleanup_id, report).dump(2));
+    if (!*cleanup_quiet) fmt::print("{}\n", documents::cleanup_report(args->cleanup_id, report).dump(2));
     if (!report.left.empty()) {
       for (const auto& item : report.left) fmt::print(stderr, "erofs-vmdk: not removed: {}\n", item);
       throw CLI::RuntimeError(1);
     }
   });
 
-  hook->callback([args, cleanup] {
+  hook->callback([args, cleanup, hook_quiet] {
     if (cleanup->parsed()) return;
     if (args->id.empty()) throw Error("hook: --id is required");
     if (args->state_dir.empty()) throw Error("hook: --state-dir is required");
@@ -75,7 +79,8 @@ void register_hook_commands(CLI::App& app) {
     request.verity = host::parse_verity_policy(args->verity);
     const std::string origin = args->mounts == "-" ? std::string("<stdin>") : args->mounts;
     request.mounts = host::parse_mount_list_text(read_input(args->mounts), origin);
-    fmt::print("{}\n", host::run_hook(request).dump(2));
+    auto document = host::run_hook(request);
+    if (!*hook_quiet) fmt::print("{}\n", document.dump(2));
   });
 }
 

@@ -184,6 +184,7 @@ struct ComposeArgs {
   std::string serial;
   std::string verity = "auto";  // dm-verity policy (host/verity_compose.h)
   bool json = false;
+  bool quiet = false;
 };
 
 void run_compose(const ComposeArgs& args) {
@@ -196,11 +197,13 @@ void run_compose(const ComposeArgs& args) {
   options.serial = args.serial;
   for (const auto& layer : args.layers) options.layers.push_back({layer, {}});
   auto verity = host::apply_verity_policy(options, host::parse_verity_policy(args.verity));
+  host::ComposeResult result = host::compose(options);
+  // Only now: a compose that fails (a missing layer) prints its error and nothing before it.
   if (verity.policy == host::VerityPolicy::kAuto && !verity.unprotected().empty()) {
     fmt::print(stderr, "erofs-vmdk: --verity=auto: not protected by dm-verity (no sidecar): {}\n",
                fmt::join(verity.unprotected(), ", "));
   }
-  host::ComposeResult result = host::compose(options);
+  if (args.quiet) return;
   if (args.json) {
     fmt::print("{}\n", result.layout.dump(2));
     return;
@@ -251,6 +254,7 @@ void register_host_commands(CLI::App& app) {
       ->check(CLI::IsMember({"off", "auto", "on"}))
       ->capture_default_str();
   compose->add_flag("--json", args->json, "print layout.json");
+  add_quiet_flag(compose, args->quiet);
   compose->add_option("LAYER", args->layers,
                       "layer images (flat mode: the fsmeta, then its device blobs in slot order)")
       ->required();

@@ -20,6 +20,7 @@ struct VerifyArgs {
   std::string expect;
   std::string write_expect;
   bool json = false;
+  bool quiet = false;
 };
 
 void run_verify(const VerifyArgs& args) {
@@ -32,11 +33,14 @@ void run_verify(const VerifyArgs& args) {
   }
   if (!args.expect.empty()) options.expect_path = args.expect;
   if (!args.write_expect.empty()) options.digest = true;
+  if (args.quiet) options.progress = false;
   host::VerifyReport report = host::verify_disk(options);
   if (!args.write_expect.empty() && report.ok()) {
     write_file_atomic(args.write_expect, host::render_expected_digests(report));
   }
-  if (args.json) {
+  if (args.quiet) {
+    // the exit status alone; problems still go to stderr below
+  } else if (args.json) {
     fmt::print("{}\n", report.to_json().dump(2));
   } else {
     for (const auto& layer : report.layers) {
@@ -54,7 +58,7 @@ void run_verify(const VerifyArgs& args) {
   std::fflush(stdout);
   for (const auto& problem : report.problems) fmt::print(stderr, "erofs-vmdk: verify: {}\n", problem);
   if (!report.ok()) throw CLI::RuntimeError(1);
-  if (!args.write_expect.empty()) fmt::print(stderr, "wrote expected digests to {}\n", args.write_expect);
+  if (!args.write_expect.empty() && !args.quiet) fmt::print(stderr, "wrote expected digests to {}\n", args.write_expect);
 }
 
 }  // namespace
@@ -75,6 +79,7 @@ void register_verify_commands(CLI::App& app) {
                    "recompute each dm-verity protected layer's hash tree and check it against the "
                    "root hash the guest gets");
   verify->add_flag("--json", args->json, "print the report as JSON");
+  add_quiet_flag(verify, args->quiet);  // and no progress bar
   verify->add_option("--threads", args->options.threads, "digest threads (default: one per core)");
   verify->add_option("--chunk-size", args->options.chunk_size, "bytes per read (default 4 MiB)");
   verify->add_option("--queue-depth", args->options.queue_depth, "reads in flight (default 8)");

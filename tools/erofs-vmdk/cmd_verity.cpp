@@ -3,9 +3,20 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+
 #include "commands.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/verity.h"
+#include "evmdk/host/verify_progress.h"
 #include "evmdk/host/verity.h"
 
 namespace evmdk::cli {
@@ -24,6 +35,59 @@ nlohmann::json describe(const host::VeritySidecar& sidecar, const host::VeritySu
           {"data_blocks", sb.data_blocks},
           {"salt", sb.salt.empty() ? std::string("-") : host::to_hex(sb.salt)}};
 }
+
+// Bytes this process has read so far: /proc/self/io "rchar" counts every read(2)/pread(2) of
+// every thread, page cache hits included.
+std::optional<uint64_t> bytes_read_so_far() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  uint64_t value = 0;
+  while (io >> key >> value) {
+    if (key == "rchar:") return value;
+  }
+  return std::nullopt;
+}
+
+// A progress bar on a terminal for a library call that reads `total` bytes of data but reports
+// no progress of its own (verity_format hashes the whole data area once): a thread samples
+// the process's read counter. Draws nothing when stderr is not a terminal.
+class ReadProgress {
+ public:
+  ReadProgress(std::string label, uint64_t total, bool wanted)
+      : bar_(host::ProgressBar::for_stderr(std::move(label), total)),
+        start_(bytes_read_so_far()) {
+    if (!wanted || !bar_.enabled() || !start_) return;
+    sampler_ = std::jthread([this, total](std::stop_token stop) {
+      std::mutex mutex;
+      std::condition_variable_any wake;
+      std::unique_lock lock(mutex);
+      // wait_for returns early (false, like a timeout) once a stop is requested.
+      while (!stop.stop_requested()) {
+        wake.wait_for(lock, stop, std::chrono::milliseconds(100), [] { return false; });
+        if (stop.stop_requested()) break;
+        if (auto now = bytes_read_so_far()) bar_.update(std::min(total, *now - *start_));
+      }
+    });
+  }
+  // Stops sampling; the bar shows the finished state.
+  void finish() {
+    if (!sampler_.joinable()) return;
+    sampler_.request_stop();
+    sampler_.join();
+    bar_.finish();
+  }
+  ~ReadProgress() {
+    if (sampler_.joinable()) {
+      sampler_.request_stop();
+      sampler_.join();
+    }
+  }
+
+ private:
+  host::ProgressBar bar_;
+  std::optional<uint64_t> start_;
+  std::jthread sampler_;
+};
 
 void print_description(const nlohmann::json& d) {
   fmt::print("root hash:       {}\n", d["roothash"].get<std::string>());
@@ -58,6 +122,7 @@ void register_verity_commands(CLI::App& app) {
     bool no_sidecar = false;
     bool force = false;
     bool json = false;
+    bool quiet = false;
   };
   auto format_args = std::make_shared<FormatArgs>();
   auto* format = verity->add_subcommand(
@@ -76,6 +141,7 @@ void register_verity_commands(CLI::App& app) {
   format->add_flag("--no-sidecar", format_args->no_sidecar, "do not write LAYER.dmverity");
   format->add_flag("--force", format_args->force, "re-format a layer that already has a sidecar");
   format->add_flag("--json", format_args->json, "print the result as JSON");
+  add_quiet_flag(format, format_args->quiet);  // and no progress bar
   format->callback([format_args] {
     host::VerityFormatOptions options;
     options.hash_offset = format_args->hash_offset;
@@ -89,8 +155,15 @@ void register_verity_commands(CLI::App& app) {
     options.threads = format_args->threads;
     options.write_sidecar = !format_args->no_sidecar;
     options.force = format_args->force;
+    // The data area is at most the file as it is now (a re-format also reads an old tree).
+    std::error_code size_error;
+    uint64_t data_bytes = std::filesystem::file_size(format_args->layer, size_error);
+    ReadProgress progress("verity format", size_error ? 0 : data_bytes,
+                          !format_args->quiet && !size_error);
     auto result = host::verity_format(format_args->layer, options);
+    progress.finish();
     auto d = describe(result.sidecar, result.superblock, result.file_size);
+    if (format_args->quiet) return;
     if (format_args->json) {
       fmt::print("{}\n", d.dump(2));
     } else {
@@ -145,6 +218,8 @@ void register_verity_commands(CLI::App& app) {
     std::string data_device;
     std::string hash_device;
     std::vector<std::string> options;
+    bool json = false;
+    bool quiet = false;
   };
   auto open_args = std::make_shared<OpenArgs>();
   auto* open = verity->add_subcommand(
@@ -154,13 +229,19 @@ void register_verity_commands(CLI::App& app) {
   open->add_option("--hash-device", open_args->hash_device, "hash device (default: DEVICE)");
   open->add_option("-o,--option", open_args->options, "X-kata.dmverity.* option (repeatable)")
       ->required();
+  open->add_flag("--json", open_args->json, "print {\"name\", \"path\"} as JSON");
+  add_quiet_flag(open, open_args->quiet);
   open->callback([open_args] {
     auto params = guest::verity_params_from_options(open_args->options, open_args->data_device);
     if (!params) throw Error("{}: the options do not enable dm-verity", open_args->data_device);
     auto device = guest::VerityDevice::activate(
         open_args->name, open_args->data_device,
         open_args->hash_device.empty() ? open_args->data_device : open_args->hash_device, *params);
-    fmt::print("{}\n", device.path());
+    if (open_args->json) {
+      fmt::print("{}\n", nlohmann::json{{"name", open_args->name}, {"path", device.path()}}.dump(2));
+    } else if (!open_args->quiet) {
+      fmt::print("{}\n", device.path());
+    }
     device.release();  // stays active until `verity close`
   });
 
@@ -173,6 +254,8 @@ void register_verity_commands(CLI::App& app) {
   check->add_option("--hash-device", check_args->hash_device, "hash device (default: DEVICE)");
   check->add_option("-o,--option", check_args->options, "X-kata.dmverity.* option (repeatable)")
       ->required();
+  check->add_flag("--json", check_args->json, "print {\"device\", \"bytes_verified\"} as JSON");
+  add_quiet_flag(check, check_args->quiet);
   check->callback([check_args] {
     auto params = guest::verity_params_from_options(check_args->options, check_args->data_device);
     if (!params) throw Error("{}: the options do not enable dm-verity", check_args->data_device);
@@ -181,7 +264,12 @@ void register_verity_commands(CLI::App& app) {
         check_args->hash_device.empty() ? check_args->data_device : check_args->hash_device,
         *params);
     uint64_t bytes = device.verify_all();  // the device is removed on every path
-    fmt::print("{}: {} bytes verified\n", check_args->data_device, bytes);
+    if (check_args->json) {
+      fmt::print("{}\n", nlohmann::json{{"device", check_args->data_device},
+                                         {"bytes_verified", bytes}}.dump(2));
+    } else if (!check_args->quiet) {
+      fmt::print("{}: {} bytes verified\n", check_args->data_device, bytes);
+    }
   });
 
   auto close_name = std::make_shared<std::string>();
@@ -194,8 +282,15 @@ void register_verity_commands(CLI::App& app) {
   });
 
   auto* list = verity->add_subcommand("list", "list device-mapper devices");
-  list->callback([] {
-    for (const auto& name : guest::device_mapper_names()) fmt::print("{}\n", name);
+  auto list_json = std::make_shared<bool>(false);
+  list->add_flag("--json", *list_json, "print the names as a JSON array");
+  list->callback([list_json] {
+    auto names = guest::device_mapper_names();
+    if (*list_json) {
+      fmt::print("{}\n", nlohmann::json(names).dump(2));
+      return;
+    }
+    for (const auto& name : names) fmt::print("{}\n", name);
   });
 }
 

@@ -32,9 +32,12 @@ void register_lint(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
   cmd->add_option("FILE", *file, "VMDK descriptor")->required();
   cmd->add_flag("--json", *json, "Print the findings as JSON");
-  cmd->callback([file, json] {
+  auto quiet = add_quiet_flag(cmd);
+  cmd->callback([file, json, quiet] {
     vmdk::LintReport report = vmdk::lint_file(*file);
-    if (*json) {
+    if (*quiet) {
+      // the exit status alone
+    } else if (*json) {
       fmt::print("{}", dump(vmdk::to_json(report)));
     } else if (report.findings.empty()) {
       fmt::print("{}: no findings\n", *file);
