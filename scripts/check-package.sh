@@ -98,6 +98,7 @@ complete_words erofs-vmdk com | grep -qx compose || fail "bash completion: 'com'
 complete_words erofs-vmdk guest te | grep -qx teardown || fail "bash completion: guest te"
 complete_words erofs-vmdk compose --ve | grep -qx -- --verity || fail "bash completion: compose --ve"
 complete_words erofs-vmdk compose --mode '' | grep -qx flat || fail "bash completion: --mode values"
+zsh -n "$stage/usr/share/zsh/vendor-completions/_erofs-vmdk" || fail "zsh completion: syntax"
 
 # --- 3. the Debian packages -----------------------------------------------------------------
 step "cpack -G DEB"
