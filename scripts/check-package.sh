@@ -72,9 +72,10 @@ check_page() {  # page, command words...
   local warnings
   warnings=$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null) || fail "man -l $page"
   [ -z "$warnings" ] || fail "man --warnings -l $page: $warnings"
-  local option
+  local option text
+  text=$(sed 's/\\-/-/g' "$page")  # roff writes a minus as \-
   for option in $("$cli" "$@" --help | grep -oE -- '--[a-z][a-z0-9-]+' | sort -u); do
-    grep -qF -- "\\-\\-${option#--}" "$page" || fail "$page does not document $* $option"
+    grep -qE -- "(^|[^a-z-])$option([^a-z-]|$)" <<<"$text" || fail "$page does not document $* $option"
   done
 }
 pages=$stage/usr/share/man/man1
@@ -111,10 +112,16 @@ depends=$(dpkg-deb -f "$runtime_deb" Depends)
 echo "Depends: $depends"
 for package in libblkid1 libmount1 liburing2 libcryptsetup12 libfmt9 libssl3 zlib1g libc6 \
     libstdc++6; do
-  grep -qE "(^|, )$package( |,|$)" <<<"$depends" || fail "$runtime_deb does not depend on $package"
+  grep -qE "(^|, )${package//+/\\+}( |,|$)" <<<"$depends" || fail "$runtime_deb does not depend on $package"
 done
-dpkg-deb -c "$runtime_deb" | grep -q '/usr/bin/erofs-vmdk$' || fail "no /usr/bin/erofs-vmdk in the package"
-dpkg-deb -c "$dev_deb" | grep -q '/usr/include/evmdk/evmdk.h$' || fail "no evmdk.h in the -dev package"
+runtime_files=$(dpkg-deb -c "$runtime_deb")
+dev_files=$(dpkg-deb -c "$dev_deb")
+for path in /usr/bin/erofs-vmdk "/usr/$libdir/libevmdk.so.0" /usr/share/man/man1/erofs-vmdk.1; do
+  grep -qE " \.$path( |$)" <<<"$runtime_files" || fail "no $path in $runtime_deb"
+done
+for path in /usr/include/evmdk/evmdk.h "/usr/$libdir/pkgconfig/evmdk.pc" "/usr/$libdir/libevmdk-host.a"; do
+  grep -qE " \.$path( |$)" <<<"$dev_files" || fail "no $path in $dev_deb"
+done
 
 if [ "$(id -u)" -ne 0 ]; then
   [ "${CI:-}" != true ] || fail "CI=true but not root: cannot dpkg -i"
@@ -123,10 +130,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 installed=$(dpkg-query -W -f='${Status}' erofs-vmdk 2>/dev/null || true)
 if [ "$installed" = "install ok installed" ] && [ "${EVMDK_KEEP_PACKAGE:-}" != 1 ]; then
-  fail "erofs-vmdk is already installed here; remove it first (dpkg -r erofs-vmdk-dev erofs-vmdk)"
+  fail "erofs-vmdk is already installed here; remove it first (dpkg --purge erofs-vmdk-dev erofs-vmdk)"
 fi
 if [ "${EVMDK_KEEP_PACKAGE:-}" != 1 ]; then
-  trap 'dpkg -r erofs-vmdk-dev erofs-vmdk >/dev/null' EXIT
+  trap 'dpkg --purge erofs-vmdk-dev erofs-vmdk >/dev/null' EXIT
 fi
 step "dpkg -i"
 dpkg -i "$runtime_deb" "$dev_deb" >/dev/null
@@ -143,7 +150,8 @@ tail -n 1 "$work/demo.log"
 
 step "C API test built with pkg-config against the installed library"
 c_test "$work/c-test"
-ldd "$work/c-test" | grep -q "libevmdk.so.0 => /usr/$libdir/libevmdk.so.0" ||
+used=$(ldd "$work/c-test" | sed -n 's/^[[:space:]]*libevmdk\.so\.0 => \([^ ]*\) .*/\1/p')
+[ -n "$used" ] && [ "$(realpath "$used")" = "$(realpath "/usr/$libdir/libevmdk.so.0")" ] ||
   fail "the C test does not use the installed libevmdk.so.0: $(ldd "$work/c-test")"
 "$work/c-test" || fail "C API test against the installed library (exit $?)"
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs dependencies, builds with warnings as errors, runs every
 # test (unit, root: loop devices/mounts/cgroups, qemu: a real guest under TCG), then the unit
-# tests again under ASan+UBSan, then the fuzzers for a bounded time when clang is present.
+# tests again under ASan+UBSan, then the fuzzers for a bounded time when clang is present, then
+# the package checks (scripts/check-package.sh: install layout, man pages, completion, the
+# Debian packages installed with dpkg -i, the demo and the C API test against them).
 # With CI=true, tests whose prerequisites are missing fail instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +31,6 @@ echo "== unit tests under ASan+UBSan"
 
 echo "== all tests (unit, root, qemu)"
 (cd build && ctest --output-on-failure -j"$jobs")
+
+echo "== package checks"
+./scripts/check-package.sh build
