@@ -10,7 +10,7 @@
  *
  * Every call:
  *   int evmdk_<op>(const char *request_json, char **result_json, char **error_message);
- * returns EVMDK_OK (0) or one of the codes below. On return *result_json is the result
+ * returns EVMDK_OK (0) or one of the codes below (docs/api.md). On return *result_json is the result
  * document or NULL, and *error_message is NULL on EVMDK_OK, else a one-line message naming
  * the input at fault (file, layer, storage, option). Free both with evmdk_free(). Either
  * output pointer may be NULL when the caller does not want it. No C++ exception ever leaves
@@ -34,12 +34,12 @@ extern "C" {
 
 enum evmdk_status {
   EVMDK_OK = 0,
-  /* The request cannot be used: not JSON, a missing or mistyped key, an unknown key, an
-     invalid storage, container id, mode or policy. Nothing was done. */
+  /* The request cannot be used: not JSON, a missing, mistyped or unknown key, an invalid
+     storage object, mode, order or policy name. Nothing was done. */
   EVMDK_ERR_INVALID = 1,
-  /* The operation failed (a layer that is not EROFS, a disk that is not there, ...). Calls
-     that change state roll back: a failed mount leaves nothing mounted, a failed compose or
-     hook leaves no new file. */
+  /* The operation failed (a layer that is not EROFS, a disk that is not there, an invalid
+     container id, ...). Calls that change state roll back: a failed mount leaves nothing
+     mounted, a failed compose or hook leaves no new file. */
   EVMDK_ERR_FAILED = 2,
   /* A system call failed; the message ends with strerror(errno). Rolled back as above. */
   EVMDK_ERR_SYSTEM = 3,
