@@ -160,6 +160,10 @@ cmake -S tests/packaging/cmake-consumer -B "$work/consumer" -G Ninja >/dev/null
 cmake --build "$work/consumer" >/dev/null
 "$work/consumer/c_consumer"
 "$work/consumer/cxx_consumer"
+# shellcheck disable=SC2046
+c++ -std=c++20 -Wall -Werror -o "$work/cxx-pkg-config" tests/packaging/cmake-consumer/cxx_consumer.cpp \
+  $(pkg-config --cflags --libs erofs-vmdk)
+"$work/cxx-pkg-config" >/dev/null || fail "the C++ libraries through pkg-config erofs-vmdk"
 man -w erofs-vmdk-guest >/dev/null || fail "man cannot find erofs-vmdk-guest(1)"
 
 echo "check-package: all checks passed"

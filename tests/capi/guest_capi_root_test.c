@@ -1,8 +1,9 @@
 /*
- * The C API from C: refuses bad requests with a code and a message naming the problem, then
- * mounts two real EROFS layers (mkfs.erofs, read-only loop devices) as an overlay rootfs
- * through evmdk_guest_mount, reads the merged view, and tears it down through
- * evmdk_guest_teardown, leaving nothing mounted. Runs in a private mount namespace.
+ * The C API from C: refuses bad requests with a code and a message naming the problem,
+ * composes and verifies a GPT disk of two real EROFS layers (mkfs.erofs), then mounts the
+ * layers from read-only loop devices as an overlay rootfs through evmdk_guest_mount, reads
+ * the merged view, and tears it down through evmdk_guest_teardown, leaving nothing mounted.
+ * Runs in a private mount namespace.
  *
  * Built twice: in the tree (ctest, label root) and by scripts/check-package.sh against the
  * installed package with `pkg-config --cflags --libs evmdk`. Needs only the header, the
@@ -211,12 +212,35 @@ static void check_mount_and_teardown(const char *temp) {
   char *result = NULL;
   char *message = NULL;
 
+  /* Host side on the same layers: compose a GPT disk, then verify it reads back right. */
+  snprintf(request, sizeof request,
+           "{\"layers\": [\"%s\", \"%s\"], \"output\": \"%s/out\", \"mode\": \"gpt\","
+           " \"verity\": \"off\"}",
+           top.image, base.image, temp);
+  int status = evmdk_compose(request, &result, &message);
+  CHECK(status == EVMDK_OK, "compose: %s: %s", evmdk_status_name(status), or_null(message));
+  CHECK(contains(result, "\"mode\": \"gpt\"") && contains(result, top.image),
+        "compose result is layout.json: %s", or_null(result));
+  evmdk_free(result);
+  evmdk_free(message);
+  result = message = NULL;
+  snprintf(path, sizeof path, "%s/out/disk.vmdk", temp);
+  CHECK(access(path, F_OK) == 0, "compose wrote no %s", path);
+  snprintf(request, sizeof request, "{\"target\": \"%s/out\", \"digest\": true}", temp);
+  status = evmdk_verify(request, &result, &message);
+  CHECK(status == EVMDK_OK, "verify: %s: %s", evmdk_status_name(status), or_null(message));
+  CHECK(contains(result, "\"problems\": []") && contains(result, "\"sha256\""),
+        "verify report: %s", or_null(result));
+  evmdk_free(result);
+  evmdk_free(message);
+  result = message = NULL;
+
   /* A layer that is not the one the storage names: refused, rolled back, nothing mounted. */
   storages_json(storages, sizeof storages, &top, &base, "00000001-1111-4222-8333-0000000000ff");
   snprintf(request, sizeof request,
            "{\"storages\": %s, \"id\": \"bad\", \"rootfs\": \"%s\", \"base\": \"%s\"}", storages,
            rootfs, base_dir);
-  int status = evmdk_guest_mount(request, &result, &message);
+  status = evmdk_guest_mount(request, &result, &message);
   CHECK(status == EVMDK_ERR_FAILED, "wrong EROFS UUID: got %s (%s)", evmdk_status_name(status),
         or_null(message));
   CHECK(contains(message, "0000000000ff"), "the message names the expected UUID: %s",
@@ -328,6 +352,6 @@ int main(void) {
     fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
   }
-  printf("PASS: C API refusals, guest mount of 2 layers, status, teardown\n");
+  printf("PASS: C API refusals, compose, verify, guest mount of 2 layers, status, teardown\n");
   return 0;
 }
