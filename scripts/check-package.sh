@@ -95,10 +95,10 @@ complete_words() {  # the completions of the command line "$@" (last word being 
            COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; _erofs_vmdk; printf "%s\n" "${COMPREPLY[@]}"' \
     _ "$stage/usr/share/bash-completion/completions/erofs-vmdk" "$@"
 }
-complete_words erofs-vmdk com | grep -qx compose || fail "bash completion: 'com' does not give compose"
-complete_words erofs-vmdk guest te | grep -qx teardown || fail "bash completion: guest te"
-complete_words erofs-vmdk compose --ve | grep -qx -- --verity || fail "bash completion: compose --ve"
-complete_words erofs-vmdk compose --mode '' | grep -qx flat || fail "bash completion: --mode values"
+grep -qx compose <<<"$(complete_words erofs-vmdk com)" || fail "bash completion: 'com' does not give compose"
+grep -qx teardown <<<"$(complete_words erofs-vmdk guest te)" || fail "bash completion: guest te"
+grep -qx -- --verity <<<"$(complete_words erofs-vmdk compose --ve)" || fail "bash completion: compose --ve"
+grep -qx flat <<<"$(complete_words erofs-vmdk compose --mode '')" || fail "bash completion: --mode values"
 zsh -n "$stage/usr/share/zsh/vendor-completions/_erofs-vmdk" || fail "zsh completion: syntax"
 
 # --- 3. the Debian packages -----------------------------------------------------------------
@@ -140,7 +140,8 @@ dpkg -i "$runtime_deb" "$dev_deb" >/dev/null
 [ "$(command -v erofs-vmdk)" = /usr/bin/erofs-vmdk ] || fail "erofs-vmdk is not /usr/bin/erofs-vmdk"
 # Every library the installed command and C API need resolves.
 for binary in /usr/bin/erofs-vmdk /usr/"$libdir"/libevmdk.so.0; do
-  if ldd "$binary" | grep -q 'not found'; then fail "$binary: $(ldd "$binary" | grep 'not found')"; fi
+  missing=$(ldd "$binary" | grep 'not found' || true)
+  [ -z "$missing" ] || fail "$binary: $missing"
 done
 
 step "demo against /usr/bin/erofs-vmdk"
@@ -160,6 +161,10 @@ cmake -S tests/packaging/cmake-consumer -B "$work/consumer" -G Ninja >/dev/null
 cmake --build "$work/consumer" >/dev/null
 "$work/consumer/c_consumer"
 "$work/consumer/cxx_consumer"
+"$work/consumer/cxx_consumer_static" >/dev/null
+if grep -q libevmdk <<<"$(ldd "$work/consumer/cxx_consumer_static")"; then
+  fail "cxx_consumer_static links a shared libevmdk"
+fi
 # shellcheck disable=SC2046
 c++ -std=c++20 -Wall -Werror -o "$work/cxx-pkg-config" tests/packaging/cmake-consumer/cxx_consumer.cpp \
   $(pkg-config --cflags --libs erofs-vmdk)
