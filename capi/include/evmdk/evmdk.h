@@ -14,8 +14,7 @@
  * document or NULL, and *error_message is NULL on EVMDK_OK, else a one-line message naming
  * the input at fault (file, layer, storage, option). Free both with evmdk_free(). Either
  * output pointer may be NULL when the caller does not want it. No C++ exception ever leaves
- * the library; calls share no mutable state and may run concurrently on different
- * containers.
+ * the library, and the API keeps no state from one call to the next.
  */
 #ifndef EVMDK_EVMDK_H
 #define EVMDK_EVMDK_H
