@@ -79,6 +79,9 @@ check_page() {  # page, command words...
   done
 }
 pages=$stage/usr/share/man/man1
+# Every command the program lists is in erofs-vmdk(1) and is completed by bash.
+commands=$("$cli" --help | sed -n '/^Subcommands:/,$p' | awk 'NR > 1 && NF {print $1}')
+[ -n "$commands" ] || fail "no commands in erofs-vmdk --help"
 check_page "$pages/erofs-vmdk.1"
 for group in compose inspect verify hook guest verity; do
   check_page "$pages/erofs-vmdk-$group.1" "$group"
@@ -95,6 +98,12 @@ complete_words() {  # the completions of the command line "$@" (last word being 
            COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; _erofs_vmdk; printf "%s\n" "${COMPREPLY[@]}"' \
     _ "$stage/usr/share/bash-completion/completions/erofs-vmdk" "$@"
 }
+for command in $commands; do
+  # as ".B compose" or in ".BR lint ", " map"
+  grep -qE "^\.B[A-Z]* (.*\" )?$command( |$)" "$pages/erofs-vmdk.1" ||
+    fail "erofs-vmdk(1) does not list the command $command"
+  grep -qx "$command" <<<"$(complete_words erofs-vmdk '')" || fail "bash completion lacks $command"
+done
 grep -qx compose <<<"$(complete_words erofs-vmdk com)" || fail "bash completion: 'com' does not give compose"
 grep -qx teardown <<<"$(complete_words erofs-vmdk guest te)" || fail "bash completion: guest te"
 grep -qx -- --verity <<<"$(complete_words erofs-vmdk compose --ve)" || fail "bash completion: compose --ve"
