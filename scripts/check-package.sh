@@ -138,8 +138,10 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 installed=$(dpkg-query -W -f='${Status}' erofs-vmdk 2>/dev/null || true)
-if [ "$installed" = "install ok installed" ] && [ "${EVMDK_KEEP_PACKAGE:-}" != 1 ]; then
-  fail "erofs-vmdk is already installed here; remove it first (dpkg --purge erofs-vmdk-dev erofs-vmdk)"
+if [ -n "$installed" ]; then
+  # A leftover (an interrupted run, or EVMDK_KEEP_PACKAGE=1): the checks need this build's.
+  echo "check-package: replacing the installed erofs-vmdk ($installed)"
+  dpkg --purge erofs-vmdk-dev erofs-vmdk >/dev/null
 fi
 if [ "${EVMDK_KEEP_PACKAGE:-}" != 1 ]; then
   trap 'dpkg --purge erofs-vmdk-dev erofs-vmdk >/dev/null' EXIT
