@@ -19,6 +19,7 @@
 #include <set>
 #include <thread>
 
+#include "evmdk/contract/container_id.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/bind_source.h"
 #include "evmdk/guest/block_device.h"
@@ -27,6 +28,7 @@
 #include "evmdk/guest/loop_device.h"
 #include "evmdk/guest/mkdir_directive.h"
 #include "evmdk/guest/mountinfo.h"
+#include "evmdk/guest/plan.h"
 #include "evmdk/guest/verity.h"
 #include "evmdk/unique_fd.h"
 
@@ -36,278 +38,6 @@ namespace evmdk::guest {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// ---------------------------------------------------------------------------------------
-// Planning: which storage is which.
-
-struct LowerPlan {
-  unsigned index = 0;  // 0 = top
-  const Storage* storage = nullptr;
-  std::optional<unsigned> partition;
-  std::optional<VerityParams> verity;  // the storage's own device (the fsmeta on a flat disk)
-  // Flat (fsmeta) disk: dm-verity of extra device slots (1 = the first extra device), from
-  // X-erofs-vmdk.device.<slot>.dmverity*; hash_offset is a byte offset on the disk.
-  std::map<unsigned, VerityParams> device_verity;
-};
-
-// What the rootfs is (docs/runtime-integration.md section 3 lists the hook's shapes).
-enum class RootfsKind {
-  Overlay,          // lowers + ext4 or tmpfs upper, writable
-  ReadOnlyOverlay,  // lowers only (a view of several parents)
-  Bind,             // a bind of {{ mount N }} or {{ mount 0 }}/path
-  VirtioFs,         // a host directory shared over virtio-fs
-};
-
-const char* kind_name(RootfsKind kind) {
-  switch (kind) {
-    case RootfsKind::Overlay: return "overlay";
-    case RootfsKind::ReadOnlyOverlay: return "read-only overlay";
-    case RootfsKind::Bind: return "bind";
-    case RootfsKind::VirtioFs: return "virtio-fs";
-  }
-  return "?";
-}
-
-struct Plan {
-  std::vector<LowerPlan> lowers;  // sorted by index
-  const Storage* upper = nullptr;
-  std::vector<std::string> overlay_options;
-  std::vector<std::pair<std::string, MkdirDirective>> mkdirs;  // spec, parsed
-  RootfsKind kind = RootfsKind::Overlay;
-  bool read_only = false;
-  std::string bind_spec;  // as given (or synthesised for a read-only single lower)
-  BindSource bind;
-  const Storage* share = nullptr;  // the virtio-fs storage
-};
-
-inline constexpr std::string_view kRootfsBind = "X-erofs-vmdk.rootfs-bind";
-inline constexpr std::string_view kRootfsReadonly = "X-erofs-vmdk.rootfs-readonly";
-inline constexpr std::string_view kOverlayOption = "X-erofs-vmdk.overlay-option";
-
-bool is_marker(const std::string& option) { return option.rfind("X-", 0) == 0; }
-
-std::optional<unsigned> unsigned_option(const Storage& storage, std::string_view key) {
-  auto value = option_value(storage.options, key);
-  if (!value) return std::nullopt;
-  try {
-    size_t used = 0;
-    unsigned long number = std::stoul(*value, &used);
-    if (used != value->size()) throw std::invalid_argument("trailing");
-    return static_cast<unsigned>(number);
-  } catch (const std::exception&) {
-    throw Error("storage '{}': option {}={} is not a number", storage.source, key, *value);
-  }
-}
-
-// Plain mount options to mount(2) flags and data; X-* markers and "loop" are dropped.
-std::pair<unsigned long, std::string> mount_flags_and_data(const std::vector<std::string>& options) {
-  static const std::map<std::string, std::pair<unsigned long, bool>> kFlags = {
-      {"ro", {MS_RDONLY, true}},        {"rw", {MS_RDONLY, false}},
-      {"nodev", {MS_NODEV, true}},      {"dev", {MS_NODEV, false}},
-      {"nosuid", {MS_NOSUID, true}},    {"suid", {MS_NOSUID, false}},
-      {"noexec", {MS_NOEXEC, true}},    {"exec", {MS_NOEXEC, false}},
-      {"noatime", {MS_NOATIME, true}},  {"nodiratime", {MS_NODIRATIME, true}},
-      {"relatime", {MS_RELATIME, true}}, {"sync", {MS_SYNCHRONOUS, true}},
-      {"dirsync", {MS_DIRSYNC, true}}};
-  unsigned long flags = 0;
-  std::string data;
-  for (const auto& option : options) {
-    if (is_marker(option) || option == "loop" || option == "defaults") continue;
-    auto it = kFlags.find(option);
-    if (it != kFlags.end()) {
-      flags = it->second.second ? (flags | it->second.first) : (flags & ~it->second.first);
-      continue;
-    }
-    data += (data.empty() ? "" : ",") + option;
-  }
-  return {flags, data};
-}
-
-// Which rootfs the storages describe; refuses contradictory markers, naming them.
-void choose_rootfs_kind(Plan& plan, const std::vector<Storage>& storages,
-                        const std::vector<std::pair<size_t, std::string>>& binds) {
-  if (plan.share != nullptr) {
-    const Storage& share = *plan.share;
-    if (storages.size() != 1) {
-      throw Error("virtio-fs storage '{}' is the whole rootfs and must be the only storage (there "
-                  "are {})", share.source, storages.size());
-    }
-    if (!binds.empty()) {
-      throw Error("virtio-fs storage '{}': option {}={} cannot apply to a shared directory",
-                  share.source, kRootfsBind, binds.front().second);
-    }
-    if (!plan.mkdirs.empty()) {
-      throw Error("virtio-fs storage '{}': mkdir directive '{}' has no mount to apply to",
-                  share.source, plan.mkdirs.front().first);
-    }
-    if (!plan.overlay_options.empty()) {
-      throw Error("virtio-fs storage '{}': option {}={} without an overlay", share.source,
-                  kOverlayOption, plan.overlay_options.front());
-    }
-    plan.kind = RootfsKind::VirtioFs;
-    plan.read_only = plan.read_only || mount_flags_and_data(share.options).first & MS_RDONLY;
-    return;
-  }
-  if (!binds.empty()) {
-    for (const auto& [i, spec] : binds) {
-      if (spec != binds.front().second) {
-        throw Error("storage #{} '{}': option {}={} contradicts {}={} on storage #{}", i,
-                    storages[i].source, kRootfsBind, spec, kRootfsBind, binds.front().second,
-                    binds.front().first);
-      }
-    }
-    const auto& [i, spec] = binds.front();
-    if (!plan.overlay_options.empty()) {
-      throw Error("storage #{} '{}': option {}={} with {}={}: a bind rootfs is not an overlay", i,
-                  storages[i].source, kRootfsBind, spec, kOverlayOption, plan.overlay_options.front());
-    }
-    try {
-      plan.bind = parse_bind_source(spec);
-    } catch (const Error& error) {
-      throw Error("storage #{} '{}': option {}: {}", i, storages[i].source, kRootfsBind, error.what());
-    }
-    if (plan.bind.mount_index == 0 && plan.upper == nullptr) {
-      throw Error("storage #{} '{}': option {}={} names the upper, but there is no upper storage",
-                  i, storages[i].source, kRootfsBind, spec);
-    }
-    if (plan.bind.mount_index > plan.lowers.size()) {
-      throw Error("storage #{} '{}': option {}={}: there is no mount {} (mount 0 is the upper, "
-                  "1..{} the lowers)", i, storages[i].source, kRootfsBind, spec,
-                  plan.bind.mount_index, plan.lowers.size());
-    }
-    plan.bind_spec = spec;
-    plan.kind = RootfsKind::Bind;
-    return;
-  }
-  if (plan.lowers.empty()) {
-    throw Error("no lower (erofs) storage among {} storages, and no {} or virtio-fs storage to "
-                "make a rootfs without one", storages.size(), kRootfsBind);
-  }
-  if (!plan.read_only) {
-    plan.kind = RootfsKind::Overlay;
-    return;
-  }
-  if (plan.upper != nullptr) {
-    throw Error("{}=true with an upper storage '{}': a read-only rootfs has no upper",
-                kRootfsReadonly, plan.upper->source);
-  }
-  if (plan.lowers.size() == 1 && plan.overlay_options.empty()) {
-    // One layer needs no overlay; kernels before 6.x refuse an overlay of a single lower
-    // without an upper, and a read-only bind shows the same tree.
-    plan.bind_spec = "{{ mount 1 }}";
-    plan.bind = BindSource{1, {}};
-    plan.kind = RootfsKind::Bind;
-    return;
-  }
-  plan.kind = RootfsKind::ReadOnlyOverlay;
-}
-
-Plan make_plan(const std::vector<Storage>& storages) {
-  Plan plan;
-  std::vector<std::pair<size_t, std::string>> binds;  // storage #, spec
-  for (size_t i = 0; i < storages.size(); ++i) {
-    const Storage& storage = storages[i];
-    for (auto key : {marker::kMkdirPath, marker::kContainerdMkdirPath}) {
-      for (const auto& spec : option_values(storage.options, key)) {
-        plan.mkdirs.emplace_back(spec, parse_mkdir_directive(spec));
-      }
-    }
-    for (const auto& option : option_values(storage.options, kOverlayOption)) {
-      plan.overlay_options.push_back(option);
-    }
-    for (const auto& spec : option_values(storage.options, kRootfsBind)) binds.emplace_back(i, spec);
-    for (const auto& value : option_values(storage.options, kRootfsReadonly)) {
-      if (value != "true" && value != "false") {
-        throw Error("storage #{} '{}': option {}={} must be true or false", i, storage.source,
-                    kRootfsReadonly, value);
-      }
-      plan.read_only = plan.read_only || value == "true";
-    }
-    if (std::find(storage.options.begin(), storage.options.end(), std::string(kRootfsReadonly)) !=
-        storage.options.end()) {
-      throw Error("storage #{} '{}': option {} needs a value (=true)", i, storage.source, kRootfsReadonly);
-    }
-    if (storage.driver == "virtio-fs" || storage.fstype == "virtiofs") {
-      if (storage.driver != "virtio-fs" || storage.fstype != "virtiofs") {
-        throw Error("storage #{} '{}': a shared directory needs driver 'virtio-fs' and fstype "
-                    "'virtiofs', not '{}' / '{}'", i, storage.source, storage.driver, storage.fstype);
-      }
-      if (storage.source.empty()) throw Error("storage #{}: virtio-fs storage without a tag (source)", i);
-      if (!storage.mount_point.empty() && storage.mount_point != "rootfs") {
-        throw Error("storage #{} '{}': a virtio-fs storage is mounted as the rootfs; mount_point "
-                    "'{}' is not supported", i, storage.source, storage.mount_point);
-      }
-      if (plan.share != nullptr) throw Error("storage #{} '{}': a second virtio-fs storage", i, storage.source);
-      plan.share = &storage;
-      continue;
-    }
-    bool lower = has_option(storage.options, marker::kOverlayLower) ||
-                 (storage.fstype == "erofs" && !has_option(storage.options, marker::kOverlayUpper));
-    if (has_option(storage.options, marker::kOverlayUpper)) {
-      if (plan.upper != nullptr) throw Error("storage #{} '{}': a second overlay upper", i, storage.source);
-      plan.upper = &storage;
-      continue;
-    }
-    if (!lower) continue;  // e.g. an overlay storage that only carries options
-    if (storage.fstype != "erofs") {
-      throw Error("storage #{} '{}': lower layers must be erofs, not '{}'", i, storage.source, storage.fstype);
-    }
-    LowerPlan lower_plan;
-    lower_plan.storage = &storage;
-    // Parsed now, so a malformed verity option refuses the mount before anything is done.
-    lower_plan.verity = verity_params_from_options(storage.options,
-                                                   fmt::format("storage #{} '{}'", i, storage.source));
-    try {
-      for (unsigned slot : device_option_slots(storage.options)) {
-        std::string context = fmt::format("storage #{} '{}', device {}", i, storage.source, slot);
-        auto options = device_verity_options(storage.options, slot);
-        for (const auto& option : options) {
-          if (!is_dmverity_option(option)) {
-            throw Error("{}: option {}{} is not a dm-verity option (only "
-                        "{}<slot>.dmverity* are known)", context, device_option_prefix(slot),
-                        option.substr(std::string_view("X-kata.").size()),
-                        "X-erofs-vmdk.device.");
-          }
-        }
-        if (auto params = verity_params_from_options(options, context)) {
-          lower_plan.device_verity.emplace(slot, *params);
-        }
-      }
-    } catch (const Error& error) {
-      throw Error("storage #{} '{}': {}", i, storage.source, error.what());
-    }
-    lower_plan.partition = unsigned_option(storage, marker::kPartitionNumber);
-    if (lower_plan.partition && *lower_plan.partition == 0) {
-      throw Error("storage #{} '{}': partition numbers start at 1", i, storage.source);
-    }
-    auto index = unsigned_option(storage, marker::kLayerIndex);
-    if (!index && lower_plan.partition) index = *lower_plan.partition - 1;
-    lower_plan.index = index.value_or(static_cast<unsigned>(plan.lowers.size()));
-    plan.lowers.push_back(lower_plan);
-  }
-  std::sort(plan.lowers.begin(), plan.lowers.end(),
-            [](const LowerPlan& a, const LowerPlan& b) { return a.index < b.index; });
-  for (size_t i = 0; i < plan.lowers.size(); ++i) {
-    if (plan.lowers[i].index != i) {
-      throw Error("lower layer indexes must be 0..{} without gaps or duplicates; storage '{}' has "
-                  "index {} where {} was expected", plan.lowers.size() - 1,
-                  plan.lowers[i].storage->source, plan.lowers[i].index, i);
-    }
-  }
-  choose_rootfs_kind(plan, storages, binds);
-  for (const auto& [spec, directive] : plan.mkdirs) {
-    if (directive.mount_index > plan.lowers.size()) {
-      throw Error("mkdir directive '{}': there is no mount {} (mount 0 is the upper, 1..{} the "
-                  "lowers)", spec, directive.mount_index, plan.lowers.size());
-    }
-    // Only the writable overlay has a memory-backed upper when no upper storage is given.
-    if (directive.mount_index == 0 && plan.upper == nullptr && plan.kind != RootfsKind::Overlay) {
-      throw Error("mkdir directive '{}': there is no upper storage for {{{{ mount 0 }}}} (the "
-                  "rootfs is a {})", spec, kind_name(plan.kind));
-    }
-  }
-  return plan;
-}
 
 // ---------------------------------------------------------------------------------------
 // State shared by the steps of one mount: the journal, kept on disk after every change.
@@ -533,8 +263,8 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
         throw Error("EROFS UUID mismatch on {}: expected {}, found {}", device, *expected, superblock.uuid);
       }
     }
-    auto [flags, data] = mount_flags_and_data(storage.options);
-    flags |= MS_RDONLY | MS_NODEV | MS_NOSUID;
+    const unsigned long flags = lower.mount.flags;
+    const std::string& data = lower.mount.data;
     LowerVerityDevices verity(session, outcome);
     std::string verity_name = fmt::format("evmdk-{}-lower-{}", session.container_id(), lower.index);
     if (superblock.devices.empty()) {
@@ -706,7 +436,9 @@ std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
                 "lowerdir+ to pass lowers one by one", data.size(), page);
   }
   if (::mount("overlay", rootfs.c_str(), "overlay", with_upper ? 0 : MS_RDONLY, data.c_str()) != 0) {
-    throw_errno("cannot mount the overlay at {} ({} lowers)", rootfs, lowers);
+    std::string given;
+    for (const auto& option : extra) given += (given.empty() ? ", options " : ",") + option;
+    throw_errno("cannot mount the overlay at {} ({} lowers{})", rootfs, lowers, given);
   }
   return "mount(2) relative paths";
 }
@@ -765,12 +497,10 @@ void bind_rootfs(int source_fd, const std::string& rootfs, bool read_only, const
 
 // The shared directory at the rootfs. "bind"/"rbind" describe the host side (containerd's bind
 // of fs/); a virtiofs mount has no such option.
-void mount_virtiofs(const Storage& share, const std::string& rootfs, bool read_only) {
-  std::vector<std::string> options;
-  for (const auto& option : share.options) {
-    if (option != "bind" && option != "rbind") options.push_back(option);
-  }
-  auto [flags, data] = mount_flags_and_data(options);
+void mount_virtiofs(const Storage& share, const MountOptions& options, const std::string& rootfs,
+                    bool read_only) {
+  unsigned long flags = options.flags;
+  const std::string& data = options.data;
   if (read_only) flags |= MS_RDONLY;
   if (::mount(share.source.c_str(), rootfs.c_str(), "virtiofs", flags, data.c_str()) != 0) {
     throw Error("virtio-fs storage '{}': {}", share.source,
@@ -780,13 +510,6 @@ void mount_virtiofs(const Storage& share, const std::string& rootfs, bool read_o
 
 // ---------------------------------------------------------------------------------------
 // Teardown pieces.
-
-void validate_container_id(const std::string& id) {
-  if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos ||
-      id.find('\0') != std::string::npos) {
-    throw Error("invalid container id '{}'", id);
-  }
-}
 
 // Absolute, with symlinks in the existing part resolved: mountinfo shows real paths.
 std::string absolute(const std::string& path) {
@@ -859,7 +582,7 @@ nlohmann::json TeardownReport::to_json() const {
 }
 
 TeardownReport teardown_rootfs(const TeardownRequest& request) {
-  validate_container_id(request.container_id);
+  contract::validate_container_id(request.container_id);
   TeardownReport report;
   std::string base = trim_slash(absolute(request.base_dir));
   std::string container_dir = base + "/" + request.container_id;
@@ -995,7 +718,7 @@ TeardownReport teardown_rootfs(const TeardownRequest& request) {
 }
 
 MountResult mount_rootfs(const MountRequest& request) {
-  validate_container_id(request.container_id);
+  contract::validate_container_id(request.container_id);
   if (request.rootfs.empty()) throw Error("no rootfs mount point given");
   Plan plan = make_plan(request.storages);
   // dm names are at most 127 bytes: refuse an id that cannot name its verity devices now,
@@ -1104,12 +827,13 @@ MountResult mount_rootfs(const MountRequest& request) {
     if (plan.upper != nullptr) {
       const Storage& upper = *plan.upper;
       std::string device = find_disk(upper.source, request.device_timeout);
-      auto [flags, data] = mount_flags_and_data(upper.options);
-      std::string fstype = upper.fstype.empty() ? "ext4" : upper.fstype;
-      if (::mount(device.c_str(), upper_dir.c_str(), fstype.c_str(), flags, data.c_str()) != 0) {
-        throw Error("upper (storage '{}'): {}", upper.source, mount_error(fstype, device, upper_dir, data));
+      const MountOptions& options = plan.upper_mount;
+      if (::mount(device.c_str(), upper_dir.c_str(), "ext4", options.flags, options.data.c_str()) != 0) {
+        throw Error("upper (storage '{}'): {}", upper.source,
+                    mount_error("ext4", device, upper_dir, options.data));
       }
-    } else if (has_upper && ::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NOSUID, "mode=0755") != 0) {
+    } else if (has_upper &&
+               ::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NODEV | MS_NOSUID, "mode=0755") != 0) {
       throw_errno("cannot mount a tmpfs upper at {}", upper_dir);
     }
     step_finished("upper");
@@ -1144,7 +868,7 @@ MountResult mount_rootfs(const MountRequest& request) {
         break;
       }
       case RootfsKind::VirtioFs:
-        mount_virtiofs(*plan.share, rootfs, plan.read_only);
+        mount_virtiofs(*plan.share, plan.share_mount, rootfs, plan.read_only);
         result.virtiofs_tag = plan.share->source;
         break;
     }
@@ -1165,7 +889,7 @@ MountResult mount_rootfs(const MountRequest& request) {
 }
 
 nlohmann::json rootfs_status(const std::string& base_dir, const std::string& container_id) {
-  validate_container_id(container_id);
+  contract::validate_container_id(container_id);
   std::string base = trim_slash(absolute(base_dir));
   nlohmann::json out;
   out["container_id"] = container_id;
