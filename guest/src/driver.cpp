@@ -29,6 +29,8 @@
 #include "evmdk/guest/mkdir_directive.h"
 #include "evmdk/guest/mountinfo.h"
 #include "evmdk/guest/plan.h"
+#include "evmdk/guest/safe_path.h"
+#include "teardown.h"
 #include "evmdk/guest/verity.h"
 #include "evmdk/unique_fd.h"
 
@@ -65,14 +67,28 @@ class MountSession {
   }
   // Saved after the lowers: until a mount holds it, an autoclear loop device is released by
   // the kernel when this process dies, and the unmount releases it afterwards.
-  void attached_loop(const JournalLoop& loop) {
+  void attached_loop(const LoopDevice& loop, const std::string& backing) {
+    const LoopIdentity& id = loop.identity();
     std::lock_guard lock(mutex_);
-    journal_.loops.push_back(loop);
+    journal_.loops.push_back({loop.path(), backing, id.offset, id.backing_dev, id.backing_ino, id.diskseq});
   }
-  void will_mount_all(const std::vector<std::string>& paths) {
+  void will_mount_all(const std::vector<JournalMount>& mounts) {
     std::lock_guard lock(mutex_);
-    journal_.mounts.insert(journal_.mounts.end(), paths.begin(), paths.end());
+    journal_.mounts.insert(journal_.mounts.end(), mounts.begin(), mounts.end());
     save_journal(journal_);
+  }
+  // Records the id of the mount just made at `path` (the topmost there, reached without
+  // symlinks): teardown finds it by that id wherever it is moved to. Saved with the next save().
+  void mounted(const std::string& path) {
+    auto id = mount_id_nofollow(path);
+    if (!id) throw_errno("cannot read the mount id of {}", path);
+    std::lock_guard lock(mutex_);
+    for (auto& mount : journal_.mounts) {
+      if (mount.path == path && mount.id == 0) {
+        mount.id = *id;
+        return;
+      }
+    }
   }
   void set_phase(const std::string& phase) {
     std::lock_guard lock(mutex_);
@@ -83,12 +99,7 @@ class MountSession {
     std::lock_guard lock(mutex_);
     save_journal(journal_);
   }
-  void step_done(const std::string& step) const {
-    if (!crash_after_.empty() && crash_after_ == step) {
-      fmt::print(stderr, "erofs-vmdk: crash injected after step '{}'\n", step);
-      ::kill(::getpid(), SIGKILL);
-    }
-  }
+  void step_done(const std::string& step) const { detail::crash_point(crash_after_, step); }
 
  private:
   std::mutex mutex_;
@@ -97,26 +108,9 @@ class MountSession {
   std::string crash_after_;
 };
 
-void make_dir(MountSession& session, const std::string& path, mode_t mode) {
-  if (::mkdir(path.c_str(), mode) == 0) {
-    session.created_dir(path);
-    return;
-  }
-  if (errno != EEXIST) throw_errno("cannot create directory {}", path);
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw Error("{} exists and is not a directory", path);
-  }
-}
-
-void make_dirs(MountSession& session, const std::string& path, mode_t mode) {
-  fs::path target(path);
-  fs::path current;
-  for (const auto& part : target) {
-    current /= part;
-    if (current == current.root_path()) continue;
-    make_dir(session, current.string(), mode);
-  }
+// Directories are created without following symlinks, and journaled so teardown removes them.
+void make_dirs(MountSession& session, const std::string& path, mode_t mode, const std::string& what) {
+  make_dirs_nofollow(path, mode, what, [&](const std::string& created) { session.created_dir(created); });
 }
 
 std::string mount_error(const std::string& what, const std::string& source,
@@ -252,7 +246,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
       if (device.empty()) {
         // The kernel does not expose this disk's partitions: map the slice the table names.
         partition_slice = LoopDevice::attach(disk, partition.start, partition.size);
-        session.attached_loop({partition_slice.path(), disk, partition.start});
+        session.attached_loop(partition_slice, disk);
         device = partition_slice.path();
         outcome.loops.push_back(device);
       }
@@ -266,7 +260,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     const unsigned long flags = lower.mount.flags;
     const std::string& data = lower.mount.data;
     LowerVerityDevices verity(session, outcome);
-    std::string verity_name = fmt::format("evmdk-{}-lower-{}", session.container_id(), lower.index);
+    std::string verity_name = fmt::format("{}{}", verity_name_prefix(session.container_id()), lower.index);
     if (superblock.devices.empty()) {
       if (!lower.device_verity.empty()) {
         throw Error("{} is a single-device EROFS image, but the storage has dm-verity options for "
@@ -278,6 +272,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
         throw Error("{}{}", error, verity.remove_all());
       }
       verity.keep();
+      session.mounted(target);
       return outcome;
     }
     for (const auto& [slot, params] : lower.device_verity) {
@@ -304,6 +299,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     if (try_flat_device_mode && !any_verity) {
       if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) == 0) {
         outcome.flat_device_mode = true;
+        session.mounted(target);
         return outcome;
       }
       flat_error = std::strerror(errno);
@@ -311,7 +307,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     std::vector<LoopDevice> slices;
     auto attach_slice = [&](uint64_t offset, uint64_t size) -> std::string {
       slices.push_back(LoopDevice::attach(device, offset, size));
-      session.attached_loop({slices.back().path(), device, offset});
+      session.attached_loop(slices.back(), device);
       outcome.loops.push_back(slices.back().path());
       return slices.back().path();
     };
@@ -366,6 +362,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
                   verity.remove_all());
     }
     verity.keep();
+    session.mounted(target);
     // The mount holds the slices now; autoclear releases them when it is unmounted.
     return outcome;
   } catch (const std::exception& error) {
@@ -508,214 +505,35 @@ void mount_virtiofs(const Storage& share, const MountOptions& options, const std
   }
 }
 
-// ---------------------------------------------------------------------------------------
-// Teardown pieces.
+}  // namespace
 
-// Absolute, with symlinks in the existing part resolved: mountinfo shows real paths.
-std::string absolute(const std::string& path) {
-  if (path.empty()) return path;
-  std::error_code ec;
-  auto resolved = fs::weakly_canonical(fs::absolute(path), ec);
-  return (ec ? fs::absolute(path).lexically_normal() : resolved).string();
+namespace {
+
+// What the rootfs mount's filesystem type will be in mountinfo.
+std::string rootfs_fstype(const Plan& plan) {
+  switch (plan.kind) {
+    case RootfsKind::Overlay:
+    case RootfsKind::ReadOnlyOverlay: return "overlay";
+    case RootfsKind::VirtioFs: return "virtiofs";
+    case RootfsKind::Bind: return plan.bind.mount_index == 0 ? "ext4" : "erofs";
+  }
+  return {};
 }
 
-std::string trim_slash(std::string path) {
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  return path;
-}
-
-class Teardown {
- public:
-  explicit Teardown(TeardownReport& report, std::chrono::milliseconds busy_timeout)
-      : report_(report), busy_timeout_(busy_timeout) {}
-
-  // Unmounts everything at or under `dir`, topmost first.
-  void unmount_tree(const std::string& dir, const std::string& what) {
-    if (dir.empty()) return;
-    std::vector<MountEntry> mounts;
-    try {
-      mounts = mounts_under(dir);
-    } catch (const std::exception& error) {
-      report_.problems.push_back(error.what());
-      return;
-    }
-    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) unmount_one(it->mount_point, what);
+// Refuses `dir` when it is, or holds, a mount point (or cannot be reached without symlinks).
+void refuse_existing_mounts(const std::string& dir, const std::string& what) {
+  if (!open_nofollow(dir)) {
+    if (errno == ENOENT) return;
+    throw_errno("{} {} cannot be reached without following a symlink", what, dir);
   }
-
- private:
-  void unmount_one(const std::string& path, const std::string& what) {
-    auto deadline = Clock::now() + busy_timeout_;
-    while (true) {
-      if (::umount2(path.c_str(), UMOUNT_NOFOLLOW) == 0) {
-        report_.actions.push_back(fmt::format("unmounted {} ({})", path, what));
-        return;
-      }
-      if (errno == EINVAL || errno == ENOENT) return;  // no longer a mount point
-      if (errno != EBUSY || Clock::now() >= deadline) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    std::string why = std::strerror(errno);
-    if (errno == EBUSY && ::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
-      report_.warnings.push_back(fmt::format(
-          "{} ({}) was busy for {} ms; lazily detached (its device stays in use until the last "
-          "user lets go)", path, what, busy_timeout_.count()));
-      return;
-    }
-    report_.problems.push_back(fmt::format("cannot unmount {} ({}): {}", path, what, why));
-  }
-
-  TeardownReport& report_;
-  std::chrono::milliseconds busy_timeout_;
-};
-
-void crash_point(const std::string& crash_after, const std::string& step) {
-  if (!crash_after.empty() && crash_after == step) {
-    fmt::print(stderr, "erofs-vmdk: crash injected after step '{}'\n", step);
-    ::kill(::getpid(), SIGKILL);
+  auto mounts = mounts_under(dir);
+  if (!mounts.empty()) {
+    throw Error("{} {} already holds {} mount(s) (first: {} {}); refusing to mount there", what,
+                dir, mounts.size(), mounts.front().fstype, mounts.front().mount_point);
   }
 }
 
 }  // namespace
-
-nlohmann::json TeardownReport::to_json() const {
-  return {{"clean", clean()}, {"actions", actions}, {"warnings", warnings}, {"problems", problems}};
-}
-
-TeardownReport teardown_rootfs(const TeardownRequest& request) {
-  contract::validate_container_id(request.container_id);
-  TeardownReport report;
-  std::string base = trim_slash(absolute(request.base_dir));
-  std::string container_dir = base + "/" + request.container_id;
-  std::optional<Journal> journal;
-  try {
-    journal = load_journal(base, request.container_id);
-  } catch (const std::exception& error) {
-    report.problems.push_back(error.what());
-  }
-  std::string rootfs = trim_slash(absolute(request.rootfs));
-  if (rootfs.empty() && journal) rootfs = journal->rootfs;
-  if (journal && !request.rootfs.empty() && rootfs != journal->rootfs) {
-    report.warnings.push_back(fmt::format("rootfs {} differs from the journal's {}; tearing down both",
-                                          rootfs, journal->rootfs));
-  }
-  if (journal) {
-    journal->phase = "tearing-down";
-    try {
-      save_journal(*journal);
-    } catch (const std::exception& error) {
-      report.warnings.push_back(error.what());
-    }
-  } else {
-    report.actions.push_back(fmt::format("no journal {}: nothing recorded to remove",
-                                         journal_path(base, request.container_id)));
-  }
-
-  // 1. Kill every process of the container; 2. remove its cgroups.
-  if (!request.cgroups.empty()) {
-    auto problems = kill_cgroup_processes(request.cgroups, request.kill_timeout);
-    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
-    if (problems.empty()) report.actions.push_back("killed every process in the container's cgroups");
-    crash_point(request.crash_after, "teardown:killed");
-    problems = remove_cgroups(request.cgroups, request.cgroup_remove_timeout);
-    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
-    if (problems.empty()) report.actions.push_back("removed the container's cgroups");
-  }
-
-  // 3. Unmount top-down: the rootfs and whatever is stacked on it, the upper, the lowers in
-  // reverse, then anything else left under the container's directory.
-  Teardown teardown(report, request.unmount_busy_timeout);
-  if (!rootfs.empty()) teardown.unmount_tree(rootfs, "rootfs");
-  if (journal && !journal->rootfs.empty() && journal->rootfs != rootfs) {
-    teardown.unmount_tree(journal->rootfs, "rootfs");
-  }
-  crash_point(request.crash_after, "teardown:rootfs-unmounted");
-  std::string layer_dir = container_dir + "/multi-layer";
-  teardown.unmount_tree(layer_dir + "/upper", "upper");
-  if (journal) {
-    for (auto it = journal->mounts.rbegin(); it != journal->mounts.rend(); ++it) {
-      teardown.unmount_tree(*it, "recorded mount");
-    }
-  }
-  teardown.unmount_tree(container_dir, "left under the container directory");
-  crash_point(request.crash_after, "teardown:unmounted");
-
-  // dm-verity devices over the lowers, now that nothing mounts them.
-  if (journal) {
-    for (auto it = journal->verity_devices.rbegin(); it != journal->verity_devices.rend(); ++it) {
-      try {
-        if (remove_verity_device(*it)) report.actions.push_back(fmt::format("removed dm-verity device {}", *it));
-      } catch (const std::exception& error) {
-        report.problems.push_back(fmt::format("dm-verity device {} not removed: {}", *it, error.what()));
-      }
-    }
-  }
-
-  // Loop devices: autoclear normally released them with the unmount; detach any still bound.
-  if (journal) {
-    for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
-      try {
-        switch (detach_loop_if_bound(it->device, it->backing, it->offset)) {
-          case LoopDetach::NotBound:
-            break;
-          case LoopDetach::Detached:
-            report.actions.push_back(fmt::format("detached {}", it->device));
-            break;
-          case LoopDetach::StillInUse:
-            report.warnings.push_back(fmt::format(
-                "{} (over {}) is still in use; autoclear is set, so the kernel releases it when "
-                "its last user lets go", it->device, it->backing));
-            break;
-        }
-      } catch (const std::exception& error) {
-        report.problems.push_back(error.what());
-      }
-    }
-  }
-
-  // 4. Remove the directories it created, deepest first, only when empty. rmdir never
-  // recurses and fails on a mount point, so nothing below can be deleted.
-  if (journal) {
-    // A parent of the rootfs this mount created (e.g. /run/containers) may hold other
-    // containers' rootfs directories by now: once the rootfs itself is gone, a non-empty
-    // parent is left in place without failing the teardown.
-    const std::string& journal_rootfs = journal->rootfs;
-    auto shared_parent = [&](const std::string& dir) {
-      struct stat st {};
-      return journal_rootfs.size() > dir.size() && journal_rootfs.compare(0, dir.size(), dir) == 0 &&
-             journal_rootfs[dir.size()] == '/' && ::lstat(journal_rootfs.c_str(), &st) != 0 &&
-             errno == ENOENT;
-    };
-    std::vector<std::string> kept;
-    for (auto it = journal->created_dirs.rbegin(); it != journal->created_dirs.rend(); ++it) {
-      if (::rmdir(it->c_str()) == 0) {
-        report.actions.push_back(fmt::format("removed directory {}", *it));
-      } else if (errno != ENOENT) {
-        int error = errno;
-        if ((error == ENOTEMPTY || error == EEXIST) && shared_parent(*it)) {
-          report.actions.push_back(fmt::format("kept directory {}: it holds entries of others", *it));
-        } else {
-          report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(error)));
-        }
-        kept.insert(kept.begin(), *it);
-      }
-    }
-    journal->created_dirs = kept;
-  }
-
-  if (journal) {
-    try {
-      if (report.clean()) {
-        remove_journal(base, request.container_id);
-      } else {
-        journal->phase = "teardown-incomplete";
-        save_journal(*journal);
-      }
-    } catch (const std::exception& error) {
-      report.problems.push_back(error.what());
-    }
-  }
-  return report;
-}
 
 MountResult mount_rootfs(const MountRequest& request) {
   contract::validate_container_id(request.container_id);
@@ -725,7 +543,7 @@ MountResult mount_rootfs(const MountRequest& request) {
   // before anything is mounted, rather than halfway through the lowers.
   for (const auto& lower : plan.lowers) {
     if (!lower.verity && lower.device_verity.empty()) continue;
-    std::string longest = fmt::format("evmdk-{}-lower-{}", request.container_id, lower.index);
+    std::string longest = fmt::format("{}{}", verity_name_prefix(request.container_id), lower.index);
     if (!lower.device_verity.empty()) {
       longest += fmt::format("-device-{}", lower.device_verity.rbegin()->first);
     }
@@ -734,24 +552,30 @@ MountResult mount_rootfs(const MountRequest& request) {
                   "bytes, device-mapper allows 127)", request.container_id, longest, longest.size());
     }
   }
-  std::string base = trim_slash(absolute(request.base_dir));
-  std::string rootfs = trim_slash(absolute(request.rootfs));
+  // Paths are taken as given (made absolute, never resolved through a symlink): a symlink in
+  // them is refused when the directories are created.
+  std::string base = normal_absolute(request.base_dir);
+  std::string rootfs = normal_absolute(request.rootfs);
   std::string container_dir = base + "/" + request.container_id;
   std::string layer_dir = container_dir + "/multi-layer";
   std::string upper_dir = layer_dir + "/upper";
   // A writable overlay always has an upper (tmpfs when no storage names one); the other shapes
   // only when an upper storage is given.
   bool has_upper = plan.upper != nullptr || plan.kind == RootfsKind::Overlay;
-
-  {
-    std::error_code ec;  // the base is shared by containers: created, never removed
-    fs::create_directories(base, ec);
-    if (ec) throw Error("cannot create base directory {}: {}", base, ec.message());
+  if (auto why = rootfs_refusal(rootfs, base, request.container_id); !why.empty()) {
+    throw Error("rootfs {} refused: {}", rootfs, why);
   }
+
+  // The base is shared by containers: created, never removed.
+  make_dirs_nofollow(base, 0755, "base directory", nullptr);
   if (load_journal(base, request.container_id)) {
     throw Error("container {} is already mounted or was not torn down (journal {} exists); run "
                 "teardown first", request.container_id, journal_path(base, request.container_id));
   }
+  // Nothing may be mounted where this call mounts: a rollback or teardown must never take
+  // away mounts it did not make.
+  refuse_existing_mounts(rootfs, "rootfs");
+  refuse_existing_mounts(container_dir, "container directory");
   Journal journal;
   journal.container_id = request.container_id;
   journal.base_dir = base;
@@ -771,19 +595,21 @@ MountResult mount_rootfs(const MountRequest& request) {
   };
   try {
     session.save();  // first, so even a crash inside mkdir leaves a journal behind
-    make_dir(session, container_dir, 0700);
-    if (plan.kind != RootfsKind::VirtioFs) make_dir(session, layer_dir, 0755);
-    if (has_upper) make_dir(session, upper_dir, 0755);
+    make_dirs(session, container_dir, 0700, "container directory");
+    if (plan.kind != RootfsKind::VirtioFs) make_dirs(session, layer_dir, 0755, "layer directory");
+    if (has_upper) make_dirs(session, upper_dir, 0755, "upper directory");
     for (const auto& lower : plan.lowers) {
       result.lowers.push_back(fmt::format("{}/lower-{}", layer_dir, lower.index));
-      make_dir(session, result.lowers.back(), 0755);
+      make_dirs(session, result.lowers.back(), 0755, "lower directory");
     }
-    make_dirs(session, rootfs, 0755);
+    make_dirs(session, rootfs, 0755, "rootfs");
     // Every mount is journaled before any is made, in one write (teardown skips those that
-    // never happened), so a crash at any point leaves nothing the journal does not name.
-    std::vector<std::string> mount_points = result.lowers;
-    if (has_upper) mount_points.push_back(upper_dir);
-    mount_points.push_back(rootfs);
+    // never happened), so a crash at any point leaves nothing the journal does not name. Each
+    // mount's id is recorded once it is made.
+    std::vector<JournalMount> mount_points;
+    for (const auto& lower : result.lowers) mount_points.push_back({lower, 0, "erofs"});
+    if (has_upper) mount_points.push_back({upper_dir, 0, plan.upper != nullptr ? "ext4" : "tmpfs"});
+    mount_points.push_back({rootfs, 0, rootfs_fstype(plan)});
     session.will_mount_all(mount_points);
     step_finished("dirs");
     session.step_done("mount:dirs");
@@ -836,6 +662,10 @@ MountResult mount_rootfs(const MountRequest& request) {
                ::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NODEV | MS_NOSUID, "mode=0755") != 0) {
       throw_errno("cannot mount a tmpfs upper at {}", upper_dir);
     }
+    if (has_upper) {
+      session.mounted(upper_dir);
+      session.save();
+    }
     step_finished("upper");
     session.step_done("mount:upper");
 
@@ -872,6 +702,7 @@ MountResult mount_rootfs(const MountRequest& request) {
         result.virtiofs_tag = plan.share->source;
         break;
     }
+    session.mounted(rootfs);
     step_finished("rootfs");
     session.set_phase("mounted");
     session.step_done(plan.kind == RootfsKind::Overlay ? "mount:overlay" : "mount:rootfs");
@@ -881,59 +712,11 @@ MountResult mount_rootfs(const MountRequest& request) {
     undo.container_id = request.container_id;
     undo.rootfs = rootfs;
     undo.base_dir = base;
-    TeardownReport report = teardown_rootfs(undo);
+    TeardownReport report = detail::run_teardown(undo, true);
     std::string rollback = report.clean() ? "rolled back" : "rollback incomplete: ";
     for (size_t i = 0; i < report.problems.size(); ++i) rollback += (i ? "; " : "") + report.problems[i];
     throw Error("mounting container {} failed: {} ({})", request.container_id, error.what(), rollback);
   }
-}
-
-nlohmann::json rootfs_status(const std::string& base_dir, const std::string& container_id) {
-  contract::validate_container_id(container_id);
-  std::string base = trim_slash(absolute(base_dir));
-  nlohmann::json out;
-  out["container_id"] = container_id;
-  auto journal = load_journal(base, container_id);
-  out["journal"] = journal ? to_json(*journal) : nlohmann::json(nullptr);
-  auto mounts = nlohmann::json::array();
-  std::vector<std::string> dirs{base + "/" + container_id};
-  if (journal && !journal->rootfs.empty()) dirs.push_back(journal->rootfs);
-  for (const auto& dir : dirs) {
-    for (const auto& entry : mounts_under(dir)) {
-      mounts.push_back({{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
-    }
-  }
-  out["mounted"] = mounts;
-  out["state"] = !journal ? (mounts.empty() ? "absent" : "unrecorded mounts") : journal->phase;
-  // Which layer an I/O error came from: the kernel marks a dm-verity device corrupted at the
-  // first block that fails verification. Names are evmdk-<id>-lower-<i>[-device-<slot>].
-  auto verity = nlohmann::json::array();
-  auto problems = nlohmann::json::array();
-  if (journal) {
-    std::string prefix = fmt::format("evmdk-{}-", container_id);
-    for (const auto& name : journal->verity_devices) {
-      std::string layer = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-      if (auto dash = layer.find("-device-"); dash != std::string::npos) {
-        layer = fmt::format("{} device {}", layer.substr(0, dash), layer.substr(dash + 8));
-      }
-      nlohmann::json entry{{"name", name}, {"layer", layer}};
-      try {
-        auto corrupted = verity_device_corrupted(name);
-        entry["state"] = !corrupted ? "absent" : *corrupted ? "corrupted" : "verified";
-        if (corrupted && *corrupted) {
-          problems.push_back(fmt::format("{}: dm-verity found corrupted data (device {}); reads "
-                                         "of the bad blocks fail with EIO", layer, name));
-        }
-      } catch (const std::exception& error) {
-        entry["state"] = "unknown";
-        entry["error"] = error.what();
-      }
-      verity.push_back(std::move(entry));
-    }
-  }
-  out["verity"] = verity;
-  out["problems"] = problems;
-  return out;
 }
 
 }  // namespace evmdk::guest

@@ -123,8 +123,8 @@ TEST(Journal, RoundTripsAndReportsCorruption) {
   journal.rootfs = "/r";
   journal.phase = "mounted";
   journal.created_dirs = {"/x", "/x/y"};
-  journal.mounts = {"/x/y/lower-0", "/r"};
-  journal.loops = {{"/dev/loop7", "/dev/vda", 1048576}};
+  journal.mounts = {{"/x/y/lower-0", 41, "erofs"}, {"/r", 42, "overlay"}};
+  journal.loops = {{"/dev/loop7", "/dev/vda", 1048576, 6, 1234, 17}};
   journal.verity_devices = {"evmdk-abc-lower-0"};
   save_journal(journal);
   auto loaded = load_journal(temp.path(), "abc");

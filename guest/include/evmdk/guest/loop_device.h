@@ -9,6 +9,17 @@
 
 namespace evmdk::guest {
 
+// Which attachment a loop device is: its node, what it maps and at which offset, the backing
+// file's device/inode as the loop driver reports them, and the device's diskseq (bumped by the
+// kernel at every attach; 0 on kernels without it).
+struct LoopIdentity {
+  std::string device;
+  uint64_t offset = 0;
+  uint64_t backing_dev = 0;
+  uint64_t backing_ino = 0;
+  uint64_t diskseq = 0;
+};
+
 class LoopDevice {
  public:
   // Attaches `backing` [offset, offset + size_limit) read-only to a free loop device.
@@ -20,11 +31,13 @@ class LoopDevice {
   ~LoopDevice();  // drops our reference; with autoclear the kernel detaches when unused
 
   const std::string& path() const { return path_; }
+  const LoopIdentity& identity() const { return identity_; }
   // Stops owning the device (it stays attached while someone else holds it open).
   void release() { fd_.reset(); }
 
  private:
   std::string path_;
+  LoopIdentity identity_;
   UniqueFd fd_;
 };
 
@@ -34,8 +47,9 @@ enum class LoopDetach {
   StillInUse,  // someone still holds it: autoclear is set, the kernel frees it at last close
 };
 
-// Detaches `loop_path` if it is still bound to `backing` at `offset` (LOOP_CLR_FD).
-LoopDetach detach_loop_if_bound(const std::string& loop_path, const std::string& backing,
-                                uint64_t offset);
+// Detaches `identity.device` if it is still this attachment (same backing device/inode and
+// offset, and same diskseq when one was recorded) with LOOP_CLR_FD; anything else is left alone.
+// No name prefix is compared: an empty or forged lo_file_name proves nothing.
+LoopDetach detach_loop_if_bound(const LoopIdentity& identity);
 
 }  // namespace evmdk::guest
