@@ -245,7 +245,8 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
       }
       if (device.empty()) {
         // The kernel does not expose this disk's partitions: map the slice the table names.
-        partition_slice = LoopDevice::attach(disk, partition.start, partition.size);
+        partition_slice = LoopDevice::attach(disk, partition.start, partition.size,
+                                             loop_tag(session.container_id()));
         session.attached_loop(partition_slice, disk);
         device = partition_slice.path();
         outcome.loops.push_back(device);
@@ -306,7 +307,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     }
     std::vector<LoopDevice> slices;
     auto attach_slice = [&](uint64_t offset, uint64_t size) -> std::string {
-      slices.push_back(LoopDevice::attach(device, offset, size));
+      slices.push_back(LoopDevice::attach(device, offset, size, loop_tag(session.container_id())));
       session.attached_loop(slices.back(), device);
       outcome.loops.push_back(slices.back().path());
       return slices.back().path();

@@ -116,6 +116,10 @@ std::string rootfs_refusal(const std::string& rootfs, const std::string& base_di
   return {};
 }
 
+std::string loop_tag(const std::string& container_id) {
+  return ("evmdk:" + container_id).substr(0, 63);
+}
+
 std::string verity_name_prefix(const std::string& container_id) {
   return "evmdk-" + container_id + "-lower-";
 }

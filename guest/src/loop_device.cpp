@@ -26,6 +26,8 @@ LoopIdentity current_identity(int loop_fd, const std::string& path) {
   identity.offset = info.lo_offset;
   identity.backing_dev = info.lo_device;
   identity.backing_ino = info.lo_inode;
+  identity.tag.assign(reinterpret_cast<const char*>(info.lo_file_name),
+                      strnlen(reinterpret_cast<const char*>(info.lo_file_name), LO_NAME_SIZE));
 #ifdef BLKGETDISKSEQ
   uint64_t seq = 0;
   if (::ioctl(loop_fd, BLKGETDISKSEQ, &seq) == 0) identity.diskseq = seq;  // 5.15+
@@ -35,7 +37,9 @@ LoopIdentity current_identity(int loop_fd, const std::string& path) {
 
 }  // namespace
 
-LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint64_t size_limit) {
+LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint64_t size_limit,
+                              const std::string& tag) {
+  if (tag.empty() || tag.size() >= LO_NAME_SIZE) throw Error("loop tag '{}' must be 1..{} bytes", tag, LO_NAME_SIZE - 1);
   UniqueFd backing_fd = open_or_throw(backing, O_RDONLY);
   UniqueFd control = open_or_throw("/dev/loop-control", O_RDWR);
   // Another process can grab the free device between GET_FREE and CONFIGURE (EBUSY): retry.
@@ -59,8 +63,7 @@ LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint6
     config.info.lo_offset = offset;
     config.info.lo_sizelimit = size_limit;
     config.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
-    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), backing.c_str(),
-                 LO_NAME_SIZE - 1);
+    std::memcpy(config.info.lo_file_name, tag.data(), tag.size());
     if (::ioctl(loop_fd.get(), LOOP_CONFIGURE, &config) == 0) {
       LoopDevice device;
       device.path_ = path;
@@ -95,7 +98,7 @@ LoopDetach detach_loop_if_bound(const LoopIdentity& identity) {
       throw_errno("cannot query {}", identity.device);
     }
     LoopIdentity now = current_identity(loop_fd.get(), identity.device);
-    matches = now.offset == identity.offset && now.backing_dev == identity.backing_dev &&
+    matches = !identity.tag.empty() && now.tag == identity.tag && now.offset == identity.offset && now.backing_dev == identity.backing_dev &&
               now.backing_ino == identity.backing_ino &&
               (identity.diskseq == 0 || now.diskseq == identity.diskseq);
     return true;

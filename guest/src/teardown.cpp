@@ -227,7 +227,8 @@ TeardownReport run_teardown(const TeardownRequest& request, bool rollback) {
   if (journal) {
     for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
       try {
-        switch (detach_loop_if_bound({it->device, it->offset, it->backing_dev, it->backing_ino, it->diskseq})) {
+        switch (detach_loop_if_bound({it->device, loop_tag(request.container_id), it->offset,
+                                      it->backing_dev, it->backing_ino, it->diskseq})) {
           case LoopDetach::NotBound:
             break;
           case LoopDetach::Detached:

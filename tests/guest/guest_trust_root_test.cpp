@@ -5,6 +5,8 @@
 // and an oversized device table. Runs in a private mount namespace.
 #include <gtest/gtest.h>
 #include <grp.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -217,6 +219,229 @@ TEST_F(GuestTrust, LayerMountsAreNodevNosuidButSetuidWorksThroughTheOverlay) {
   // The lower's own mount (in a 0700 directory) has nosuid; the overlay honours the bit.
   EXPECT_EQ(run_as_nobody(rootfs() + "/bin/suid-id", {"-u"}), "0");
   teardown_and_expect_nothing_left("suid", base(), rootfs());
+}
+
+// A tmpfs the test mounts itself (not the driver's), unmounted at the end.
+class ForeignMount {
+ public:
+  explicit ForeignMount(std::string path) : path_(std::move(path)) {
+    fs::create_directories(path_);
+    if (::mount("foreign", path_.c_str(), "tmpfs", 0, "size=1m") != 0) {
+      throw std::runtime_error("cannot mount a tmpfs at " + path_);
+    }
+  }
+  ~ForeignMount() {
+    while (::umount2(path_.c_str(), MNT_DETACH) == 0) {
+    }
+  }
+  ForeignMount(const ForeignMount&) = delete;
+  ForeignMount& operator=(const ForeignMount&) = delete;
+  const std::string& path() const { return path_; }
+  uint64_t id() const {
+    struct statx st {};
+    ::statx(AT_FDCWD, path_.c_str(), 0, STATX_MNT_ID, &st);
+    return st.stx_mnt_id;
+  }
+
+ private:
+  std::string path_;
+};
+
+bool loop_bound(const std::string& device) {
+  int fd = ::open(device.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  loop_info64 info{};
+  bool bound = ::ioctl(fd, LOOP_GET_STATUS64, &info) == 0;
+  ::close(fd);
+  return bound;
+}
+
+std::string joined(const std::vector<std::string>& lines) { return fmt::format("{}", fmt::join(lines, "\n")); }
+
+// 3. A tampered journal naming foreign mounts, a foreign loop device (with its real backing
+// identity), a foreign directory and another container's dm name: every entry is refused and
+// reported, nothing foreign is touched, and the container's own mounts still go.
+TEST_F(GuestTrust, TeardownRefusesTamperedJournalEntries) {
+  make_disks();
+  TeardownGuard guard(base(), "c", rootfs());
+  auto mounted = guest::mount_rootfs(mount_request(storages(), "c", rootfs(), base()));
+  ForeignMount foreign1(temp / "foreign/one"), foreign2(temp / "foreign/two"), foreign3(temp / "foreign/three");
+  std::string foreign_dir = temp / "foreign-empty-dir";
+  fs::create_directories(foreign_dir);
+  write_file(temp / "foreign.img", std::string(1 << 20, 'x'));
+  AttachedImage foreign_loop(temp / "foreign.img", false, true);
+  loop_info64 info{};
+  {
+    int fd = ::open(foreign_loop.device().c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ioctl(fd, LOOP_GET_STATUS64, &info), 0);
+    ::close(fd);
+  }
+  // The journal is root-only.
+  struct stat st {};
+  ASSERT_EQ(::stat(guest::journal_dir(base()).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+
+  std::string path = guest::journal_path(base(), "c");
+  auto journal = nlohmann::json::parse(read_file(path));
+  for (const auto* foreign : {&foreign1, &foreign2, &foreign3}) {
+    journal["mounts"].push_back({{"path", foreign->path()}, {"id", foreign->id()}, {"fstype", "tmpfs"}});
+  }
+  journal["loops"].push_back({{"device", foreign_loop.device()}, {"backing", temp / "foreign.img"},
+                              {"offset", 0}, {"backing_dev", info.lo_device},
+                              {"backing_ino", info.lo_inode}, {"diskseq", 0}});
+  journal["created_dirs"].push_back(foreign_dir);
+  journal["verity_devices"].push_back("evmdk-other-lower-0");
+  write_file(path, journal.dump());
+
+  auto report = guest::teardown_rootfs(teardown_request("c", base()));
+  EXPECT_FALSE(report.clean());
+  std::string problems = joined(report.problems);
+  for (const auto* foreign : {&foreign1, &foreign2, &foreign3}) {
+    EXPECT_NE(problems.find(foreign->path()), std::string::npos) << problems;
+    EXPECT_EQ(mount_points_under(foreign->path()).size(), 1u) << foreign->path();
+  }
+  EXPECT_NE(problems.find(foreign_dir), std::string::npos) << problems;
+  EXPECT_NE(problems.find("evmdk-other-lower-0"), std::string::npos) << problems;
+  EXPECT_TRUE(fs::is_directory(foreign_dir));
+  // The loop entry passes validation (a real /dev/loopN with an identity) but is not this
+  // container's attachment: it stays bound.
+  EXPECT_TRUE(loop_bound(foreign_loop.device()));
+  // The container's own mounts went all the same.
+  EXPECT_TRUE(mount_points_under(rootfs()).empty());
+  EXPECT_TRUE(mount_points_under(base()).empty());
+  // The refused entries are not kept: a second teardown is clean.
+  auto again = guest::teardown_rootfs(teardown_request("c", base()));
+  EXPECT_TRUE(again.clean()) << again.to_json().dump(1);
+  EXPECT_FALSE(fs::exists(path));
+}
+
+// 3. A journal directory others can write is not trusted at all.
+TEST_F(GuestTrust, JournalDirectoryMustBeRootOnly) {
+  make_disks();
+  TeardownGuard guard(base(), "c", rootfs());
+  guest::mount_rootfs(mount_request(storages(), "c", rootfs(), base()));
+  ::chmod(guest::journal_dir(base()).c_str(), 0777);
+  auto report = guest::teardown_rootfs(teardown_request("c", base()));
+  EXPECT_NE(joined(report.problems).find("not root-only"), std::string::npos) << report.to_json().dump(1);
+  EXPECT_FALSE(mount_points_under(rootfs()).empty());  // nothing acted on
+  ::chmod(guest::journal_dir(base()).c_str(), 0700);
+  teardown_and_expect_nothing_left("c", base(), rootfs());
+}
+
+// 3. One container-id rule: no path escapes, no control characters; and an id that looks like
+// a journal name no longer collides with another container's journal.
+TEST_F(GuestTrust, ContainerIdsAreOneRuleAndNeverCollideWithJournals) {
+  make_disks();
+  for (std::string id : std::vector<std::string>{"../outside/pwn", "a\nb", ".hidden", "-rf", std::string(129, 'a'), ""}) {
+    SCOPED_TRACE(id);
+    EXPECT_THROW(guest::mount_rootfs(mount_request(storages(), id, rootfs(), base())), Error);
+    EXPECT_THROW(guest::teardown_rootfs(teardown_request(id, base())), Error);
+  }
+  EXPECT_FALSE(fs::exists(temp / "outside"));
+  EXPECT_FALSE(fs::exists(base()));
+  auto tmpfs_upper = gpt_storages(layers_->device(), 2, "");
+  TeardownGuard guard_x(base(), "x", rootfs());
+  TeardownGuard guard_y(base(), "x.journal.json", temp / "rootfs2");
+  guest::mount_rootfs(mount_request(tmpfs_upper, "x", rootfs(), base()));
+  guest::mount_rootfs(mount_request(tmpfs_upper, "x.journal.json", temp / "rootfs2", base()));
+  EXPECT_EQ(read_file(temp / "rootfs2/etc/motd"), "top\n");
+  auto report = guest::teardown_rootfs(teardown_request("x.journal.json", base()));
+  EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
+  EXPECT_TRUE(mount_points_under(temp / "rootfs2").empty());
+  EXPECT_TRUE(mount_points_under(base() + "/x.journal.json").empty());
+  EXPECT_EQ(read_file(rootfs() + "/etc/motd"), "top\n");  // x untouched
+  teardown_and_expect_nothing_left("x", base(), rootfs());
+}
+
+// 4. The rootfs's parent renamed away and replaced by a symlink to another container's rootfs
+// parent: teardown unmounts its own overlay where it now is, and leaves the other alone.
+TEST_F(GuestTrust, TeardownThroughASwappedParentTouchesOnlyItsOwnMounts) {
+  make_disks();
+  auto list = gpt_storages(layers_->device(), 2, "");
+  std::string p1 = temp / "p1", p2 = temp / "p2", moved = temp / "moved";
+  TeardownGuard guard1(base(), "c1", p1 + "/rootfs");
+  TeardownGuard guard2(base(), "c2", p2 + "/rootfs");
+  guest::mount_rootfs(mount_request(list, "c1", p1 + "/rootfs", base()));
+  guest::mount_rootfs(mount_request(list, "c2", p2 + "/rootfs", base()));
+  write_file(p2 + "/rootfs/etc/c2-data", "c2\n");
+  fs::rename(p1, moved);
+  fs::create_directory_symlink(p2, p1);
+
+  auto report = guest::teardown_rootfs(teardown_request("c1", base()));
+  // The other container is intact.
+  EXPECT_EQ(read_file(p2 + "/rootfs/etc/c2-data"), "c2\n");
+  EXPECT_EQ(mount_points_under(p2 + "/rootfs").size(), 1u);
+  EXPECT_TRUE(fs::is_directory(p2 + "/rootfs"));
+  // Its own overlay went, from where it was moved to; the lowers too.
+  EXPECT_TRUE(mount_points_under(moved).empty()) << joined(mount_points_under(moved));
+  EXPECT_TRUE(mount_points_under(base() + "/c1").empty());
+  // A teardown through the symlink's path is refused, naming it.
+  EXPECT_NE(joined(report.problems).find(p1), std::string::npos) << report.to_json().dump(1);
+
+  fs::remove(p1);
+  teardown_and_expect_nothing_left("c2", base(), p2);
+  fs::remove_all(moved);
+}
+
+// 4. A rootfs path through a symlink is refused at mount time (never canonicalized).
+TEST_F(GuestTrust, MountRefusesARootfsPathThroughASymlink) {
+  make_disks();
+  fs::create_directories(temp / "real");
+  fs::create_directory_symlink(temp / "real", temp / "link");
+  try {
+    guest::mount_rootfs(mount_request(gpt_storages(layers_->device(), 2, ""), "c",
+                                      temp / "link/rootfs", base()));
+    ADD_FAILURE() << "mounted through a symlink";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("symlink"), std::string::npos) << error.what();
+  }
+  EXPECT_TRUE(fs::is_empty(temp / "real"));
+  expect_nothing_left(base(), temp / "real");
+}
+
+// 5. A rootfs target that already is, or holds, a mount point is refused; a failing mount
+// never takes mounts it did not make.
+TEST_F(GuestTrust, PreExistingMountsInTheRootfsAreRefusedAndKept) {
+  make_disks();
+  ForeignMount outer(rootfs());
+  ForeignMount inner(rootfs() + "/sub");
+  auto list = storages();
+  for (auto& option : list[0].options) {
+    if (option.rfind("X-erofs-vmdk.erofs-uuid=", 0) == 0) option = "X-erofs-vmdk.erofs-uuid=" + test_uuid(9, 9);
+  }
+  try {
+    guest::mount_rootfs(mount_request(list, "c", rootfs(), base()));
+    ADD_FAILURE() << "mounted over existing mounts";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("already holds 2 mount(s)"), std::string::npos) << error.what();
+  }
+  EXPECT_EQ(mount_points_under(rootfs()).size(), 2u);
+  EXPECT_FALSE(fs::exists(guest::journal_path(base(), "c")));
+  // Only the inner one: the rootfs directory itself is not a mount point but holds one.
+  ::umount2(rootfs().c_str(), MNT_DETACH);
+  ForeignMount only_inner(rootfs() + "/sub");
+  EXPECT_THROW(guest::mount_rootfs(mount_request(list, "c", rootfs(), base())), Error);
+  EXPECT_EQ(mount_points_under(rootfs()).size(), 1u);
+}
+
+// 5. Rollback after a wrong EROFS UUID removes only this call's mounts: a mount made
+// elsewhere meanwhile (here: under the upper's parent) is not in the journal and stays.
+TEST_F(GuestTrust, RollbackUndoesOnlyWhatItRecorded) {
+  make_disks();
+  auto list = storages();
+  for (auto& option : list[1].options) {
+    if (option.rfind("X-erofs-vmdk.erofs-uuid=", 0) == 0) option = "X-erofs-vmdk.erofs-uuid=" + test_uuid(9, 9);
+  }
+  try {
+    guest::mount_rootfs(mount_request(list, "c", rootfs(), base()));
+    ADD_FAILURE() << "wrong EROFS UUID accepted";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("EROFS UUID mismatch"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("rolled back"), std::string::npos) << error.what();
+  }
+  expect_nothing_left(base(), rootfs());
+  EXPECT_FALSE(fs::exists(rootfs()));
 }
 
 }  // namespace

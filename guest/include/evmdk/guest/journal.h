@@ -76,6 +76,9 @@ std::vector<std::string> validate_journal(Journal& journal, const std::string& b
 std::string rootfs_refusal(const std::string& rootfs, const std::string& base_dir,
                            const std::string& container_id);
 
+// The lo_file_name this container's loop devices carry: "evmdk:<id>", cut to 63 bytes.
+std::string loop_tag(const std::string& container_id);
+
 // The device-mapper name prefix of this container's verity devices: "evmdk-<id>-lower-".
 std::string verity_name_prefix(const std::string& container_id);
 

@@ -14,6 +14,7 @@ namespace evmdk::guest {
 // kernel at every attach; 0 on kernels without it).
 struct LoopIdentity {
   std::string device;
+  std::string tag;  // lo_file_name the owner set
   uint64_t offset = 0;
   uint64_t backing_dev = 0;
   uint64_t backing_ino = 0;
@@ -22,8 +23,10 @@ struct LoopIdentity {
 
 class LoopDevice {
  public:
-  // Attaches `backing` [offset, offset + size_limit) read-only to a free loop device.
-  static LoopDevice attach(const std::string& backing, uint64_t offset, uint64_t size_limit);
+  // Attaches `backing` [offset, offset + size_limit) read-only to a free loop device, with
+  // `tag` (at most 63 bytes) as its lo_file_name: the owner's mark, checked again on detach.
+  static LoopDevice attach(const std::string& backing, uint64_t offset, uint64_t size_limit,
+                           const std::string& tag);
 
   LoopDevice() = default;
   LoopDevice(LoopDevice&&) noexcept = default;
@@ -47,9 +50,9 @@ enum class LoopDetach {
   StillInUse,  // someone still holds it: autoclear is set, the kernel frees it at last close
 };
 
-// Detaches `identity.device` if it is still this attachment (same backing device/inode and
-// offset, and same diskseq when one was recorded) with LOOP_CLR_FD; anything else is left alone.
-// No name prefix is compared: an empty or forged lo_file_name proves nothing.
+// Detaches `identity.device` if it is still this attachment (same owner tag, backing
+// device/inode and offset, and same diskseq when one was recorded) with LOOP_CLR_FD; anything
+// else is left alone. The tag is compared exactly (an empty lo_file_name never matches).
 LoopDetach detach_loop_if_bound(const LoopIdentity& identity);
 
 }  // namespace evmdk::guest
