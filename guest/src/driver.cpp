@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include <thread>
 
 #include "evmdk/contract/container_id.h"
+#include "evmdk/checked_math.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/bind_source.h"
 #include "evmdk/guest/block_device.h"
@@ -38,6 +41,17 @@ namespace fs = std::filesystem;
 
 namespace evmdk::guest {
 namespace {
+
+// Size of a block device (or file) in bytes; 0 when it cannot be told.
+uint64_t block_device_bytes(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) return 0;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return 0;
+  if (S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  uint64_t bytes = 0;
+  return ::ioctl(fd.get(), BLKGETSIZE64, &bytes) == 0 ? bytes : 0;
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -305,6 +319,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
       }
       flat_error = std::strerror(errno);
     }
+    uint64_t disk_bytes = block_device_bytes(device);
     std::vector<LoopDevice> slices;
     auto attach_slice = [&](uint64_t offset, uint64_t size) -> std::string {
       slices.push_back(LoopDevice::attach(device, offset, size, loop_tag(session.container_id())));
@@ -326,7 +341,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     std::string source = device;
     if (lower.verity) {
       try {
-        source = activate_on_disk(verity_name, 0, superblock.blocks * superblock.block_size(),
+        source = activate_on_disk(verity_name, 0, superblock.bytes(superblock.blocks, "the fsmeta's size"),
                                   *lower.verity);
       } catch (const std::exception& error) {
         throw Error("the fsmeta (primary device, {} blocks): {}", superblock.blocks, error.what());
@@ -340,8 +355,14 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
                     "in its device table, so it cannot be read from one flat disk (flat-device "
                     "mount failed: {})", device, i + 1, flat_error);
       }
-      uint64_t offset = slot.mapped_blkaddr * superblock.block_size();
-      uint64_t size = slot.blocks * superblock.block_size();
+      std::string slot_name = fmt::format("{} device {}", device, i + 1);
+      uint64_t offset = superblock.bytes(slot.mapped_blkaddr, slot_name + " offset");
+      uint64_t size = superblock.bytes(slot.blocks, slot_name + " size");
+      uint64_t end = add_or_throw(offset, size, slot_name + " end");
+      if (disk_bytes != 0 && end > disk_bytes) {
+        throw Error("{}: bytes {}..{} lie beyond the end of the disk ({} bytes)", slot_name, offset,
+                    end, disk_bytes);
+      }
       std::string path;
       auto params = lower.device_verity.find(static_cast<unsigned>(i + 1));
       if (params != lower.device_verity.end()) {

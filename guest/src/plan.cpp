@@ -9,6 +9,7 @@
 
 #include "evmdk/checked_math.h"
 #include "evmdk/error.h"
+#include "evmdk/guest/block_device.h"
 
 namespace evmdk::guest {
 namespace {
@@ -237,6 +238,9 @@ LowerPlan plan_lower(size_t i, const Storage& storage, size_t lowers_so_far) {
   try {
     for (unsigned slot : device_option_slots(storage.options)) {
       std::string context = fmt::format("{}, device {}", name, slot);
+      if (slot > kMaxErofsExtraDevices) {
+        throw Error("{}: an EROFS image has at most {} extra devices", context, kMaxErofsExtraDevices);
+      }
       auto options = device_verity_options(storage.options, slot);
       for (const auto& option : options) {
         if (!is_dmverity_option(option)) {

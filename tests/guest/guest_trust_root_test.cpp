@@ -444,5 +444,54 @@ TEST_F(GuestTrust, RollbackUndoesOnlyWhatItRecorded) {
   EXPECT_FALSE(fs::exists(rootfs()));
 }
 
+void put_le(std::string& bytes, size_t at, uint64_t value, int width) {
+  for (int i = 0; i < width; ++i) bytes[at + static_cast<size_t>(i)] = static_cast<char>(value >> (8 * i));
+}
+
+// A synthetic EROFS superblock with a device table: `devices` extra devices; the first has
+// `blocks` blocks at `mapped_blkaddr` (48-bit with the wide-address feature), block size 2^bits.
+std::string erofs_with_device_table(unsigned devices, unsigned bits, uint64_t blocks, uint64_t mapped_blkaddr) {
+  std::string image(1 << 20, '\0');
+  put_le(image, 1024, 0xE0F5E1E2u, 4);
+  image[1024 + 12] = static_cast<char>(bits);
+  put_le(image, 1024 + 36, 1, 4);
+  put_le(image, 1024 + 80, 0x8 | 0x80, 4);  // DEVICE_TABLE | 48BIT
+  put_le(image, 1024 + 86, devices, 2);
+  put_le(image, 1024 + 88, 20, 2);          // slot table at byte 2560
+  put_le(image, 2560 + 64, blocks & 0xffffffffu, 4);
+  put_le(image, 2560 + 68, mapped_blkaddr & 0xffffffffu, 4);
+  put_le(image, 2560 + 72, blocks >> 32, 2);
+  put_le(image, 2560 + 74, mapped_blkaddr >> 32, 2);
+  return image;
+}
+
+// 6. A flat image's device table is bounded, and block addresses times the block size are
+// checked: 65,535 declared devices or a 48-bit address that overflows are refused before any
+// loop device is attached.
+TEST_F(GuestTrust, DeviceTablesAreBoundedAndOffsetsChecked) {
+  struct Case {
+    std::string name;
+    std::string image;
+    std::string needle;
+  };
+  std::vector<Case> cases{
+      {"many", erofs_with_device_table(65535, 12, 1, 1), "at most 1024"},
+      {"wrap", erofs_with_device_table(1, 16, 1, (uint64_t{1} << 48) - 1), "does not fit in 64 bits"},
+      {"beyond", erofs_with_device_table(1, 12, 16, uint64_t{1} << 30), "beyond the end of the disk"}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::string path = temp / (c.name + ".img");
+    write_file(path, c.image);
+    AttachedImage device(path, false, true);
+    Storage lower;
+    lower.driver = "blk";
+    lower.source = device.device();
+    lower.fstype = "erofs";
+    lower.options = {"ro", "X-kata.overlay-lower"};
+    expect_refused({lower}, {c.needle});
+    EXPECT_TRUE(loops_backed_by(device.device()).empty()) << joined(loops_backed_by(device.device()));
+  }
+}
+
 }  // namespace
 }  // namespace evmdk::test
