@@ -60,8 +60,10 @@ using Clock = std::chrono::steady_clock;
 
 class MountSession {
  public:
-  MountSession(Journal journal, std::string crash_after)
-      : journal_(std::move(journal)), crash_after_(std::move(crash_after)) {}
+  MountSession(Journal journal, std::string crash_after, const Policy& policy)
+      : journal_(std::move(journal)), crash_after_(std::move(crash_after)), policy_(policy) {}
+
+  const Policy& policy() const { return policy_; }
 
   void created_dir(const std::string& path) {
     std::lock_guard lock(mutex_);
@@ -120,6 +122,7 @@ class MountSession {
   std::mutex device_mapper_mutex_;
   Journal journal_;
   std::string crash_after_;
+  const Policy& policy_;
 };
 
 // Directories are created without following symlinks, and journaled so teardown removes them.
@@ -196,7 +199,8 @@ class LowerVerityDevices {
                        const std::string& hash_device, const VerityParams& params) {
     session_.will_activate_verity(name);
     auto device_mapper = session_.lock_device_mapper();
-    devices_.push_back(VerityDevice::activate(name, data_device, hash_device, params));
+    devices_.push_back(VerityDevice::activate(name, data_device, hash_device, params,
+                                              session_.policy().verity_algorithms));
     outcome_.verity_devices.push_back(name);
     return devices_.back().path();
   }
@@ -289,6 +293,10 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
       verity.keep();
       session.mounted(target);
       return outcome;
+    }
+    for (size_t slot = 1; slot <= superblock.devices.size(); ++slot) {
+      check_device_verity(session.policy(), lower.device_verity.count(static_cast<unsigned>(slot)) != 0,
+                          fmt::format("{} device {}", device, slot));
     }
     for (const auto& [slot, params] : lower.device_verity) {
       if (slot > superblock.devices.size()) {
@@ -561,6 +569,7 @@ MountResult mount_rootfs(const MountRequest& request) {
   contract::validate_container_id(request.container_id);
   if (request.rootfs.empty()) throw Error("no rootfs mount point given");
   Plan plan = make_plan(request.storages);
+  check_plan_policy(plan, request.policy);
   // dm names are at most 127 bytes: refuse an id that cannot name its verity devices now,
   // before anything is mounted, rather than halfway through the lowers.
   for (const auto& lower : plan.lowers) {
@@ -594,6 +603,17 @@ MountResult mount_rootfs(const MountRequest& request) {
     throw Error("container {} is already mounted or was not torn down (journal {} exists); run "
                 "teardown first", request.container_id, journal_path(base, request.container_id));
   }
+  // The upper disk is found (and its size checked against the policy) before anything is made.
+  std::string upper_device;
+  if (plan.upper != nullptr) {
+    upper_device = find_disk(plan.upper->source, request.device_timeout);
+    uint64_t bytes = block_device_bytes(upper_device);
+    std::string context = fmt::format("upper storage '{}' ({})", plan.upper->source, upper_device);
+    if (bytes == 0 && request.policy.max_upper_bytes) {
+      throw Error("{}: cannot tell its size, and {} limits it", context, request.policy.origin);
+    }
+    check_upper_size(request.policy, bytes, context);
+  }
   // Nothing may be mounted where this call mounts: a rollback or teardown must never take
   // away mounts it did not make.
   refuse_existing_mounts(rootfs, "rootfs");
@@ -603,7 +623,7 @@ MountResult mount_rootfs(const MountRequest& request) {
   journal.base_dir = base;
   journal.rootfs = rootfs;
   journal.phase = "mounting";
-  MountSession session(journal, request.crash_after);
+  MountSession session(journal, request.crash_after, request.policy);
   MountResult result;
   result.rootfs = rootfs;
   result.rootfs_kind = kind_name(plan.kind);
@@ -674,7 +694,7 @@ MountResult mount_rootfs(const MountRequest& request) {
     // Upper: the ext4 storage, or a tmpfs (memory-backed upper) for a writable overlay.
     if (plan.upper != nullptr) {
       const Storage& upper = *plan.upper;
-      std::string device = find_disk(upper.source, request.device_timeout);
+      const std::string& device = upper_device;
       const MountOptions& options = plan.upper_mount;
       if (::mount(device.c_str(), upper_dir.c_str(), "ext4", options.flags, options.data.c_str()) != 0) {
         throw Error("upper (storage '{}'): {}", upper.source,

@@ -493,5 +493,44 @@ TEST_F(GuestTrust, DeviceTablesAreBoundedAndOffsetsChecked) {
   }
 }
 
+// 7. The guest's own policy, from a file or flags of `erofs-vmdk guest mount`: storages without
+// dm-verity under require-verity, an md5 tree, or an upper larger than allowed are refused
+// before anything is mounted.
+TEST_F(GuestTrust, GuestPolicyRefusesBeforeMounting) {
+  make_disks();
+  auto mount_cli = [&](const std::vector<Storage>& list, const std::vector<std::string>& extra) {
+    std::vector<std::string> argv{cli_path(), "guest", "mount", "-s", storages_file(temp, list), "-i", "p",
+                                  "-r", rootfs(), "-b", base()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return run(argv);
+  };
+  auto expect_cli_refused = [&](const CommandResult& result, const std::vector<std::string>& needles) {
+    EXPECT_NE(result.exit_code, 0);
+    for (const auto& needle : needles) EXPECT_NE(result.err.find(needle), std::string::npos) << result.err;
+    expect_nothing_left(base(), rootfs());
+    EXPECT_FALSE(fs::exists(rootfs()));
+    EXPECT_FALSE(fs::exists(base() + "/p"));
+  };
+  expect_cli_refused(mount_cli(storages(), {"--require-verity"}),
+                     {"storage #0", "requires dm-verity on every lower"});
+  std::string policy = temp / "policy.json";
+  write_file(policy, R"({"require_verity": true})");
+  expect_cli_refused(mount_cli(storages(), {"--policy", policy}), {"storage #0", "policy " + policy});
+  write_file(policy, R"({"max_upper_bytes": 1048576})");
+  expect_cli_refused(mount_cli(storages(), {"--policy", policy}), {"upper storage", "more than the 1048576"});
+  auto md5 = storages();
+  for (auto option : {"X-kata.dmverity-enabled=true", "X-kata.dmverity.algorithm=md5",
+                      "X-kata.dmverity.hashoffset=4096"}) {
+    md5[0].options.push_back(option);
+  }
+  md5[0].options.push_back("X-kata.dmverity.roothash=" + std::string(32, 'a'));
+  expect_cli_refused(mount_cli(md5, {}), {"storage #0", "'md5' is not allowed"});
+  // The default policy still mounts unprotected layers.
+  TeardownGuard guard(base(), "p", rootfs());
+  auto ok = mount_cli(storages(), {});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  teardown_and_expect_nothing_left("p", base(), rootfs());
+}
+
 }  // namespace
 }  // namespace evmdk::test

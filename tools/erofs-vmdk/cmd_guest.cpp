@@ -8,6 +8,9 @@
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <optional>
+
+#include <unistd.h>
 
 #include "commands.h"
 #include "evmdk/error.h"
@@ -40,7 +43,40 @@ struct GuestOptions {
   unsigned parallel = 4;
   std::vector<std::string> cgroups;
   unsigned kill_timeout_ms = 5000;
+  // The guest's integrity policy (guest/policy.h): a file, tightened by flags.
+  std::string policy_path;
+  bool require_verity = false;
+  std::vector<std::string> verity_algorithms;
+  std::vector<std::string> root_hashes;
+  std::optional<uint64_t> max_upper_bytes;
 };
+
+// The policy file given with --policy, else /etc/erofs-vmdk/policy.json when the image has one,
+// else the built-in default; then the flags on top (they only add rules or narrow lists).
+guest::Policy effective_policy(const GuestOptions& options) {
+  guest::Policy policy;
+  if (!options.policy_path.empty()) {
+    policy = guest::load_policy(options.policy_path);
+  } else if (::access(guest::kDefaultPolicyPath, F_OK) == 0) {
+    policy = guest::load_policy(guest::kDefaultPolicyPath);
+  }
+  nlohmann::json flags = nlohmann::json::object();
+  if (options.require_verity) flags["require_verity"] = true;
+  if (!options.verity_algorithms.empty()) flags["verity_algorithms"] = options.verity_algorithms;
+  if (!options.root_hashes.empty()) flags["root_hashes"] = options.root_hashes;
+  if (options.max_upper_bytes) flags["max_upper_bytes"] = *options.max_upper_bytes;
+  if (flags.empty()) return policy;
+  guest::Policy from_flags = guest::policy_from_json(flags, "the command-line policy flags");
+  policy.require_verity = policy.require_verity || from_flags.require_verity;
+  if (!options.verity_algorithms.empty()) policy.verity_algorithms = from_flags.verity_algorithms;
+  if (!options.root_hashes.empty()) policy.root_hashes = from_flags.root_hashes;
+  if (from_flags.max_upper_bytes && (!policy.max_upper_bytes || *from_flags.max_upper_bytes < *policy.max_upper_bytes)) {
+    policy.max_upper_bytes = from_flags.max_upper_bytes;
+  }
+  policy.origin = options.policy_path.empty() ? "the guest policy (command-line flags)"
+                                              : fmt::format("policy {} with command-line flags", options.policy_path);
+  return policy;
+}
 
 }  // namespace
 
@@ -62,6 +98,15 @@ void register_guest_commands(CLI::App& app) {
   mount->add_option("--timeout-ms", options->timeout_ms, "how long to wait for disks and "
                     "partitions")->capture_default_str();
   mount->add_option("--parallel", options->parallel, "lowers mounted concurrently")->capture_default_str();
+  mount->add_option("--policy", options->policy_path, fmt::format(
+      "the guest's integrity policy (JSON; default: {} when present)", guest::kDefaultPolicyPath));
+  mount->add_flag("--require-verity", options->require_verity, "refuse any lower (or flat-image "
+                  "device) without dm-verity, and any virtio-fs rootfs");
+  mount->add_option("--verity-algorithm", options->verity_algorithms, "an allowed dm-verity hash "
+                    "(repeat; default sha256 and sha512)");
+  mount->add_option("--root-hash", options->root_hashes, "an allowed dm-verity root hash (repeat; "
+                    "default: any)");
+  mount->add_option("--max-upper-bytes", options->max_upper_bytes, "largest allowed upper disk");
   mount->callback([options] {
     guest::MountRequest request;
     try {
@@ -77,6 +122,7 @@ void register_guest_commands(CLI::App& app) {
     request.device_timeout = std::chrono::milliseconds(options->timeout_ms);
     request.parallel_mounts = options->parallel;
     request.crash_after = crash_hook();
+    request.policy = effective_policy(*options);
     auto result = guest::mount_rootfs(request);
     nlohmann::json out{{"rootfs", result.rootfs},
                        {"rootfs_kind", result.rootfs_kind},
