@@ -136,5 +136,27 @@ TEST(GuestPolicy, PolicyFilesAreStrict) {
   EXPECT_NE(policy.origin.find(temp / "policy.json"), std::string::npos);
 }
 
+TEST(StorageSpec, WrongTypesAreRefusedNamingTheStorageAndField) {
+  struct Case {
+    const char* json;
+    std::vector<std::string> needles;
+  };
+  for (const auto& c : std::vector<Case>{
+           {R"([{"source": "/dev/vdb", "fstype": 7}])", {"storage #0 '/dev/vdb'", "'fstype'", "number"}},
+           {R"([{"source": "a"}, {"source": "b", "options": "ro"}])", {"storage #1 'b'", "'options'"}},
+           {R"([{"source": "a", "options": ["ro", 1]}])", {"storage #0 'a'", "'options' item 1"}},
+           {R"([{"source": "/dev/vdb\u0000x"}])", {"storage #0", "NUL"}},
+           {R"([{"source": 3}])", {"storage #0:", "'source'"}},
+           {R"({"source": "a"})", {"JSON array"}},
+       }) {
+    try {
+      storages_from_json(nlohmann::json::parse(c.json));
+      ADD_FAILURE() << "accepted " << c.json;
+    } catch (const Error& error) {
+      for (const auto& needle : c.needles) EXPECT_NE(std::string(error.what()).find(needle), std::string::npos) << error.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace evmdk::guest
