@@ -5,12 +5,11 @@
 // round-trip through to_json. Errors are fine; crashes or a broken rule (abort) are bugs.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
 #include "evmdk/error.h"
+#include "fuzz_check.h"
 #include "evmdk/guest/journal.h"
 #include "evmdk/guest/safe_path.h"
 
@@ -19,12 +18,7 @@ namespace {
 using namespace evmdk;
 using namespace evmdk::guest;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz check failed: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 constexpr const char* kBase = "/run/erofs-vmdk";
 constexpr const char* kId = "c1";

@@ -7,13 +7,12 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "evmdk/error.h"
+#include "fuzz_check.h"
 #include "evmdk/guest/plan.h"
 #include "evmdk/guest/policy.h"
 #include "evmdk/storage_spec.h"
@@ -23,12 +22,7 @@ namespace {
 using namespace evmdk;
 using namespace evmdk::guest;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz check failed: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 bool names_a_path(const std::string& data) {
   return data.find('/') != std::string::npos || data.find("device=") != std::string::npos ||
