@@ -750,6 +750,11 @@ MountResult mount_rootfs(const MountRequest& request) {
     session.step_done(plan.kind == RootfsKind::Overlay ? "mount:overlay" : "mount:rootfs");
     return result;
   } catch (const std::exception& error) {
+    try {
+      session.save();  // the mount ids recorded so far: the rollback finds each by its id
+    } catch (const std::exception&) {
+      // The journal on disk still names every mount point; the rollback falls back to those.
+    }
     TeardownRequest undo;
     undo.container_id = request.container_id;
     undo.rootfs = rootfs;
