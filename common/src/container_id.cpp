@@ -29,15 +29,6 @@ std::string printable(std::string_view id) {
 
 }  // namespace
 
-bool is_valid_container_id(std::string_view id) noexcept {
-  if (id.empty() || id.size() > kMaxContainerIdBytes) return false;
-  if (id.front() == '.' || id.front() == '-') return false;
-  for (char c : id) {
-    if (!id_char(c)) return false;
-  }
-  return true;
-}
-
 void validate_container_id(std::string_view id) {
   if (id.empty() || id.size() > kMaxContainerIdBytes) {
     throw Error("container id '{}' must be 1..{} bytes (it is {})", printable(id),

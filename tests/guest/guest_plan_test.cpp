@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "evmdk/contract/container_id.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/plan.h"
 #include "evmdk/guest/policy.h"
@@ -154,6 +155,30 @@ TEST(StorageSpec, WrongTypesAreRefusedNamingTheStorageAndField) {
       ADD_FAILURE() << "accepted " << c.json;
     } catch (const Error& error) {
       for (const auto& needle : c.needles) EXPECT_NE(std::string(error.what()).find(needle), std::string::npos) << error.what();
+    }
+  }
+}
+
+TEST(ContainerId, OneRuleForHostAndGuest) {
+  for (std::string ok : std::vector<std::string>{"c", "abc-123_x.y", "x.journal.json", std::string(128, 'a')}) {
+    EXPECT_NO_THROW(contract::validate_container_id(ok)) << ok;
+  }
+  struct Case {
+    std::string id;
+    std::string needle;
+  };
+  for (const auto& c : std::vector<Case>{{"", "1..128 bytes"},
+                                         {std::string(129, 'a'), "1..128 bytes"},
+                                         {"../outside/pwn", "must not start with '.'"},
+                                         {"-rf", "must not start with '.' or '-'"},
+                                         {"a/b", "[A-Za-z0-9_.-]"},
+                                         {"a\nb", "'a\\x0ab'"},
+                                         {std::string("a\0b", 3), "'a\\x00b'"}}) {
+    try {
+      contract::validate_container_id(c.id);
+      ADD_FAILURE() << "accepted " << c.id;
+    } catch (const Error& error) {
+      EXPECT_NE(std::string(error.what()).find(c.needle), std::string::npos) << error.what();
     }
   }
 }

@@ -15,7 +15,4 @@ inline constexpr size_t kMaxContainerIdBytes = 128;
 // breaks.
 void validate_container_id(std::string_view id);
 
-// The same check without throwing.
-bool is_valid_container_id(std::string_view id) noexcept;
-
 }  // namespace evmdk::contract
