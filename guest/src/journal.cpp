@@ -157,10 +157,22 @@ json to_json(const Journal& journal) {
 
 void save_journal(const Journal& journal) {
   std::string dir = journal_dir(journal.base_dir);
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create journal directory {}", dir);
-  if (!open_journal_dir(dir)) throw_errno("cannot open journal directory {}", dir);
-  write_file_atomic(journal_path(journal.base_dir, journal.container_id),
-                    to_json(journal).dump(1) + "\n", 0600);
+  std::string text = to_json(journal).dump(1) + "\n";
+  // Another container's teardown removes the directory when it holds no journal: if that
+  // happens between our mkdir and our write, create it again once.
+  for (int attempt = 0;; ++attempt) {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create journal directory {}", dir);
+    if (!open_journal_dir(dir)) {
+      if (errno == ENOENT && attempt == 0) continue;
+      throw_errno("cannot open journal directory {}", dir);
+    }
+    try {
+      write_file_atomic(journal_path(journal.base_dir, journal.container_id), text, 0600);
+      return;
+    } catch (const SystemError& error) {
+      if (error.error_number() != ENOENT || attempt > 0) throw;
+    }
+  }
 }
 
 Journal parse_journal(std::string_view text, const std::string& what) {
@@ -231,6 +243,9 @@ void remove_journal(const std::string& base_dir, const std::string& container_id
   std::string path = journal_path(base_dir, container_id);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove journal {}", path);
   fsync_directory(journal_dir(base_dir));
+  // The last journal gone, the directory goes too (rmdir fails, harmlessly, while another
+  // container has one), so a base with nothing mounted holds nothing.
+  ::rmdir(journal_dir(base_dir).c_str());
 }
 
 std::vector<std::string> validate_journal(Journal& journal, const std::string& base_dir,
