@@ -269,6 +269,29 @@ LowerPlan plan_lower(size_t i, const Storage& storage, size_t lowers_so_far) {
   return lower;
 }
 
+// containerd's idmap value: one or more <container>:<host>:<size> triples, colon-separated,
+// every number 32-bit, sizes non-zero, no range running past 2^32.
+bool id_map(std::string_view value) {
+  std::vector<uint64_t> numbers;
+  size_t pos = 0;
+  while (pos <= value.size()) {
+    size_t colon = value.find(':', pos);
+    if (colon == std::string_view::npos) colon = value.size();
+    auto number = parse_decimal<uint64_t>(value.substr(pos, colon - pos), std::numeric_limits<uint32_t>::max());
+    if (!number || numbers.size() >= 3 * 64) return false;
+    numbers.push_back(*number);
+    pos = colon + 1;
+  }
+  if (numbers.empty() || numbers.size() % 3 != 0) return false;
+  for (size_t i = 0; i < numbers.size(); i += 3) {
+    uint64_t limit = uint64_t{1} << 32;
+    if (numbers[i + 2] == 0 || numbers[i] + numbers[i + 2] > limit || numbers[i + 1] + numbers[i + 2] > limit) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 const char* kind_name(RootfsKind kind) {
@@ -286,17 +309,19 @@ void check_overlay_option(const std::string& option, const std::string& context)
   std::string_view key = std::string_view(option).substr(0, eq);
   bool ok = false;
   if (eq == std::string::npos) {
-    ok = key == "volatile" || key == "userxattr";
+    ok = key == "volatile" || key == "userxattr" || key == "ro";
   } else {
     std::string_view value = std::string_view(option).substr(eq + 1);
     if (key == "redirect_dir") ok = one_of(value, {"on", "off", "follow", "nofollow"});
     if (key == "metacopy" || key == "index" || key == "nfs_export") ok = one_of(value, {"on", "off"});
     if (key == "xino") ok = one_of(value, {"on", "off", "auto"});
+    if (key == "uidmap" || key == "gidmap") ok = id_map(value);
   }
   if (!ok) {
     throw Error("{}: option {}={} is refused: only redirect_dir=, metacopy=, index=, xino=, "
-                "nfs_export= (with their documented values), volatile and userxattr may reach the "
-                "overlay; the driver alone names its lower, upper and work directories",
+                "nfs_export=, uidmap=, gidmap= (with their documented values), volatile, userxattr "
+                "and ro may reach the overlay; the driver alone names its lower, upper and work "
+                "directories",
                 context, kOverlayOption, option);
   }
 }

@@ -87,7 +87,15 @@ TEST(GuestPlan, RefusesOptionsOutsideEachRolesAllowlist) {
     std::string what = refusal(c.storages);
     for (const auto& needle : c.needles) EXPECT_NE(what.find(needle), std::string::npos) << needle << " in: " << what;
   }
-  // Allowed overlay options pass.
+  for (std::string map : {"uidmap=0:1000", "uidmap=0:1:0", "gidmap=1:4294967295:2", "uidmap=0:x:1", "uidmap=0:1:1:"}) {
+    std::string what = refusal({lower({"X-erofs-vmdk.overlay-option=" + map}), upper()});
+    EXPECT_NE(what.find(map + " is refused"), std::string::npos) << what;
+  }
+  // Allowed overlay options pass (uidmap/gidmap as the hook forwards containerd's).
+  EXPECT_EQ(refusal({lower({"X-erofs-vmdk.overlay-option=uidmap=0:100000:65536",
+                            "X-erofs-vmdk.overlay-option=gidmap=0:100000:65536:65536:200000:1"}),
+                     upper()}),
+            "<accepted>");
   EXPECT_EQ(refusal({lower({"X-erofs-vmdk.overlay-option=redirect_dir=on", "X-erofs-vmdk.overlay-option=metacopy=on",
                             "X-erofs-vmdk.overlay-option=volatile", "X-erofs-vmdk.overlay-option=userxattr"}),
                      upper()}),

@@ -70,8 +70,9 @@ struct Plan {
 Plan make_plan(const std::vector<Storage>& storages);
 
 // Checks one X-erofs-vmdk.overlay-option value against the allowlist (redirect_dir, metacopy,
-// index, xino, nfs_export with their documented values; volatile, userxattr as flags); throws
-// naming `context` and the option otherwise.
+// index, xino, nfs_export with their documented values; uidmap/gidmap as containerd's
+// <container>:<host>:<size> triples; volatile, userxattr, ro as flags); throws naming `context`
+// and the option otherwise.
 void check_overlay_option(const std::string& option, const std::string& context);
 
 }  // namespace evmdk::guest
