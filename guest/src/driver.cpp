@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,7 +35,6 @@
 #include "evmdk/guest/verity.h"
 #include "evmdk/unique_fd.h"
 
-namespace fs = std::filesystem;
 
 namespace evmdk::guest {
 namespace {
