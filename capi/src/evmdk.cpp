@@ -210,7 +210,16 @@ Outcome guest_mount(Request& request) {
   mount.base_dir = request.string("base", evmdk::guest::kDefaultBaseDir);
   mount.device_timeout = std::chrono::milliseconds(request.number<uint32_t>("timeout_ms", 10000));
   mount.parallel_mounts = request.number<unsigned>("parallel", 4);
+  // The guest's integrity policy, as for the CLI: the file (or /etc/erofs-vmdk/policy.json
+  // when present), tightened by the same keys as the command-line flags.
+  std::string policy_path = request.string("policy");
+  json overrides = json::object();
+  if (request.boolean("require_verity", false)) overrides["require_verity"] = true;
+  if (auto hashes = request.strings("verity_algorithm"); !hashes.empty()) overrides["verity_algorithms"] = hashes;
+  if (auto roots = request.strings("root_hash"); !roots.empty()) overrides["root_hashes"] = roots;
+  if (request.find("max_upper_bytes")) overrides["max_upper_bytes"] = request.number<uint64_t>("max_upper_bytes", 0);
   request.finish();
+  mount.policy = request.parsed("policy", [&] { return evmdk::guest::effective_policy(policy_path, overrides); });
   return {EVMDK_OK, evmdk::documents::mount_result(evmdk::guest::mount_rootfs(mount)), {}};
 }
 

@@ -8,21 +8,30 @@
 namespace evmdk {
 namespace {
 
+// A NUL would cut the string short where it reaches the kernel (a mount source, an option).
+std::string checked_string(std::string value, const char* name) {
+  if (value.find('\0') != std::string::npos) throw Error("storage field '{}' contains a NUL byte", name);
+  return value;
+}
+
 std::string string_field(const nlohmann::json& json, const char* name) {
   auto it = json.find(name);
   if (it == json.end() || it->is_null()) return {};
-  if (!it->is_string()) throw Error("storage field '{}' must be a string", name);
-  return it->get<std::string>();
+  if (!it->is_string()) throw Error("storage field '{}' must be a string, not {}", name, it->type_name());
+  return checked_string(it->get<std::string>(), name);
 }
 
 std::vector<std::string> list_field(const nlohmann::json& json, const char* name) {
   auto it = json.find(name);
   if (it == json.end() || it->is_null()) return {};
-  if (!it->is_array()) throw Error("storage field '{}' must be an array of strings", name);
+  if (!it->is_array()) throw Error("storage field '{}' must be an array of strings, not {}", name, it->type_name());
   std::vector<std::string> out;
-  for (const auto& item : *it) {
-    if (!item.is_string()) throw Error("storage field '{}' must be an array of strings", name);
-    out.push_back(item.get<std::string>());
+  for (size_t i = 0; i < it->size(); ++i) {
+    const auto& item = (*it)[i];
+    if (!item.is_string()) {
+      throw Error("storage field '{}' item {} must be a string, not {}", name, i, item.type_name());
+    }
+    out.push_back(checked_string(item.get<std::string>(), name));
   }
   return out;
 }
@@ -62,6 +71,12 @@ std::vector<Storage> storages_from_json(const nlohmann::json& json) {
     try {
       out.push_back(storage_from_json(json[i]));
     } catch (const Error& error) {
+      const auto& item = json[i];
+      auto source = item.is_object() ? item.find("source") : item.end();
+      if (item.is_object() && source != item.end() && source->is_string() &&
+          source->get<std::string>().find('\0') == std::string::npos) {
+        throw Error("storage #{} '{}': {}", i, source->get<std::string>(), error.what());
+      }
       throw Error("storage #{}: {}", i, error.what());
     }
   }

@@ -18,6 +18,7 @@
 #include <memory>
 #include <thread>
 
+#include "evmdk/checked_math.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
 
@@ -295,8 +296,13 @@ std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk) 
     if (const char* uuid = blkid_partition_get_uuid(part)) info.uuid = uuid;
     std::transform(info.uuid.begin(), info.uuid.end(), info.uuid.begin(),
                    [](unsigned char c) { return std::tolower(c); });
-    info.start = static_cast<uint64_t>(blkid_partition_get_start(part)) * 512;
-    info.size = static_cast<uint64_t>(blkid_partition_get_size(part)) * 512;
+    blkid_loff_t start = blkid_partition_get_start(part), size = blkid_partition_get_size(part);
+    int number = blkid_partition_get_partno(part);
+    std::string what = fmt::format("disk {} partition {}", disk, number);
+    if (start < 0 || size < 0 || number < 1) throw Error("{}: invalid start {} or size {}", what, start, size);
+    info.start = mul_or_throw<uint64_t>(static_cast<uint64_t>(start), 512, what + " start");
+    info.size = mul_or_throw<uint64_t>(static_cast<uint64_t>(size), 512, what + " size");
+    add_or_throw(info.start, info.size, what + " end");
     table[static_cast<unsigned>(blkid_partition_get_partno(part))] = std::move(info);
   }
   return table;
@@ -319,6 +325,11 @@ ErofsSuperblock read_erofs_superblock(const std::string& path) {
   uint32_t incompat = le32(sb + 80);
   unsigned extra_devices = le16(sb + 86);
   unsigned slot_offset = le16(sb + 88);
+  if ((incompat & 0x8u) != 0 && extra_devices > kMaxErofsExtraDevices) {
+    // Each extra device may become a loop device (and a dm-verity device): bounded.
+    throw Error("{}: the EROFS device table declares {} extra devices; at most {} are supported",
+                path, extra_devices, kMaxErofsExtraDevices);
+  }
   if ((incompat & 0x8u) != 0 && extra_devices > 0) {
     std::vector<unsigned char> table(size_t{extra_devices} * 128);
     pread_exact(fd.get(), table.data(), table.size(), uint64_t{slot_offset} * 128,
@@ -334,6 +345,10 @@ ErofsSuperblock read_erofs_superblock(const std::string& path) {
     }
   }
   return out;
+}
+
+uint64_t ErofsSuperblock::bytes(uint64_t count, const std::string& what) const {
+  return mul_or_throw(count, block_size(), what);
 }
 
 bool same_uuid(const std::string& a, const std::string& b) {

@@ -1,8 +1,8 @@
 #include "evmdk/guest/driver.h"
 
 #include <fcntl.h>
-#include <sched.h>
-#include <signal.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +18,8 @@
 #include <set>
 #include <thread>
 
+#include "evmdk/contract/container_id.h"
+#include "evmdk/checked_math.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/bind_source.h"
 #include "evmdk/guest/block_device.h"
@@ -27,295 +28,44 @@
 #include "evmdk/guest/loop_device.h"
 #include "evmdk/guest/mkdir_directive.h"
 #include "evmdk/guest/mountinfo.h"
+#include "evmdk/guest/plan.h"
+#include "evmdk/guest/safe_path.h"
+#include "rootfs.h"
+#include "teardown.h"
 #include "evmdk/guest/verity.h"
 #include "evmdk/unique_fd.h"
 
-namespace fs = std::filesystem;
 
 namespace evmdk::guest {
 namespace {
 
+using detail::bind_rootfs;
+using detail::mount_error;
+using detail::mount_overlay;
+using detail::mount_virtiofs;
+
+// Size of a block device (or file) in bytes; 0 when it cannot be told.
+uint64_t block_device_bytes(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) return 0;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return 0;
+  if (S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  uint64_t bytes = 0;
+  return ::ioctl(fd.get(), BLKGETSIZE64, &bytes) == 0 ? bytes : 0;
+}
+
 using Clock = std::chrono::steady_clock;
-
-// ---------------------------------------------------------------------------------------
-// Planning: which storage is which.
-
-struct LowerPlan {
-  unsigned index = 0;  // 0 = top
-  const Storage* storage = nullptr;
-  std::optional<unsigned> partition;
-  std::optional<VerityParams> verity;  // the storage's own device (the fsmeta on a flat disk)
-  // Flat (fsmeta) disk: dm-verity of extra device slots (1 = the first extra device), from
-  // X-erofs-vmdk.device.<slot>.dmverity*; hash_offset is a byte offset on the disk.
-  std::map<unsigned, VerityParams> device_verity;
-};
-
-// What the rootfs is (docs/runtime-integration.md section 3 lists the hook's shapes).
-enum class RootfsKind {
-  Overlay,          // lowers + ext4 or tmpfs upper, writable
-  ReadOnlyOverlay,  // lowers only (a view of several parents)
-  Bind,             // a bind of {{ mount N }} or {{ mount 0 }}/path
-  VirtioFs,         // a host directory shared over virtio-fs
-};
-
-const char* kind_name(RootfsKind kind) {
-  switch (kind) {
-    case RootfsKind::Overlay: return "overlay";
-    case RootfsKind::ReadOnlyOverlay: return "read-only overlay";
-    case RootfsKind::Bind: return "bind";
-    case RootfsKind::VirtioFs: return "virtio-fs";
-  }
-  return "?";
-}
-
-struct Plan {
-  std::vector<LowerPlan> lowers;  // sorted by index
-  const Storage* upper = nullptr;
-  std::vector<std::string> overlay_options;
-  std::vector<std::pair<std::string, MkdirDirective>> mkdirs;  // spec, parsed
-  RootfsKind kind = RootfsKind::Overlay;
-  bool read_only = false;
-  std::string bind_spec;  // as given (or synthesised for a read-only single lower)
-  BindSource bind;
-  const Storage* share = nullptr;  // the virtio-fs storage
-};
-
-inline constexpr std::string_view kRootfsBind = "X-erofs-vmdk.rootfs-bind";
-inline constexpr std::string_view kRootfsReadonly = "X-erofs-vmdk.rootfs-readonly";
-inline constexpr std::string_view kOverlayOption = "X-erofs-vmdk.overlay-option";
-
-bool is_marker(const std::string& option) { return option.rfind("X-", 0) == 0; }
-
-std::optional<unsigned> unsigned_option(const Storage& storage, std::string_view key) {
-  auto value = option_value(storage.options, key);
-  if (!value) return std::nullopt;
-  try {
-    size_t used = 0;
-    unsigned long number = std::stoul(*value, &used);
-    if (used != value->size()) throw std::invalid_argument("trailing");
-    return static_cast<unsigned>(number);
-  } catch (const std::exception&) {
-    throw Error("storage '{}': option {}={} is not a number", storage.source, key, *value);
-  }
-}
-
-// Plain mount options to mount(2) flags and data; X-* markers and "loop" are dropped.
-std::pair<unsigned long, std::string> mount_flags_and_data(const std::vector<std::string>& options) {
-  static const std::map<std::string, std::pair<unsigned long, bool>> kFlags = {
-      {"ro", {MS_RDONLY, true}},        {"rw", {MS_RDONLY, false}},
-      {"nodev", {MS_NODEV, true}},      {"dev", {MS_NODEV, false}},
-      {"nosuid", {MS_NOSUID, true}},    {"suid", {MS_NOSUID, false}},
-      {"noexec", {MS_NOEXEC, true}},    {"exec", {MS_NOEXEC, false}},
-      {"noatime", {MS_NOATIME, true}},  {"nodiratime", {MS_NODIRATIME, true}},
-      {"relatime", {MS_RELATIME, true}}, {"sync", {MS_SYNCHRONOUS, true}},
-      {"dirsync", {MS_DIRSYNC, true}}};
-  unsigned long flags = 0;
-  std::string data;
-  for (const auto& option : options) {
-    if (is_marker(option) || option == "loop" || option == "defaults") continue;
-    auto it = kFlags.find(option);
-    if (it != kFlags.end()) {
-      flags = it->second.second ? (flags | it->second.first) : (flags & ~it->second.first);
-      continue;
-    }
-    data += (data.empty() ? "" : ",") + option;
-  }
-  return {flags, data};
-}
-
-// Which rootfs the storages describe; refuses contradictory markers, naming them.
-void choose_rootfs_kind(Plan& plan, const std::vector<Storage>& storages,
-                        const std::vector<std::pair<size_t, std::string>>& binds) {
-  if (plan.share != nullptr) {
-    const Storage& share = *plan.share;
-    if (storages.size() != 1) {
-      throw Error("virtio-fs storage '{}' is the whole rootfs and must be the only storage (there "
-                  "are {})", share.source, storages.size());
-    }
-    if (!binds.empty()) {
-      throw Error("virtio-fs storage '{}': option {}={} cannot apply to a shared directory",
-                  share.source, kRootfsBind, binds.front().second);
-    }
-    if (!plan.mkdirs.empty()) {
-      throw Error("virtio-fs storage '{}': mkdir directive '{}' has no mount to apply to",
-                  share.source, plan.mkdirs.front().first);
-    }
-    if (!plan.overlay_options.empty()) {
-      throw Error("virtio-fs storage '{}': option {}={} without an overlay", share.source,
-                  kOverlayOption, plan.overlay_options.front());
-    }
-    plan.kind = RootfsKind::VirtioFs;
-    plan.read_only = plan.read_only || mount_flags_and_data(share.options).first & MS_RDONLY;
-    return;
-  }
-  if (!binds.empty()) {
-    for (const auto& [i, spec] : binds) {
-      if (spec != binds.front().second) {
-        throw Error("storage #{} '{}': option {}={} contradicts {}={} on storage #{}", i,
-                    storages[i].source, kRootfsBind, spec, kRootfsBind, binds.front().second,
-                    binds.front().first);
-      }
-    }
-    const auto& [i, spec] = binds.front();
-    if (!plan.overlay_options.empty()) {
-      throw Error("storage #{} '{}': option {}={} with {}={}: a bind rootfs is not an overlay", i,
-                  storages[i].source, kRootfsBind, spec, kOverlayOption, plan.overlay_options.front());
-    }
-    try {
-      plan.bind = parse_bind_source(spec);
-    } catch (const Error& error) {
-      throw Error("storage #{} '{}': option {}: {}", i, storages[i].source, kRootfsBind, error.what());
-    }
-    if (plan.bind.mount_index == 0 && plan.upper == nullptr) {
-      throw Error("storage #{} '{}': option {}={} names the upper, but there is no upper storage",
-                  i, storages[i].source, kRootfsBind, spec);
-    }
-    if (plan.bind.mount_index > plan.lowers.size()) {
-      throw Error("storage #{} '{}': option {}={}: there is no mount {} (mount 0 is the upper, "
-                  "1..{} the lowers)", i, storages[i].source, kRootfsBind, spec,
-                  plan.bind.mount_index, plan.lowers.size());
-    }
-    plan.bind_spec = spec;
-    plan.kind = RootfsKind::Bind;
-    return;
-  }
-  if (plan.lowers.empty()) {
-    throw Error("no lower (erofs) storage among {} storages, and no {} or virtio-fs storage to "
-                "make a rootfs without one", storages.size(), kRootfsBind);
-  }
-  if (!plan.read_only) {
-    plan.kind = RootfsKind::Overlay;
-    return;
-  }
-  if (plan.upper != nullptr) {
-    throw Error("{}=true with an upper storage '{}': a read-only rootfs has no upper",
-                kRootfsReadonly, plan.upper->source);
-  }
-  if (plan.lowers.size() == 1 && plan.overlay_options.empty()) {
-    // One layer needs no overlay; kernels before 6.x refuse an overlay of a single lower
-    // without an upper, and a read-only bind shows the same tree.
-    plan.bind_spec = "{{ mount 1 }}";
-    plan.bind = BindSource{1, {}};
-    plan.kind = RootfsKind::Bind;
-    return;
-  }
-  plan.kind = RootfsKind::ReadOnlyOverlay;
-}
-
-Plan make_plan(const std::vector<Storage>& storages) {
-  Plan plan;
-  std::vector<std::pair<size_t, std::string>> binds;  // storage #, spec
-  for (size_t i = 0; i < storages.size(); ++i) {
-    const Storage& storage = storages[i];
-    for (auto key : {marker::kMkdirPath, marker::kContainerdMkdirPath}) {
-      for (const auto& spec : option_values(storage.options, key)) {
-        plan.mkdirs.emplace_back(spec, parse_mkdir_directive(spec));
-      }
-    }
-    for (const auto& option : option_values(storage.options, kOverlayOption)) {
-      plan.overlay_options.push_back(option);
-    }
-    for (const auto& spec : option_values(storage.options, kRootfsBind)) binds.emplace_back(i, spec);
-    for (const auto& value : option_values(storage.options, kRootfsReadonly)) {
-      if (value != "true" && value != "false") {
-        throw Error("storage #{} '{}': option {}={} must be true or false", i, storage.source,
-                    kRootfsReadonly, value);
-      }
-      plan.read_only = plan.read_only || value == "true";
-    }
-    if (std::find(storage.options.begin(), storage.options.end(), std::string(kRootfsReadonly)) !=
-        storage.options.end()) {
-      throw Error("storage #{} '{}': option {} needs a value (=true)", i, storage.source, kRootfsReadonly);
-    }
-    if (storage.driver == "virtio-fs" || storage.fstype == "virtiofs") {
-      if (storage.driver != "virtio-fs" || storage.fstype != "virtiofs") {
-        throw Error("storage #{} '{}': a shared directory needs driver 'virtio-fs' and fstype "
-                    "'virtiofs', not '{}' / '{}'", i, storage.source, storage.driver, storage.fstype);
-      }
-      if (storage.source.empty()) throw Error("storage #{}: virtio-fs storage without a tag (source)", i);
-      if (!storage.mount_point.empty() && storage.mount_point != "rootfs") {
-        throw Error("storage #{} '{}': a virtio-fs storage is mounted as the rootfs; mount_point "
-                    "'{}' is not supported", i, storage.source, storage.mount_point);
-      }
-      if (plan.share != nullptr) throw Error("storage #{} '{}': a second virtio-fs storage", i, storage.source);
-      plan.share = &storage;
-      continue;
-    }
-    bool lower = has_option(storage.options, marker::kOverlayLower) ||
-                 (storage.fstype == "erofs" && !has_option(storage.options, marker::kOverlayUpper));
-    if (has_option(storage.options, marker::kOverlayUpper)) {
-      if (plan.upper != nullptr) throw Error("storage #{} '{}': a second overlay upper", i, storage.source);
-      plan.upper = &storage;
-      continue;
-    }
-    if (!lower) continue;  // e.g. an overlay storage that only carries options
-    if (storage.fstype != "erofs") {
-      throw Error("storage #{} '{}': lower layers must be erofs, not '{}'", i, storage.source, storage.fstype);
-    }
-    LowerPlan lower_plan;
-    lower_plan.storage = &storage;
-    // Parsed now, so a malformed verity option refuses the mount before anything is done.
-    lower_plan.verity = verity_params_from_options(storage.options,
-                                                   fmt::format("storage #{} '{}'", i, storage.source));
-    try {
-      for (unsigned slot : device_option_slots(storage.options)) {
-        std::string context = fmt::format("storage #{} '{}', device {}", i, storage.source, slot);
-        auto options = device_verity_options(storage.options, slot);
-        for (const auto& option : options) {
-          if (!is_dmverity_option(option)) {
-            throw Error("{}: option {}{} is not a dm-verity option (only "
-                        "{}<slot>.dmverity* are known)", context, device_option_prefix(slot),
-                        option.substr(std::string_view("X-kata.").size()),
-                        "X-erofs-vmdk.device.");
-          }
-        }
-        if (auto params = verity_params_from_options(options, context)) {
-          lower_plan.device_verity.emplace(slot, *params);
-        }
-      }
-    } catch (const Error& error) {
-      throw Error("storage #{} '{}': {}", i, storage.source, error.what());
-    }
-    lower_plan.partition = unsigned_option(storage, marker::kPartitionNumber);
-    if (lower_plan.partition && *lower_plan.partition == 0) {
-      throw Error("storage #{} '{}': partition numbers start at 1", i, storage.source);
-    }
-    auto index = unsigned_option(storage, marker::kLayerIndex);
-    if (!index && lower_plan.partition) index = *lower_plan.partition - 1;
-    lower_plan.index = index.value_or(static_cast<unsigned>(plan.lowers.size()));
-    plan.lowers.push_back(lower_plan);
-  }
-  std::sort(plan.lowers.begin(), plan.lowers.end(),
-            [](const LowerPlan& a, const LowerPlan& b) { return a.index < b.index; });
-  for (size_t i = 0; i < plan.lowers.size(); ++i) {
-    if (plan.lowers[i].index != i) {
-      throw Error("lower layer indexes must be 0..{} without gaps or duplicates; storage '{}' has "
-                  "index {} where {} was expected", plan.lowers.size() - 1,
-                  plan.lowers[i].storage->source, plan.lowers[i].index, i);
-    }
-  }
-  choose_rootfs_kind(plan, storages, binds);
-  for (const auto& [spec, directive] : plan.mkdirs) {
-    if (directive.mount_index > plan.lowers.size()) {
-      throw Error("mkdir directive '{}': there is no mount {} (mount 0 is the upper, 1..{} the "
-                  "lowers)", spec, directive.mount_index, plan.lowers.size());
-    }
-    // Only the writable overlay has a memory-backed upper when no upper storage is given.
-    if (directive.mount_index == 0 && plan.upper == nullptr && plan.kind != RootfsKind::Overlay) {
-      throw Error("mkdir directive '{}': there is no upper storage for {{{{ mount 0 }}}} (the "
-                  "rootfs is a {})", spec, kind_name(plan.kind));
-    }
-  }
-  return plan;
-}
 
 // ---------------------------------------------------------------------------------------
 // State shared by the steps of one mount: the journal, kept on disk after every change.
 
 class MountSession {
  public:
-  MountSession(Journal journal, std::string crash_after)
-      : journal_(std::move(journal)), crash_after_(std::move(crash_after)) {}
+  MountSession(Journal journal, std::string crash_after, const Policy& policy)
+      : journal_(std::move(journal)), crash_after_(std::move(crash_after)), policy_(policy) {}
+
+  const Policy& policy() const { return policy_; }
 
   void created_dir(const std::string& path) {
     std::lock_guard lock(mutex_);
@@ -335,14 +85,28 @@ class MountSession {
   }
   // Saved after the lowers: until a mount holds it, an autoclear loop device is released by
   // the kernel when this process dies, and the unmount releases it afterwards.
-  void attached_loop(const JournalLoop& loop) {
+  void attached_loop(const LoopDevice& loop, const std::string& backing) {
+    const LoopIdentity& id = loop.identity();
     std::lock_guard lock(mutex_);
-    journal_.loops.push_back(loop);
+    journal_.loops.push_back({loop.path(), backing, id.offset, id.backing_dev, id.backing_ino, id.diskseq});
   }
-  void will_mount_all(const std::vector<std::string>& paths) {
+  void will_mount_all(const std::vector<JournalMount>& mounts) {
     std::lock_guard lock(mutex_);
-    journal_.mounts.insert(journal_.mounts.end(), paths.begin(), paths.end());
+    journal_.mounts.insert(journal_.mounts.end(), mounts.begin(), mounts.end());
     save_journal(journal_);
+  }
+  // Records the id of the mount just made at `path` (the topmost there, reached without
+  // symlinks): teardown finds it by that id wherever it is moved to. Saved with the next save().
+  void mounted(const std::string& path) {
+    auto id = mount_id_nofollow(path);
+    if (!id) throw_errno("cannot read the mount id of {}", path);
+    std::lock_guard lock(mutex_);
+    for (auto& mount : journal_.mounts) {
+      if (mount.path == path && mount.id == 0) {
+        mount.id = *id;
+        return;
+      }
+    }
   }
   void set_phase(const std::string& phase) {
     std::lock_guard lock(mutex_);
@@ -353,46 +117,19 @@ class MountSession {
     std::lock_guard lock(mutex_);
     save_journal(journal_);
   }
-  void step_done(const std::string& step) const {
-    if (!crash_after_.empty() && crash_after_ == step) {
-      fmt::print(stderr, "erofs-vmdk: crash injected after step '{}'\n", step);
-      ::kill(::getpid(), SIGKILL);
-    }
-  }
+  void step_done(const std::string& step) const { detail::crash_point(crash_after_, step); }
 
  private:
   std::mutex mutex_;
   std::mutex device_mapper_mutex_;
   Journal journal_;
   std::string crash_after_;
+  const Policy& policy_;
 };
 
-void make_dir(MountSession& session, const std::string& path, mode_t mode) {
-  if (::mkdir(path.c_str(), mode) == 0) {
-    session.created_dir(path);
-    return;
-  }
-  if (errno != EEXIST) throw_errno("cannot create directory {}", path);
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw Error("{} exists and is not a directory", path);
-  }
-}
-
-void make_dirs(MountSession& session, const std::string& path, mode_t mode) {
-  fs::path target(path);
-  fs::path current;
-  for (const auto& part : target) {
-    current /= part;
-    if (current == current.root_path()) continue;
-    make_dir(session, current.string(), mode);
-  }
-}
-
-std::string mount_error(const std::string& what, const std::string& source,
-                        const std::string& target, const std::string& data) {
-  return fmt::format("cannot mount {} {} at {}{}: {}", what, source, target,
-                     data.empty() ? "" : " (options " + data + ")", std::strerror(errno));
+// Directories are created without following symlinks, and journaled so teardown removes them.
+void make_dirs(MountSession& session, const std::string& path, mode_t mode, const std::string& what) {
+  make_dirs_nofollow(path, mode, what, [&](const std::string& created) { session.created_dir(created); });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -458,7 +195,8 @@ class LowerVerityDevices {
                        const std::string& hash_device, const VerityParams& params) {
     session_.will_activate_verity(name);
     auto device_mapper = session_.lock_device_mapper();
-    devices_.push_back(VerityDevice::activate(name, data_device, hash_device, params));
+    devices_.push_back(VerityDevice::activate(name, data_device, hash_device, params,
+                                              session_.policy().verity_algorithms));
     outcome_.verity_devices.push_back(name);
     return devices_.back().path();
   }
@@ -521,8 +259,9 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
       }
       if (device.empty()) {
         // The kernel does not expose this disk's partitions: map the slice the table names.
-        partition_slice = LoopDevice::attach(disk, partition.start, partition.size);
-        session.attached_loop({partition_slice.path(), disk, partition.start});
+        partition_slice = LoopDevice::attach(disk, partition.start, partition.size,
+                                             loop_tag(session.container_id()));
+        session.attached_loop(partition_slice, disk);
         device = partition_slice.path();
         outcome.loops.push_back(device);
       }
@@ -533,10 +272,10 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
         throw Error("EROFS UUID mismatch on {}: expected {}, found {}", device, *expected, superblock.uuid);
       }
     }
-    auto [flags, data] = mount_flags_and_data(storage.options);
-    flags |= MS_RDONLY | MS_NODEV | MS_NOSUID;
+    const unsigned long flags = lower.mount.flags;
+    const std::string& data = lower.mount.data;
     LowerVerityDevices verity(session, outcome);
-    std::string verity_name = fmt::format("evmdk-{}-lower-{}", session.container_id(), lower.index);
+    std::string verity_name = fmt::format("{}{}", verity_name_prefix(session.container_id()), lower.index);
     if (superblock.devices.empty()) {
       if (!lower.device_verity.empty()) {
         throw Error("{} is a single-device EROFS image, but the storage has dm-verity options for "
@@ -548,7 +287,12 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
         throw Error("{}{}", error, verity.remove_all());
       }
       verity.keep();
+      session.mounted(target);
       return outcome;
+    }
+    for (size_t slot = 1; slot <= superblock.devices.size(); ++slot) {
+      check_device_verity(session.policy(), lower.device_verity.count(static_cast<unsigned>(slot)) != 0,
+                          fmt::format("{} device {}", device, slot));
     }
     for (const auto& [slot, params] : lower.device_verity) {
       if (slot > superblock.devices.size()) {
@@ -574,14 +318,16 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     if (try_flat_device_mode && !any_verity) {
       if (::mount(device.c_str(), target.c_str(), "erofs", flags, data.c_str()) == 0) {
         outcome.flat_device_mode = true;
+        session.mounted(target);
         return outcome;
       }
       flat_error = std::strerror(errno);
     }
+    uint64_t disk_bytes = block_device_bytes(device);
     std::vector<LoopDevice> slices;
     auto attach_slice = [&](uint64_t offset, uint64_t size) -> std::string {
-      slices.push_back(LoopDevice::attach(device, offset, size));
-      session.attached_loop({slices.back().path(), device, offset});
+      slices.push_back(LoopDevice::attach(device, offset, size, loop_tag(session.container_id())));
+      session.attached_loop(slices.back(), device);
       outcome.loops.push_back(slices.back().path());
       return slices.back().path();
     };
@@ -599,7 +345,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     std::string source = device;
     if (lower.verity) {
       try {
-        source = activate_on_disk(verity_name, 0, superblock.blocks * superblock.block_size(),
+        source = activate_on_disk(verity_name, 0, superblock.bytes(superblock.blocks, "the fsmeta's size"),
                                   *lower.verity);
       } catch (const std::exception& error) {
         throw Error("the fsmeta (primary device, {} blocks): {}", superblock.blocks, error.what());
@@ -613,8 +359,14 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
                     "in its device table, so it cannot be read from one flat disk (flat-device "
                     "mount failed: {})", device, i + 1, flat_error);
       }
-      uint64_t offset = slot.mapped_blkaddr * superblock.block_size();
-      uint64_t size = slot.blocks * superblock.block_size();
+      std::string slot_name = fmt::format("{} device {}", device, i + 1);
+      uint64_t offset = superblock.bytes(slot.mapped_blkaddr, slot_name + " offset");
+      uint64_t size = superblock.bytes(slot.blocks, slot_name + " size");
+      uint64_t end = add_or_throw(offset, size, slot_name + " end");
+      if (disk_bytes != 0 && end > disk_bytes) {
+        throw Error("{}: bytes {}..{} lie beyond the end of the disk ({} bytes)", slot_name, offset,
+                    end, disk_bytes);
+      }
       std::string path;
       auto params = lower.device_verity.find(static_cast<unsigned>(i + 1));
       if (params != lower.device_verity.end()) {
@@ -636,6 +388,7 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
                   verity.remove_all());
     }
     verity.keep();
+    session.mounted(target);
     // The mount holds the slices now; autoclear releases them when it is unmounted.
     return outcome;
   } catch (const std::exception& error) {
@@ -643,366 +396,46 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
   }
 }
 
-// ---------------------------------------------------------------------------------------
-// Overlay. Paths are given relative to multi-layer/ from a thread with its own cwd
-// (unshare(CLONE_FS)), so 250 lowers fit even in one page of legacy mount data, and no other
-// thread's cwd changes.
+}  // namespace
 
-// Throws when the kernel refuses; before 6.8 it does not know lowerdir+ (6.1's overlayfs
-// is not on the new mount API at all: fsconfig buffers the strings and CMD_CREATE fails).
-std::string overlay_with_fsconfig(const std::string& rootfs, size_t lowers,
-                                  const std::vector<std::string>& extra, bool with_upper) {
-  UniqueFd fs_fd(::fsopen("overlay", FSOPEN_CLOEXEC));
-  if (!fs_fd) throw_errno("fsopen(overlay)");
-  auto kernel_log = [&] {
-    std::string messages;
-    char buffer[512];
-    ssize_t n;
-    while ((n = ::read(fs_fd.get(), buffer, sizeof buffer - 1)) > 0) {
-      buffer[n] = 0;
-      messages += std::string(" [") + buffer + "]";
-    }
-    return messages;
-  };
-  auto set = [&](const std::string& key, const std::string& value) {
-    if (::fsconfig(fs_fd.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str(), 0) != 0) {
-      throw_errno("overlay option {}={}{}", key, value, kernel_log());
-    }
-  };
-  for (size_t i = 0; i < lowers; ++i) set("lowerdir+", fmt::format("lower-{}", i));
-  if (with_upper) {
-    set("upperdir", "upper/upper");
-    set("workdir", "upper/work");
+namespace {
+
+// What the rootfs mount's filesystem type will be in mountinfo.
+std::string rootfs_fstype(const Plan& plan) {
+  switch (plan.kind) {
+    case RootfsKind::Overlay:
+    case RootfsKind::ReadOnlyOverlay: return "overlay";
+    case RootfsKind::VirtioFs: return "virtiofs";
+    case RootfsKind::Bind: return plan.bind.mount_index == 0 ? "ext4" : "erofs";
   }
-  for (const auto& option : extra) {
-    auto eq = option.find('=');
-    if (eq == std::string::npos) {
-      if (::fsconfig(fs_fd.get(), FSCONFIG_SET_FLAG, option.c_str(), nullptr, 0) != 0) {
-        throw_errno("overlay option {}{}", option, kernel_log());
-      }
-    } else {
-      set(option.substr(0, eq), option.substr(eq + 1));
-    }
-  }
-  if (::fsconfig(fs_fd.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
-    throw_errno("cannot create the overlay{}", kernel_log());
-  }
-  UniqueFd mount_fd(::fsmount(fs_fd.get(), FSMOUNT_CLOEXEC, with_upper ? 0 : MOUNT_ATTR_RDONLY));
-  if (!mount_fd) throw_errno("fsmount(overlay){}", kernel_log());
-  if (::move_mount(mount_fd.get(), "", AT_FDCWD, rootfs.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
-    throw_errno("cannot attach the overlay at {}", rootfs);
-  }
-  return "fsconfig lowerdir+";
+  return {};
 }
 
-std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
-                                    const std::vector<std::string>& extra, bool with_upper) {
-  std::string data = with_upper ? "upperdir=upper/upper,workdir=upper/work,lowerdir=" : "lowerdir=";
-  for (size_t i = 0; i < lowers; ++i) data += fmt::format("{}lower-{}", i ? ":" : "", i);
-  for (const auto& option : extra) data += "," + option;
-  long page = ::sysconf(_SC_PAGESIZE);
-  if (data.size() >= static_cast<size_t>(page)) {
-    throw Error("overlay options are {} bytes, more than one page ({}), and this kernel has no "
-                "lowerdir+ to pass lowers one by one", data.size(), page);
+// Refuses `dir` when it is, or holds, a mount point (or cannot be reached without symlinks).
+void refuse_existing_mounts(const std::string& dir, const std::string& what) {
+  if (!open_nofollow(dir)) {
+    if (errno == ENOENT) return;
+    throw_errno("{} {} cannot be reached without following a symlink", what, dir);
   }
-  if (::mount("overlay", rootfs.c_str(), "overlay", with_upper ? 0 : MS_RDONLY, data.c_str()) != 0) {
-    throw_errno("cannot mount the overlay at {} ({} lowers)", rootfs, lowers);
-  }
-  return "mount(2) relative paths";
-}
-
-std::string mount_overlay(const std::string& layer_dir, const std::string& rootfs, size_t lowers,
-                          const std::vector<std::string>& extra, bool with_upper,
-                          bool try_lowerdir_plus) {
-  std::string method;
-  std::exception_ptr failure;
-  std::thread worker([&] {
-    try {
-      if (::unshare(CLONE_FS) != 0) throw_errno("unshare(CLONE_FS)");
-      if (::chdir(layer_dir.c_str()) != 0) throw_errno("cannot chdir to {}", layer_dir);
-      std::string plus_error = "not tried";
-      if (try_lowerdir_plus) {
-        try {
-          method = overlay_with_fsconfig(rootfs, lowers, extra, with_upper);
-          return;
-        } catch (const std::exception& error) {
-          plus_error = error.what();  // nothing is attached yet: try the other way
-        }
-      }
-      try {
-        method = overlay_with_mount_data(rootfs, lowers, extra, with_upper);
-      } catch (const std::exception& error) {
-        throw Error("cannot mount the overlay at {}: with one page of mount(2) data: {}; with "
-                    "fsconfig lowerdir+: {}", rootfs, error.what(), plus_error);
-      }
-    } catch (...) {
-      failure = std::current_exception();
-    }
-  });
-  worker.join();
-  if (failure) std::rethrow_exception(failure);
-  return method;
-}
-
-// A bind of `source_fd` (an O_PATH directory) at the rootfs: the tree is cloned detached,
-// made read-only while still detached when asked, and only then attached, so a read-only
-// rootfs is never writable, not even for a moment. Not recursive: nothing is mounted below the
-// driver's own mount points, and nothing else should come along.
-void bind_rootfs(int source_fd, const std::string& rootfs, bool read_only, const std::string& what) {
-  UniqueFd tree(::open_tree(source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
-  if (!tree) throw_errno("cannot clone {} for the rootfs bind", what);
-  if (read_only) {
-    mount_attr attr{};
-    attr.attr_set = MOUNT_ATTR_RDONLY;
-    if (::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
-      throw_errno("cannot make the bind of {} read-only", what);
-    }
-  }
-  if (::move_mount(tree.get(), "", AT_FDCWD, rootfs.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
-    throw_errno("cannot attach the bind of {} at {}", what, rootfs);
-  }
-}
-
-// The shared directory at the rootfs. "bind"/"rbind" describe the host side (containerd's bind
-// of fs/); a virtiofs mount has no such option.
-void mount_virtiofs(const Storage& share, const std::string& rootfs, bool read_only) {
-  std::vector<std::string> options;
-  for (const auto& option : share.options) {
-    if (option != "bind" && option != "rbind") options.push_back(option);
-  }
-  auto [flags, data] = mount_flags_and_data(options);
-  if (read_only) flags |= MS_RDONLY;
-  if (::mount(share.source.c_str(), rootfs.c_str(), "virtiofs", flags, data.c_str()) != 0) {
-    throw Error("virtio-fs storage '{}': {}", share.source,
-                mount_error("virtiofs", share.source, rootfs, data));
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// Teardown pieces.
-
-void validate_container_id(const std::string& id) {
-  if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos ||
-      id.find('\0') != std::string::npos) {
-    throw Error("invalid container id '{}'", id);
-  }
-}
-
-// Absolute, with symlinks in the existing part resolved: mountinfo shows real paths.
-std::string absolute(const std::string& path) {
-  if (path.empty()) return path;
-  std::error_code ec;
-  auto resolved = fs::weakly_canonical(fs::absolute(path), ec);
-  return (ec ? fs::absolute(path).lexically_normal() : resolved).string();
-}
-
-std::string trim_slash(std::string path) {
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  return path;
-}
-
-class Teardown {
- public:
-  explicit Teardown(TeardownReport& report, std::chrono::milliseconds busy_timeout)
-      : report_(report), busy_timeout_(busy_timeout) {}
-
-  // Unmounts everything at or under `dir`, topmost first.
-  void unmount_tree(const std::string& dir, const std::string& what) {
-    if (dir.empty()) return;
-    std::vector<MountEntry> mounts;
-    try {
-      mounts = mounts_under(dir);
-    } catch (const std::exception& error) {
-      report_.problems.push_back(error.what());
-      return;
-    }
-    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) unmount_one(it->mount_point, what);
-  }
-
- private:
-  void unmount_one(const std::string& path, const std::string& what) {
-    auto deadline = Clock::now() + busy_timeout_;
-    while (true) {
-      if (::umount2(path.c_str(), UMOUNT_NOFOLLOW) == 0) {
-        report_.actions.push_back(fmt::format("unmounted {} ({})", path, what));
-        return;
-      }
-      if (errno == EINVAL || errno == ENOENT) return;  // no longer a mount point
-      if (errno != EBUSY || Clock::now() >= deadline) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    std::string why = std::strerror(errno);
-    if (errno == EBUSY && ::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
-      report_.warnings.push_back(fmt::format(
-          "{} ({}) was busy for {} ms; lazily detached (its device stays in use until the last "
-          "user lets go)", path, what, busy_timeout_.count()));
-      return;
-    }
-    report_.problems.push_back(fmt::format("cannot unmount {} ({}): {}", path, what, why));
-  }
-
-  TeardownReport& report_;
-  std::chrono::milliseconds busy_timeout_;
-};
-
-void crash_point(const std::string& crash_after, const std::string& step) {
-  if (!crash_after.empty() && crash_after == step) {
-    fmt::print(stderr, "erofs-vmdk: crash injected after step '{}'\n", step);
-    ::kill(::getpid(), SIGKILL);
+  auto mounts = mounts_under(dir);
+  if (!mounts.empty()) {
+    throw Error("{} {} already holds {} mount(s) (first: {} {}); refusing to mount there", what,
+                dir, mounts.size(), mounts.front().fstype, mounts.front().mount_point);
   }
 }
 
 }  // namespace
 
-nlohmann::json TeardownReport::to_json() const {
-  return {{"clean", clean()}, {"actions", actions}, {"warnings", warnings}, {"problems", problems}};
-}
-
-TeardownReport teardown_rootfs(const TeardownRequest& request) {
-  validate_container_id(request.container_id);
-  TeardownReport report;
-  std::string base = trim_slash(absolute(request.base_dir));
-  std::string container_dir = base + "/" + request.container_id;
-  std::optional<Journal> journal;
-  try {
-    journal = load_journal(base, request.container_id);
-  } catch (const std::exception& error) {
-    report.problems.push_back(error.what());
-  }
-  std::string rootfs = trim_slash(absolute(request.rootfs));
-  if (rootfs.empty() && journal) rootfs = journal->rootfs;
-  if (journal && !request.rootfs.empty() && rootfs != journal->rootfs) {
-    report.warnings.push_back(fmt::format("rootfs {} differs from the journal's {}; tearing down both",
-                                          rootfs, journal->rootfs));
-  }
-  if (journal) {
-    journal->phase = "tearing-down";
-    try {
-      save_journal(*journal);
-    } catch (const std::exception& error) {
-      report.warnings.push_back(error.what());
-    }
-  } else {
-    report.actions.push_back(fmt::format("no journal {}: nothing recorded to remove",
-                                         journal_path(base, request.container_id)));
-  }
-
-  // 1. Kill every process of the container; 2. remove its cgroups.
-  if (!request.cgroups.empty()) {
-    auto problems = kill_cgroup_processes(request.cgroups, request.kill_timeout);
-    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
-    if (problems.empty()) report.actions.push_back("killed every process in the container's cgroups");
-    crash_point(request.crash_after, "teardown:killed");
-    problems = remove_cgroups(request.cgroups, request.cgroup_remove_timeout);
-    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
-    if (problems.empty()) report.actions.push_back("removed the container's cgroups");
-  }
-
-  // 3. Unmount top-down: the rootfs and whatever is stacked on it, the upper, the lowers in
-  // reverse, then anything else left under the container's directory.
-  Teardown teardown(report, request.unmount_busy_timeout);
-  if (!rootfs.empty()) teardown.unmount_tree(rootfs, "rootfs");
-  if (journal && !journal->rootfs.empty() && journal->rootfs != rootfs) {
-    teardown.unmount_tree(journal->rootfs, "rootfs");
-  }
-  crash_point(request.crash_after, "teardown:rootfs-unmounted");
-  std::string layer_dir = container_dir + "/multi-layer";
-  teardown.unmount_tree(layer_dir + "/upper", "upper");
-  if (journal) {
-    for (auto it = journal->mounts.rbegin(); it != journal->mounts.rend(); ++it) {
-      teardown.unmount_tree(*it, "recorded mount");
-    }
-  }
-  teardown.unmount_tree(container_dir, "left under the container directory");
-  crash_point(request.crash_after, "teardown:unmounted");
-
-  // dm-verity devices over the lowers, now that nothing mounts them.
-  if (journal) {
-    for (auto it = journal->verity_devices.rbegin(); it != journal->verity_devices.rend(); ++it) {
-      try {
-        if (remove_verity_device(*it)) report.actions.push_back(fmt::format("removed dm-verity device {}", *it));
-      } catch (const std::exception& error) {
-        report.problems.push_back(fmt::format("dm-verity device {} not removed: {}", *it, error.what()));
-      }
-    }
-  }
-
-  // Loop devices: autoclear normally released them with the unmount; detach any still bound.
-  if (journal) {
-    for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
-      try {
-        switch (detach_loop_if_bound(it->device, it->backing, it->offset)) {
-          case LoopDetach::NotBound:
-            break;
-          case LoopDetach::Detached:
-            report.actions.push_back(fmt::format("detached {}", it->device));
-            break;
-          case LoopDetach::StillInUse:
-            report.warnings.push_back(fmt::format(
-                "{} (over {}) is still in use; autoclear is set, so the kernel releases it when "
-                "its last user lets go", it->device, it->backing));
-            break;
-        }
-      } catch (const std::exception& error) {
-        report.problems.push_back(error.what());
-      }
-    }
-  }
-
-  // 4. Remove the directories it created, deepest first, only when empty. rmdir never
-  // recurses and fails on a mount point, so nothing below can be deleted.
-  if (journal) {
-    // A parent of the rootfs this mount created (e.g. /run/containers) may hold other
-    // containers' rootfs directories by now: once the rootfs itself is gone, a non-empty
-    // parent is left in place without failing the teardown.
-    const std::string& journal_rootfs = journal->rootfs;
-    auto shared_parent = [&](const std::string& dir) {
-      struct stat st {};
-      return journal_rootfs.size() > dir.size() && journal_rootfs.compare(0, dir.size(), dir) == 0 &&
-             journal_rootfs[dir.size()] == '/' && ::lstat(journal_rootfs.c_str(), &st) != 0 &&
-             errno == ENOENT;
-    };
-    std::vector<std::string> kept;
-    for (auto it = journal->created_dirs.rbegin(); it != journal->created_dirs.rend(); ++it) {
-      if (::rmdir(it->c_str()) == 0) {
-        report.actions.push_back(fmt::format("removed directory {}", *it));
-      } else if (errno != ENOENT) {
-        int error = errno;
-        if ((error == ENOTEMPTY || error == EEXIST) && shared_parent(*it)) {
-          report.actions.push_back(fmt::format("kept directory {}: it holds entries of others", *it));
-        } else {
-          report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(error)));
-        }
-        kept.insert(kept.begin(), *it);
-      }
-    }
-    journal->created_dirs = kept;
-  }
-
-  if (journal) {
-    try {
-      if (report.clean()) {
-        remove_journal(base, request.container_id);
-      } else {
-        journal->phase = "teardown-incomplete";
-        save_journal(*journal);
-      }
-    } catch (const std::exception& error) {
-      report.problems.push_back(error.what());
-    }
-  }
-  return report;
-}
-
 MountResult mount_rootfs(const MountRequest& request) {
-  validate_container_id(request.container_id);
+  contract::validate_container_id(request.container_id);
   if (request.rootfs.empty()) throw Error("no rootfs mount point given");
   Plan plan = make_plan(request.storages);
+  check_plan_policy(plan, request.policy);
   // dm names are at most 127 bytes: refuse an id that cannot name its verity devices now,
   // before anything is mounted, rather than halfway through the lowers.
   for (const auto& lower : plan.lowers) {
     if (!lower.verity && lower.device_verity.empty()) continue;
-    std::string longest = fmt::format("evmdk-{}-lower-{}", request.container_id, lower.index);
+    std::string longest = fmt::format("{}{}", verity_name_prefix(request.container_id), lower.index);
     if (!lower.device_verity.empty()) {
       longest += fmt::format("-device-{}", lower.device_verity.rbegin()->first);
     }
@@ -1011,30 +444,47 @@ MountResult mount_rootfs(const MountRequest& request) {
                   "bytes, device-mapper allows 127)", request.container_id, longest, longest.size());
     }
   }
-  std::string base = trim_slash(absolute(request.base_dir));
-  std::string rootfs = trim_slash(absolute(request.rootfs));
+  // Paths are taken as given (made absolute, never resolved through a symlink): a symlink in
+  // them is refused when the directories are created.
+  std::string base = normal_absolute(request.base_dir);
+  std::string rootfs = normal_absolute(request.rootfs);
   std::string container_dir = base + "/" + request.container_id;
   std::string layer_dir = container_dir + "/multi-layer";
   std::string upper_dir = layer_dir + "/upper";
   // A writable overlay always has an upper (tmpfs when no storage names one); the other shapes
   // only when an upper storage is given.
   bool has_upper = plan.upper != nullptr || plan.kind == RootfsKind::Overlay;
-
-  {
-    std::error_code ec;  // the base is shared by containers: created, never removed
-    fs::create_directories(base, ec);
-    if (ec) throw Error("cannot create base directory {}: {}", base, ec.message());
+  if (auto why = rootfs_refusal(rootfs, base, request.container_id); !why.empty()) {
+    throw Error("rootfs {} refused: {}", rootfs, why);
   }
+
+  // The base is shared by containers: created, never removed.
+  make_dirs_nofollow(base, 0755, "base directory", nullptr);
   if (load_journal(base, request.container_id)) {
     throw Error("container {} is already mounted or was not torn down (journal {} exists); run "
                 "teardown first", request.container_id, journal_path(base, request.container_id));
   }
+  // The upper disk is found (and its size checked against the policy) before anything is made.
+  std::string upper_device;
+  if (plan.upper != nullptr) {
+    upper_device = find_disk(plan.upper->source, request.device_timeout);
+    uint64_t bytes = block_device_bytes(upper_device);
+    std::string context = fmt::format("upper storage '{}' ({})", plan.upper->source, upper_device);
+    if (bytes == 0 && request.policy.max_upper_bytes) {
+      throw Error("{}: cannot tell its size, and {} limits it", context, request.policy.origin);
+    }
+    check_upper_size(request.policy, bytes, context);
+  }
+  // Nothing may be mounted where this call mounts: a rollback or teardown must never take
+  // away mounts it did not make.
+  refuse_existing_mounts(rootfs, "rootfs");
+  refuse_existing_mounts(container_dir, "container directory");
   Journal journal;
   journal.container_id = request.container_id;
   journal.base_dir = base;
   journal.rootfs = rootfs;
   journal.phase = "mounting";
-  MountSession session(journal, request.crash_after);
+  MountSession session(journal, request.crash_after, request.policy);
   MountResult result;
   result.rootfs = rootfs;
   result.rootfs_kind = kind_name(plan.kind);
@@ -1048,19 +498,21 @@ MountResult mount_rootfs(const MountRequest& request) {
   };
   try {
     session.save();  // first, so even a crash inside mkdir leaves a journal behind
-    make_dir(session, container_dir, 0700);
-    if (plan.kind != RootfsKind::VirtioFs) make_dir(session, layer_dir, 0755);
-    if (has_upper) make_dir(session, upper_dir, 0755);
+    make_dirs(session, container_dir, 0700, "container directory");
+    if (plan.kind != RootfsKind::VirtioFs) make_dirs(session, layer_dir, 0755, "layer directory");
+    if (has_upper) make_dirs(session, upper_dir, 0755, "upper directory");
     for (const auto& lower : plan.lowers) {
       result.lowers.push_back(fmt::format("{}/lower-{}", layer_dir, lower.index));
-      make_dir(session, result.lowers.back(), 0755);
+      make_dirs(session, result.lowers.back(), 0755, "lower directory");
     }
-    make_dirs(session, rootfs, 0755);
+    make_dirs(session, rootfs, 0755, "rootfs");
     // Every mount is journaled before any is made, in one write (teardown skips those that
-    // never happened), so a crash at any point leaves nothing the journal does not name.
-    std::vector<std::string> mount_points = result.lowers;
-    if (has_upper) mount_points.push_back(upper_dir);
-    mount_points.push_back(rootfs);
+    // never happened), so a crash at any point leaves nothing the journal does not name. Each
+    // mount's id is recorded once it is made.
+    std::vector<JournalMount> mount_points;
+    for (const auto& lower : result.lowers) mount_points.push_back({lower, 0, "erofs"});
+    if (has_upper) mount_points.push_back({upper_dir, 0, plan.upper != nullptr ? "ext4" : "tmpfs"});
+    mount_points.push_back({rootfs, 0, rootfs_fstype(plan)});
     session.will_mount_all(mount_points);
     step_finished("dirs");
     session.step_done("mount:dirs");
@@ -1103,14 +555,19 @@ MountResult mount_rootfs(const MountRequest& request) {
     // Upper: the ext4 storage, or a tmpfs (memory-backed upper) for a writable overlay.
     if (plan.upper != nullptr) {
       const Storage& upper = *plan.upper;
-      std::string device = find_disk(upper.source, request.device_timeout);
-      auto [flags, data] = mount_flags_and_data(upper.options);
-      std::string fstype = upper.fstype.empty() ? "ext4" : upper.fstype;
-      if (::mount(device.c_str(), upper_dir.c_str(), fstype.c_str(), flags, data.c_str()) != 0) {
-        throw Error("upper (storage '{}'): {}", upper.source, mount_error(fstype, device, upper_dir, data));
+      const std::string& device = upper_device;
+      const MountOptions& options = plan.upper_mount;
+      if (::mount(device.c_str(), upper_dir.c_str(), "ext4", options.flags, options.data.c_str()) != 0) {
+        throw Error("upper (storage '{}'): {}", upper.source,
+                    mount_error("ext4", device, upper_dir, options.data));
       }
-    } else if (has_upper && ::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NOSUID, "mode=0755") != 0) {
+    } else if (has_upper &&
+               ::mount("tmpfs", upper_dir.c_str(), "tmpfs", MS_NODEV | MS_NOSUID, "mode=0755") != 0) {
       throw_errno("cannot mount a tmpfs upper at {}", upper_dir);
+    }
+    if (has_upper) {
+      session.mounted(upper_dir);
+      session.save();
     }
     step_finished("upper");
     session.step_done("mount:upper");
@@ -1144,72 +601,30 @@ MountResult mount_rootfs(const MountRequest& request) {
         break;
       }
       case RootfsKind::VirtioFs:
-        mount_virtiofs(*plan.share, rootfs, plan.read_only);
+        mount_virtiofs(*plan.share, plan.share_mount, rootfs, plan.read_only);
         result.virtiofs_tag = plan.share->source;
         break;
     }
+    session.mounted(rootfs);
     step_finished("rootfs");
     session.set_phase("mounted");
     session.step_done(plan.kind == RootfsKind::Overlay ? "mount:overlay" : "mount:rootfs");
     return result;
   } catch (const std::exception& error) {
+    try {
+      session.save();  // the mount ids recorded so far: the rollback finds each by its id
+    } catch (const std::exception&) {
+      // The journal on disk still names every mount point; the rollback falls back to those.
+    }
     TeardownRequest undo;
     undo.container_id = request.container_id;
     undo.rootfs = rootfs;
     undo.base_dir = base;
-    TeardownReport report = teardown_rootfs(undo);
+    TeardownReport report = detail::run_teardown(undo, true);
     std::string rollback = report.clean() ? "rolled back" : "rollback incomplete: ";
     for (size_t i = 0; i < report.problems.size(); ++i) rollback += (i ? "; " : "") + report.problems[i];
     throw Error("mounting container {} failed: {} ({})", request.container_id, error.what(), rollback);
   }
-}
-
-nlohmann::json rootfs_status(const std::string& base_dir, const std::string& container_id) {
-  validate_container_id(container_id);
-  std::string base = trim_slash(absolute(base_dir));
-  nlohmann::json out;
-  out["container_id"] = container_id;
-  auto journal = load_journal(base, container_id);
-  out["journal"] = journal ? to_json(*journal) : nlohmann::json(nullptr);
-  auto mounts = nlohmann::json::array();
-  std::vector<std::string> dirs{base + "/" + container_id};
-  if (journal && !journal->rootfs.empty()) dirs.push_back(journal->rootfs);
-  for (const auto& dir : dirs) {
-    for (const auto& entry : mounts_under(dir)) {
-      mounts.push_back({{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
-    }
-  }
-  out["mounted"] = mounts;
-  out["state"] = !journal ? (mounts.empty() ? "absent" : "unrecorded mounts") : journal->phase;
-  // Which layer an I/O error came from: the kernel marks a dm-verity device corrupted at the
-  // first block that fails verification. Names are evmdk-<id>-lower-<i>[-device-<slot>].
-  auto verity = nlohmann::json::array();
-  auto problems = nlohmann::json::array();
-  if (journal) {
-    std::string prefix = fmt::format("evmdk-{}-", container_id);
-    for (const auto& name : journal->verity_devices) {
-      std::string layer = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-      if (auto dash = layer.find("-device-"); dash != std::string::npos) {
-        layer = fmt::format("{} device {}", layer.substr(0, dash), layer.substr(dash + 8));
-      }
-      nlohmann::json entry{{"name", name}, {"layer", layer}};
-      try {
-        auto corrupted = verity_device_corrupted(name);
-        entry["state"] = !corrupted ? "absent" : *corrupted ? "corrupted" : "verified";
-        if (corrupted && *corrupted) {
-          problems.push_back(fmt::format("{}: dm-verity found corrupted data (device {}); reads "
-                                         "of the bad blocks fail with EIO", layer, name));
-        }
-      } catch (const std::exception& error) {
-        entry["state"] = "unknown";
-        entry["error"] = error.what();
-      }
-      verity.push_back(std::move(entry));
-    }
-  }
-  out["verity"] = verity;
-  out["problems"] = problems;
-  return out;
 }
 
 }  // namespace evmdk::guest

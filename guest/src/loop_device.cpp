@@ -1,6 +1,7 @@
 #include "evmdk/guest/loop_device.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -14,7 +15,31 @@
 
 namespace evmdk::guest {
 
-LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint64_t size_limit) {
+namespace {
+
+// The attachment `loop_fd` has now (throws when it has none).
+LoopIdentity current_identity(int loop_fd, const std::string& path) {
+  loop_info64 info{};
+  if (::ioctl(loop_fd, LOOP_GET_STATUS64, &info) != 0) throw_errno("cannot query {}", path);
+  LoopIdentity identity;
+  identity.device = path;
+  identity.offset = info.lo_offset;
+  identity.backing_dev = info.lo_device;
+  identity.backing_ino = info.lo_inode;
+  identity.tag.assign(reinterpret_cast<const char*>(info.lo_file_name),
+                      strnlen(reinterpret_cast<const char*>(info.lo_file_name), LO_NAME_SIZE));
+#ifdef BLKGETDISKSEQ
+  uint64_t seq = 0;
+  if (::ioctl(loop_fd, BLKGETDISKSEQ, &seq) == 0) identity.diskseq = seq;  // 5.15+
+#endif
+  return identity;
+}
+
+}  // namespace
+
+LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint64_t size_limit,
+                              const std::string& tag) {
+  if (tag.empty() || tag.size() >= LO_NAME_SIZE) throw Error("loop tag '{}' must be 1..{} bytes", tag, LO_NAME_SIZE - 1);
   UniqueFd backing_fd = open_or_throw(backing, O_RDONLY);
   UniqueFd control = open_or_throw("/dev/loop-control", O_RDWR);
   // Another process can grab the free device between GET_FREE and CONFIGURE (EBUSY): retry.
@@ -38,11 +63,11 @@ LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint6
     config.info.lo_offset = offset;
     config.info.lo_sizelimit = size_limit;
     config.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
-    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), backing.c_str(),
-                 LO_NAME_SIZE - 1);
+    std::memcpy(config.info.lo_file_name, tag.data(), tag.size());
     if (::ioctl(loop_fd.get(), LOOP_CONFIGURE, &config) == 0) {
       LoopDevice device;
       device.path_ = path;
+      device.identity_ = current_identity(loop_fd.get(), path);
       device.fd_ = std::move(loop_fd);
       return device;
     }
@@ -55,37 +80,41 @@ LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint6
 
 LoopDevice::~LoopDevice() = default;
 
-LoopDetach detach_loop_if_bound(const std::string& loop_path, const std::string& backing,
-                                uint64_t offset) {
-  auto bound = [&](bool& matches) {
-    int fd = ::open(loop_path.c_str(), O_RDONLY | O_CLOEXEC);
+LoopDetach detach_loop_if_bound(const LoopIdentity& identity) {
+  auto same = [&](bool& matches) {
+    int fd = ::open(identity.device.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
       if (errno == ENOENT || errno == ENXIO) return false;
-      throw_errno("cannot open {}", loop_path);
+      throw_errno("cannot open {}", identity.device);
     }
     UniqueFd loop_fd(fd);
+    struct stat st {};
+    if (::fstat(loop_fd.get(), &st) != 0 || !S_ISBLK(st.st_mode)) {
+      throw Error("{} is not a block device; left alone", identity.device);
+    }
     loop_info64 info{};
     if (::ioctl(loop_fd.get(), LOOP_GET_STATUS64, &info) != 0) {
       if (errno == ENXIO) return false;  // not bound
-      throw_errno("cannot query {}", loop_path);
+      throw_errno("cannot query {}", identity.device);
     }
-    std::string name(reinterpret_cast<const char*>(info.lo_file_name),
-                     strnlen(reinterpret_cast<const char*>(info.lo_file_name), LO_NAME_SIZE));
-    matches = info.lo_offset == offset && backing.compare(0, name.size(), name) == 0;
+    LoopIdentity now = current_identity(loop_fd.get(), identity.device);
+    matches = !identity.tag.empty() && now.tag == identity.tag && now.offset == identity.offset && now.backing_dev == identity.backing_dev &&
+              now.backing_ino == identity.backing_ino &&
+              (identity.diskseq == 0 || now.diskseq == identity.diskseq);
     return true;
   };
   bool matches = false;
-  if (!bound(matches) || !matches) return LoopDetach::NotBound;
+  if (!same(matches) || !matches) return LoopDetach::NotBound;
   {
-    UniqueFd loop_fd = open_or_throw(loop_path, O_RDONLY);
+    UniqueFd loop_fd = open_or_throw(identity.device, O_RDONLY);
     // Kernels only turn on autoclear when others hold the device; the detach then happens at
     // their last close (and, on newer kernels, at ours).
     if (::ioctl(loop_fd.get(), LOOP_CLR_FD, 0) != 0 && errno != ENXIO) {
-      throw_errno("cannot detach {}", loop_path);
+      throw_errno("cannot detach {}", identity.device);
     }
   }
   for (int attempt = 0; attempt < 25; ++attempt) {
-    if (!bound(matches) || !matches) return LoopDetach::Detached;
+    if (!same(matches) || !matches) return LoopDetach::Detached;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return LoopDetach::StillInUse;

@@ -5,15 +5,10 @@
 #include <memory>
 
 #include "evmdk/error.h"
+#include "evmdk/guest/safe_path.h"
 
 namespace evmdk::guest {
 namespace {
-
-bool at_or_below(const std::string& path, const std::string& dir) {
-  if (dir == "/") return true;
-  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
-                         path[dir.size()] == '/');
-}
 
 struct TableDeleter {
   void operator()(libmnt_table* table) const { mnt_unref_table(table); }
@@ -56,7 +51,7 @@ std::vector<MountEntry> read_mountinfo() {
 std::vector<MountEntry> mounts_under(const std::string& dir) {
   std::vector<MountEntry> out;
   for (auto& entry : read_mountinfo()) {
-    if (at_or_below(entry.mount_point, dir)) out.push_back(std::move(entry));
+    if (is_at_or_under(entry.mount_point, dir)) out.push_back(std::move(entry));
   }
   return out;
 }

@@ -6,6 +6,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -199,6 +201,17 @@ std::string normalized_salt(const std::string& salt) {
   return (salt == "-") ? std::string() : lower(salt);
 }
 
+// The guest policy's hash allowlist applies to what the tree really uses, not to what the
+// host's options claim.
+void check_allowed_algorithm(const std::string& where, const std::string& algorithm,
+                             const std::vector<std::string>& allowed) {
+  if (allowed.empty()) return;
+  if (std::find(allowed.begin(), allowed.end(), lower(algorithm)) == allowed.end()) {
+    throw Error("{}: hash algorithm '{}' is not allowed by the guest policy (allowed: {})", where,
+                algorithm, fmt::join(allowed, ", "));
+  }
+}
+
 }  // namespace
 
 std::optional<VerityParams> verity_params_from_options(const std::vector<std::string>& options,
@@ -373,7 +386,8 @@ void VerityDevice::remove() {
 }
 
 VerityDevice VerityDevice::activate(const std::string& name, const std::string& data_device,
-                                    const std::string& hash_device, const VerityParams& params) {
+                                    const std::string& hash_device, const VerityParams& params,
+                                    const std::vector<std::string>& allowed_algorithms) {
   validate_name(name);
   std::string where = fmt::format("dm-verity {} (data {}, hash {} at offset {})", name,
                                   data_device, hash_device, params.hash_offset);
@@ -413,8 +427,10 @@ VerityDevice VerityDevice::activate(const std::string& name, const std::string& 
       }
     }
     data_block_size = loaded.data_block_size;
+    check_allowed_algorithm(where, loaded.hash_name ? loaded.hash_name : "", allowed_algorithms);
   } else {
     std::string algorithm = params.algorithm.value_or("sha256");
+    check_allowed_algorithm(where, algorithm, allowed_algorithms);
     std::vector<char> salt = hex_to_bytes(params.salt.value_or(""));
     salt_bytes.assign(salt.begin(), salt.end());
     verity.hash_name = algorithm.c_str();

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "evmdk/atomic_file.h"
+#include "evmdk/contract/container_id.h"
 #include "evmdk/error.h"
 #include "evmdk/process.h"
 #include "evmdk/host/compose.h"
@@ -294,22 +295,8 @@ class CreatedDirs {
 
 }  // namespace
 
-void validate_container_id(const std::string& id) {
-  if (id.empty() || id.size() > 128) {
-    throw Error("container id '{}' must be 1..128 bytes", id);
-  }
-  if (id.front() == '.' || id.front() == '-') {
-    throw Error("container id '{}' must not start with '.' or '-'", id);
-  }
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-';
-    if (!ok) throw Error("container id '{}' may only contain [A-Za-z0-9_.-]", id);
-  }
-}
-
 json run_hook(const HookRequest& request) {
-  validate_container_id(request.id);
+  contract::validate_container_id(request.id);
   if (request.state_dir.empty()) throw Error("--state-dir is empty");
   const std::string state_dir = fs::absolute(request.state_dir).lexically_normal().string();
   const std::string dir = (fs::path(state_dir) / request.id).string();
@@ -582,7 +569,7 @@ json run_hook(const HookRequest& request) {
 }
 
 CleanupReport cleanup_hook(const std::string& id, const std::string& state_dir) {
-  validate_container_id(id);
+  contract::validate_container_id(id);
   if (state_dir.empty()) throw Error("--state-dir is empty");
   const fs::path dir = fs::absolute(state_dir).lexically_normal() / id;
   CleanupReport report;

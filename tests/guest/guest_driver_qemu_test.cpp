@@ -41,7 +41,7 @@ sleep 0.5
 evmdk_check teardown erofs-vmdk guest teardown -i c --cgroup /sys/fs/cgroup/c
 evmdk_check no-mounts sh -c '! grep -q -e /run/erofs-vmdk -e /run/containers /proc/mounts'
 evmdk_check no-cgroup sh -c '! test -e /sys/fs/cgroup/c'
-evmdk_check no-dirs sh -c '! test -e /run/erofs-vmdk/c && ! test -e /run/erofs-vmdk/c.journal.json'
+evmdk_check no-dirs sh -c '! test -e /run/erofs-vmdk/c && ! test -e /run/erofs-vmdk/c.journal.json && ! test -e /run/erofs-vmdk/.journals/c.json'
 evmdk_check_clean after-teardown
 # The same layers found by Kata PCI path (slot of the virtio device on the root bus).
 slot=$(readlink /sys/block/vda | sed -n 's#.*/0000:00:\([0-9a-f][0-9a-f]\)\.0/.*#\1#p')

@@ -123,8 +123,8 @@ TEST(Journal, RoundTripsAndReportsCorruption) {
   journal.rootfs = "/r";
   journal.phase = "mounted";
   journal.created_dirs = {"/x", "/x/y"};
-  journal.mounts = {"/x/y/lower-0", "/r"};
-  journal.loops = {{"/dev/loop7", "/dev/vda", 1048576}};
+  journal.mounts = {{"/x/y/lower-0", 41, "erofs"}, {"/r", 42, "overlay"}};
+  journal.loops = {{"/dev/loop7", "/dev/vda", 1048576, 6, 1234, 17}};
   journal.verity_devices = {"evmdk-abc-lower-0"};
   save_journal(journal);
   auto loaded = load_journal(temp.path(), "abc");
@@ -135,6 +135,46 @@ TEST(Journal, RoundTripsAndReportsCorruption) {
   EXPECT_THROW(load_journal(temp.path(), "abc"), Error);
   remove_journal(temp.path(), "abc");
   EXPECT_FALSE(load_journal(temp.path(), "abc").has_value());
+}
+
+TEST(Journal, ValidationKeepsOwnEntriesAndRefusesTheRest) {
+  Journal journal;
+  journal.container_id = "c1";
+  journal.base_dir = "/run/erofs-vmdk";
+  journal.rootfs = "/run/c1/rootfs";
+  journal.created_dirs = {"/run/erofs-vmdk/c1", "/run/c1", "/run/c1/rootfs", "/run", "/run/erofs-vmdk",
+                          "/home/victim", "/run/erofs-vmdk/c2"};
+  journal.mounts = {{"/run/erofs-vmdk/c1/multi-layer/lower-0", 40, "erofs"}, {"/run/c1/rootfs", 41, "overlay"},
+                    {"/etc", 1, "ext4"}, {"/run/erofs-vmdk/c2/multi-layer/upper", 9, "ext4"},
+                    {"/run/erofs-vmdk/c1/../c2", 9, "ext4"}};
+  journal.loops = {{"/dev/loop3", "/dev/vdb", 0, 5, 6, 7}, {"/dev/sda", "", 0, 5, 6, 0}, {"/dev/loop4", "", 0, 0, 0, 0}};
+  journal.verity_devices = {"evmdk-c1-lower-0", "evmdk-c1-lower-2-device-3", "evmdk-c2-lower-0", "evmdk-c1-lower-x"};
+  auto problems = validate_journal(journal, "/run/erofs-vmdk", "c1", "");
+  EXPECT_EQ(journal.rootfs, "/run/c1/rootfs");
+  EXPECT_EQ(journal.created_dirs, (std::vector<std::string>{"/run/erofs-vmdk/c1", "/run/c1", "/run/c1/rootfs"}));
+  ASSERT_EQ(journal.mounts.size(), 2u);
+  ASSERT_EQ(journal.loops.size(), 1u);
+  EXPECT_EQ(journal.verity_devices, (std::vector<std::string>{"evmdk-c1-lower-0", "evmdk-c1-lower-2-device-3"}));
+  EXPECT_EQ(problems.size(), 4u + 3u + 2u + 2u);
+  std::string all;
+  for (const auto& problem : problems) all += problem + "\n";
+  for (const char* named : {"/home/victim", "/etc", "/dev/sda", "evmdk-c2-lower-0", "/run/erofs-vmdk/c1/../c2"}) {
+    EXPECT_NE(all.find(named), std::string::npos) << named << " in " << all;
+  }
+  // Another container's journal, or a rootfs that differs from the one given, is not acted on.
+  Journal other = journal;
+  other.container_id = "c2";
+  EXPECT_FALSE(validate_journal(other, "/run/erofs-vmdk", "c1", "").empty());
+  EXPECT_TRUE(other.mounts.empty() && other.created_dirs.empty() && other.loops.empty());
+  Journal moved = journal;
+  validate_journal(moved, "/run/erofs-vmdk", "c1", "/run/c2/rootfs");
+  EXPECT_TRUE(moved.rootfs.empty());
+  EXPECT_EQ(moved.mounts.size(), 1u);  // the lower in the container's own directory
+  // The rootfs may not be the base, above it, or inside another container's directory.
+  for (const char* bad : {"/", "/run", "/run/erofs-vmdk", "/run/erofs-vmdk/c2/rootfs", "relative", "/a/../b"}) {
+    EXPECT_FALSE(rootfs_refusal(bad, "/run/erofs-vmdk", "c1").empty()) << bad;
+  }
+  EXPECT_TRUE(rootfs_refusal("/run/erofs-vmdk/c1/rootfs", "/run/erofs-vmdk", "c1").empty());
 }
 
 TEST(Mountinfo, FindsRootAndUnescapes) {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <set>
 
+#include "evmdk/contract/container_id.h"
 #include "evmdk/error.h"
 #include "evmdk/host/hook.h"
 #include "evmdk/host/verity.h"
@@ -202,12 +203,12 @@ TEST_F(Hook, RefusesIdsThatCouldEscapeTheStateDir) {
   const std::vector<std::string> ids{"..", ".", "../victim", "a/b", "", ".hidden", "-rf", "x\ny",
                                      std::string(129, 'a')};
   for (const auto& id : ids) {
-    EXPECT_THROW(validate_container_id(id), Error) << id;
+    EXPECT_THROW(contract::validate_container_id(id), Error) << id;
     EXPECT_THROW(cleanup_hook(id, state_), Error) << id;
     EXPECT_THROW(hook(id, block_list(layer(1))), Error) << id;
   }
   EXPECT_TRUE(fs::exists(work_ / "victim"));
-  EXPECT_NO_THROW(validate_container_id("0f3e9a_b-c.d"));
+  EXPECT_NO_THROW(contract::validate_container_id("0f3e9a_b-c.d"));
 }
 
 TEST_F(Hook, CleanupRefusesASymlinkedContainerDir) {

@@ -7,6 +7,9 @@
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <optional>
+
+#include <unistd.h>
 
 #include "commands.h"
 #include "documents.h"
@@ -40,7 +43,24 @@ struct GuestOptions {
   unsigned parallel = 4;
   std::vector<std::string> cgroups;
   unsigned kill_timeout_ms = 5000;
+  // The guest's integrity policy (guest/policy.h): a file, tightened by flags.
+  std::string policy_path;
+  bool require_verity = false;
+  std::vector<std::string> verity_algorithms;
+  std::vector<std::string> root_hashes;
+  std::optional<uint64_t> max_upper_bytes;
 };
+
+// The policy file given with --policy, else /etc/erofs-vmdk/policy.json when the image has one,
+// else the built-in default; then the flags on top (they only add rules or narrow lists).
+guest::Policy effective_policy(const GuestOptions& options) {
+  nlohmann::json flags = nlohmann::json::object();
+  if (options.require_verity) flags["require_verity"] = true;
+  if (!options.verity_algorithms.empty()) flags["verity_algorithms"] = options.verity_algorithms;
+  if (!options.root_hashes.empty()) flags["root_hashes"] = options.root_hashes;
+  if (options.max_upper_bytes) flags["max_upper_bytes"] = *options.max_upper_bytes;
+  return guest::effective_policy(options.policy_path, flags);
+}
 
 }  // namespace
 
@@ -62,6 +82,15 @@ void register_guest_commands(CLI::App& app) {
   mount->add_option("--timeout-ms", options->timeout_ms, "how long to wait for disks and "
                     "partitions")->capture_default_str();
   mount->add_option("--parallel", options->parallel, "lowers mounted concurrently")->capture_default_str();
+  mount->add_option("--policy", options->policy_path, fmt::format(
+      "the guest's integrity policy (JSON; default: {} when present)", guest::kDefaultPolicyPath));
+  mount->add_flag("--require-verity", options->require_verity, "refuse any lower (or flat-image "
+                  "device) without dm-verity, and any virtio-fs rootfs");
+  mount->add_option("--verity-algorithm", options->verity_algorithms, "an allowed dm-verity hash "
+                    "(repeat; default sha256 and sha512)");
+  mount->add_option("--root-hash", options->root_hashes, "an allowed dm-verity root hash (repeat; "
+                    "default: any)");
+  mount->add_option("--max-upper-bytes", options->max_upper_bytes, "largest allowed upper disk");
   add_json_always_flag(mount);
   auto mount_quiet = add_quiet_flag(mount);
   mount->callback([options, mount_quiet] {
@@ -79,6 +108,7 @@ void register_guest_commands(CLI::App& app) {
     request.device_timeout = std::chrono::milliseconds(options->timeout_ms);
     request.parallel_mounts = options->parallel;
     request.crash_after = crash_hook();
+    request.policy = effective_policy(*options);
     auto result = documents::mount_result(guest::mount_rootfs(request));
     if (!*mount_quiet) fmt::print("{}\n", result.dump(2));
   });

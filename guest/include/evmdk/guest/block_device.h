@@ -42,12 +42,18 @@ struct ErofsDevice {
   uint64_t mapped_blkaddr = 0;
 };
 
+// Most extra devices a multi-device (fsmeta) image may declare: each can cost a loop device and
+// a dm-verity device in the guest (the format allows 65,535). Far above compose's layer counts.
+inline constexpr unsigned kMaxErofsExtraDevices = 1024;
+
 struct ErofsSuperblock {
   std::string uuid;  // 8-4-4-4-12 lower-case hex
   unsigned block_size_bits = 12;
   uint64_t blocks = 0;
   std::vector<ErofsDevice> devices;  // extra devices (device id i+1), empty for one-device images
   uint64_t block_size() const { return uint64_t{1} << block_size_bits; }
+  // blocks * block size, checked (48-bit block addresses times a 64 KiB block can overflow).
+  uint64_t bytes(uint64_t count, const std::string& what) const;
 };
 
 // Reads and checks the EROFS superblock (and device table) at byte 0 of `path`.

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "evmdk/guest/policy.h"
 #include "evmdk/storage_spec.h"
 
 namespace evmdk::guest {
@@ -34,6 +35,8 @@ struct MountRequest {
   bool try_lowerdir_plus = true;
   // Test hook: the process SIGKILLs itself right after the named step (see docs/guest.md).
   std::string crash_after;
+  // The guest's own integrity rules (policy.h); the storages cannot relax them.
+  Policy policy;
 };
 
 struct MountResult {

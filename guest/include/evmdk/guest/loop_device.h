@@ -9,10 +9,24 @@
 
 namespace evmdk::guest {
 
+// Which attachment a loop device is: its node, what it maps and at which offset, the backing
+// file's device/inode as the loop driver reports them, and the device's diskseq (bumped by the
+// kernel at every attach; 0 on kernels without it).
+struct LoopIdentity {
+  std::string device;
+  std::string tag;  // lo_file_name the owner set
+  uint64_t offset = 0;
+  uint64_t backing_dev = 0;
+  uint64_t backing_ino = 0;
+  uint64_t diskseq = 0;
+};
+
 class LoopDevice {
  public:
-  // Attaches `backing` [offset, offset + size_limit) read-only to a free loop device.
-  static LoopDevice attach(const std::string& backing, uint64_t offset, uint64_t size_limit);
+  // Attaches `backing` [offset, offset + size_limit) read-only to a free loop device, with
+  // `tag` (at most 63 bytes) as its lo_file_name: the owner's mark, checked again on detach.
+  static LoopDevice attach(const std::string& backing, uint64_t offset, uint64_t size_limit,
+                           const std::string& tag);
 
   LoopDevice() = default;
   LoopDevice(LoopDevice&&) noexcept = default;
@@ -20,11 +34,13 @@ class LoopDevice {
   ~LoopDevice();  // drops our reference; with autoclear the kernel detaches when unused
 
   const std::string& path() const { return path_; }
+  const LoopIdentity& identity() const { return identity_; }
   // Stops owning the device (it stays attached while someone else holds it open).
   void release() { fd_.reset(); }
 
  private:
   std::string path_;
+  LoopIdentity identity_;
   UniqueFd fd_;
 };
 
@@ -34,8 +50,9 @@ enum class LoopDetach {
   StillInUse,  // someone still holds it: autoclear is set, the kernel frees it at last close
 };
 
-// Detaches `loop_path` if it is still bound to `backing` at `offset` (LOOP_CLR_FD).
-LoopDetach detach_loop_if_bound(const std::string& loop_path, const std::string& backing,
-                                uint64_t offset);
+// Detaches `identity.device` if it is still this attachment (same owner tag, backing
+// device/inode and offset, and same diskseq when one was recorded) with LOOP_CLR_FD; anything
+// else is left alone. The tag is compared exactly (an empty lo_file_name never matches).
+LoopDetach detach_loop_if_bound(const LoopIdentity& identity);
 
 }  // namespace evmdk::guest

@@ -70,8 +70,11 @@ class VerityDevice {
   // instead of at mount time; nothing is left behind on failure. Throws evmdk::Error naming
   // `name` and the devices: bad name, name already in use, no superblock / superblock that
   // disagrees with the options, wrong root hash, no device-mapper in the kernel.
+  // `allowed_algorithms` (lower case; empty = any): the hash algorithm actually used (from the
+  // superblock, or the options without one) must be one of them, or activation is refused.
   static VerityDevice activate(const std::string& name, const std::string& data_device,
-                               const std::string& hash_device, const VerityParams& params);
+                               const std::string& hash_device, const VerityParams& params,
+                               const std::vector<std::string>& allowed_algorithms = {});
 
   bool active() const { return !name_.empty(); }
   const std::string& name() const { return name_; }

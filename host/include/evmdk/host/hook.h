@@ -20,9 +20,8 @@ inline constexpr const char* kHookOutputName = "hook.json";
 inline constexpr const char* kHookStateName = "hook-state.json";
 inline constexpr const char* kHookStorageName = "storage.json";
 
-// Container ids become a directory name: 1..128 bytes of [A-Za-z0-9_.-], not starting with '.'
-// or '-' (so "..", hidden names and options are impossible). Throws naming the id.
-void validate_container_id(const std::string& id);
+// Container ids follow the one rule the guest uses too: evmdk::contract::validate_container_id
+// (common/include/evmdk/contract/container_id.h).
 
 struct HookRequest {
   std::string id;

@@ -1,0 +1,354 @@
+// Teardown by identity: only what the (validated) journal records, each mount found by its
+// mount id and unmounted where it is now, reached without following symlinks; loop devices by
+// their backing identity; directories removed only when empty, through no symlink.
+#include "teardown.h"
+
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <thread>
+
+#include "evmdk/contract/container_id.h"
+#include "evmdk/error.h"
+#include "evmdk/guest/cgroup.h"
+#include "evmdk/guest/journal.h"
+#include "evmdk/guest/loop_device.h"
+#include "evmdk/guest/mountinfo.h"
+#include "evmdk/guest/safe_path.h"
+#include "evmdk/guest/verity.h"
+
+namespace evmdk::guest {
+namespace detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class Teardown {
+ public:
+  explicit Teardown(TeardownReport& report, std::chrono::milliseconds busy_timeout)
+      : report_(report), busy_timeout_(busy_timeout) {}
+
+  // Unmounts the mount a journal entry records (and everything mounted on or below it),
+  // wherever it is now. A mount id that now belongs to another kind of mount is left alone.
+  void unmount_recorded(const JournalMount& recorded, const std::string& what) {
+    std::vector<MountEntry> mounts;
+    if (!read(mounts)) return;
+    const MountEntry* target = nullptr;
+    if (recorded.id != 0) {
+      target = find(mounts, recorded.id);
+      if (target == nullptr) return;  // already unmounted
+    } else {
+      // Journaled before it was made: a crash right after mount(2). The topmost mount at the
+      // recorded path, reached without symlinks, is the one it made.
+      auto id = mount_id_nofollow(recorded.path);
+      if (!id) {
+        if (errno != ENOENT) {
+          report_.problems.push_back(fmt::format("{} {} not unmounted: {} cannot be reached "
+                                                 "without following a symlink ({})", what,
+                                                 recorded.path, recorded.path, std::strerror(errno)));
+        }
+        return;
+      }
+      target = find(mounts, *id);
+      if (target == nullptr || target->mount_point != recorded.path) return;  // not a mount point
+    }
+    if (!recorded.fstype.empty() && target->fstype != recorded.fstype) {
+      report_.problems.push_back(fmt::format(
+          "{} {} (mount id {}) left alone: that id is now a {} mount at {}, not the {} recorded",
+          what, recorded.path, target->id, target->fstype, target->mount_point, recorded.fstype));
+      return;
+    }
+    unmount_subtree(mounts, target->id, what);
+  }
+
+  // Unmounts every mount at or under `dir` (a directory of this container), topmost first.
+  void sweep(const std::string& dir, const std::string& what) {
+    std::vector<MountEntry> mounts;
+    if (!read(mounts)) return;
+    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+      if (is_at_or_under(it->mount_point, dir)) unmount_one(*it, what);
+    }
+  }
+
+ private:
+  bool read(std::vector<MountEntry>& mounts) {
+    try {
+      mounts = read_mountinfo();
+      return true;
+    } catch (const std::exception& error) {
+      report_.problems.push_back(error.what());
+      return false;
+    }
+  }
+  static const MountEntry* find(const std::vector<MountEntry>& mounts, uint64_t id) {
+    for (const auto& entry : mounts) {
+      if (static_cast<uint64_t>(entry.id) == id) return &entry;
+    }
+    return nullptr;
+  }
+
+  void unmount_subtree(const std::vector<MountEntry>& mounts, int root, const std::string& what) {
+    std::set<int> ids{root};
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (const auto& entry : mounts) {
+        if (ids.count(entry.parent_id) && entry.id != entry.parent_id && ids.insert(entry.id).second) grew = true;
+      }
+    }
+    // mountinfo lists parents before children: unmount in reverse.
+    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+      if (ids.count(it->id)) unmount_one(*it, what);
+    }
+  }
+
+  // Unmounts `entry` at its mount point, but only when that path, resolved without symlinks,
+  // still shows exactly this mount.
+  void unmount_one(const MountEntry& entry, const std::string& what) {
+    const std::string& path = entry.mount_point;
+    auto id = mount_id_nofollow(path);
+    if (!id) {
+      if (errno == ENOENT) return;
+      report_.problems.push_back(fmt::format("cannot unmount {} ({}, mount id {}): the path cannot "
+                                             "be reached without following a symlink ({})", path,
+                                             what, entry.id, std::strerror(errno)));
+      return;
+    }
+    if (*id != static_cast<uint64_t>(entry.id)) {
+      report_.problems.push_back(fmt::format("cannot unmount {} ({}, mount id {}): the path now "
+                                             "shows mount {}", path, what, entry.id, *id));
+      return;
+    }
+    auto deadline = Clock::now() + busy_timeout_;
+    while (true) {
+      if (::umount2(path.c_str(), UMOUNT_NOFOLLOW) == 0) {
+        report_.actions.push_back(fmt::format("unmounted {} ({})", path, what));
+        return;
+      }
+      if (errno == EINVAL || errno == ENOENT) return;  // no longer a mount point
+      if (errno != EBUSY || Clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::string why = std::strerror(errno);
+    if (errno == EBUSY && ::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+      report_.warnings.push_back(fmt::format(
+          "{} ({}) was busy for {} ms; lazily detached (its device stays in use until the last "
+          "user lets go)", path, what, busy_timeout_.count()));
+      return;
+    }
+    report_.problems.push_back(fmt::format("cannot unmount {} ({}): {}", path, what, why));
+  }
+
+  TeardownReport& report_;
+  std::chrono::milliseconds busy_timeout_;
+};
+
+}  // namespace
+
+void crash_point(const std::string& crash_after, const std::string& step) {
+  if (!crash_after.empty() && crash_after == step) {
+    fmt::print(stderr, "erofs-vmdk: crash injected after step '{}'\n", step);
+    ::kill(::getpid(), SIGKILL);
+  }
+}
+
+TeardownReport run_teardown(const TeardownRequest& request, bool rollback) {
+  contract::validate_container_id(request.container_id);
+  TeardownReport report;
+  std::string base = normal_absolute(request.base_dir);
+  std::string container_dir = base + "/" + request.container_id;
+  std::optional<Journal> journal;
+  try {
+    journal = load_journal(base, request.container_id);
+  } catch (const std::exception& error) {
+    report.problems.push_back(error.what());
+  }
+  std::string rootfs = normal_absolute(request.rootfs);
+  if (journal) {
+    auto refused = validate_journal(*journal, base, request.container_id, rootfs);
+    report.problems.insert(report.problems.end(), refused.begin(), refused.end());
+    journal->phase = "tearing-down";
+    try {
+      save_journal(*journal);
+    } catch (const std::exception& error) {
+      report.warnings.push_back(error.what());
+    }
+  } else {
+    report.actions.push_back(fmt::format("no journal {}: nothing recorded to remove",
+                                         journal_path(base, request.container_id)));
+  }
+
+  // 1. Kill every process of the container; 2. remove its cgroups.
+  if (!request.cgroups.empty()) {
+    auto problems = kill_cgroup_processes(request.cgroups, request.kill_timeout);
+    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
+    if (problems.empty()) report.actions.push_back("killed every process in the container's cgroups");
+    crash_point(request.crash_after, "teardown:killed");
+    problems = remove_cgroups(request.cgroups, request.cgroup_remove_timeout);
+    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
+    if (problems.empty()) report.actions.push_back("removed the container's cgroups");
+  }
+
+  // 3. Unmount top-down, by identity: the rootfs and whatever is stacked on it, then the
+  // upper and the lowers in reverse, then (not in a rollback) anything else left under the
+  // container's own directory.
+  Teardown teardown(report, request.unmount_busy_timeout);
+  if (journal) {
+    for (auto it = journal->mounts.rbegin(); it != journal->mounts.rend(); ++it) {
+      if (it->path == journal->rootfs) teardown.unmount_recorded(*it, "rootfs");
+    }
+  }
+  crash_point(request.crash_after, "teardown:rootfs-unmounted");
+  if (journal) {
+    for (auto it = journal->mounts.rbegin(); it != journal->mounts.rend(); ++it) {
+      if (it->path != journal->rootfs) teardown.unmount_recorded(*it, "recorded mount");
+    }
+  }
+  if (!rollback) teardown.sweep(container_dir, "left under the container directory");
+  crash_point(request.crash_after, "teardown:unmounted");
+
+  // dm-verity devices over the lowers, now that nothing mounts them.
+  if (journal) {
+    for (auto it = journal->verity_devices.rbegin(); it != journal->verity_devices.rend(); ++it) {
+      try {
+        if (remove_verity_device(*it)) report.actions.push_back(fmt::format("removed dm-verity device {}", *it));
+      } catch (const std::exception& error) {
+        report.problems.push_back(fmt::format("dm-verity device {} not removed: {}", *it, error.what()));
+      }
+    }
+  }
+
+  // Loop devices: autoclear normally released them with the unmount; detach any still bound
+  // to the very attachment recorded.
+  if (journal) {
+    for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
+      try {
+        switch (detach_loop_if_bound({it->device, loop_tag(request.container_id), it->offset,
+                                      it->backing_dev, it->backing_ino, it->diskseq})) {
+          case LoopDetach::NotBound:
+            break;
+          case LoopDetach::Detached:
+            report.actions.push_back(fmt::format("detached {}", it->device));
+            break;
+          case LoopDetach::StillInUse:
+            report.warnings.push_back(fmt::format(
+                "{} (over {}) is still in use; autoclear is set, so the kernel releases it when "
+                "its last user lets go", it->device, it->backing));
+            break;
+        }
+      } catch (const std::exception& error) {
+        report.problems.push_back(error.what());
+      }
+    }
+  }
+
+  // 4. Remove the directories it created, deepest first, only when empty, never through a
+  // symlink. rmdir never recurses and fails on a mount point, so nothing below can be deleted.
+  if (journal) {
+    // A parent of the rootfs this mount created (e.g. /run/containers) may hold other
+    // containers' rootfs directories by now: once the rootfs itself is gone, a non-empty
+    // parent is left in place without failing the teardown.
+    const std::string& journal_rootfs = journal->rootfs;
+    auto shared_parent = [&](const std::string& dir) {
+      struct stat st {};
+      return journal_rootfs.size() > dir.size() && is_at_or_under(journal_rootfs, dir) &&
+             ::lstat(journal_rootfs.c_str(), &st) != 0 && errno == ENOENT;
+    };
+    std::vector<std::string> kept;
+    for (auto it = journal->created_dirs.rbegin(); it != journal->created_dirs.rend(); ++it) {
+      int error = rmdir_nofollow(*it);
+      if (error == 0) {
+        report.actions.push_back(fmt::format("removed directory {}", *it));
+      } else if (error != ENOENT) {
+        if ((error == ENOTEMPTY || error == EEXIST) && shared_parent(*it)) {
+          report.actions.push_back(fmt::format("kept directory {}: it holds entries of others", *it));
+        } else {
+          report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(error)));
+        }
+        kept.insert(kept.begin(), *it);
+      }
+    }
+    journal->created_dirs = kept;
+  }
+
+  if (journal) {
+    try {
+      if (report.clean()) {
+        remove_journal(base, request.container_id);
+      } else {
+        journal->phase = "teardown-incomplete";
+        save_journal(*journal);
+      }
+    } catch (const std::exception& error) {
+      report.problems.push_back(error.what());
+    }
+  }
+  return report;
+}
+
+}  // namespace detail
+
+nlohmann::json TeardownReport::to_json() const {
+  return {{"clean", clean()}, {"actions", actions}, {"warnings", warnings}, {"problems", problems}};
+}
+
+TeardownReport teardown_rootfs(const TeardownRequest& request) {
+  return detail::run_teardown(request, false);
+}
+
+nlohmann::json rootfs_status(const std::string& base_dir, const std::string& container_id) {
+  contract::validate_container_id(container_id);
+  std::string base = normal_absolute(base_dir);
+  nlohmann::json out;
+  out["container_id"] = container_id;
+  auto journal = load_journal(base, container_id);
+  auto problems = nlohmann::json::array();
+  out["journal"] = journal ? to_json(*journal) : nlohmann::json(nullptr);
+  if (journal) {
+    for (auto& refused : validate_journal(*journal, base, container_id, {})) problems.push_back(refused);
+  }
+  auto mounts = nlohmann::json::array();
+  std::vector<std::string> dirs{base + "/" + container_id};
+  if (journal && !journal->rootfs.empty()) dirs.push_back(journal->rootfs);
+  for (const auto& dir : dirs) {
+    for (const auto& entry : mounts_under(dir)) {
+      mounts.push_back({{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
+    }
+  }
+  out["mounted"] = mounts;
+  out["state"] = !journal ? (mounts.empty() ? "absent" : "unrecorded mounts") : journal->phase;
+  // Which layer an I/O error came from: the kernel marks a dm-verity device corrupted at the
+  // first block that fails verification. Names are evmdk-<id>-lower-<i>[-device-<slot>].
+  auto verity = nlohmann::json::array();
+  if (journal) {
+    std::string prefix = fmt::format("evmdk-{}-", container_id);
+    for (const auto& name : journal->verity_devices) {
+      std::string layer = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+      if (auto dash = layer.find("-device-"); dash != std::string::npos) {
+        layer = fmt::format("{} device {}", layer.substr(0, dash), layer.substr(dash + 8));
+      }
+      nlohmann::json entry{{"name", name}, {"layer", layer}};
+      try {
+        auto corrupted = verity_device_corrupted(name);
+        entry["state"] = !corrupted ? "absent" : *corrupted ? "corrupted" : "verified";
+        if (corrupted && *corrupted) {
+          problems.push_back(fmt::format("{}: dm-verity found corrupted data (device {}); reads "
+                                         "of the bad blocks fail with EIO", layer, name));
+        }
+      } catch (const std::exception& error) {
+        entry["state"] = "unknown";
+        entry["error"] = error.what();
+      }
+      verity.push_back(std::move(entry));
+    }
+  }
+  out["verity"] = verity;
+  out["problems"] = problems;
+  return out;
+}
+
+}  // namespace evmdk::guest
