@@ -13,6 +13,8 @@ packages=(
   # runtime and test tools
   erofs-utils e2fsprogs util-linux mount qemu-utils qemu-system-x86 linux-image-amd64
   busybox-static cpio gdisk fdisk attr cryptsetup-bin kmod procps psmisc
+  # compatibility lanes (scripts/install-lanes.sh, test-lanes.sh): .ko.xz modules of kernel 6.12
+  xz-utils
 )
 
 missing=()

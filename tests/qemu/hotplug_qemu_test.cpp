@@ -7,7 +7,11 @@
 // process holds a layer file open for writing (qemu-io, with QEMU's own image locks): the
 // hook's `force-share` is what lets the lowers attach anyway, and the same disk without it is
 // refused. Runs on every QEMU the lanes give it (7.2 and 10).
+#include <sys/stat.h>
+
 #include <filesystem>
+#include <optional>
+#include <sstream>
 #include <thread>
 
 #include "containerd_mounts.h"
@@ -22,12 +26,17 @@ using nlohmann::json;
 
 class HotplugQemu : public QemuTest {};
 
-// Waits until another process holds `image` with QEMU's write lock: a plain read-only open
-// that does not share writes (qemu-img info without -U) is then refused.
-bool wait_until_write_locked(const std::string& image, const fs::path& scratch) {
-  for (int i = 0; i < 100; ++i) {
-    auto info = run_command({"qemu-img", "info", image}, scratch, std::chrono::seconds(30));
-    if (info.status != 0 && info.output.find("lock") != std::string::npos) return true;
+// Waits until some process holds an OFD lock on `image` (QEMU's image locks are OFD locks
+// on bytes 100+ and 200+ of the file): /proc/locks names the file by device and inode.
+bool wait_until_locked(const std::string& image) {
+  struct stat st {};
+  if (::stat(image.c_str(), &st) != 0) return false;
+  const std::string inode = fmt::format(":{} ", st.st_ino);
+  for (int i = 0; i < 200; ++i) {
+    std::istringstream locks(read_text("/proc/locks"));
+    for (std::string line; std::getline(locks, line);) {
+      if (line.find("OFDLCK") != std::string::npos && line.find(inode) != std::string::npos) return true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
@@ -59,7 +68,7 @@ TEST_F(HotplugQemu, HookDisksHotPluggedWhileGuestMountWaitsThenUnpluggedByTheirI
 
   // Another process has the top layer open read-write, holding QEMU's image locks.
   ChildProcess writer({"qemu-io", "-f", "raw", "-c", "sleep 900000", layers[0]}, path("writer.log"));
-  ASSERT_TRUE(wait_until_write_locked(layers[0], temp_.path()))
+  ASSERT_TRUE(wait_until_locked(layers[0]))
       << "qemu-io never locked " << layers[0] << ": " << read_text(path("writer.log"));
 
   GuestConfig cfg = config("hotplug");
@@ -78,63 +87,77 @@ evmdk_check write sh -c "echo 'written after hot-plug' > $R/etc/written && sync"
 evmdk_check teardown evmdk_guest_teardown c1 "$R"
 evmdk_check_clean after-teardown
 echo EVMDK-HOTPLUG-TORN-DOWN
-# The host now device_dels every disk: the guest must see them go.
-tries=2400
-while ls -d /sys/block/vd* > /dev/null 2>&1 && [ "$tries" -gt 0 ]; do usleep 100000; tries=$((tries - 1)); done
-evmdk_check disks-unplugged sh -c '! ls -d /sys/block/vd* 2>/dev/null'
+# The host now removes every disk of the hook, then plugs one more disk as its "done" signal
+# (the guest must not power off while a device_del is still in flight).
+evmdk_check host-done evmdk_wait_serial evmdk-hotplug-done 300
+evmdk_check disks-unplugged sh -c '! grep -l "^evh-" /sys/block/*/serial'
 evmdk_check no-io-errors sh -c '! dmesg | grep -iE "I/O error|Buffer I/O|blk_update_request|EXT4-fs error|erofs.*(error|corrupt)"'
 )SH");
 
+  const std::string done_disk = path("done.img");
+  test::write_file(done_disk, std::string(1 << 20, '\0'));  // 1 MiB: no partition probe reads past its end
   GuestRun guest(env_, cfg, job);
-  ASSERT_TRUE(guest.wait_for_console("EVMDK-HOTPLUG-WAITING", std::chrono::seconds(240)))
-      << "the guest never reached guest mount:\n" << guest.console();
-  QmpClient qmp(cfg.qmp_socket);
-  // Give guest mount time to start waiting: the disks must arrive while it polls.
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  std::optional<QmpClient> qmp;
+  bool torn_down = false;
+  // A QMP failure throws; the guest is still finished below so its console is in the report.
+  try {
+    ASSERT_TRUE(guest.wait_for_console("EVMDK-HOTPLUG-WAITING", std::chrono::seconds(240)))
+        << "the guest never reached guest mount:\n" << guest.console();
+    qmp.emplace(cfg.qmp_socket);
+    // Give guest mount time to start waiting: the disks must arrive while it polls.
+    std::this_thread::sleep_for(std::chrono::seconds(2));
 
-  // Control: the lowers' disk without force-share cannot attach while the layer is locked.
-  json unshared = lowers.at("qemu").at("blockdev-add");
-  unshared.erase("force-share");
-  unshared["node-name"] = "noshare";
-  auto added = qmp.execute("blockdev-add", unshared);
-  std::string refusal = added.error;
-  if (added.ok) {
-    auto plugged = qmp.execute("device_add", {{"driver", "virtio-blk-pci"}, {"drive", "noshare"},
-                                             {"id", "noshare-dev"}, {"serial", "evmdk-noshare"}});
-    EXPECT_FALSE(plugged.ok) << "the disk attached without force-share while "
-                             << layers[0] << " is locked for writing";
-    refusal = plugged.error;
-    qmp.execute_ok("blockdev-del", {{"node-name", "noshare"}});
-  }
-  EXPECT_NE(refusal.find("Failed to get shared \"write\" lock"), std::string::npos)
-      << refusal << "\n" << qmp.transcript();
-
-  // The hook's disks, exactly as it printed them.
-  for (const auto& disk : output.at("disks")) {
-    qmp.execute_ok("blockdev-add", disk.at("qemu").at("blockdev-add"));
-    qmp.execute_ok("device_add", disk.at("qemu").at("device_add"));
-  }
-
-  bool torn_down = guest.wait_for_console("EVMDK-HOTPLUG-TORN-DOWN", std::chrono::seconds(300));
-  if (torn_down) {
-    for (const auto& disk : output.at("disks")) {
-      std::string id = disk.at("qemu").at("device_add").at("id");
-      qmp.execute_ok("device_del", {{"id", id}});
-      auto deleted = qmp.wait_event(
-          "DEVICE_DELETED", [&](const json& data) { return data.value("device", "") == id; },
-          std::chrono::seconds(180));
-      EXPECT_TRUE(deleted) << "no DEVICE_DELETED for " << id << "\n" << qmp.transcript();
-      // Only a released node can go; an error here means the device still used it.
-      qmp.execute_ok("blockdev-del", {{"node-name", disk.at("qemu").at("blockdev-add").at("node-name")}});
+    // Control: the lowers' disk without force-share cannot attach while the layer is locked.
+    json unshared = lowers.at("qemu").at("blockdev-add");
+    unshared.erase("force-share");
+    unshared["node-name"] = "noshare";
+    auto added = qmp->execute("blockdev-add", unshared);
+    std::string refusal = added.error;
+    if (added.ok) {
+      auto plugged = qmp->execute("device_add", {{"driver", "virtio-blk-pci"}, {"drive", "noshare"},
+                                                 {"id", "noshare-dev"}, {"serial", "evmdk-noshare"}});
+      EXPECT_FALSE(plugged.ok) << "the disk attached without force-share while " << layers[0]
+                               << " is locked for writing";
+      refusal = plugged.error;
+      qmp->execute_ok("blockdev-del", {{"node-name", "noshare"}});
     }
+    EXPECT_NE(refusal.find("Failed to get shared \"write\" lock"), std::string::npos)
+        << refusal << "\n" << qmp->transcript();
+
+    // The hook's disks, exactly as it printed them.
+    for (const auto& disk : output.at("disks")) {
+      qmp->execute_ok("blockdev-add", disk.at("qemu").at("blockdev-add"));
+      qmp->execute_ok("device_add", disk.at("qemu").at("device_add"));
+    }
+
+    torn_down = guest.wait_for_console("EVMDK-HOTPLUG-TORN-DOWN", std::chrono::seconds(300));
+    if (torn_down) {
+      for (const auto& disk : output.at("disks")) {
+        std::string id = disk.at("qemu").at("device_add").at("id");
+        qmp->execute_ok("device_del", {{"id", id}});
+        auto deleted = qmp->wait_event(
+            "DEVICE_DELETED", [&](const json& data) { return data.value("device", "") == id; },
+            std::chrono::seconds(180));
+        EXPECT_TRUE(deleted) << "no DEVICE_DELETED for " << id << "\n" << qmp->transcript();
+        // Only a released node can go; an error here means the device still used it.
+        qmp->execute_ok("blockdev-del",
+                        {{"node-name", disk.at("qemu").at("blockdev-add").at("node-name")}});
+      }
+      qmp->execute_ok("blockdev-add", {{"driver", "raw"}, {"node-name", "done"}, {"read-only", true},
+                                       {"file", {{"driver", "file"}, {"filename", done_disk}}}});
+      qmp->execute_ok("device_add", {{"driver", "virtio-blk-pci"}, {"drive", "done"}, {"id", "done"},
+                                     {"serial", "evmdk-hotplug-done"}});
+    }
+  } catch (const HarnessError& error) {
+    ADD_FAILURE() << error.what() << "\nQMP:\n" << (qmp ? qmp->transcript() : "(not connected)");
   }
   auto outcome = guest.finish();
   auto checks = three_layer_view_checks();
-  checks.insert(checks.end(), {"no-disks-at-boot", "mount", "write", "teardown", "disks-unplugged",
-                               "no-io-errors"});
+  checks.insert(checks.end(), {"no-disks-at-boot", "mount", "write", "teardown", "host-done",
+                               "disks-unplugged", "no-io-errors"});
   checks.insert(checks.end(), paths.names.begin(), paths.names.end());
   EVMDK_EXPECT_GUEST_PASSED(outcome, expected_checks(checks, {"after-teardown"}));
-  EXPECT_TRUE(torn_down) << "QMP:\n" << qmp.transcript();
+  EXPECT_TRUE(torn_down) << "QMP:\n" << (qmp ? qmp->transcript() : "(not connected)");
   writer.kill_and_reap();
 
   // The guest's write landed in the upper the hook created; the state goes with cleanup.
