@@ -18,7 +18,9 @@ sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 
 # --- the suite in apt's sources -----------------------------------------------------------
-if ! grep -rqs -- "$suite" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+# Only files apt reads count (*.list, *.sources), not e.g. a disabled copy.
+if ! grep -qs -- "$suite" /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+     /etc/apt/sources.list.d/*.sources; then
   # The same mirror the system's bookworm packages come from.
   mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' |
            grep -v security | head -n1)
