@@ -224,9 +224,10 @@ inline std::vector<std::string> expected_checks(std::vector<std::string> own,
 
 // Which paths `erofs-vmdk guest mount` must take on the lane's guest kernel, as checks on its
 // JSON report. 6.8+ has overlayfs' `lowerdir+` (fsconfig, one lower at a time) and EROFS
-// flat-device mode (6.4+: the extra devices read from the primary at mapped_blkaddr); 6.1 has
+// flat-device mode (the extra devices read from the primary at mapped_blkaddr); 6.1 has
 // neither, so the driver falls back to mount(2) with relative lowerdir paths and to read-only
-// loop slices passed as device=. Kernels in between are no lane of ours: refuse to guess.
+// loop slices passed as device=. Kernels in between (one feature but maybe not the other) are
+// no lane of ours: refuse to guess.
 enum class FlatPath {
   kNone,         // no multi-device lower: flat_device_mode is not checked
   kNative,       // a flat disk: flat-device mode exactly where the kernel has it
@@ -242,7 +243,7 @@ struct MountPathChecks {
 inline bool kernel_has_native_mount_paths(const GuestEnvironment& env) {
   auto version = env.kernel_major_minor();
   if (version >= std::pair{6, 8}) return true;
-  if (version < std::pair{6, 4}) return false;
+  if (version <= std::pair{6, 1}) return false;
   throw HarnessError("no expectation of guest mount paths for kernel " + env.kernel_version +
                      " (lanes are 6.1 and 6.12)");
 }

@@ -2,8 +2,8 @@
 // The QEMU guest harness: builds (and caches) a minimal initramfs holding busybox, the
 // erofs-vmdk command with its shared libraries and the kernel modules the guest needs; appends
 // a per-run "job" (scenario script + files such as storage.json); boots the Debian kernel in
-// /boot under TCG with the given disks; and parses the strict result protocol from the second
-// serial port (see guest_scripts.h). Header-only so tests and bench/ can both use it without
+// /boot (or the lane's kernel and QEMU, see GuestEnvironment) under TCG with the given disks;
+// and parses the strict result protocol from the second serial port (see guest_scripts.h). Header-only so tests and bench/ can both use it without
 // build-system changes; it depends on nothing but the standard library and fmt.
 #include <fmt/format.h>
 #include <sys/stat.h>
