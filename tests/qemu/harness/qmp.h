@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
@@ -82,7 +83,12 @@ class QmpClient {
     send(request.dump() + "\n");
     auto deadline = Clock::now() + limit;
     while (true) {
-      auto message = read_message(deadline);
+      nlohmann::json message;
+      try {
+        message = read_message(deadline);
+      } catch (const QmpTimeout&) {
+        throw HarnessError(fmt::format("QMP {}: no reply within {} s", command, limit.count()));
+      }
       if (message.contains("event")) {
         events_.push_back(message);
         continue;
