@@ -180,11 +180,13 @@ inline std::string scenario_prelude() {
   std::string prelude = R"SH(
 EVMDK_BASE=/run/erofs-vmdk
 # guest mount's JSON report (which paths it took) is kept in /run/evmdk-mount-ID.json for
-# evmdk_mount_field. EVMDK_MOUNT_TIMEOUT_MS, when set, bounds the wait for disks (hot-plug).
+# evmdk_mount_field. EVMDK_MOUNT_TIMEOUT_MS, when set, bounds the wait for disks (hot-plug);
+# EVMDK_MOUNT_PARALLEL, when set, is --parallel (lowers mounted at once).
 evmdk_guest_mount() {  # ID ROOTFS
   local mount_out mount_rc
   mount_out=$(erofs-vmdk guest mount --storages /job/storage.json --id "$1" --rootfs "$2" \
-    --base "$EVMDK_BASE" ${EVMDK_MOUNT_TIMEOUT_MS:+--timeout-ms "$EVMDK_MOUNT_TIMEOUT_MS"})
+    --base "$EVMDK_BASE" ${EVMDK_MOUNT_TIMEOUT_MS:+--timeout-ms "$EVMDK_MOUNT_TIMEOUT_MS"} \
+    ${EVMDK_MOUNT_PARALLEL:+--parallel "$EVMDK_MOUNT_PARALLEL"})
   mount_rc=$?
   printf '%s\n' "$mount_out" > "/run/evmdk-mount-$1.json"
   printf '%s\n' "$mount_out"
