@@ -16,6 +16,8 @@ packages=(
   # packaging checks (scripts/check-package.sh): man --warnings, script(1) for a terminal,
   # file and dpkg-shlibdeps for cpack -G DEB, zsh to check the zsh completion's syntax
   man-db bsdutils file dpkg-dev zsh
+  # compatibility lanes (scripts/install-lanes.sh, test-lanes.sh): .ko.xz modules of kernel 6.12
+  xz-utils
 )
 
 missing=()

@@ -32,5 +32,8 @@ echo "== unit tests under ASan+UBSan"
 echo "== all tests (unit, root, qemu)"
 (cd build && ctest --output-on-failure -j"$jobs")
 
+echo "== compatibility lanes (core QEMU scenarios on QEMU 7.2/10 x guest kernel 6.1/6.12)"
+./scripts/test-lanes.sh build
+
 echo "== package checks"
 ./scripts/check-package.sh build

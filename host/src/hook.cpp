@@ -198,6 +198,20 @@ json upper_qemu(const std::string& path, const std::string& serial) {
               {"drive", drive}};
 }
 
+// Names the disk's virtio-blk device after its serial (device_add "id", -device id=): without
+// an id QEMU makes the device anonymous, and a runtime could not device_del what it added.
+// The serial is per container and disk, so the id is deterministic and unique in the VM.
+json with_device_id(json qemu, const std::string& serial) {
+  qemu["device_add"]["id"] = serial;
+  for (const char* args : {"blockdev_args", "drive_args"}) {
+    for (auto& arg : qemu[args]) {
+      auto text = arg.get<std::string>();
+      if (text.rfind("virtio-blk-pci,", 0) == 0) arg = text + ",id=" + serial;
+    }
+  }
+  return qemu;
+}
+
 json rootfs_json(const HookPlan& plan) {
   json rootfs{{"read_only", plan.read_only}};
   switch (plan.upper_kind) {
@@ -453,7 +467,7 @@ json run_hook(const HookRequest& request) {
   for (const auto& group : groups) {
     ComposeResult composed = compose(group.options);
     disks.push_back(disk_json(group.role, composed.disk_path, composed.disk_format, true,
-                              composed.serial, false, composed.qemu));
+                              composed.serial, false, with_device_id(composed.qemu, composed.serial)));
     if (composed.storages.size() != group.guest_indices.size()) {
       throw Error("compose of {} returned {} storages for {} lowers", group.name,
                   composed.storages.size(), group.guest_indices.size());
@@ -477,7 +491,7 @@ json run_hook(const HookRequest& request) {
     if (create_upper) new_upper = std::make_unique<NewExt4Image>(plan.upper->image, *plan.upper->mkfs_size);
     const std::string serial = serial_for(request.id, "upper");
     disks.push_back(disk_json("upper", plan.upper->image, "raw", false, serial, create_upper,
-                              upper_qemu(plan.upper->image, serial)));
+                              with_device_id(upper_qemu(plan.upper->image, serial), serial)));
     Storage upper;
     upper.driver = "blk";
     upper.source = "serial:" + serial;

@@ -62,8 +62,11 @@ TEST_F(FlatVerity, EveryDeviceReadsThroughDmVerityAndAFlippedByteFailsItsFileNam
   auto disk = compose_protected(fixture, path("disk"));
   ASSERT_THAT(disk.storages.dump(), ::testing::HasSubstr("X-erofs-vmdk.device.2.dmverity.roothash="));
   GuestConfig first = guest_with("flat-verity-good", disk);
+  // dm-verity needs device= options: loop slices even where flat-device mode exists.
+  auto paths = mount_path_checks(env_, "fv", FlatPath::kDeviceSlices);
   auto job = scenario_job(guest_storage_json(disk), std::string(kHelpers) + R"SH(
 evmdk_check mount evmdk_guest_mount fv "$R" || exit 1
+)SH" + paths.script + R"SH(
 for f in first.bin second.bin hostname; do
   evmdk_check content-$f cmp $R/$f /job/expected-$f
 done
@@ -74,10 +77,10 @@ evmdk_check_clean after-teardown
 )SH");
   for (const auto& [name, contents] : fixture.files) job.files["expected-" + name] = contents;
   auto outcome = run_guest(env_, first, job);
-  EVMDK_ASSERT_GUEST_PASSED(outcome, expected_checks({"mount", "content-first.bin",
-                                                      "content-second.bin", "content-hostname",
-                                                      "through-dm", "status-verified", "teardown"},
-                                                     {"after-teardown"}));
+  std::vector<std::string> checks{"mount",      "content-first.bin", "content-second.bin",
+                                  "content-hostname", "through-dm", "status-verified", "teardown"};
+  checks.insert(checks.end(), paths.names.begin(), paths.names.end());
+  EVMDK_ASSERT_GUEST_PASSED(outcome, expected_checks(checks, {"after-teardown"}));
 
   // Flip one byte in blob 2's fourth block (not its first, which activation reads), in the
   // file the disk's extent points at, and find which file of the image holds that block.

@@ -13,13 +13,14 @@ TEST_F(GptThreeLayers, MergedViewWriteCgroupTeardownAndPersistentUpper) {
   EVMDK_REQUIRE_ROOT();
   EVMDK_REQUIRE_CLI("guest", "mount");
   compose_three_layers(64);
+  auto paths = mount_path_checks(env_, "c1", FlatPath::kNone);
 
   auto outcome = boot(disk_config("boot-1"), R"SH(
 R=/run/containers/c1/rootfs
 CG=/sys/fs/cgroup/c1
 evmdk_check mount evmdk_guest_mount c1 "$R" || exit 1
 evmdk_mark_ready
-)SH" + std::string(kThreeLayerViewScript) + R"SH(
+)SH" + paths.script + std::string(kThreeLayerViewScript) + R"SH(
 evmdk_check write sh -c "echo 'written in boot 1' > $R/etc/written && sync && test \"\$(cat $R/etc/written)\" = 'written in boot 1'"
 evmdk_check delete-lower-file sh -c "rm $R/opt/app/tool && ! ls $R/opt/app/tool 2>/dev/null"
 mkdir -p $CG
@@ -37,6 +38,7 @@ evmdk_check_clean after-teardown
   first_checks.insert(first_checks.end(),
                       {"mount", "write", "delete-lower-file", "process-in-cgroup",
                        "process-root-is-rootfs", "teardown", "process-killed", "cgroup-removed"});
+  first_checks.insert(first_checks.end(), paths.names.begin(), paths.names.end());
   EVMDK_ASSERT_GUEST_PASSED(outcome, expected_checks(first_checks, {"after-teardown"}));
   RecordProperty("rootfs_ready_seconds", std::to_string(outcome.values["rootfs-ready-seconds"]));
 

@@ -56,10 +56,11 @@ TEST_F(HookQemu, BlockModeHookOutputDrivesTheGuestRootfs) {
   }
   ASSERT_TRUE(saw_upper) << output.dump(2);
 
+  auto paths = mount_path_checks(env_, "c1", FlatPath::kNone);
   auto job = scenario_job(output.at("storages").dump(2), R"SH(
 R=/run/containers/c1/rootfs
 evmdk_check mount evmdk_guest_mount c1 "$R" || exit 1
-)SH" + std::string(kThreeLayerViewScript) + R"SH(
+)SH" + paths.script + std::string(kThreeLayerViewScript) + R"SH(
 evmdk_check upper-is-ext4-rw sh -c "grep ' ext4 rw,' /proc/mounts"
 evmdk_check write sh -c "echo 'written by the guest' > $R/etc/written && sync && test \"\$(cat $R/etc/written)\" = 'written by the guest'"
 evmdk_check teardown evmdk_guest_teardown c1 "$R"
@@ -68,6 +69,7 @@ evmdk_check_clean after-teardown
   auto outcome = run_guest(env_, boot, job);
   auto checks = three_layer_view_checks();
   checks.insert(checks.end(), {"mount", "upper-is-ext4-rw", "write", "teardown"});
+  checks.insert(checks.end(), paths.names.begin(), paths.names.end());
   EVMDK_ASSERT_GUEST_PASSED(outcome, expected_checks(checks, {"after-teardown"}));
 
   // On the host: the guest's write is in the ext4 image the hook created, under the upperdir.

@@ -179,8 +179,22 @@ inline constexpr std::pair<std::string_view, std::string_view> kCleanChecks[] = 
 inline std::string scenario_prelude() {
   std::string prelude = R"SH(
 EVMDK_BASE=/run/erofs-vmdk
+# guest mount's JSON report (which paths it took) is kept in /run/evmdk-mount-ID.json for
+# evmdk_mount_field. EVMDK_MOUNT_TIMEOUT_MS, when set, bounds the wait for disks (hot-plug);
+# EVMDK_MOUNT_PARALLEL, when set, is --parallel (lowers mounted at once).
 evmdk_guest_mount() {  # ID ROOTFS
-  erofs-vmdk guest mount --storages /job/storage.json --id "$1" --rootfs "$2" --base "$EVMDK_BASE"
+  local mount_out mount_rc
+  mount_out=$(erofs-vmdk guest mount --storages /job/storage.json --id "$1" --rootfs "$2" \
+    --base "$EVMDK_BASE" ${EVMDK_MOUNT_TIMEOUT_MS:+--timeout-ms "$EVMDK_MOUNT_TIMEOUT_MS"} \
+    ${EVMDK_MOUNT_PARALLEL:+--parallel "$EVMDK_MOUNT_PARALLEL"})
+  mount_rc=$?
+  printf '%s\n' "$mount_out" > "/run/evmdk-mount-$1.json"
+  printf '%s\n' "$mount_out"
+  return $mount_rc
+}
+# A top-level scalar of the last guest mount report of ID: evmdk_mount_field c1 overlay_method
+evmdk_mount_field() {  # ID FIELD
+  sed -n 's/^  "'"$2"'": "\{0,1\}\([^",]*\)"\{0,1\},\{0,1\}$/\1/p' "/run/evmdk-mount-$1.json"
 }
 evmdk_guest_teardown() {  # ID ROOTFS [CGROUP]
   if [ -n "${3:-}" ]; then
@@ -208,6 +222,50 @@ inline std::vector<std::string> expected_checks(std::vector<std::string> own,
     for (const auto& check : kCleanChecks) own.push_back(prefix + "-" + std::string(check.first));
   }
   return own;
+}
+
+// Which paths `erofs-vmdk guest mount` must take on the lane's guest kernel, as checks on its
+// JSON report. 6.8+ has overlayfs' `lowerdir+` (fsconfig, one lower at a time) and EROFS
+// flat-device mode (the extra devices read from the primary at mapped_blkaddr); 6.1 has
+// neither, so the driver falls back to mount(2) with relative lowerdir paths and to read-only
+// loop slices passed as device=. Kernels in between (one feature but maybe not the other) are
+// no lane of ours: refuse to guess.
+enum class FlatPath {
+  kNone,         // no multi-device lower: flat_device_mode is not checked
+  kNative,       // a flat disk: flat-device mode exactly where the kernel has it
+  kDeviceSlices  // a flat disk that must use device= everywhere (dm-verity)
+};
+
+struct MountPathChecks {
+  std::string script;               // runs after a successful evmdk_guest_mount ID
+  std::vector<std::string> names;   // the checks it reports
+  bool native = false;              // the lane's kernel has both native paths
+};
+
+inline bool kernel_has_native_mount_paths(const GuestEnvironment& env) {
+  auto version = env.kernel_major_minor();
+  if (version >= std::pair{6, 8}) return true;
+  if (version <= std::pair{6, 1}) return false;
+  throw HarnessError("no expectation of guest mount paths for kernel " + env.kernel_version +
+                     " (lanes are 6.1 and 6.12)");
+}
+
+inline MountPathChecks mount_path_checks(const GuestEnvironment& env, const std::string& id,
+                                         FlatPath flat) {
+  MountPathChecks checks;
+  checks.native = kernel_has_native_mount_paths(env);
+  checks.script = fmt::format(
+      "evmdk_expect_eq overlay-method \"$(evmdk_mount_field {} overlay_method)\" \"{}\"\n", id,
+      checks.native ? "fsconfig lowerdir+" : "mount(2) relative paths");
+  checks.names.push_back("overlay-method");
+  if (flat != FlatPath::kNone) {
+    bool expected = flat == FlatPath::kNative && checks.native;
+    checks.script += fmt::format(
+        "evmdk_expect_eq flat-device-mode \"$(evmdk_mount_field {} flat_device_mode)\" {}\n", id,
+        expected ? "true" : "false");
+    checks.names.push_back("flat-device-mode");
+  }
+  return checks;
 }
 
 inline GuestJob scenario_job(const std::string& storage_json, const std::string& body) {

@@ -31,7 +31,8 @@ TEST_F(HarnessSmoke, BootsMountsErofsFromRawDiskAndWritesExt4) {
                 {path("upper.img"), "raw", false, "evmdk-smoke-upper"}};
   GuestJob job;
   job.files["expected-greeting"] = "hello from erofs\n";
-  job.scenario = R"SH(
+  // The lane boots the kernel it names (EVMDK_QEMU_KERNEL), not whatever /boot has.
+  job.scenario = "evmdk_expect_eq guest-kernel \"$(uname -r)\" '" + env_.kernel_version + "'\n" + R"SH(
 evmdk_check modules-loaded sh -c 'grep -qw erofs /proc/filesystems && grep -qw ext4 /proc/filesystems && grep -qw overlay /proc/filesystems'
 evmdk_check cli-runs erofs-vmdk --version
 layer=$(evmdk_wait_serial evmdk-smoke-layer) && evmdk_result layer-disk-found PASS "$layer"
@@ -46,7 +47,7 @@ evmdk_check unmounted sh -c 'umount /mnt/layer && umount /mnt/upper'
 evmdk_check nothing-left evmdk_leftover_mounts
 )SH";
   auto outcome = run_guest(env_, cfg, job);
-  EVMDK_EXPECT_GUEST_PASSED(outcome, {"modules-loaded", "cli-runs", "layer-disk-found",
+  EVMDK_EXPECT_GUEST_PASSED(outcome, {"guest-kernel", "modules-loaded", "cli-runs", "layer-disk-found",
                                       "upper-disk-found", "erofs-mounted", "erofs-content",
                                       "erofs-readonly", "ext4-mounted", "ext4-write", "unmounted",
                                       "nothing-left"});

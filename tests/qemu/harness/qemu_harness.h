@@ -2,8 +2,8 @@
 // The QEMU guest harness: builds (and caches) a minimal initramfs holding busybox, the
 // erofs-vmdk command with its shared libraries and the kernel modules the guest needs; appends
 // a per-run "job" (scenario script + files such as storage.json); boots the Debian kernel in
-// /boot under TCG with the given disks; and parses the strict result protocol from the second
-// serial port (see guest_scripts.h). Header-only so tests and bench/ can both use it without
+// /boot (or the lane's kernel and QEMU, see GuestEnvironment) under TCG with the given disks;
+// and parses the strict result protocol from the second serial port (see guest_scripts.h). Header-only so tests and bench/ can both use it without
 // build-system changes; it depends on nothing but the standard library and fmt.
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -20,6 +21,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cpio.h"
@@ -45,10 +47,29 @@ inline const std::vector<std::string>& guest_module_names() {
   return names;
 }
 
+// Splits a ':'-separated list (EVMDK_QEMU_DATADIRS), dropping empty entries.
+inline std::vector<fs::path> split_path_list(const std::string& list) {
+  std::vector<fs::path> out;
+  std::string::size_type start = 0;
+  while (start <= list.size()) {
+    auto end = list.find(':', start);
+    if (end == std::string::npos) end = list.size();
+    if (end > start) out.emplace_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
 // What the host offers for booting guests. detect() finds everything or throws saying what is
-// missing.
+// missing. The QEMU and the kernel are chosen per run by environment variables, so one build
+// runs the same scenarios on every compatibility lane (scripts/test.sh, docs/testing.md):
+//   EVMDK_QEMU_BINARY=/path/qemu-system-x86_64   (default: qemu-system-x86_64 on PATH)
+//   EVMDK_QEMU_DATADIRS=dir[:dir...]             (each becomes -L dir, searched in order)
+//   EVMDK_QEMU_KERNEL=/path/vmlinuz-<release>    (default: the newest /boot/vmlinuz-*)
+//   EVMDK_QEMU_MODULES_DIR=/path/<release>       (default: /lib/modules/<release>)
 struct GuestEnvironment {
   fs::path qemu = "qemu-system-x86_64";
+  std::vector<fs::path> qemu_datadirs;
   fs::path kernel;          // /boot/vmlinuz-<version>
   std::string kernel_version;
   fs::path modules_dir;     // /lib/modules/<version>
@@ -61,8 +82,25 @@ struct GuestEnvironment {
     GuestEnvironment env;
     env.cli = fs::absolute(cli_path);
     if (!fs::exists(env.cli)) throw HarnessError("erofs-vmdk binary not found at " + env.cli.string());
-    if (const char* kernel = std::getenv("EVMDK_QEMU_KERNEL")) {
+    if (const char* qemu = std::getenv("EVMDK_QEMU_BINARY"); qemu && *qemu) {
+      env.qemu = qemu;
+      if (!fs::exists(env.qemu)) {
+        throw HarnessError("EVMDK_QEMU_BINARY=" + env.qemu.string() + " does not exist");
+      }
+    }
+    if (const char* dirs = std::getenv("EVMDK_QEMU_DATADIRS")) {
+      env.qemu_datadirs = split_path_list(dirs);
+      for (const auto& dir : env.qemu_datadirs) {
+        if (!fs::is_directory(dir)) {
+          throw HarnessError("EVMDK_QEMU_DATADIRS names " + dir.string() + ", which is not a directory");
+        }
+      }
+    }
+    if (const char* kernel = std::getenv("EVMDK_QEMU_KERNEL"); kernel && *kernel) {
       env.kernel = kernel;
+      if (!fs::exists(env.kernel)) {
+        throw HarnessError("EVMDK_QEMU_KERNEL=" + env.kernel.string() + " does not exist");
+      }
     } else {
       std::vector<fs::path> kernels;
       for (const auto& entry : fs::directory_iterator("/boot")) {
@@ -73,10 +111,14 @@ struct GuestEnvironment {
       env.kernel = kernels.back();
     }
     env.kernel_version = env.kernel.filename().string().substr(std::string("vmlinuz-").size());
-    env.modules_dir = fs::path("/lib/modules") / env.kernel_version;
+    if (const char* modules = std::getenv("EVMDK_QEMU_MODULES_DIR"); modules && *modules) {
+      env.modules_dir = modules;
+    } else {
+      env.modules_dir = fs::path("/lib/modules") / env.kernel_version;
+    }
     if (!fs::exists(env.modules_dir / "modules.dep")) {
       throw HarnessError("no " + (env.modules_dir / "modules.dep").string() + " for kernel " +
-                         env.kernel.string());
+                         env.kernel.string() + " (set EVMDK_QEMU_MODULES_DIR, run depmod -b)");
     }
     for (const char* candidate : {"/bin/busybox", "/usr/bin/busybox"}) {
       if (fs::exists(candidate)) {
@@ -89,6 +131,15 @@ struct GuestEnvironment {
     env.cache_dir = env.cli.parent_path().parent_path() / "qemu-cache";
     if (const char* kvm = std::getenv("EVMDK_QEMU_KVM")) env.kvm = std::string(kvm) == "1";
     return env;
+  }
+
+  // {major, minor} of the guest kernel ("6.12.95+deb12-amd64" -> {6, 12}).
+  std::pair<int, int> kernel_major_minor() const {
+    int major = 0, minor = 0;
+    if (std::sscanf(kernel_version.c_str(), "%d.%d", &major, &minor) != 2) {
+      throw HarnessError("cannot read a version from kernel " + kernel.string());
+    }
+    return {major, minor};
   }
 };
 
@@ -189,8 +240,13 @@ inline std::vector<fs::path> shared_libraries(const fs::path& binary, const fs::
 // into its own temp file and renames, so readers only ever see a complete archive.
 inline fs::path base_initramfs(const GuestEnvironment& env) {
   std::vector<std::string> modules = detail::ordered_modules(env.modules_dir, guest_module_names());
-  std::string identity = "evmdk-initramfs-v1;" + detail::file_identity(env.cli) +
+  // Keyed on everything the archive is made of: the kernel and the modules directory are
+  // chosen per lane (EVMDK_QEMU_KERNEL, EVMDK_QEMU_MODULES_DIR), so both are in the key, not
+  // just the release string. The QEMU binary is not: it boots the same archive.
+  std::string identity = "evmdk-initramfs-v2;" + detail::file_identity(env.cli) +
                          detail::file_identity(env.busybox) + env.kernel_version + ";" +
+                         detail::file_identity(env.kernel) +
+                         detail::file_identity(env.modules_dir / "modules.dep") +
                          std::string(kGuestInit) + std::string(kGuestLib);
   for (const auto& m : modules) identity += m + ";";
   uint64_t key = detail::fnv1a(14695981039346656037ULL, identity);
@@ -233,8 +289,22 @@ inline fs::path base_initramfs(const GuestEnvironment& env) {
   }
   std::string module_list;
   for (const auto& module : modules) {
-    cpio.file_from("lib/modules/" + module, env.modules_dir / module, 0644);
-    module_list += module + "\n";
+    // busybox's insmod reads only plain .ko files; newer kernels (6.12) ship .ko.xz.
+    std::string in_guest = module;
+    fs::path source = env.modules_dir / module;
+    if (module.size() > 3 && module.compare(module.size() - 3, 3, ".xz") == 0) {
+      in_guest = module.substr(0, module.size() - 3);
+      fs::path packed = staging / "modules" / module;
+      fs::create_directories(packed.parent_path());
+      fs::copy_file(source, packed, fs::copy_options::overwrite_existing);
+      auto unxz = run_command({"xz", "--decompress", "--force", packed.string()}, staging);
+      if (unxz.status != 0) {
+        throw HarnessError("xz --decompress " + source.string() + " failed: " + unxz.output);
+      }
+      source = staging / "modules" / in_guest;
+    }
+    cpio.file_from("lib/modules/" + in_guest, source, 0644);
+    module_list += in_guest + "\n";
   }
   cpio.file("etc/evmdk/modules", module_list);
   cpio.finish();
@@ -269,6 +339,7 @@ struct GuestConfig {
   int memory_mib = 512;
   std::chrono::seconds timeout{240};       // hard limit for the whole boot
   std::string extra_kernel_args;
+  fs::path qmp_socket;                     // non-empty: a QMP server there (-qmp unix:...)
 };
 
 // The per-run part of the initramfs, unpacked under /job in the guest.
@@ -381,104 +452,159 @@ inline void parse_results(const std::string& text, GuestOutcome& outcome) {
 
 }  // namespace detail
 
-// Boots one guest and runs the job. Never throws for a guest-side failure (that is in the
-// outcome); throws HarnessError when the host side cannot even set up the boot.
-inline GuestOutcome run_guest(const GuestEnvironment& env, const GuestConfig& config,
-                              const GuestJob& job) {
-  if (config.work_dir.empty()) throw HarnessError("GuestConfig.work_dir is not set");
-  fs::create_directories(config.work_dir);
-  fs::path base = base_initramfs(env);
+// One guest boot in progress: the constructor prepares the initrd and starts qemu; finish()
+// waits for the guest to end (hard timeout, 20 s grace after EVMDK-DONE) and parses the
+// outcome. In between, a test can talk to QEMU (GuestConfig::qmp_socket) and wait for lines on
+// the guest console, e.g. to hot-plug disks while a scenario waits for them. Never throws for
+// a guest-side failure (that is in the outcome); throws HarnessError when the host side cannot
+// even set up the boot. The destructor kills a qemu that finish() was never called for.
+class GuestRun {
+ public:
+  GuestRun(const GuestEnvironment& env, const GuestConfig& config, const GuestJob& job)
+      : config_(config) {
+    if (config.work_dir.empty()) throw HarnessError("GuestConfig.work_dir is not set");
+    fs::create_directories(config.work_dir);
+    fs::path base = base_initramfs(env);
 
-  // initrd = cached base archive + the job archive appended (the kernel unpacks both).
-  fs::path job_archive = config.work_dir / (config.name + ".job.cpio");
-  {
-    CpioWriter cpio(job_archive);
-    cpio.directory("job");
-    cpio.file("job/scenario.sh", job.scenario, 0755);
-    for (const auto& [name, contents] : job.files) cpio.file("job/" + name, contents);
-    for (const auto& [name, path] : job.host_files) cpio.file_from("job/" + name, path, 0644);
-    cpio.finish();
+    // initrd = cached base archive + the job archive appended (the kernel unpacks both).
+    job_archive_ = config.work_dir / (config.name + ".job.cpio");
+    {
+      CpioWriter cpio(job_archive_);
+      cpio.directory("job");
+      cpio.file("job/scenario.sh", job.scenario, 0755);
+      for (const auto& [name, contents] : job.files) cpio.file("job/" + name, contents);
+      for (const auto& [name, path] : job.host_files) cpio.file_from("job/" + name, path, 0644);
+      cpio.finish();
+    }
+    initrd_ = config.work_dir / (config.name + ".initrd");
+    fs::copy_file(base, initrd_, fs::copy_options::overwrite_existing);
+    {
+      std::ofstream out(initrd_, std::ios::binary | std::ios::app);
+      std::ifstream in(job_archive_, std::ios::binary);
+      out << in.rdbuf();
+      if (!out.flush()) throw HarnessError("cannot write " + initrd_.string());
+    }
+
+    console_ = config.work_dir / (config.name + ".console.log");
+    results_ = config.work_dir / (config.name + ".results.log");
+    qemu_log_ = config.work_dir / (config.name + ".qemu.log");
+    for (const auto& f : {console_, results_, qemu_log_}) {
+      std::error_code ignored;
+      fs::remove(f, ignored);
+    }
+    if (!config.qmp_socket.empty()) {
+      std::error_code ignored;
+      fs::remove(config.qmp_socket, ignored);
+    }
+
+    std::vector<std::string> argv{env.qemu.string(), "-nodefaults", "-no-user-config",
+                                  "-nographic", "-no-reboot"};
+    // Firmware search path: QEMU 10's Debian data package has no bios-256k.bin, SeaBIOS's has.
+    for (const auto& dir : env.qemu_datadirs) argv.insert(argv.end(), {"-L", dir.string()});
+    if (env.kvm) {
+      argv.insert(argv.end(), {"-accel", "kvm", "-cpu", "host"});
+    } else {
+      argv.insert(argv.end(), {"-accel", "tcg", "-cpu", "max"});
+    }
+    argv.insert(argv.end(),
+                {"-m", std::to_string(config.memory_mib), "-smp", "1", "-kernel", env.kernel.string(),
+                 "-initrd", initrd_.string(), "-append",
+                 "console=ttyS0 rdinit=/init panic=-1 loglevel=4 no_timer_check " + config.extra_kernel_args,
+                 "-serial", "file:" + console_.string(), "-serial", "file:" + results_.string()});
+    if (!config.qmp_socket.empty()) {
+      argv.insert(argv.end(), {"-qmp", "unix:" + config.qmp_socket.string() + ",server=on,wait=off"});
+    }
+    int index = 0;
+    for (const auto& drive : config.drives) {
+      std::string id = fmt::format("disk{}", index++);
+      argv.push_back("-drive");
+      argv.push_back(fmt::format("file={},format={},if=none,id={}{}", detail::qemu_escape(drive.file.string()),
+                                 drive.format, id, drive.read_only ? ",readonly=on" : ""));
+      argv.push_back("-device");
+      argv.push_back(fmt::format("virtio-blk-pci,drive={}{}", id,
+                                 drive.serial.empty() ? "" : ",serial=" + drive.serial));
+    }
+    argv.insert(argv.end(), config.extra_qemu_args.begin(), config.extra_qemu_args.end());
+
+    for (const auto& arg : argv) {
+      outcome_.command_line += (outcome_.command_line.empty() ? "" : " ") +
+                               (arg.find(' ') == std::string::npos ? arg : "'" + arg + "'");
+    }
+    started_ = std::chrono::steady_clock::now();
+    qemu_.emplace(argv, qemu_log_);
   }
-  fs::path initrd = config.work_dir / (config.name + ".initrd");
-  fs::copy_file(base, initrd, fs::copy_options::overwrite_existing);
-  {
-    std::ofstream out(initrd, std::ios::binary | std::ios::app);
-    std::ifstream in(job_archive, std::ios::binary);
-    out << in.rdbuf();
-    if (!out.flush()) throw HarnessError("cannot write " + initrd.string());
+  GuestRun(const GuestRun&) = delete;
+  GuestRun& operator=(const GuestRun&) = delete;
+  ~GuestRun() { remove_temporaries(); }
+
+  // The guest console so far.
+  std::string console() const { return read_text(console_); }
+
+  // Waits until the guest console holds `text` (true), or qemu ended or the run's hard timeout
+  // or `limit` passed (false).
+  bool wait_for_console(const std::string& text, std::chrono::seconds limit) {
+    auto deadline = std::min(std::chrono::steady_clock::now() + limit, started_ + config_.timeout);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (console().find(text) != std::string::npos) return true;
+      if (!qemu_ || qemu_->poll()) return console().find(text) != std::string::npos;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
   }
 
-  fs::path console = config.work_dir / (config.name + ".console.log");
-  fs::path results = config.work_dir / (config.name + ".results.log");
-  fs::path qemu_log = config.work_dir / (config.name + ".qemu.log");
-  for (const auto& f : {console, results, qemu_log}) {
-    std::error_code ignored;
-    fs::remove(f, ignored);
-  }
-
-  std::vector<std::string> argv{env.qemu.string(), "-nodefaults", "-no-user-config",
-                                "-nographic", "-no-reboot"};
-  if (env.kvm) {
-    argv.insert(argv.end(), {"-accel", "kvm", "-cpu", "host"});
-  } else {
-    argv.insert(argv.end(), {"-accel", "tcg", "-cpu", "max"});
-  }
-  argv.insert(argv.end(),
-              {"-m", std::to_string(config.memory_mib), "-smp", "1", "-kernel", env.kernel.string(),
-               "-initrd", initrd.string(), "-append",
-               "console=ttyS0 rdinit=/init panic=-1 loglevel=4 no_timer_check " + config.extra_kernel_args,
-               "-serial", "file:" + console.string(), "-serial", "file:" + results.string()});
-  int index = 0;
-  for (const auto& drive : config.drives) {
-    std::string id = fmt::format("disk{}", index++);
-    argv.push_back("-drive");
-    argv.push_back(fmt::format("file={},format={},if=none,id={}{}", detail::qemu_escape(drive.file.string()),
-                               drive.format, id, drive.read_only ? ",readonly=on" : ""));
-    argv.push_back("-device");
-    argv.push_back(fmt::format("virtio-blk-pci,drive={}{}", id,
-                               drive.serial.empty() ? "" : ",serial=" + drive.serial));
-  }
-  argv.insert(argv.end(), config.extra_qemu_args.begin(), config.extra_qemu_args.end());
-
-  GuestOutcome outcome;
-  for (const auto& arg : argv) {
-    outcome.command_line += (outcome.command_line.empty() ? "" : " ") +
-                            (arg.find(' ') == std::string::npos ? arg : "'" + arg + "'");
-  }
-  auto started = std::chrono::steady_clock::now();
-  {
-    ChildProcess qemu(argv, qemu_log);
+  // Waits for the guest to end and returns what it reported. Call once.
+  GuestOutcome finish() {
+    if (!qemu_) throw HarnessError("GuestRun::finish called twice");
     std::optional<std::chrono::steady_clock::time_point> done_at;
     while (true) {
-      if (auto status = qemu.poll()) {
-        outcome.qemu_status = *status;
+      if (auto status = qemu_->poll()) {
+        outcome_.qemu_status = *status;
         break;
       }
       auto now = std::chrono::steady_clock::now();
-      if (now - started > config.timeout) {
-        outcome.timed_out = true;
-        outcome.qemu_status = qemu.kill_and_reap();
+      if (now - started_ > config_.timeout) {
+        outcome_.timed_out = true;
+        outcome_.qemu_status = qemu_->kill_and_reap();
         break;
       }
       // After EVMDK-DONE the guest powers off; don't wait long for a guest that doesn't.
-      if (!done_at && read_text(results).find("EVMDK-DONE") != std::string::npos) done_at = now;
+      if (!done_at && read_text(results_).find("EVMDK-DONE") != std::string::npos) done_at = now;
       if (done_at && now - *done_at > std::chrono::seconds(20)) {
-        outcome.qemu_status = qemu.kill_and_reap();
+        outcome_.qemu_status = qemu_->kill_and_reap();
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    qemu_.reset();
+    outcome_.wall_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    outcome_.console = read_text(console_);
+    outcome_.qemu_output = read_text(qemu_log_);
+    detail::parse_results(read_text(results_), outcome_);
+    remove_temporaries();
+    return std::move(outcome_);
   }
-  outcome.wall_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  outcome.console = read_text(console);
-  outcome.qemu_output = read_text(qemu_log);
-  detail::parse_results(read_text(results), outcome);
+
+ private:
   // The initrd copies are large and per run; the logs stay for the test's temp dir.
-  std::error_code ignored;
-  fs::remove(initrd, ignored);
-  fs::remove(job_archive, ignored);
-  return outcome;
+  void remove_temporaries() {
+    qemu_.reset();  // kills a qemu still running
+    std::error_code ignored;
+    if (!initrd_.empty()) fs::remove(initrd_, ignored);
+    if (!job_archive_.empty()) fs::remove(job_archive_, ignored);
+  }
+
+  GuestConfig config_;
+  fs::path job_archive_, initrd_, console_, results_, qemu_log_;
+  std::chrono::steady_clock::time_point started_;
+  std::optional<ChildProcess> qemu_;
+  GuestOutcome outcome_;
+};
+
+// Boots one guest, runs the job and returns what it reported (see GuestRun).
+inline GuestOutcome run_guest(const GuestEnvironment& env, const GuestConfig& config,
+                              const GuestJob& job) {
+  return GuestRun(env, config, job).finish();
 }
 
 // Formats and creates a writable ext4 disk image (the container's upper layer).
