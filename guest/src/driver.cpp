@@ -141,6 +141,8 @@ struct DiskCache {
   std::set<std::string> without_kernel_partitions;  // disks whose table the kernel ignores
   // disk -> its partition table, read once for all the lowers on it (the disk is read-only).
   std::map<std::string, std::shared_ptr<const std::map<unsigned, PartitionInfo>>> tables;
+  // (disk, partition number) -> its kernel node, or "" when the kernel shows no partitions.
+  std::map<std::pair<std::string, unsigned>, std::string> partition_nodes;
 };
 
 PartitionInfo cached_partition(DiskCache& cache, const std::string& disk, unsigned number) {
@@ -171,6 +173,31 @@ std::string resolve_disk(DiskCache& cache, const std::string& source, std::chron
   std::lock_guard lock(cache.mutex);
   cache.disks[source] = disk;
   return disk;
+}
+
+// Finds every lower's disk and partition node before any lower is mounted, one at a time:
+// waiting for a partition may ask the kernel to re-read the table, which drops and re-creates
+// every partition node of the disk, so it must never run while another lower opens one (seen
+// with lowers on a just hot-plugged disk: ENXIO on the partition, or a needless loop slice).
+void locate_partitions(DiskCache& cache, const std::vector<LowerPlan>& lowers,
+                       std::chrono::milliseconds timeout) {
+  for (const auto& lower : lowers) {
+    if (!lower.partition) continue;
+    std::string disk;
+    try {
+      disk = resolve_disk(cache, lower.storage->source, timeout);
+    } catch (const std::exception& error) {
+      throw Error("layer {} (storage '{}', partition {}): {}", lower.index, lower.storage->source,
+                  *lower.partition, error.what());
+    }
+    auto key = std::make_pair(disk, *lower.partition);
+    if (cache.partition_nodes.count(key)) continue;
+    std::string node = cache.without_kernel_partitions.count(disk)
+                           ? std::string()
+                           : wait_for_partition(disk, *lower.partition, timeout);
+    if (node.empty()) cache.without_kernel_partitions.insert(disk);
+    cache.partition_nodes.emplace(key, node);
+  }
 }
 
 struct LowerOutcome {
@@ -240,15 +267,12 @@ LowerOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPla
     LowerOutcome outcome;
     LoopDevice partition_slice;
     if (lower.partition) {
-      bool kernel_partitions = true;
       {
+        // locate_partitions found it before the workers started.
         std::lock_guard lock(cache.mutex);
-        kernel_partitions = !cache.without_kernel_partitions.count(disk);
-      }
-      device = kernel_partitions ? wait_for_partition(disk, *lower.partition, timeout) : std::string();
-      if (device.empty()) {
-        std::lock_guard lock(cache.mutex);
-        cache.without_kernel_partitions.insert(disk);
+        auto found = cache.partition_nodes.find({disk, *lower.partition});
+        if (found == cache.partition_nodes.end()) throw Error("partition was not located first");
+        device = found->second;
       }
       PartitionInfo partition = cached_partition(cache, disk, *lower.partition);
       if (auto expected = option_value(storage.options, marker::kPartUuid)) {
@@ -520,6 +544,7 @@ MountResult mount_rootfs(const MountRequest& request) {
     // Lowers, concurrently.
     if (!plan.lowers.empty()) {
       DiskCache disks;
+      locate_partitions(disks, plan.lowers, request.device_timeout);
       std::atomic<size_t> next{0};
       std::mutex outcome_mutex;
       std::vector<std::string> errors;

@@ -81,11 +81,8 @@ evmdk_check no-disks-at-boot sh -c '! ls -d /sys/block/vd* 2>/dev/null'
 # The host hot-plugs once it sees this line; guest mount waits for the serials meanwhile.
 echo EVMDK-HOTPLUG-WAITING
 EVMDK_MOUNT_TIMEOUT_MS=240000
-# One lower at a time. With the default (4 at once) the lowers of a disk that has just been
-# hot-plugged race in the driver: one asks the kernel to re-read the partition table
-# (BLKRRPART) while another is opening a partition, which the re-read removes and re-adds, so
-# the mount fails with ENODEV or falls back to a loop slice (seen on 6.12, about 1 run in 7).
-EVMDK_MOUNT_PARALLEL=1
+# Default parallelism (4 lowers at once): the driver locates every partition of the just
+# hot-plugged disk before it mounts any, so no partition-table re-read races with an open.
 evmdk_check mount evmdk_guest_mount c1 "$R" || exit 1
 )SH" + paths.script + std::string(kThreeLayerViewScript) + R"SH(
 evmdk_check write sh -c "echo 'written after hot-plug' > $R/etc/written && sync"
