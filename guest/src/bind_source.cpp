@@ -6,16 +6,16 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
+#include <algorithm>
 #include <cstring>
+#include <limits>
 
+#include "evmdk/contract/mount_template.h"
 #include "evmdk/error.h"
 
 namespace evmdk::guest {
 
-BindSource parse_bind_source(const std::string& spec) {
-  static constexpr std::string_view kPrefix = "{{ mount ";
-  static constexpr std::string_view kClose = " }}";
+BindSource parse_bind_source(const std::string& spec, size_t mount_count) {
   auto refuse = [&](std::string_view why) {
     return Error("rootfs bind source '{}': {} (only '{{{{ mount N }}}}' or "
                  "'{{{{ mount 0 }}}}/<path inside the upper>' are accepted)", spec, why);
@@ -24,16 +24,13 @@ BindSource parse_bind_source(const std::string& spec) {
     // Quoted only up to the NUL: an error message is a C string.
     throw Error("rootfs bind source '{}\\0...': NUL byte in the template", spec.substr(0, nul));
   }
-  if (spec.compare(0, kPrefix.size(), kPrefix) != 0) throw refuse("not a '{{ mount N }}' template");
-  size_t close = spec.find(kClose, kPrefix.size());
-  if (close == std::string::npos) throw refuse("unterminated template");
-  std::string number = spec.substr(kPrefix.size(), close - kPrefix.size());
+  // The host emits canonical templates; mount_index is an unsigned.
+  const size_t bound = std::min<size_t>(mount_count, size_t{std::numeric_limits<unsigned>::max()} + 1);
+  auto lead = contract::parse_leading_mount(spec, bound, "rootfs bind source",
+                                            contract::TemplateSyntax::Canonical);
   BindSource out;
-  auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), out.mount_index);
-  if (number.empty() || ec != std::errc() || end != number.data() + number.size()) {
-    throw refuse("the mount index is not a number");
-  }
-  std::string rest = spec.substr(close + kClose.size());
+  out.mount_index = static_cast<unsigned>(lead.index);
+  const std::string& rest = lead.rest;
   if (rest.empty()) return out;
   if (out.mount_index != 0) throw refuse("a path is only allowed below the upper, {{ mount 0 }}");
   if (rest[0] != '/') throw refuse("expected '/' after the template");

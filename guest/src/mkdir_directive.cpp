@@ -7,9 +7,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <charconv>
+#include <limits>
 #include <vector>
 
+#include "evmdk/contract/mount_template.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
 
@@ -44,18 +47,14 @@ int open_beneath(int root_fd, const std::string& path) {
 
 }  // namespace
 
-MkdirDirective parse_mkdir_directive(const std::string& spec) {
-  static constexpr std::string_view kPrefix = "{{ mount ";
-  if (spec.compare(0, kPrefix.size(), kPrefix) != 0) {
-    throw Error("mkdir directive '{}': must start with '{{{{ mount N }}}}'", spec);
-  }
-  size_t close = spec.find(" }}", kPrefix.size());
-  if (close == std::string::npos) throw Error("mkdir directive '{}': unterminated template", spec);
+MkdirDirective parse_mkdir_directive(const std::string& spec, size_t mount_count) {
+  // The host emits canonical templates; mount_index is an unsigned.
+  const size_t bound = std::min<size_t>(mount_count, size_t{std::numeric_limits<unsigned>::max()} + 1);
+  auto lead = contract::parse_leading_mount(spec, bound, "mkdir directive",
+                                            contract::TemplateSyntax::Canonical);
   MkdirDirective out;
-  if (!parse_number(spec.substr(kPrefix.size(), close - kPrefix.size()), out.mount_index)) {
-    throw Error("mkdir directive '{}': mount index is not a number", spec);
-  }
-  auto fields = split(spec.substr(close + 3), ':');
+  out.mount_index = static_cast<unsigned>(lead.index);
+  auto fields = split(lead.rest, ':');
   if (fields.size() != 2 && fields.size() != 4) {
     throw Error("mkdir directive '{}': expected {{{{ mount N }}}}/path:mode[:uid:gid]", spec);
   }

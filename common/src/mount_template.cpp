@@ -1,0 +1,132 @@
+#include "evmdk/contract/mount_template.h"
+
+#include <fmt/format.h>
+
+#include "evmdk/checked_math.h"
+#include "evmdk/error.h"
+
+namespace evmdk::contract {
+namespace {
+
+constexpr std::string_view kOpen = "{{";
+constexpr std::string_view kClose = "}}";
+
+[[noreturn]] void refuse(std::string_view context, std::string_view text, std::string_view templ,
+                         std::string_view why) {
+  if (templ.empty()) throw Error("{}: '{}': {}", context, text, why);
+  throw Error("{}: template '{}' in '{}': {}", context, templ, text, why);
+}
+
+// Splits the body between "{{" and "}}" into words. Canonical syntax: one space before each
+// word and one after the last, nothing else.
+std::optional<std::vector<std::string_view>> words_of(std::string_view body, TemplateSyntax syntax) {
+  std::vector<std::string_view> words;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t start = body.find_first_not_of(' ', pos);
+    if (start == std::string_view::npos) break;
+    if (syntax == TemplateSyntax::Canonical && start != pos + 1) return std::nullopt;
+    size_t end = body.find(' ', start);
+    if (end == std::string_view::npos) end = body.size();
+    words.push_back(body.substr(start, end - start));
+    if (words.size() > 3) return std::nullopt;  // no template has more; stop early
+    pos = end;
+  }
+  if (syntax == TemplateSyntax::Canonical && (body.empty() || body.back() != ' ' ||
+                                              (body.size() >= 2 && body[body.size() - 2] == ' '))) {
+    return std::nullopt;
+  }
+  return words;
+}
+
+MountTemplate parse_one(std::string_view templ, std::string_view text, size_t mount_count,
+                        std::string_view context, TemplateSyntax syntax) {
+  std::string_view body = templ.substr(kOpen.size(), templ.size() - kOpen.size() - kClose.size());
+  auto words = words_of(body, syntax);
+  auto unknown = [&]() {
+    refuse(context, text, templ, "unknown template (only {{ mount N }} and {{ overlay A B }})");
+  };
+  if (!words || words->empty()) unknown();
+  const auto& w = *words;
+  MountTemplate out;
+  if (w[0] == "mount" && w.size() == 2) {
+    out.overlay = false;
+  } else if (w[0] == "overlay" && w.size() == 3) {
+    out.overlay = true;
+  } else {
+    unknown();
+  }
+  auto index = [&](std::string_view word) -> size_t {
+    auto value = parse_decimal<size_t>(word);
+    if (!value) {
+      refuse(context, text, templ, fmt::format("'{}' is not a mount number", word));
+    }
+    if (*value >= mount_count) {
+      refuse(context, text, templ,
+             mount_count == 0
+                 ? fmt::format("refers to mount {}, which does not exist (the list is empty)", *value)
+                 : fmt::format("refers to mount {}, which does not exist (the list has {} mounts, 0..{})", *value,
+                               mount_count, mount_count - 1));
+    }
+    return *value;
+  };
+  out.first = index(w[1]);
+  out.last = out.overlay ? index(w[2]) : out.first;
+  return out;
+}
+
+}  // namespace
+
+size_t MountTemplate::count() const { return (first <= last ? last - first : first - last) + 1; }
+
+size_t MountTemplate::at(size_t i) const { return first <= last ? first + i : first - i; }
+
+std::string MountTemplate::render() const {
+  if (overlay) return fmt::format("{{{{ overlay {} {} }}}}", first, last);
+  return fmt::format("{{{{ mount {} }}}}", first);
+}
+
+std::vector<TemplatePiece> parse_templates(std::string_view text, size_t mount_count,
+                                           std::string_view context, TemplateSyntax syntax) {
+  std::vector<TemplatePiece> pieces;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t open = text.find(kOpen, pos);
+    if (open == std::string_view::npos) {
+      pieces.push_back({std::string(text.substr(pos)), std::nullopt});
+      break;
+    }
+    if (open > pos) pieces.push_back({std::string(text.substr(pos, open - pos)), std::nullopt});
+    size_t close = text.find(kClose, open + kOpen.size());
+    if (close == std::string_view::npos) {
+      refuse(context, text, text.substr(open), "unterminated template (no '}}')");
+    }
+    std::string_view templ = text.substr(open, close + kClose.size() - open);
+    pieces.push_back({{}, parse_one(templ, text, mount_count, context, syntax)});
+    pos = close + kClose.size();
+  }
+  return pieces;
+}
+
+LeadingMount parse_leading_mount(std::string_view text, size_t mount_count,
+                                 std::string_view context, TemplateSyntax syntax) {
+  if (text.substr(0, kOpen.size()) != kOpen) {
+    refuse(context, text, {}, "does not start with a {{ mount N }} template");
+  }
+  auto pieces = parse_templates(text, mount_count, context, syntax);
+  const MountTemplate& templ = *pieces.front().templ;
+  if (templ.overlay) {
+    refuse(context, text, templ.render(), "an overlay range here; only {{ mount N }} is accepted");
+  }
+  LeadingMount out;
+  out.index = templ.first;
+  for (size_t i = 1; i < pieces.size(); ++i) {
+    if (pieces[i].templ) {
+      refuse(context, text, pieces[i].templ->render(), "only one template is allowed here");
+    }
+    out.rest += pieces[i].literal;
+  }
+  return out;
+}
+
+}  // namespace evmdk::contract
