@@ -402,7 +402,14 @@ void check_layer_verity(VirtualDisk& disk, const ExpectedLayer& expected, Verifi
                         where(expected.verity_hash_disk_offset), error.what()));
     return;
   }
-  VerityTreeCheck check = verity_check_tree(expected.path, expected.verity_hash_offset, sb, threads);
+  VerityTreeCheck check;
+  try {
+    check = verity_check_tree(expected.path, expected.verity_hash_offset, sb, threads);
+  } catch (const std::exception& error) {
+    problem(fmt::format("{}: dm-verity superblock at {}: {}", layer.name(),
+                        where(expected.verity_hash_disk_offset), error.what()));
+    return;
+  }
   if (check.root_hash != expected.verity_root_hash) {
     problem(fmt::format("{}: dm-verity: its data hashes to root {}, but the guest is given {}; "
                         "reads of the changed blocks will fail with EIO",

@@ -5,7 +5,10 @@
 #include <gmock/gmock.h>
 #include <sys/stat.h>
 
+#include <fmt/format.h>
+
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -84,6 +87,88 @@ TEST_F(HostileInputTest, HugeOverlayRangeIsRefusedBeforeAnyAllocation) {
         << option;
     EXPECT_THAT(result.err, Not(HasSubstr("bad_alloc")));
   }
+}
+
+// ---- item 3: dm-verity superblock sizes and algorithms ----
+
+class HostileVerityTest : public HostileInputTest {
+ protected:
+  void SetUp() override {
+    EVMDK_REQUIRE_TOOLS("mkfs.erofs");
+    test::make_layer(dir.path(), "layer", "00000000-0000-4000-8000-0000000000c1");
+    layer = dir / "layer.erofs";
+    auto format = test::cli({"verity", "format", "--json", layer});
+    ASSERT_EQ(format.exit_code, 0) << format.err;
+    hash_offset = nlohmann::json::parse(test::read_file(layer + ".dmverity"))["hashoffset"].get<uint64_t>();
+  }
+  // Rewrites superblock fields in place (the verity superblock has no checksum).
+  void patch(size_t field_offset, const std::string& bytes) {
+    test::write_bytes(layer, hash_offset + field_offset, bytes);
+  }
+  void patch_le64(size_t field_offset, uint64_t value) {
+    std::string bytes(8, '\0');
+    test::put_le(bytes, 0, value, 8);
+    patch(field_offset, bytes);
+  }
+  // A sidecar whose root hash is `digest_tool` of the tree's top block: what a crafted layer
+  // ships so that the cheap root-hash check passes.
+  void forge_sidecar_root(const std::string& digest_tool) {
+    // Hash type 1: the (32 zero bytes) salt first, then the block.
+    auto digest = test::sh(fmt::format("(head -c 32 /dev/zero; dd if='{}' bs=4096 skip={} count=1 "
+                                       "status=none) | {} | cut -d' ' -f1",
+                                       layer, hash_offset / 4096 + 1, digest_tool));
+    ASSERT_EQ(digest.exit_code, 0);
+    std::string hex = digest.out.substr(0, digest.out.find('\n'));
+    test::write_file(layer + ".dmverity",
+                     nlohmann::json{{"roothash", hex}, {"hashoffset", hash_offset}}.dump());
+  }
+  std::string layer;
+  uint64_t hash_offset = 0;
+};
+
+// An md5 superblock with a matching root hash was shown as "protected" by inspect and used
+// by compose; only sha256 and sha512 may pass.
+TEST_F(HostileVerityTest, Md5SuperblockIsRefusedByInspectAndComposeNamingTheLayer) {
+  std::string algorithm(32, '\0');
+  algorithm.replace(0, 3, "md5");
+  patch(32, algorithm);
+  forge_sidecar_root("md5sum");
+  auto inspect = bounded_cli({"inspect", "--json", layer});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  auto verity = nlohmann::json::parse(inspect.out)["verity"];
+  EXPECT_EQ(verity["state"], "broken");
+  EXPECT_THAT(verity.value("error", ""), AllOf(HasSubstr(layer), HasSubstr("'md5' is not allowed")));
+  auto compose = bounded_cli({"compose", "--verity", "auto", "-o", dir / "out", layer});
+  EXPECT_EQ(compose.exit_code, 1);
+  EXPECT_THAT(compose.err, AllOf(HasSubstr("layer " + layer), HasSubstr("'md5' is not allowed")));
+}
+
+// data_blocks = 1116892707587883008: data_blocks * 4096 wraps to 0, so the data area seemed to
+// lie before the tree; `verify --verity` then sized a tree from it and died (SIGBUS in
+// libcrypto, or bad_alloc under a limit). Every command must refuse it naming the layer.
+TEST_F(HostileVerityTest, OverflowingDataBlocksIsRefusedEverywhereNamingTheLayer) {
+  auto composed = bounded_cli({"compose", "--mode", "gpt", "--verity", "on", "-o", dir / "out", layer});
+  ASSERT_EQ(composed.exit_code, 0) << composed.err;
+  patch_le64(72, 1116892707587883008ull);
+  auto verify = bounded_cli({"verify", "--verity", dir / "out"}, {}, 60);
+  EXPECT_EQ(verify.exit_code, 1) << verify.err;
+  EXPECT_THAT(verify.err, AllOf(HasSubstr("layer 0 (" + layer + ")"), HasSubstr("data area"),
+                                HasSubstr("1116892707587883008 blocks")));
+  auto show = bounded_cli({"verity", "show", layer});
+  EXPECT_EQ(show.exit_code, 1);
+  EXPECT_THAT(show.err, AllOf(HasSubstr(layer), HasSubstr("1116892707587883008 blocks")));
+  auto compose = bounded_cli({"compose", "--verity", "auto", "-o", dir / "out2", layer});
+  EXPECT_EQ(compose.exit_code, 1);
+  EXPECT_THAT(compose.err, AllOf(HasSubstr("layer " + layer), HasSubstr("1116892707587883008 blocks")));
+}
+
+// A tree over fewer blocks than the filesystem would leave the rest unchecked in the guest.
+TEST_F(HostileVerityTest, DataAreaSmallerThanTheFilesystemIsRefused) {
+  patch_le64(72, 1);
+  auto compose = bounded_cli({"compose", "--verity", "auto", "-o", dir / "out", layer});
+  EXPECT_EQ(compose.exit_code, 1);
+  EXPECT_THAT(compose.err, AllOf(HasSubstr("layer " + layer), HasSubstr("dm-verity covers 4096 bytes"),
+                                 HasSubstr("EROFS filesystem is")));
 }
 
 }  // namespace
