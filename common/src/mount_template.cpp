@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+
 #include "evmdk/checked_math.h"
 #include "evmdk/error.h"
 
@@ -125,6 +127,89 @@ LeadingMount parse_leading_mount(std::string_view text, size_t mount_count,
       refuse(context, text, pieces[i].templ->render(), "only one template is allowed here");
     }
     out.rest += pieces[i].literal;
+  }
+  return out;
+}
+
+namespace {
+
+// "/a//b/./c" -> "a/b/c"; nullopt when a component is "..".
+std::optional<std::string> normalise_below(std::string_view path) {
+  std::string out;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    std::string_view component =
+        path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (component == "..") return std::nullopt;
+    if (!component.empty() && component != ".") {
+      if (!out.empty()) out += '/';
+      out += component;
+    }
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+BindSpec parse_bind_spec(std::string_view spec, size_t mount_count) {
+  auto refuse = [&](std::string_view why) {
+    return Error("rootfs bind source '{}': {} (only '{{{{ mount N }}}}' or "
+                 "'{{{{ mount 0 }}}}/<path inside the upper>' are accepted)", spec, why);
+  };
+  if (auto nul = spec.find('\0'); nul != std::string_view::npos) {
+    // Quoted only up to the NUL: an error message is a C string.
+    throw Error("rootfs bind source '{}\\0...': NUL byte in the template", spec.substr(0, nul));
+  }
+  auto lead = parse_leading_mount(spec, mount_count, "rootfs bind source", TemplateSyntax::Canonical);
+  BindSpec out;
+  out.mount_index = lead.index;
+  if (lead.rest.empty()) return out;
+  if (out.mount_index != 0) throw refuse("a path is only allowed below the upper, {{ mount 0 }}");
+  if (lead.rest[0] != '/') throw refuse("expected '/' after the template");
+  auto path = normalise_below(lead.rest);
+  if (!path) throw refuse("'..' is not allowed");
+  if (path->empty()) throw refuse("the path names the upper's root; use '{{ mount 0 }}' alone");
+  out.path = std::move(*path);
+  return out;
+}
+
+MkdirSpec parse_mkdir_spec(std::string_view spec, size_t mount_count) {
+  auto lead = parse_leading_mount(spec, mount_count, "mkdir directive", TemplateSyntax::Canonical);
+  MkdirSpec out;
+  out.mount_index = lead.index;
+  std::vector<std::string_view> fields;
+  std::string_view rest = lead.rest;
+  for (size_t start = 0;;) {
+    size_t colon = rest.find(':', start);
+    fields.push_back(rest.substr(start, colon == std::string_view::npos ? std::string_view::npos
+                                                                        : colon - start));
+    if (colon == std::string_view::npos || fields.size() > 4) break;
+    start = colon + 1;
+  }
+  if (fields.size() != 2 && fields.size() != 4) {
+    throw Error("mkdir directive '{}': expected {{{{ mount N }}}}/path:mode[:uid:gid]", spec);
+  }
+  if (fields[0].empty() || fields[0][0] != '/') {
+    throw Error("mkdir directive '{}': path must start with '/' after the template", spec);
+  }
+  auto path = normalise_below(fields[0]);
+  if (!path) throw Error("mkdir directive '{}': '..' is not allowed", spec);
+  if (path->empty()) throw Error("mkdir directive '{}': names the mount root itself", spec);
+  out.path = std::move(*path);
+  uint32_t mode = 0;
+  auto [end, ec] = std::from_chars(fields[1].data(), fields[1].data() + fields[1].size(), mode, 8);
+  if (fields[1].empty() || ec != std::errc() || end != fields[1].data() + fields[1].size() ||
+      mode > 07777) {
+    throw Error("mkdir directive '{}': mode '{}' is not an octal mode", spec, fields[1]);
+  }
+  out.mode = mode;
+  if (fields.size() == 4) {
+    out.uid = parse_decimal<uint32_t>(fields[2]);
+    out.gid = parse_decimal<uint32_t>(fields[3]);
+    if (!out.uid || !out.gid) throw Error("mkdir directive '{}': uid/gid must be numbers", spec);
   }
   return out;
 }

@@ -92,6 +92,19 @@ std::vector<TemplatePiece> split_templates(std::string_view text, size_t mount_c
   return contract::parse_templates(text, mount_count, context);
 }
 
+// The guest parses what the plan hands it with the same contract functions: check here, so a
+// list the guest would refuse fails in the hook, naming the mount and the option.
+template <typename Parse>
+void check_guest_spec(Parse parse, const std::string& guest_text, const HookPlan& plan,
+                      const std::vector<ContainerdMount>& mounts, size_t index,
+                      std::string_view option) {
+  try {
+    (void)parse(guest_text, plan.lowers.size() + 1);  // the guest's mounts: upper + lowers
+  } catch (const Error& error) {
+    throw Error("{}: {}", describe_option(mounts, index, option), error.what());
+  }
+}
+
 std::string mount_template(size_t n) { return fmt::format("{{{{ mount {} }}}}", n); }
 
 // Renumbers one option for the guest, naming the mount and the option in errors.
@@ -323,6 +336,10 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
           throw Error("{}: mkdir directive '{}' on a host directory", describe(mounts, 0), option);
         } else if (starts_with(option, "X-containerd.")) {
           throw Error("{}: unsupported option '{}'", describe(mounts, 0), option);
+        } else if (option.find("{{") != std::string::npos) {
+          // Nothing in the guest resolves a template against a shared host directory.
+          throw Error("{}: template in option '{}' of a host directory bind",
+                      describe_option(mounts, 0, option), option);
         } else {
           plan.bind_options.push_back(option);
         }
@@ -429,8 +446,10 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
       if (spec.find("{{") == std::string::npos) {
         throw Error("{}: mkdir directive '{}' names a host path", describe(mounts, final_index), spec);
       }
-      plan.mkdir_specs.push_back(
-          renumber(spec, map, mounts, final_index, "X-containerd.mkdir.path=" + spec));
+      const std::string option = "X-containerd.mkdir.path=" + spec;
+      plan.mkdir_specs.push_back(renumber(spec, map, mounts, final_index, option));
+      check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
+                       final_index, option);
     }
     plan.rootfs = RootfsKind::Overlay;
     return plan;
@@ -478,6 +497,8 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
     }
     TemplateMap map = make_map(mounts, plan);
     plan.bind_source = renumber(source, map, mounts, final_index, "source=" + source);
+    check_guest_spec(contract::parse_bind_spec, plan.bind_source, plan, mounts, final_index,
+                     "source=" + source);
     for (const auto& option : final_mount.options) {
       if (option == "ro") {
         plan.read_only = true;
@@ -488,6 +509,8 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
         }
       } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
         plan.mkdir_specs.push_back(renumber(*spec, map, mounts, final_index, option));
+        check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
+                         final_index, option);
       } else if (starts_with(option, "X-containerd.")) {
         throw Error("{}: unsupported option '{}'", describe(mounts, final_index), option);
       } else {

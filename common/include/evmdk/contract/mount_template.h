@@ -5,6 +5,7 @@
 // mounts in the list before anything is built from it, arithmetic is overflow-checked, and an
 // overlay range is never expanded into a list: callers walk it with count()/at().
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -58,5 +59,30 @@ struct LeadingMount {
 LeadingMount parse_leading_mount(std::string_view text, size_t mount_count,
                                  std::string_view context,
                                  TemplateSyntax syntax = TemplateSyntax::Lenient);
+
+// The two templated specs the host hands the guest, parsed here once so the hook refuses what
+// the guest would (a plan the guest cannot mount must fail on the host, naming the mount).
+// Both take canonical templates only and bound N by `mount_count` (the guest's mounts).
+
+// A rootfs bind source (X-erofs-vmdk.rootfs-bind=): `{{ mount N }}` (the root of mount N) or
+// `{{ mount 0 }}/relative/path` (a directory inside the upper; no "..", not the root itself).
+// Throws evmdk::Error "rootfs bind source '<spec>': <why> (...)".
+struct BindSpec {
+  size_t mount_index = 0;
+  std::string path;  // normalised, relative; empty = the mount's root
+};
+BindSpec parse_bind_spec(std::string_view spec, size_t mount_count);
+
+// A mkdir directive (X-containerd.mkdir.path= / X-kata.mkdir.path=):
+// `{{ mount N }}/path:mode[:uid:gid]`, mode octal <= 07777. Throws evmdk::Error
+// "mkdir directive '<spec>': <why>".
+struct MkdirSpec {
+  size_t mount_index = 0;
+  std::string path;  // normalised, relative, never empty
+  uint32_t mode = 0755;
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+};
+MkdirSpec parse_mkdir_spec(std::string_view spec, size_t mount_count);
 
 }  // namespace evmdk::contract
