@@ -237,7 +237,7 @@ ErofsInfo probe_image_at(int fd, uint64_t offset, uint64_t size, const std::stri
 
 ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options) {
   // Never blocks on a FIFO; a device or other special file is refused before the first read.
-  InputFile file = open_input_file(path, "layer", options.allow_block_device
+  InputFile file = open_input_file(path, "file", options.allow_block_device
                                                       ? InputKind::RegularOrBlockDevice
                                                       : InputKind::RegularFile);
   uint64_t size = static_cast<uint64_t>(file.st.st_size);
