@@ -74,6 +74,8 @@ void register_verify_commands(CLI::App& app) {
   verify->add_flag("--verity", args->options.check_verity,
                    "recompute each dm-verity protected layer's hash tree and check it against the "
                    "root hash the guest gets");
+  verify->add_flag("--trust-descriptor", args->options.trust_descriptor,
+                   "verify a descriptor that has no layout.json beside it (reads every file it names)");
   verify->add_flag("--json", args->json, "print the report as JSON");
   verify->add_option("--threads", args->options.threads, "digest threads (default: one per core)");
   verify->add_option("--chunk-size", args->options.chunk_size, "bytes per read (default 4 MiB)");
