@@ -94,12 +94,6 @@ uint64_t round_up(uint64_t value, uint64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
-uint64_t file_size_of(int fd, const std::string& path) {
-  struct stat st{};
-  if (::fstat(fd, &st) != 0) throw_errno("cannot stat {}", path);
-  return static_cast<uint64_t>(st.st_size);
-}
-
 // EROFS filesystem size from its superblock, or nullopt when the file is not EROFS.
 std::optional<uint64_t> erofs_image_size(int fd, const std::string& path, uint64_t file_size) {
   if (file_size < kErofsSuperblockOffset + 128) return std::nullopt;
@@ -448,8 +442,16 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
                   layer_path, sidecar_path, existing->root_hash);
     }
   }
-  UniqueFd fd = open_or_throw(layer_path, O_RDWR);
-  uint64_t size = file_size_of(fd.get(), layer_path);
+  // O_NONBLOCK: a FIFO must not hang the open; only a regular file is formatted.
+  UniqueFd fd(::open(layer_path.c_str(), O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd) throw_errno("layer {}: cannot open for writing", layer_path);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno("layer {}: cannot stat", layer_path);
+  if (!S_ISREG(st.st_mode)) {
+    throw Error("layer {}: is a {}, not a regular file", layer_path, file_type_name(st.st_mode));
+  }
+  if (::fcntl(fd.get(), F_SETFL, O_RDWR) != 0) throw_errno("layer {}: fcntl", layer_path);
+  uint64_t size = static_cast<uint64_t>(st.st_size);
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
 
   VeritySuperblock sb;
