@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -87,6 +89,149 @@ TEST_F(HostileInputTest, HugeOverlayRangeIsRefusedBeforeAnyAllocation) {
         << option;
     EXPECT_THAT(result.err, Not(HasSubstr("bad_alloc")));
   }
+}
+
+// ---- item 2: special files never block a command ----
+
+class HostileFilesTest : public HostileInputTest {
+ protected:
+  void SetUp() override {
+    EVMDK_REQUIRE_TOOLS("mkfs.erofs");
+    test::make_layer(dir.path(), "top", "00000000-0000-4000-8000-0000000000d1");
+    fifo = dir / "fifo";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  }
+  // A FIFO must be refused at once, naming it and its type: before the fix `open(O_RDONLY)`
+  // blocked forever (the timeout kills the command: exit 137).
+  static void expect_fifo_refused(const test::CommandResult& result, const std::string& fifo,
+                                  const std::string& what) {
+    EXPECT_NE(result.exit_code, 137) << what << ": hung on the FIFO";
+    EXPECT_NE(result.exit_code, 0) << what;
+    EXPECT_THAT(result.err, AllOf(HasSubstr(fifo), HasSubstr("is a FIFO"))) << what;
+  }
+  std::string fifo;
+};
+
+TEST_F(HostileFilesTest, FifoAsALayerOrDescriptorIsRefusedByInspectComposeLintMap) {
+  expect_fifo_refused(bounded_cli({"inspect", fifo}, {}, 10), fifo, "inspect");
+  expect_fifo_refused(bounded_cli({"compose", "-o", dir / "out", fifo}, {}, 10), fifo, "compose");
+  expect_fifo_refused(bounded_cli({"compose", "--mode", "gpt", "-o", dir / "out", dir / "top.erofs", fifo}, {}, 10),
+                      fifo, "compose of a second layer");
+  expect_fifo_refused(bounded_cli({"lint", fifo}, {}, 10), fifo, "lint of a FIFO descriptor");
+  expect_fifo_refused(bounded_cli({"map", fifo}, {}, 10), fifo, "map of a FIFO descriptor");
+  expect_fifo_refused(bounded_cli({"verity", "format", fifo}, {}, 10), fifo, "verity format");
+}
+
+TEST_F(HostileFilesTest, FifoAsAHookLayerOrDeviceBlobIsRefusedNamingTheMount) {
+  auto layer = hook(R"([{"type":"erofs","source":")" + fifo + R"("}])");
+  expect_fifo_refused(layer, fifo, "hook layer");
+  EXPECT_THAT(layer.err, HasSubstr("mount 0 (type 'erofs')"));
+  auto device = hook(R"([{"type":"erofs","source":")" + dir / "top.erofs" +
+                     R"(","options":["device=)" + fifo + R"("]}])");
+  expect_fifo_refused(device, fifo, "hook device= blob");
+  EXPECT_THAT(device.err, HasSubstr("device= blob"));
+}
+
+// A descriptor's extent file that is a FIFO: lint reports it and verify refuses it, neither
+// hangs. (verify reads only what layout.json lists, so the FIFO replaces a listed layer.)
+TEST_F(HostileFilesTest, FifoAsAnExtentFileIsReportedByLintAndVerify) {
+  test::make_layer(dir.path(), "base", "00000000-0000-4000-8000-0000000000d2");
+  auto composed = bounded_cli({"compose", "--mode", "gpt", "-o", dir / "out", dir / "top.erofs", dir / "base.erofs"});
+  ASSERT_EQ(composed.exit_code, 0) << composed.err;
+  fs::remove(dir / "base.erofs");
+  ASSERT_EQ(::mkfifo((dir / "base.erofs").c_str(), 0600), 0);
+  std::string base = dir / "base.erofs";
+  auto lint = bounded_cli({"lint", dir / "out/disk.vmdk"}, {}, 10);
+  EXPECT_NE(lint.exit_code, 137) << "lint hung on the FIFO extent";
+  EXPECT_THAT(lint.out + lint.err, AllOf(HasSubstr(base), HasSubstr("FIFO")));
+  auto verify = bounded_cli({"verify", dir / "out"}, {}, 10);
+  expect_fifo_refused(verify, base, "verify");
+}
+
+// ---- item 4: what QEMU opens is what was probed ----
+
+TEST_F(HostileFilesTest, SymlinkedLayerIsRecordedByItsResolvedPath) {
+  test::make_layer(dir.path(), "base", "00000000-0000-4000-8000-0000000000d3");
+  fs::create_symlink(dir / "top.erofs", dir / "link.erofs");
+  auto composed = bounded_cli({"compose", "--mode", "gpt", "-o", dir / "out", dir / "link.erofs", dir / "base.erofs"});
+  ASSERT_EQ(composed.exit_code, 0) << composed.err;
+  std::string descriptor = test::read_file(dir / "out/disk.vmdk");
+  std::string layout = test::read_file(dir / "out/layout.json");
+  std::string resolved = fs::canonical(dir / "top.erofs").string();
+  EXPECT_THAT(descriptor, HasSubstr("\"" + resolved + "\""));
+  EXPECT_THAT(descriptor, Not(HasSubstr("link.erofs")));
+  EXPECT_THAT(layout, Not(HasSubstr("link.erofs")));
+  // Retargeting the link afterwards changes nothing the guest reads.
+  fs::remove(dir / "link.erofs");
+  fs::create_symlink("/etc/hostname", dir / "link.erofs");
+  EXPECT_EQ(bounded_cli({"verify", dir / "out"}).exit_code, 0);
+}
+
+TEST_F(HostileFilesTest, BlockDeviceAsALayerIsRefused) {
+  std::string device;
+  for (const auto& entry : fs::directory_iterator("/dev")) {
+    if (entry.is_block_file()) {
+      device = entry.path().string();
+      break;
+    }
+  }
+  if (device.empty()) GTEST_SKIP() << "no block device node in /dev";
+  auto result = bounded_cli({"compose", "-o", dir / "out", device}, {}, 10);
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, AllOf(HasSubstr(device), HasSubstr("is a block device, not a regular file")));
+}
+
+// A layer file replaced (new inode), or rewritten in place with another image of the same
+// size, after compose: verify names the layer instead of passing.
+TEST_F(HostileFilesTest, VerifyDetectsALayerFileThatIsNoLongerTheOneComposed) {
+  test::make_layer(dir.path(), "base", "00000000-0000-4000-8000-0000000000d4");
+  test::make_layer(dir.path(), "other", "00000000-0000-4000-8000-0000000000d5");
+  auto composed = bounded_cli({"compose", "--mode", "gpt", "-o", dir / "out", dir / "top.erofs", dir / "base.erofs"});
+  ASSERT_EQ(composed.exit_code, 0) << composed.err;
+  ASSERT_EQ(bounded_cli({"verify", dir / "out"}).exit_code, 0);
+  std::string base = fs::canonical(dir / "base.erofs").string();
+  fs::rename(dir / "other.erofs", dir / "base.erofs");  // a new inode under the composed name
+  auto replaced = bounded_cli({"verify", dir / "out"});
+  EXPECT_EQ(replaced.exit_code, 1);
+  EXPECT_THAT(replaced.err, AllOf(HasSubstr("layer 1 (" + base + "): the file is no longer the one composed"),
+                                  HasSubstr("device:inode")));
+}
+
+// ---- item 5: verify is not a file-reading oracle ----
+
+TEST_F(HostileFilesTest, VerifyRefusesAHandWrittenDescriptorWithoutLayout) {
+  std::string descriptor = dir / "evil.vmdk";
+  test::write_file(descriptor, "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+                               "createType=\"monolithicFlat\"\n\nRW 8 FLAT \"/etc/shadow\" 0\n");
+  auto result = bounded_cli({"verify", "--digest", "sha256", descriptor});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, AllOf(HasSubstr(descriptor), HasSubstr("has no layout.json"),
+                                HasSubstr("--trust-descriptor")));
+  EXPECT_THAT(result.out, Not(HasSubstr("sha256")));
+}
+
+TEST_F(HostileFilesTest, VerifyReadsOnlyFilesLayoutJsonLists) {
+  test::make_layer(dir.path(), "base", "00000000-0000-4000-8000-0000000000d6");
+  auto composed = bounded_cli({"compose", "--mode", "gpt", "-o", dir / "out", dir / "top.erofs", dir / "base.erofs"});
+  ASSERT_EQ(composed.exit_code, 0) << composed.err;
+  std::string base = fs::canonical(dir / "base.erofs").string();
+  std::string text = test::read_file(dir / "out/disk.vmdk");
+  text.replace(text.find(base), base.size(), "/etc/shadow");
+  test::write_file(dir / "out/disk.vmdk", text);
+  auto result = bounded_cli({"verify", "--digest", "sha256", dir / "out"});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, AllOf(HasSubstr("names /etc/shadow, which"), HasSubstr("layout.json does not list"),
+                                HasSubstr("refusing to read it")));
+}
+
+// Issue 17 item 6: a missing layer is the first and only error (no dm-verity warning first).
+TEST_F(HostileFilesTest, ComposeOfAMissingLayerReportsOnlyThatItIsMissing) {
+  std::string missing = dir / "missing.erofs";
+  auto result = bounded_cli({"compose", "-o", dir / "out", dir / "top.erofs", missing});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, AllOf(HasSubstr(missing), HasSubstr("No such file or directory")));
+  EXPECT_THAT(result.err, Not(HasSubstr("dm-verity")));
+  EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
 }
 
 // ---- item 3: dm-verity superblock sizes and algorithms ----
