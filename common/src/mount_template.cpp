@@ -61,7 +61,7 @@ MountTemplate parse_one(std::string_view templ, std::string_view text, size_t mo
   auto index = [&](std::string_view word) -> size_t {
     auto value = parse_decimal<size_t>(word);
     if (!value) {
-      refuse(context, text, templ, fmt::format("'{}' is not a mount number", word));
+      refuse(context, text, templ, fmt::format("'{}' is not a number (a mount index)", word));
     }
     if (*value >= mount_count) {
       refuse(context, text, templ,
@@ -113,12 +113,12 @@ std::vector<TemplatePiece> parse_templates(std::string_view text, size_t mount_c
 LeadingMount parse_leading_mount(std::string_view text, size_t mount_count,
                                  std::string_view context, TemplateSyntax syntax) {
   if (text.substr(0, kOpen.size()) != kOpen) {
-    refuse(context, text, {}, "does not start with a {{ mount N }} template");
+    refuse(context, text, {}, "not a '{{ mount N }}' template (it must start with one)");
   }
   auto pieces = parse_templates(text, mount_count, context, syntax);
   const MountTemplate& templ = *pieces.front().templ;
   if (templ.overlay) {
-    refuse(context, text, templ.render(), "an overlay range here; only {{ mount N }} is accepted");
+    refuse(context, text, templ.render(), "an overlay range is not a '{{ mount N }}' template");
   }
   LeadingMount out;
   out.index = templ.first;

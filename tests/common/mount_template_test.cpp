@@ -51,9 +51,9 @@ TEST(MountTemplate, RefusesIndicesPastTheListBeforeBuildingAnything) {
   EXPECT_THAT(error_of("{{ mount 0 }}", 0), HasSubstr("the list is empty"));
   // Past 64 bits, signs, hex: not numbers at all.
   EXPECT_THAT(error_of("{{ mount 18446744073709551616 }}", 3),
-              HasSubstr("'18446744073709551616' is not a mount number"));
-  EXPECT_THAT(error_of("{{ mount -1 }}", 3), HasSubstr("'-1' is not a mount number"));
-  EXPECT_THAT(error_of("{{ mount 0x1 }}", 3), HasSubstr("'0x1' is not a mount number"));
+              HasSubstr("'18446744073709551616' is not a number (a mount index)"));
+  EXPECT_THAT(error_of("{{ mount -1 }}", 3), HasSubstr("'-1' is not a number"));
+  EXPECT_THAT(error_of("{{ mount 0x1 }}", 3), HasSubstr("'0x1' is not a number"));
 }
 
 TEST(MountTemplate, RefusesUnknownAndUnterminatedTemplatesQuotingTheText) {
@@ -85,8 +85,8 @@ TEST(MountTemplate, LeadingMountTakesExactlyOneMountTemplate) {
     return std::string("accepted");
   };
   EXPECT_THAT(message("/host/{{ mount 1 }}"),
-              HasSubstr("mkdir directive: '/host/{{ mount 1 }}': does not start with"));
-  EXPECT_THAT(message("{{ overlay 1 2 }}"), HasSubstr("only {{ mount N }} is accepted"));
+              HasSubstr("mkdir directive: '/host/{{ mount 1 }}': not a '{{ mount N }}' template"));
+  EXPECT_THAT(message("{{ overlay 1 2 }}"), HasSubstr("an overlay range is not a '{{ mount N }}' template"));
   EXPECT_THAT(message("{{ mount 1 }}/{{ mount 2 }}"), HasSubstr("only one template"));
   EXPECT_THAT(message("{{ mount 18446744073709551615 }}/x"), HasSubstr("does not exist"));
 }
