@@ -6,48 +6,20 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
+#include <algorithm>
 #include <cstring>
+#include <limits>
 
+#include "evmdk/contract/mount_template.h"
 #include "evmdk/error.h"
 
 namespace evmdk::guest {
 
-BindSource parse_bind_source(const std::string& spec) {
-  static constexpr std::string_view kPrefix = "{{ mount ";
-  static constexpr std::string_view kClose = " }}";
-  auto refuse = [&](std::string_view why) {
-    return Error("rootfs bind source '{}': {} (only '{{{{ mount N }}}}' or "
-                 "'{{{{ mount 0 }}}}/<path inside the upper>' are accepted)", spec, why);
-  };
-  if (auto nul = spec.find('\0'); nul != std::string::npos) {
-    // Quoted only up to the NUL: an error message is a C string.
-    throw Error("rootfs bind source '{}\\0...': NUL byte in the template", spec.substr(0, nul));
-  }
-  if (spec.compare(0, kPrefix.size(), kPrefix) != 0) throw refuse("not a '{{ mount N }}' template");
-  size_t close = spec.find(kClose, kPrefix.size());
-  if (close == std::string::npos) throw refuse("unterminated template");
-  std::string number = spec.substr(kPrefix.size(), close - kPrefix.size());
-  BindSource out;
-  auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), out.mount_index);
-  if (number.empty() || ec != std::errc() || end != number.data() + number.size()) {
-    throw refuse("the mount index is not a number");
-  }
-  std::string rest = spec.substr(close + kClose.size());
-  if (rest.empty()) return out;
-  if (out.mount_index != 0) throw refuse("a path is only allowed below the upper, {{ mount 0 }}");
-  if (rest[0] != '/') throw refuse("expected '/' after the template");
-  size_t start = 1;
-  while (start <= rest.size()) {
-    size_t slash = rest.find('/', start);
-    std::string component = rest.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-    if (component == "..") throw refuse("'..' is not allowed");
-    if (!component.empty() && component != ".") out.path += (out.path.empty() ? "" : "/") + component;
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
-  if (out.path.empty()) throw refuse("the path names the upper's root; use '{{ mount 0 }}' alone");
-  return out;
+BindSource parse_bind_source(const std::string& spec, size_t mount_count) {
+  // mount_index is an unsigned: bound N by that too.
+  const size_t bound = std::min<size_t>(mount_count, size_t{std::numeric_limits<unsigned>::max()} + 1);
+  contract::BindSpec parsed = contract::parse_bind_spec(spec, bound);
+  return BindSource{static_cast<unsigned>(parsed.mount_index), std::move(parsed.path)};
 }
 
 UniqueFd open_bind_source(const std::string& root, const BindSource& source, const std::string& spec) {

@@ -7,21 +7,17 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <charconv>
+#include <limits>
 #include <vector>
 
+#include "evmdk/contract/mount_template.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::guest {
 namespace {
-
-template <typename T>
-bool parse_number(const std::string& text, T& out, int base = 10) {
-  if (text.empty()) return false;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out, base);
-  return ec == std::errc() && end == text.data() + text.size();
-}
 
 std::vector<std::string> split(const std::string& text, char separator) {
   std::vector<std::string> parts;
@@ -44,47 +40,16 @@ int open_beneath(int root_fd, const std::string& path) {
 
 }  // namespace
 
-MkdirDirective parse_mkdir_directive(const std::string& spec) {
-  static constexpr std::string_view kPrefix = "{{ mount ";
-  if (spec.compare(0, kPrefix.size(), kPrefix) != 0) {
-    throw Error("mkdir directive '{}': must start with '{{{{ mount N }}}}'", spec);
-  }
-  size_t close = spec.find(" }}", kPrefix.size());
-  if (close == std::string::npos) throw Error("mkdir directive '{}': unterminated template", spec);
+MkdirDirective parse_mkdir_directive(const std::string& spec, size_t mount_count) {
+  // mount_index is an unsigned: bound N by that too.
+  const size_t bound = std::min<size_t>(mount_count, size_t{std::numeric_limits<unsigned>::max()} + 1);
+  contract::MkdirSpec parsed = contract::parse_mkdir_spec(spec, bound);
   MkdirDirective out;
-  if (!parse_number(spec.substr(kPrefix.size(), close - kPrefix.size()), out.mount_index)) {
-    throw Error("mkdir directive '{}': mount index is not a number", spec);
-  }
-  auto fields = split(spec.substr(close + 3), ':');
-  if (fields.size() != 2 && fields.size() != 4) {
-    throw Error("mkdir directive '{}': expected {{{{ mount N }}}}/path:mode[:uid:gid]", spec);
-  }
-  std::string path = fields[0];
-  if (path.empty() || path[0] != '/') {
-    throw Error("mkdir directive '{}': path must start with '/' after the template", spec);
-  }
-  std::string normal;
-  for (const auto& component : split(path.substr(1), '/')) {
-    if (component.empty() || component == ".") continue;
-    if (component == "..") throw Error("mkdir directive '{}': '..' is not allowed", spec);
-    normal += (normal.empty() ? "" : "/") + component;
-  }
-  if (normal.empty()) throw Error("mkdir directive '{}': names the mount root itself", spec);
-  out.path = normal;
-  unsigned mode = 0;
-  if (!parse_number(fields[1], mode, 8) || mode > 07777) {
-    throw Error("mkdir directive '{}': mode '{}' is not an octal mode", spec, fields[1]);
-  }
-  out.mode = static_cast<mode_t>(mode);
-  if (fields.size() == 4) {
-    uid_t uid = 0;
-    gid_t gid = 0;
-    if (!parse_number(fields[2], uid) || !parse_number(fields[3], gid)) {
-      throw Error("mkdir directive '{}': uid/gid must be numbers", spec);
-    }
-    out.uid = uid;
-    out.gid = gid;
-  }
+  out.mount_index = static_cast<unsigned>(parsed.mount_index);
+  out.path = std::move(parsed.path);
+  out.mode = static_cast<mode_t>(parsed.mode);
+  if (parsed.uid) out.uid = static_cast<uid_t>(*parsed.uid);
+  if (parsed.gid) out.gid = static_cast<gid_t>(*parsed.gid);
   return out;
 }
 

@@ -16,6 +16,8 @@
 #include "evmdk/atomic_file.h"
 #include "evmdk/error.h"
 #include "evmdk/host/gpt.h"
+#include "evmdk/host/layout.h"
+#include "evmdk/input_file.h"
 #include "evmdk/host/verity.h"
 #include "evmdk/unique_fd.h"
 
@@ -116,10 +118,9 @@ std::string qemu_escape(const std::string& value) {
   return out;
 }
 
-bool has_erofs_magic(const std::string& path) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
+bool has_erofs_magic(const InputFile& file, const std::string& path) {
   uint8_t magic[4];
-  size_t got = pread_full(fd.get(), magic, sizeof magic, kSuperblockOffset, path);
+  size_t got = pread_full(file.fd.get(), magic, sizeof magic, kSuperblockOffset, path);
   if (got < sizeof magic) return false;
   uint32_t value = static_cast<uint32_t>(magic[0]) | (static_cast<uint32_t>(magic[1]) << 8) |
                    (static_cast<uint32_t>(magic[2]) << 16) |
@@ -252,7 +253,7 @@ struct Planner {
     add_extent("gpt-tail", gpt::tail_sectors(table.entry_count), output_file(kGptTailName),
                std::nullopt);
     result.disk_format = "vmdk";
-    result.layout["entry_count"] = table.entry_count;
+    entry_count_ = table.entry_count;
   }
 
   // Flat: the fsmeta's filesystem blocks, then every device blob at its slot's
@@ -469,57 +470,49 @@ struct Planner {
                    {"drive", drive},
                    {"fdsets", fdsets}};
 
-    nlohmann::json extents = nlohmann::json::array();
+    Layout layout;
     for (const auto& e : result.extents) {
-      nlohmann::json j{{"role", e.role},
-                       {"first_lba", e.first_lba},
-                       {"last_lba", e.first_lba + e.sectors - 1},
-                       {"sectors", e.sectors},
-                       {"path", e.path},
-                       {"file_offset_sectors", e.file_offset}};
-      if (e.layer_index) j["layer_index"] = *e.layer_index;
-      extents.push_back(std::move(j));
+      layout.extents.push_back({e.role, e.first_lba, e.sectors, e.path, e.file_offset, e.layer_index});
     }
-    nlohmann::json layers = nlohmann::json::array();
     for (const auto& l : result.layers) {
-      nlohmann::json j{{"index", l.index},
-                       {"path", l.path},
-                       {"first_lba", l.first_lba},
-                       {"last_lba", l.first_lba + l.sectors - 1},
-                       {"sectors", l.sectors},
-                       {"file_size", l.info.file_size},
-                       {"erofs", l.is_erofs}};
-      if (l.is_erofs) {
-        j["erofs_uuid"] = l.info.uuid_string;
-        j["fs_size"] = l.info.fs_size;
-        j["block_size"] = l.info.block_size();
-        j["volume_name"] = l.info.volume_name;
-      }
+      LayoutLayer j;
+      j.index = l.index;
+      j.path = l.path;
+      j.first_lba = l.first_lba;
+      j.sectors = l.sectors;
+      j.file_size = l.info.file_size;
+      j.erofs = l.is_erofs;
+      j.erofs_uuid = l.info.uuid_string;
+      j.fs_size = l.info.fs_size;
+      j.block_size = l.info.block_size();
+      j.volume_name = l.info.volume_name;
+      j.identity = l.identity;
       if (l.verity_hash_disk_offset) {
-        j["verity"] = {{"roothash", l.verity_root_hash},
-                       {"hash_offset", *l.verity_hash_offset},
-                       {"hash_disk_offset", *l.verity_hash_disk_offset}};
+        j.verity_root_hash = l.verity_root_hash;
+        j.verity_hash_offset = *l.verity_hash_offset;
+        j.verity_hash_disk_offset = *l.verity_hash_disk_offset;
       }
       if (l.partition_number) {
-        j["partition"] = *l.partition_number;
-        j["partition_first_lba"] = l.first_lba;
-        j["partition_last_lba"] = l.first_lba + l.partition_sectors - 1;
-        j["partuuid"] = l.partuuid;
-        j["partition_name"] = l.partition_name;
+        j.partition = *l.partition_number;
+        j.partition_first_lba = l.first_lba;
+        j.partition_last_lba = l.first_lba + l.partition_sectors - 1;
+        j.partuuid = l.partuuid;
+        j.partition_name = l.partition_name;
       }
-      layers.push_back(std::move(j));
+      layout.layers.push_back(std::move(j));
     }
-    result.layout["mode"] = to_string(result.mode);
-    result.layout["disk"] = result.disk_path;
-    result.layout["format"] = format;
-    result.layout["serial"] = result.serial;
-    result.layout["disk_sectors"] = result.disk_sectors;
-    if (!result.disk_guid.empty()) result.layout["disk_guid"] = result.disk_guid;
-    result.layout["layers"] = std::move(layers);
-    result.layout["extents"] = std::move(extents);
+    layout.mode = to_string(result.mode);
+    layout.disk = result.disk_path;
+    layout.format = format;
+    layout.serial = result.serial;
+    layout.disk_sectors = result.disk_sectors;
+    layout.disk_guid = result.disk_guid;
+    layout.entry_count = entry_count_;
+    result.layout = to_json(layout);
   }
 
   std::vector<std::vector<std::string>> extra_options_;  // per layer, top first
+  std::optional<uint32_t> entry_count_;                   // gpt
 
   ComposeResult plan() {
     if (options.layers.empty()) throw Error("compose: no layers given");
@@ -544,21 +537,26 @@ struct Planner {
         bool maybe_blob = i > 0 && (options.mode == ComposeMode::Flat ||
                                     (options.mode == ComposeMode::Auto && !layers.empty() &&
                                      layers[0].info.extra_devices > 0));
-        if (maybe_blob && !has_erofs_magic(layer.path)) {
+        // Opened once, without blocking: a FIFO or device is refused before the first read.
+        InputFile file = open_input_file(layer.path, "file");
+        if (maybe_blob && !has_erofs_magic(file, layer.path)) {
           layer.is_erofs = false;
+          layer.identity = blob_identity(file, layer.path);
+          layer.path = file.resolved_path;
           layer.info.path = layer.path;
-          struct stat st {};
-          if (::stat(layer.path.c_str(), &st) != 0) throw_errno("cannot stat {}", layer.path);
-          if (!S_ISREG(st.st_mode)) throw Error("{}: not a regular file", layer.path);
-          layer.info.file_size = static_cast<uint64_t>(st.st_size);
-          layer.info.device = st.st_dev;
-          layer.info.inode = st.st_ino;
+          layer.info.file_size = layer.identity.size;
+          layer.info.device = layer.identity.device;
+          layer.info.inode = layer.identity.inode;
           Sha256 sha;
-          sha.add(fmt::format("erofs-vmdk blob identity v1 {}", st.st_size));
+          sha.add(fmt::format("erofs-vmdk blob identity v1 {}", layer.identity.size));
           layer.info.identity = sha.finish();
         } else {
           layer.info = probe_layer(layer.path, ProbeOptions{options.check_blkid});
+          // What QEMU opens must be what was probed: the resolved file, not a symlink to it.
+          layer.path = layer.info.resolved_path;
           layer.info.path = layer.path;
+          layer.identity = {layer.info.device, layer.info.inode, layer.info.file_size,
+                            hex(layer.info.identity.data(), layer.info.identity.size())};
         }
       } catch (const std::exception& error) {
         throw Error(with_context(what, error));

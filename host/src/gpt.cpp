@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "evmdk/checksum.h"
+#include "evmdk/checked_math.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
 
@@ -136,9 +137,16 @@ struct ParsedHeader {
   Guid disk_guid;
 };
 
+// Byte offset of an LBA read from a header, refused when it does not fit 64 bits.
+uint64_t lba_offset(uint64_t lba, const std::string& name, const char* what) {
+  auto offset = mul_checked<uint64_t>(lba, kSectorSize);
+  if (!offset) throw Error("{}: {} LBA {} is past any disk", name, what, lba);
+  return *offset;
+}
+
 ParsedHeader read_header(int fd, uint64_t lba, const std::string& name, const char* which) {
   std::string sector(kSectorSize, '\0');
-  pread_exact(fd, sector.data(), sector.size(), lba * kSectorSize, name);
+  pread_exact(fd, sector.data(), sector.size(), lba_offset(lba, name, which), name);
   uint8_t* h = bytes(sector);
   if (std::memcmp(h, kSignature, 8) != 0) {
     throw Error("{}: no {} GPT header at LBA {}", name, which, lba);
@@ -165,13 +173,18 @@ ParsedHeader read_header(int fd, uint64_t lba, const std::string& name, const ch
     throw Error("{}: {} GPT header has {} entries of {} bytes (unsupported)", name, which,
                 parsed.entry_count, parsed.entry_size);
   }
+  // An empty usable range (first = last + 1) is a valid table without room for partitions.
+  if (parsed.last_usable == UINT64_MAX || parsed.first_usable > parsed.last_usable + 1) {
+    throw Error("{}: {} GPT header's usable range LBA {}..{} is invalid", name, which,
+                parsed.first_usable, parsed.last_usable);
+  }
   return parsed;
 }
 
 std::string read_entries(int fd, const ParsedHeader& header, const std::string& name,
                          const char* which) {
   std::string entries(static_cast<size_t>(header.entry_count) * header.entry_size, '\0');
-  pread_exact(fd, entries.data(), entries.size(), header.entries_lba * kSectorSize, name);
+  pread_exact(fd, entries.data(), entries.size(), lba_offset(header.entries_lba, name, which), name);
   uint32_t computed = crc32_ieee(entries.data(), entries.size());
   if (computed != header.entries_crc) {
     throw Error("{}: {} GPT entry array CRC {:#010x} does not match {:#010x}", name, which,
@@ -289,6 +302,12 @@ Table read_table(int fd, const std::string& name, bool check_backup) {
     p.unique = guid_from_disk(e + 16);
     p.first_lba = get64(e + 32);
     p.last_lba = get64(e + 40);
+    // Every reader sizes the partition as last - first + 1 sectors: keep that meaningful.
+    if (p.first_lba < primary.first_usable || p.first_lba > p.last_lba ||
+        p.last_lba > primary.last_usable) {
+      throw Error("{}: GPT entry {} spans LBA {}..{}, outside the usable range {}..{}", name,
+                  i + 1, p.first_lba, p.last_lba, primary.first_usable, primary.last_usable);
+    }
     p.attributes = get64(e + 48);
     for (size_t c = 0; c < kNameChars; ++c) {
       uint16_t ch = static_cast<uint16_t>(e[56 + 2 * c] | (e[57 + 2 * c] << 8));

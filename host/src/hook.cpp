@@ -18,6 +18,7 @@
 #include "evmdk/atomic_file.h"
 #include "evmdk/contract/container_id.h"
 #include "evmdk/error.h"
+#include "evmdk/input_file.h"
 #include "evmdk/process.h"
 #include "evmdk/host/compose.h"
 #include "evmdk/unique_fd.h"
@@ -261,16 +262,28 @@ std::vector<std::string> rootfs_markers(const HookPlan& plan) {
   return out;
 }
 
+// Reads a file the hook wrote in its own directory: never through a symlink, never a FIFO or
+// device, never more than `limit` bytes.
+std::string read_own_file(const std::string& path, const std::string& what, size_t limit) {
+  InputFile file = open_input_file(path, what, InputKind::RegularFile, /*follow_symlinks=*/false);
+  const auto size = static_cast<uint64_t>(file.st.st_size);
+  if (size > limit) throw Error("{} {}: {} bytes, more than the {} allowed", what, path, size, limit);
+  std::string text(size, '\0');
+  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
+  return text;
+}
+
 nlohmann::json load_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read {}: {}", path, std::strerror(errno));
-  std::stringstream text;
-  text << in.rdbuf();
+  std::string text = read_own_file(path, "hook output", 64u << 20);
   try {
-    return json::parse(text.str());
+    return json::parse(text);
   } catch (const json::exception& error) {
     throw Error("{}: not valid JSON: {}", path, error.what());
   }
+}
+
+HookState load_state(const std::string& path) {
+  return parse_hook_state(read_own_file(path, "hook state file", kMaxHookStateBytes), path);
 }
 
 // Creates the state directory (and missing parents); returns the directories it created,
@@ -309,6 +322,73 @@ class CreatedDirs {
 
 }  // namespace
 
+HookState parse_hook_state(std::string_view text, const std::string& path) {
+  if (text.size() > kMaxHookStateBytes) {
+    throw Error("hook state file {}: {} bytes, more than the {} allowed", path, text.size(),
+                kMaxHookStateBytes);
+  }
+  json document;
+  try {
+    document = json::parse(text);
+  } catch (const json::exception& error) {
+    throw Error("hook state file {}: not valid JSON: {}", path, error.what());
+  }
+  if (!document.is_object()) throw Error("hook state file {}: expected a JSON object", path);
+  auto field = [&](const char* name) -> const json* {
+    auto found = document.find(name);
+    return found == document.end() || found->is_null() ? nullptr : &*found;
+  };
+  auto string_field = [&](const char* name, bool required) -> std::string {
+    const json* value = field(name);
+    if (value == nullptr) {
+      if (required) throw Error("hook state file {}: missing string field '{}'", path, name);
+      return {};
+    }
+    if (!value->is_string()) throw Error("hook state file {}: field '{}' must be a string", path, name);
+    return value->get<std::string>();
+  };
+  auto names_field = [&](const char* name) {
+    std::vector<std::string> out;
+    const json* value = field(name);
+    if (value == nullptr) return out;
+    if (!value->is_array()) throw Error("hook state file {}: field '{}' must be an array", path, name);
+    for (const auto& item : *value) {
+      if (!item.is_string()) {
+        throw Error("hook state file {}: field '{}' must hold only strings", path, name);
+      }
+      out.push_back(item.get<std::string>());
+    }
+    return out;
+  };
+  HookState state;
+  if (const json* version = field("version")) {
+    if (!version->is_number_unsigned() || version->get<uint64_t>() != 1) {
+      throw Error("hook state file {}: unsupported version {}", path, version->dump());
+    }
+  }
+  state.id = string_field("id", true);
+  state.status = string_field("status", true);
+  if (state.status != "building" && state.status != "complete") {
+    throw Error("hook state file {}: status '{}' is neither 'building' nor 'complete'", path,
+                state.status);
+  }
+  state.input_sha256 = string_field("input_sha256", false);
+  state.dirs = names_field("dirs");
+  state.files = names_field("files");
+  if (field("created_upper") != nullptr) state.created_upper = string_field("created_upper", false);
+  return state;
+}
+
+nlohmann::json to_json(const HookState& state) {
+  json out{{"version", state.version}, {"id", state.id}, {"status", state.status},
+           {"input_sha256", state.input_sha256}, {"dirs", state.dirs}};
+  if (state.status == "complete") out["files"] = state.files;
+  if (state.status == "complete") {
+    out["created_upper"] = state.created_upper ? json(*state.created_upper) : json(nullptr);
+  }
+  return out;
+}
+
 json run_hook(const HookRequest& request) {
   contract::validate_container_id(request.id);
   if (request.state_dir.empty()) throw Error("--state-dir is empty");
@@ -326,8 +406,8 @@ json run_hook(const HookRequest& request) {
     const std::string state_path = (fs::path(dir) / kHookStateName).string();
     const std::string output_path = (fs::path(dir) / kHookOutputName).string();
     if (::access(output_path.c_str(), F_OK) == 0 && ::access(state_path.c_str(), F_OK) == 0) {
-      json state = load_json(state_path);
-      if (state.value("input_sha256", "") == input_digest) return load_json(output_path);
+      HookState state = load_state(state_path);
+      if (state.input_sha256 == input_digest) return load_json(output_path);
       throw Error("container {} already has hook state in {} for a different mount list; run "
                   "`erofs-vmdk hook cleanup` first", request.id, dir);
     }
@@ -346,8 +426,8 @@ json run_hook(const HookRequest& request) {
     try {
       (void)probe_layer(lower.image);
       for (const auto& device : lower.devices) {
-        struct stat st {};
-        if (::stat(device.c_str(), &st) != 0) throw_errno("device {}", device);
+        // Never blocks on a FIFO; only a regular file can be a device= blob.
+        (void)open_input_file(device, "device= blob");
       }
     } catch (const std::exception& error) {
       throw Error("{}: {}", what, error.what());
@@ -456,10 +536,12 @@ json run_hook(const HookRequest& request) {
   DirectoryGuard guard(dir);
   std::vector<std::string> subdirs;
   for (const auto& group : groups) subdirs.push_back(group.name);
-  write_file_atomic((fs::path(dir) / kHookStateName).string(),
-                    json{{"version", 1}, {"id", request.id}, {"status", "building"},
-                         {"input_sha256", input_digest}, {"dirs", subdirs}}
-                        .dump(2) + "\n", 0600);
+  HookState state;
+  state.id = request.id;
+  state.status = "building";
+  state.input_sha256 = input_digest;
+  state.dirs = subdirs;
+  write_file_atomic((fs::path(dir) / kHookStateName).string(), to_json(state).dump(2) + "\n", 0600);
 
   json disks = json::array();
   std::vector<Storage> storages;
@@ -553,27 +635,24 @@ json run_hook(const HookRequest& request) {
   }
 
   // Every file this run made inside dir, for cleanup to remove exactly these.
-  json files = json::array();
+  state.status = "complete";
   for (const auto& group : groups) {
     std::vector<std::string> names;
     for (const auto& entry : fs::directory_iterator(fs::path(dir) / group.name)) {
       names.push_back(group.name + "/" + entry.path().filename().string());
     }
     std::sort(names.begin(), names.end());
-    for (auto& name : names) files.push_back(name);
+    for (auto& name : names) state.files.push_back(name);
   }
-  files.push_back(kHookStorageName);
-  files.push_back(kHookOutputName);
-  files.push_back(kHookStateName);
+  state.files.push_back(kHookStorageName);
+  state.files.push_back(kHookOutputName);
+  state.files.push_back(kHookStateName);
+  if (create_upper) state.created_upper = plan.upper->image;
 
   OutputTransaction transaction(dir);
   transaction.add(kHookStorageName, to_json(storages).dump(2) + "\n");
   transaction.add(kHookOutputName, output.dump(2) + "\n");
-  transaction.add(kHookStateName,
-                  json{{"version", 1}, {"id", request.id}, {"status", "complete"},
-                       {"input_sha256", input_digest}, {"dirs", subdirs}, {"files", files},
-                       {"created_upper", create_upper ? json(plan.upper->image) : json(nullptr)}}
-                          .dump(2) + "\n", 0600);
+  transaction.add(kHookStateName, to_json(state).dump(2) + "\n", 0600);
   if (new_upper) new_upper->publish();
   transaction.commit();
   if (new_upper) new_upper->keep();
@@ -597,15 +676,15 @@ CleanupReport cleanup_hook(const std::string& id, const std::string& state_dir) 
   report.existed = true;
 
   const fs::path state_path = dir / kHookStateName;
-  json state;
+  HookState state;
   if (::lstat(state_path.c_str(), &st) == 0) {
-    state = load_json(state_path.string());
-    if (state.value("id", "") != id) {
-      throw Error("{} belongs to id '{}', not '{}'", state_path.string(), state.value("id", ""), id);
+    state = load_state(state_path.string());
+    if (state.id != id) {
+      throw Error("{} belongs to id '{}', not '{}'", state_path.string(), state.id, id);
     }
   } else {
     // No state file: the hook never got past creating the directory.
-    state = json{{"status", "building"}, {"dirs", json::array()}};
+    state.status = "building";
   }
   auto remove_path = [&](const fs::path& path) {
     if (::unlink(path.c_str()) == 0) {
@@ -629,17 +708,10 @@ CleanupReport cleanup_hook(const std::string& id, const std::string& state_dir) 
     return sub;
   };
 
-  const bool complete = state.value("status", "") == "complete";
-  std::vector<std::string> dirs;
-  if (state.contains("dirs") && state["dirs"].is_array()) {
-    for (const auto& name : state["dirs"]) {
-      if (name.is_string()) dirs.push_back(name.get<std::string>());
-    }
-  }
-  if (complete && state.contains("files") && state["files"].is_array()) {
-    for (const auto& item : state["files"]) {
-      if (!item.is_string()) continue;
-      std::string relative = item.get<std::string>();
+  const bool complete = state.status == "complete";
+  const std::vector<std::string>& dirs = state.dirs;
+  if (complete) {
+    for (const std::string& relative : state.files) {
       if (relative == kHookStateName) continue;  // last, so an interrupted cleanup can resume
       auto slash = relative.find('/');
       if (slash == std::string::npos) {

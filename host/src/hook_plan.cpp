@@ -3,6 +3,7 @@
 #include <charconv>
 #include <set>
 
+#include "evmdk/contract/mount_template.h"
 #include "evmdk/error.h"
 
 namespace evmdk::host {
@@ -77,81 +78,40 @@ std::string describe(const std::vector<ContainerdMount>& mounts, size_t index) {
   return fmt::format("mount {} (type '{}')", index, mounts[index].type);
 }
 
-// A parsed template: {{ mount N }} or {{ overlay A B }}.
-struct Template {
-  bool overlay = false;
-  size_t first = 0;
-  size_t last = 0;
-};
+using contract::MountTemplate;
+using contract::TemplatePiece;
 
-std::optional<Template> parse_template_body(std::string_view body) {
-  std::vector<std::string_view> words;
-  size_t pos = 0;
-  while (pos < body.size()) {
-    while (pos < body.size() && body[pos] == ' ') ++pos;
-    size_t start = pos;
-    while (pos < body.size() && body[pos] != ' ') ++pos;
-    if (pos > start) words.push_back(body.substr(start, pos - start));
-  }
-  if (words.size() == 2 && words[0] == "mount") {
-    auto n = parse_u64(words[1]);
-    if (!n) return std::nullopt;
-    return Template{false, static_cast<size_t>(*n), static_cast<size_t>(*n)};
-  }
-  if (words.size() == 3 && words[0] == "overlay") {
-    auto a = parse_u64(words[1]);
-    auto b = parse_u64(words[2]);
-    if (!a || !b) return std::nullopt;
-    return Template{true, static_cast<size_t>(*a), static_cast<size_t>(*b)};
-  }
-  return std::nullopt;
+// "mount 3 (type 'overlay') option 'uidmap=...'": what template errors name.
+std::string describe_option(const std::vector<ContainerdMount>& mounts, size_t index,
+                            std::string_view option) {
+  return fmt::format("{} option '{}'", describe(mounts, index), option);
 }
 
-// Splits text into literal pieces and templates. Throws naming `context` on a malformed one.
-struct Piece {
-  std::string literal;
-  std::optional<Template> templ;
-};
-
-std::vector<Piece> split_templates(const std::string& text, const std::string& context) {
-  std::vector<Piece> pieces;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t open = text.find("{{", pos);
-    if (open == std::string::npos) {
-      pieces.push_back({text.substr(pos), std::nullopt});
-      break;
-    }
-    if (open > pos) pieces.push_back({text.substr(pos, open - pos), std::nullopt});
-    size_t close = text.find("}}", open + 2);
-    if (close == std::string::npos) throw Error("{}: unterminated template in '{}'", context, text);
-    auto templ = parse_template_body(std::string_view(text).substr(open + 2, close - open - 2));
-    if (!templ) {
-      throw Error("{}: unknown template '{}' (only {{{{ mount N }}}} and {{{{ overlay A B }}}})",
-                  context, text.substr(open, close + 2 - open));
-    }
-    pieces.push_back({{}, templ});
-    pos = close + 2;
-  }
-  return pieces;
+std::vector<TemplatePiece> split_templates(std::string_view text, size_t mount_count,
+                                           const std::string& context) {
+  return contract::parse_templates(text, mount_count, context);
 }
 
-std::vector<size_t> expand(const Template& templ) {
-  std::vector<size_t> out;
-  if (templ.first <= templ.last) {
-    for (size_t i = templ.first; i <= templ.last; ++i) out.push_back(i);
-  } else {
-    for (size_t i = templ.first + 1; i-- > templ.last;) out.push_back(i);
+// The guest parses what the plan hands it with the same contract functions: check here, so a
+// list the guest would refuse fails in the hook, naming the mount and the option.
+template <typename Parse>
+void check_guest_spec(Parse parse, const std::string& guest_text, const HookPlan& plan,
+                      const std::vector<ContainerdMount>& mounts, size_t index,
+                      std::string_view option) {
+  try {
+    (void)parse(guest_text, plan.lowers.size() + 1);  // the guest's mounts: upper + lowers
+  } catch (const Error& error) {
+    throw Error("{}: {}", describe_option(mounts, index, option), error.what());
   }
-  return out;
 }
 
 std::string mount_template(size_t n) { return fmt::format("{{{{ mount {} }}}}", n); }
 
-// Renumbers one option for the guest, with the mount list in the error context.
+// Renumbers one option for the guest, naming the mount and the option in errors.
 std::string renumber(const std::string& text, const TemplateMap& map,
-                     const std::vector<ContainerdMount>& mounts, size_t index) {
-  return renumber_templates(text, map, describe(mounts, index));
+                     const std::vector<ContainerdMount>& mounts, size_t index,
+                     std::string_view option) {
+  return renumber_templates(text, map, describe_option(mounts, index, option));
 }
 
 PlannedLower plan_lower(const std::vector<ContainerdMount>& mounts, size_t index) {
@@ -299,24 +259,24 @@ std::string renumber_templates(const std::string& text, const TemplateMap& map,
     return *map.guest_index_of[n];
   };
   std::string out;
-  for (const auto& piece : split_templates(text, context)) {
+  // Indices are bounded by the list (parse_templates), so walking a range is cheap.
+  for (const auto& piece : split_templates(text, map.guest_index_of.size(), context)) {
     if (!piece.templ) {
       out += piece.literal;
     } else if (!piece.templ->overlay) {
       out += mount_template(guest(piece.templ->first));
     } else {
-      auto indices = expand(*piece.templ);
-      size_t first = guest(indices.front());
-      size_t last = guest(indices.back());
+      const MountTemplate& host = *piece.templ;
+      MountTemplate guest_range{true, guest(host.first), guest(host.last)};
       // The guest range must cover the same mounts in the same order.
-      auto guest_range = expand(Template{true, first, last});
-      for (size_t i = 0; i < indices.size(); ++i) {
-        if (guest_range.size() != indices.size() || guest(indices[i]) != guest_range[i]) {
-          throw Error("{}: {{{{ overlay {} {} }}}} does not map onto a guest mount range", context,
-                      piece.templ->first, piece.templ->last);
-        }
+      bool same = guest_range.count() == host.count();
+      for (size_t i = 0; same && i < host.count(); ++i) {
+        same = guest(host.at(i)) == guest_range.at(i);
       }
-      out += fmt::format("{{{{ overlay {} {} }}}}", first, last);
+      if (!same) {
+        throw Error("{}: {} does not map onto a guest mount range", context, host.render());
+      }
+      out += guest_range.render();
     }
   }
   return out;
@@ -376,6 +336,10 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
           throw Error("{}: mkdir directive '{}' on a host directory", describe(mounts, 0), option);
         } else if (starts_with(option, "X-containerd.")) {
           throw Error("{}: unsupported option '{}'", describe(mounts, 0), option);
+        } else if (option.find("{{") != std::string::npos) {
+          // Nothing in the guest resolves a template against a shared host directory.
+          throw Error("{}: template in option '{}' of a host directory bind",
+                      describe_option(mounts, 0, option), option);
         } else {
           plan.bind_options.push_back(option);
         }
@@ -414,13 +378,16 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
       size_t colon = lowerdir->find(':', start);
       std::string element = lowerdir->substr(start, colon == std::string::npos ? std::string::npos
                                                                               : colon - start);
-      auto pieces = split_templates(element, describe(mounts, final_index));
+      auto pieces = split_templates(element, mounts.size(),
+                                    describe_option(mounts, final_index, "lowerdir=" + *lowerdir));
       if (pieces.size() != 1 || !pieces[0].templ) {
         throw Error("{}: lowerdir entry '{}' is not a {{{{ mount N }}}} or {{{{ overlay A B }}}} "
                     "template of an earlier erofs mount (host paths are not visible in the VM)",
                     describe(mounts, final_index), element);
       }
-      for (size_t index : expand(*pieces[0].templ)) {
+      const MountTemplate& range = *pieces[0].templ;
+      for (size_t k = 0; k < range.count(); ++k) {
+        const size_t index = range.at(k);
         if (index >= final_index || split_type(mounts[index].type).base != "erofs") {
           throw Error("{}: lowerdir entry '{}' refers to mount {}, which is not an erofs mount",
                       describe(mounts, final_index), element, index);
@@ -473,13 +440,16 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
       if (option == "ro") plan.read_only = true;
     }
     for (auto& option : plan.overlay_options) {
-      option = renumber(option, map, mounts, final_index);
+      option = renumber(option, map, mounts, final_index, option);
     }
     for (const auto& spec : mkdir_raw) {
       if (spec.find("{{") == std::string::npos) {
         throw Error("{}: mkdir directive '{}' names a host path", describe(mounts, final_index), spec);
       }
-      plan.mkdir_specs.push_back(renumber(spec, map, mounts, final_index));
+      const std::string option = "X-containerd.mkdir.path=" + spec;
+      plan.mkdir_specs.push_back(renumber(spec, map, mounts, final_index, option));
+      check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
+                       final_index, option);
     }
     plan.rootfs = RootfsKind::Overlay;
     return plan;
@@ -487,7 +457,8 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
 
   if (final_type.base == "bind" || final_type.base == "rbind") {
     const std::string& source = final_mount.source;
-    auto pieces = split_templates(source, describe(mounts, final_index));
+    auto pieces = split_templates(source, mounts.size(),
+                                  fmt::format("{} source '{}'", describe(mounts, final_index), source));
     if (pieces.empty() || !pieces[0].templ || pieces[0].templ->overlay) {
       throw Error("{}: source '{}' must start with {{{{ mount N }}}} of an earlier mount",
                   describe(mounts, final_index), source);
@@ -525,7 +496,9 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
       plan.read_only = true;
     }
     TemplateMap map = make_map(mounts, plan);
-    plan.bind_source = renumber(source, map, mounts, final_index);
+    plan.bind_source = renumber(source, map, mounts, final_index, "source=" + source);
+    check_guest_spec(contract::parse_bind_spec, plan.bind_source, plan, mounts, final_index,
+                     "source=" + source);
     for (const auto& option : final_mount.options) {
       if (option == "ro") {
         plan.read_only = true;
@@ -535,11 +508,13 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
                       describe(mounts, final_index));
         }
       } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
-        plan.mkdir_specs.push_back(renumber(*spec, map, mounts, final_index));
+        plan.mkdir_specs.push_back(renumber(*spec, map, mounts, final_index, option));
+        check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
+                         final_index, option);
       } else if (starts_with(option, "X-containerd.")) {
         throw Error("{}: unsupported option '{}'", describe(mounts, final_index), option);
       } else {
-        plan.bind_options.push_back(renumber(option, map, mounts, final_index));
+        plan.bind_options.push_back(renumber(option, map, mounts, final_index, option));
       }
     }
     plan.rootfs = RootfsKind::Bind;

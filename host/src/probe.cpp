@@ -11,6 +11,7 @@
 
 #include "evmdk/checksum.h"
 #include "evmdk/error.h"
+#include "evmdk/input_file.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::host {
@@ -235,23 +236,21 @@ ErofsInfo probe_image_at(int fd, uint64_t offset, uint64_t size, const std::stri
 }
 
 ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat {}", path);
-  uint64_t size = 0;
-  if (S_ISREG(st.st_mode)) {
-    size = static_cast<uint64_t>(st.st_size);
-  } else if (S_ISBLK(st.st_mode)) {
-    off_t end = ::lseek(fd.get(), 0, SEEK_END);
+  // Never blocks on a FIFO; a device or other special file is refused before the first read.
+  InputFile file = open_input_file(path, "file", options.allow_block_device
+                                                      ? InputKind::RegularOrBlockDevice
+                                                      : InputKind::RegularFile);
+  uint64_t size = static_cast<uint64_t>(file.st.st_size);
+  if (S_ISBLK(file.st.st_mode)) {
+    off_t end = ::lseek(file.fd.get(), 0, SEEK_END);
     if (end < 0) throw_errno("cannot size block device {}", path);
     size = static_cast<uint64_t>(end);
-  } else {
-    throw Error("{}: not a regular file or block device", path);
   }
-  ErofsInfo info = parse_superblock(fd.get(), 0, size, path);
-  info.device = st.st_dev;
-  info.inode = st.st_ino;
-  if (options.check_blkid) check_with_blkid(fd.get(), 0, size, info, path);
+  ErofsInfo info = parse_superblock(file.fd.get(), 0, size, path);
+  info.device = file.st.st_dev;
+  info.inode = file.st.st_ino;
+  info.resolved_path = file.resolved_path;
+  if (options.check_blkid) check_with_blkid(file.fd.get(), 0, size, info, path);
   return info;
 }
 

@@ -12,11 +12,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include "evmdk/error.h"
+#include "evmdk/input_file.h"
 #include "evmdk/host/gpt.h"
+#include "evmdk/host/layout.h"
 #include "evmdk/host/probe.h"
 #include "evmdk/host/verify_progress.h"
 #include "evmdk/unique_fd.h"
@@ -31,12 +34,15 @@ namespace {
 
 constexpr uint64_t kSector = 512;
 
+// Reads a small input file (layout, qemu.json, expect file) without blocking on a FIFO or
+// reading a device, and never more than 64 MiB.
 std::string read_text(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("verify: cannot read {} {}: {}", what, path, std::strerror(errno));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
+  InputFile file = open_input_file(path, fmt::format("verify: {}", what));
+  const auto size = static_cast<uint64_t>(file.st.st_size);
+  if (size > (64u << 20)) throw Error("verify: {} {}: {} bytes is too large", what, path, size);
+  std::string text(size, '\0');
+  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
+  return text;
 }
 
 std::string lower(std::string text) {
@@ -68,10 +74,13 @@ class VirtualDisk {
     return out;
   }
 
-  int fd_for(const std::string& path) {
-    auto found = fds_.find(path);
-    if (found != fds_.end()) return found->second.get();
-    return fds_.emplace(path, open_or_throw(path, O_RDONLY)).first->second.get();
+  int fd_for(const std::string& path) { return file_for(path).fd.get(); }
+
+  // Every extent file is opened once, without blocking, and only if it is a regular file.
+  const InputFile& file_for(const std::string& path) {
+    auto found = files_.find(path);
+    if (found != files_.end()) return found->second;
+    return files_.emplace(path, open_input_file(path, "verify: extent file")).first->second;
   }
 
   // The file and offset backing `offset`, and how many bytes from there map contiguously into
@@ -109,90 +118,10 @@ class VirtualDisk {
 
  private:
   const vmdk::ExtentMap& map_;
-  std::map<std::string, UniqueFd> fds_;
+  std::map<std::string, InputFile> files_;
 };
 
-// Layer expectations from layout.json (all optional: verify also works on a bare descriptor).
-struct ExpectedLayer {
-  size_t index = 0;
-  std::string path;
-  uint64_t first_lba = 0;
-  uint64_t sectors = 0;
-  uint64_t file_size = 0;
-  bool erofs = true;
-  std::string erofs_uuid;
-  uint64_t fs_size = 0;
-  std::optional<uint32_t> partition;
-  // The partition may extend past the layer (compose pads partitions to a 1 MiB boundary).
-  uint64_t partition_first_lba = 0;
-  uint64_t partition_last_lba = 0;
-  std::string partuuid;
-  // dm-verity (layout.json "verity"), when the layer is protected.
-  std::string verity_root_hash;
-  uint64_t verity_hash_offset = 0;       // in the layer file
-  uint64_t verity_hash_disk_offset = 0;  // on the disk
-};
-
-struct Layout {
-  std::string mode;
-  std::string disk;
-  std::string format;
-  uint64_t disk_sectors = 0;
-  std::string disk_guid;
-  std::vector<ExpectedLayer> layers;
-  struct Extent {
-    std::string role;
-    uint64_t first_lba = 0;
-    uint64_t sectors = 0;
-    std::string path;
-    uint64_t file_offset_sectors = 0;
-  };
-  std::vector<Extent> extents;
-};
-
-Layout parse_layout(const std::string& path) {
-  try {
-    auto json = nlohmann::json::parse(read_text(path, "layout"));
-    Layout layout;
-    layout.mode = json.value("mode", "");
-    layout.disk = json.value("disk", "");
-    layout.format = json.value("format", "");
-    layout.disk_sectors = json.value("disk_sectors", uint64_t{0});
-    layout.disk_guid = json.value("disk_guid", "");
-    for (const auto& l : json.at("layers")) {
-      ExpectedLayer layer;
-      layer.index = l.at("index").get<size_t>();
-      layer.path = l.at("path").get<std::string>();
-      layer.first_lba = l.at("first_lba").get<uint64_t>();
-      layer.sectors = l.at("sectors").get<uint64_t>();
-      layer.file_size = l.value("file_size", uint64_t{0});
-      layer.erofs = l.value("erofs", true);
-      layer.erofs_uuid = l.value("erofs_uuid", "");
-      layer.fs_size = l.value("fs_size", uint64_t{0});
-      if (l.contains("partition")) layer.partition = l.at("partition").get<uint32_t>();
-      layer.partition_first_lba = l.value("partition_first_lba", layer.first_lba);
-      layer.partition_last_lba = l.value("partition_last_lba", layer.first_lba + layer.sectors - 1);
-      layer.partuuid = l.value("partuuid", "");
-      if (l.contains("verity")) {
-        const auto& v = l.at("verity");
-        layer.verity_root_hash = v.at("roothash").get<std::string>();
-        layer.verity_hash_offset = v.at("hash_offset").get<uint64_t>();
-        layer.verity_hash_disk_offset = v.at("hash_disk_offset").get<uint64_t>();
-      }
-      layout.layers.push_back(std::move(layer));
-    }
-    if (json.contains("extents")) {
-      for (const auto& e : json.at("extents")) {
-        layout.extents.push_back({e.value("role", ""), e.at("first_lba").get<uint64_t>(),
-                                  e.at("sectors").get<uint64_t>(), e.value("path", ""),
-                                  e.value("file_offset_sectors", uint64_t{0})});
-      }
-    }
-    return layout;
-  } catch (const nlohmann::json::exception& error) {
-    throw Error("verify: {} is not a valid layout.json: {}", path, error.what());
-  }
-}
+using ExpectedLayer = LayoutLayer;
 
 // A raw GPT entry as it sits on the disk, without trusting any CRC, so a damaged entry can be
 // pinned to its partition (and so to its layer).
@@ -268,6 +197,32 @@ struct GapStream {
   std::string label;
   ZeroCheck check;
 };
+
+// How `file` differs from the identity layout.json recorded for `expected`, or nullopt.
+std::optional<std::string> identity_change(const InputFile& file, const LayoutLayer& expected) {
+  const FileIdentity& was = *expected.identity;
+  FileIdentity now;
+  if (expected.erofs) {
+    try {
+      ErofsInfo info = probe_layer(expected.path, ProbeOptions{.check_blkid = false});
+      now = {info.device, info.inode, info.file_size, to_hex(info.identity)};
+    } catch (const Error& error) {
+      return fmt::format("it no longer probes as EROFS: {}", error.what());
+    }
+  } else {
+    now = blob_identity(file, expected.path);
+  }
+  if (now.device != was.device || now.inode != was.inode) {
+    return fmt::format("device:inode {}:{}, layout.json says {}:{}", now.device, now.inode,
+                       was.device, was.inode);
+  }
+  if (now.size != was.size) return fmt::format("{} bytes, layout.json says {}", now.size, was.size);
+  if (now.head_sha256 != was.head_sha256) {
+    return fmt::format("its superblock digest is {}, layout.json says {}", now.head_sha256,
+                       was.head_sha256);
+  }
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -402,7 +357,14 @@ void check_layer_verity(VirtualDisk& disk, const ExpectedLayer& expected, Verifi
                         where(expected.verity_hash_disk_offset), error.what()));
     return;
   }
-  VerityTreeCheck check = verity_check_tree(expected.path, expected.verity_hash_offset, sb, threads);
+  VerityTreeCheck check;
+  try {
+    check = verity_check_tree(expected.path, expected.verity_hash_offset, sb, threads);
+  } catch (const std::exception& error) {
+    problem(fmt::format("{}: dm-verity superblock at {}: {}", layer.name(),
+                        where(expected.verity_hash_disk_offset), error.what()));
+    return;
+  }
   if (check.root_hash != expected.verity_root_hash) {
     problem(fmt::format("{}: dm-verity: its data hashes to root {}, but the guest is given {}; "
                         "reads of the changed blocks will fail with EIO",
@@ -437,8 +399,18 @@ VerifyReport verify_disk(const VerifyOptions& options) {
   }
   std::optional<Layout> layout;
   if (!layout_path.empty()) {
-    layout = parse_layout(layout_path);
+    try {
+      layout = read_layout(layout_path);
+    } catch (const Error& error) {
+      throw Error("verify: {}", error.what());
+    }
     report.layout = layout_path;
+  } else if (!options.trust_descriptor) {
+    // Without compose's own record, the descriptor alone would decide which files root reads
+    // (and digests): refuse rather than be a file-reading oracle.
+    throw Error("verify: {} has no {} beside it, so nothing says which files it may read; "
+                "verify the compose output directory, or pass --trust-descriptor to read the "
+                "files this descriptor names", options.target, "layout.json");
   }
 
   vmdk::ExtentMap map;
@@ -459,10 +431,17 @@ VerifyReport verify_disk(const VerifyOptions& options) {
     }
   }
   report.disk_bytes = map.virtual_size();
-  for (const auto& extent : map.extents()) {
-    if (::access(extent.path.c_str(), R_OK) != 0) {
-      throw Error("verify: extent file {} (descriptor line {}) cannot be read: {}", extent.path, extent.line,
-                  std::strerror(errno));
+  if (layout) {
+    // Read only the files compose listed: an edited descriptor cannot point verify elsewhere.
+    std::set<std::string> listed;
+    if (layout->format == "raw") listed.insert(layout->disk);
+    for (const auto& l : layout->layers) listed.insert(l.path);
+    for (const auto& e : layout->extents) listed.insert(e.path);
+    for (const auto& extent : map.extents()) {
+      if (!listed.count(extent.path)) {
+        throw Error("verify: {} line {} names {}, which {} does not list; refusing to read it",
+                    report.descriptor, extent.line, extent.path, layout_path);
+      }
     }
   }
 
@@ -573,12 +552,18 @@ VerifyReport verify_disk(const VerifyOptions& options) {
     }
     if (layer.path.empty()) layer.path = run->path;
     // Digest length: the layer file as mapped (== `sha256sum layer.erofs` for a whole file).
-    uint64_t file_size = fs::file_size(run->path);
+    uint64_t file_size = static_cast<uint64_t>(disk.file_for(run->path).st.st_size);
     uint64_t mapped_file = run->file_offset < file_size ? std::min(run->length, file_size - run->file_offset) : 0;
     layer.length = w.expected && w.expected->file_size != 0 ? std::min(w.expected->file_size, region) : mapped_file;
 
     if (w.expected && run->path != w.expected->path) {
       fail(fmt::format("{} at {}: the disk reads {} there", layer.name(), where(layer.disk_offset), run->path));
+    }
+    // The file must still be the one compose read (not replaced, retargeted or rewritten).
+    if (w.expected && w.expected->identity) {
+      if (auto changed = identity_change(disk.file_for(w.expected->path), *w.expected)) {
+        fail(fmt::format("{}: the file is no longer the one composed: {}", layer.name(), *changed));
+      }
     }
     if (w.expected && w.expected->file_size != 0 && file_size != w.expected->file_size && run->path == w.expected->path) {
       fail(fmt::format("{} at {}: file is {} bytes, layout.json says {}", layer.name(), where(layer.disk_offset),

@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "evmdk/error.h"
+#include "evmdk/input_file.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::host {
@@ -160,13 +161,14 @@ ReadStats UringReader::run(const std::vector<ReadStream>& streams, const Consume
     auto found = files.find(path);
     if (found != files.end()) return found->second;
     OpenFile file;
-    file.buffered = open_or_throw(path, O_RDONLY);
-    struct stat st {};
-    if (::fstat(file.buffered.get(), &st) != 0) throw_errno("verify: cannot stat {}", path);
-    file.size = static_cast<uint64_t>(st.st_size);
+    InputFile input = open_input_file(path, "verify: extent file");
+    file.size = static_cast<uint64_t>(input.st.st_size);
+    file.buffered = std::move(input.fd);
     if (options_.direct) {
       // Filesystems without O_DIRECT support refuse it with EINVAL: read those buffered.
-      int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+      // Reopened through the fd just opened, so it is the same file, not the name again.
+      std::string self = fmt::format("/proc/self/fd/{}", file.buffered.get());
+      int fd = ::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
       if (fd >= 0) file.direct.reset(fd);
     }
     return files.emplace(path, std::move(file)).first->second;

@@ -20,7 +20,9 @@
 #include <thread>
 
 #include "evmdk/atomic_file.h"
+#include "evmdk/checked_math.h"
 #include "evmdk/error.h"
+#include "evmdk/input_file.h"
 #include "evmdk/storage_spec.h"
 #include "evmdk/unique_fd.h"
 
@@ -90,12 +92,6 @@ class BlockHasher {
 
 uint64_t round_up(uint64_t value, uint64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
-}
-
-uint64_t file_size_of(int fd, const std::string& path) {
-  struct stat st{};
-  if (::fstat(fd, &st) != 0) throw_errno("cannot stat {}", path);
-  return static_cast<uint64_t>(st.st_size);
 }
 
 // EROFS filesystem size from its superblock, or nullopt when the file is not EROFS.
@@ -207,9 +203,17 @@ void validate_superblock_fields(const VeritySuperblock& sb, const std::string& c
   if (sb.algorithm.empty() || sb.algorithm.size() >= sb_off::kAlgorithmSize) {
     throw Error("{}: invalid hash algorithm name '{}'", context, sb.algorithm);
   }
+  if (!verity_algorithm_allowed(sb.algorithm)) {
+    throw Error("{}: dm-verity hash algorithm '{}' is not allowed (only sha256 and sha512)", context,
+                sb.algorithm);
+  }
 }
 
 }  // namespace
+
+bool verity_algorithm_allowed(std::string_view algorithm) {
+  return algorithm == "sha256" || algorithm == "sha512";
+}
 
 // ---- sidecar ----
 
@@ -242,11 +246,11 @@ VeritySidecar parse_verity_sidecar(std::string_view json_text, const std::string
 }
 
 VeritySidecar read_verity_sidecar(const std::string& path) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
-  uint64_t size = file_size_of(fd.get(), path);
+  InputFile file = open_input_file(path, "dm-verity sidecar");
+  uint64_t size = static_cast<uint64_t>(file.st.st_size);
   if (size > (1u << 20)) throw Error("{}: {} bytes is too large for a dm-verity sidecar", path, size);
   std::string text(size, '\0');
-  pread_exact(fd.get(), text.data(), text.size(), 0, path);
+  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
   return parse_verity_sidecar(text, path);
 }
 
@@ -301,7 +305,8 @@ std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const Ver
 }
 
 VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_offset) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  InputFile file = open_input_file(path, "dm-verity protected layer");
+  UniqueFd fd = std::move(file.fd);
   std::array<uint8_t, kVeritySuperblockSize> bytes{};
   std::string context = fmt::format("{} at offset {}", path, hash_offset);
   if (pread_full(fd.get(), bytes.data(), bytes.size(), hash_offset, path) != bytes.size()) {
@@ -377,9 +382,36 @@ VerityGeometry verity_geometry(const VeritySuperblock& sb) {
   return g;
 }
 
+VerityLayout verity_layout(const VeritySuperblock& sb, uint64_t hash_offset, uint64_t file_size,
+                           const std::string& context) {
+  VerityLayout out;
+  out.geometry = verity_geometry(sb);
+  // Every size from the superblock in checked arithmetic: a wrap would make a huge tree
+  // look as if it fit (issue 13: data_blocks = 1116892707587883008 with md5).
+  auto data_bytes = mul_checked<uint64_t>(sb.data_blocks, sb.data_block_size);
+  if (!data_bytes || *data_bytes > hash_offset) {
+    throw Error("{}: the data area ({} blocks of {}) overlaps the hash tree at {}", context,
+                sb.data_blocks, sb.data_block_size, hash_offset);
+  }
+  out.data_bytes = *data_bytes;
+  auto tree_bytes = mul_checked<uint64_t>(out.geometry.tree_blocks, sb.hash_block_size);
+  auto hash_bytes = tree_bytes ? add_checked<uint64_t>(*tree_bytes, sb.hash_block_size) : std::nullopt;
+  auto hash_end = hash_bytes ? add_checked<uint64_t>(hash_offset, *hash_bytes) : std::nullopt;
+  if (!hash_end || *hash_end > file_size) {
+    throw Error("{}: the hash tree ({} blocks of {} after the superblock at {}) ends past the "
+                "file's {} bytes (truncated, or a superblock claiming more data than there is)",
+                context, out.geometry.tree_blocks, sb.hash_block_size, hash_offset, file_size);
+  }
+  out.hash_end = *hash_end;
+  return out;
+}
+
 VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
                                   const VeritySuperblock& sb, unsigned threads) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  InputFile file = open_input_file(path, "dm-verity protected layer");
+  UniqueFd fd = std::move(file.fd);
+  // The tree must lie inside the file before anything is sized from the superblock.
+  (void)verity_layout(sb, hash_offset, static_cast<uint64_t>(file.st.st_size), path);
   BuiltTree built = build_tree(fd.get(), path, sb, threads);
   VerityTreeCheck check;
   check.root_hash = to_hex(built.root);
@@ -410,8 +442,16 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
                   layer_path, sidecar_path, existing->root_hash);
     }
   }
-  UniqueFd fd = open_or_throw(layer_path, O_RDWR);
-  uint64_t size = file_size_of(fd.get(), layer_path);
+  // O_NONBLOCK: a FIFO must not hang the open; only a regular file is formatted.
+  UniqueFd fd(::open(layer_path.c_str(), O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd) throw_errno("layer {}: cannot open for writing", layer_path);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno("layer {}: cannot stat", layer_path);
+  if (!S_ISREG(st.st_mode)) {
+    throw Error("layer {}: is a {}, not a regular file", layer_path, file_type_name(st.st_mode));
+  }
+  if (::fcntl(fd.get(), F_SETFL, O_RDWR) != 0) throw_errno("layer {}: fcntl", layer_path);
+  uint64_t size = static_cast<uint64_t>(st.st_size);
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
 
   VeritySuperblock sb;
@@ -481,39 +521,46 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
 
 std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path) {
   std::string sidecar_path = verity_sidecar_path(layer_path);
-  if (!std::filesystem::exists(sidecar_path)) return std::nullopt;
+  struct stat sidecar_st {};
+  if (::lstat(sidecar_path.c_str(), &sidecar_st) != 0 && errno == ENOENT) return std::nullopt;
   VerityLayerInfo info;
   info.sidecar = read_verity_sidecar(sidecar_path);
   std::string context = fmt::format("layer {} (dm-verity sidecar {})", layer_path, sidecar_path);
+  InputFile file = open_input_file(layer_path, "layer");
+  const uint64_t size = static_cast<uint64_t>(file.st.st_size);
   try {
-    info.superblock = read_verity_superblock(layer_path, info.sidecar.hash_offset);
+    std::array<uint8_t, kVeritySuperblockSize> bytes{};
+    if (pread_full(file.fd.get(), bytes.data(), bytes.size(), info.sidecar.hash_offset, layer_path) !=
+        bytes.size()) {
+      throw Error("file ends before the dm-verity superblock at offset {}", info.sidecar.hash_offset);
+    }
+    info.superblock = parse_verity_superblock(bytes, fmt::format("superblock at offset {}",
+                                                                 info.sidecar.hash_offset));
   } catch (const std::exception& error) {
     throw Error("{}: {}", context, error.what());
   }
   const auto& sb = info.superblock;
-  VerityGeometry geometry = verity_geometry(sb);
+  VerityLayout layout = verity_layout(sb, info.sidecar.hash_offset, size, context);
+  const VerityGeometry& geometry = layout.geometry;
   if (info.sidecar.root_hash.size() != geometry.digest_size * 2u) {
     throw Error("{}: roothash has {} hex digits, {} needs {}", context,
                 info.sidecar.root_hash.size(), sb.algorithm, geometry.digest_size * 2);
   }
-  if (sb.data_blocks * sb.data_block_size > info.sidecar.hash_offset) {
-    throw Error("{}: the data area ({} blocks of {}) overlaps the hash tree at {}", context,
-                sb.data_blocks, sb.data_block_size, info.sidecar.hash_offset);
+  // The data area must cover the filesystem it protects: a tree over fewer blocks would leave
+  // the rest of the image unchecked in the guest.
+  if (auto fs_size = erofs_image_size(file.fd.get(), layer_path, size);
+      fs_size && layout.data_bytes < *fs_size) {
+    throw Error("{}: dm-verity covers {} bytes ({} blocks of {}) but the EROFS filesystem is {} "
+                "bytes", context, layout.data_bytes, sb.data_blocks, sb.data_block_size, *fs_size);
   }
-  info.hash_end = info.sidecar.hash_offset + sb.hash_block_size * (1 + geometry.tree_blocks);
-  UniqueFd fd = open_or_throw(layer_path, O_RDONLY);
-  uint64_t size = file_size_of(fd.get(), layer_path);
-  if (size < info.hash_end) {
-    throw Error("{}: the hash tree ends at byte {} but the file has only {} (truncated?)", context,
-                info.hash_end, size);
-  }
+  info.hash_end = layout.hash_end;
   // The root hash must be the hash of the tree's top block (of the only data block when the
   // layer is one block long); one block is cheap to check and catches a stale sidecar.
   MdPtr md = fetch_digest(sb.algorithm);
   uint64_t top_offset = geometry.level_start.empty() ? 0 : info.sidecar.hash_offset + sb.hash_block_size;
   size_t top_size = geometry.level_start.empty() ? sb.data_block_size : sb.hash_block_size;
   std::vector<uint8_t> block(top_size);
-  pread_exact(fd.get(), block.data(), block.size(), top_offset, layer_path);
+  pread_exact(file.fd.get(), block.data(), block.size(), top_offset, layer_path);
   std::vector<uint8_t> digest(geometry.digest_size);
   BlockHasher(md.get(), sb.salt, sb.hash_type).hash(block.data(), block.size(), digest.data());
   if (to_hex(digest) != info.sidecar.root_hash) {

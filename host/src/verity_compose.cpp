@@ -1,6 +1,7 @@
 #include "evmdk/host/verity_compose.h"
 
 #include "evmdk/error.h"
+#include "evmdk/input_file.h"
 
 namespace evmdk::host {
 
@@ -36,6 +37,13 @@ VerityPolicyReport apply_verity_policy(ComposeOptions& options, VerityPolicy pol
     // duplicated (the guest refuses a repeated key).
     std::erase_if(layer.extra_options,
                   [](const std::string& option) { return is_dmverity_option(option); });
+    // A missing, unreadable or special layer file is the first and only error, before any
+    // word about its dm-verity data.
+    try {
+      (void)open_input_file(layer.path, "file");
+    } catch (const std::exception& error) {
+      throw Error("layer {} ({}): {}", i, layer.path, error.what());
+    }
     auto info = verity_layer_under_policy(layer.path, policy,
                                           fmt::format("layer {} ({})", i, layer.path));
     if (info) {

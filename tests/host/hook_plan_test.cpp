@@ -8,6 +8,7 @@
 namespace evmdk::host {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -233,6 +234,33 @@ TEST(HookPlan, RefusesShapesItDoesNotUnderstandNamingTheMount) {
               HasSubstr("names mount 0 twice"));
   EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/a"},{"type":"format/bind","source":"{{ mount 3 }}"}])"),
               HasSubstr("refers to mount 3"));
+}
+
+}  // namespace
+}  // namespace evmdk::host
+
+namespace evmdk::host {
+namespace {
+
+// Found by hook_plan_fuzzer: the host planned binds and mkdir directives the guest refuses at
+// boot ("{{ mount 0 }}?upper"); the hook now parses them with the guest's contract parser and
+// fails up front, naming the mount and the option.
+TEST(HookPlan, RefusesWhatTheGuestWouldRefuseNamingMountAndOption) {
+  EXPECT_THAT(error_of(R"([{"type":"mkfs/ext4","source":"/s/rw.img","options":["X-containerd.mkfs.size=67108864"]},
+                           {"type":"format/mkdir/bind","source":"{{ mount 0 }}?upper","options":["rbind"]}])"),
+              AllOf(HasSubstr("mount 1 (type 'format/mkdir/bind') option 'source={{ mount 0 }}?upper'"),
+                    HasSubstr("expected '/' after the template")));
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/s/1/layer.erofs"},
+                           {"type":"format/mkdir/overlay","source":"overlay","options":["lowerdir={{ mount 0 }}",
+                            "X-containerd.mkdir.path={{ mount 0 }}/a/../../b:0755"]}])"),
+              AllOf(HasSubstr("option 'X-containerd.mkdir.path={{ mount 0 }}/a/../../b:0755'"),
+                    HasSubstr("'..' is not allowed")));
+  EXPECT_THAT(error_of(R"([{"type":"erofs","source":"/s/1/layer.erofs"},
+                           {"type":"format/bind","source":"{{ mount 0 }}/etc","options":["ro"]}])"),
+              HasSubstr("a path is only allowed below the upper"));
+  // A shared host directory has no mounts for a template to name.
+  EXPECT_THAT(error_of(R"([{"type":"bind","source":"/s/10/fs","options":["ro","rbin{{ mount 5 }}d"]}])"),
+              HasSubstr("mount 0 (type 'bind') option 'rbin{{ mount 5 }}d': template in option"));
 }
 
 }  // namespace

@@ -244,6 +244,7 @@ TEST_F(VerifyDisk, BareDescriptorWithoutLayoutIsCheckedAgainstItsOwnGpt) {
   options.target = alone + "/disk.vmdk";
   options.digest = true;
   options.progress = false;
+  options.trust_descriptor = true;  // issue 13 item 5: a bare descriptor needs the explicit flag
   VerifyReport report = verify_disk(options);
   EXPECT_TRUE(report.ok()) << joined(report.problems);
   EXPECT_TRUE(report.layout.empty());

@@ -11,9 +11,11 @@
 #include "evmdk/error.h"
 #include "evmdk/host/compose.h"
 #include "evmdk/host/gpt.h"
+#include "evmdk/host/layout.h"
 #include "evmdk/host/probe.h"
 #include "evmdk/host/verity.h"
 #include "evmdk/host/verity_compose.h"
+#include "evmdk/input_file.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::cli {
@@ -36,37 +38,40 @@ void print_layer(const host::ErofsInfo& info, const std::string& indent) {
   }
 }
 
-bool starts_with_file(const std::string& path, std::string_view prefix) {
-  std::ifstream in(path, std::ios::binary);
+// The file named on the command line, opened once without blocking: a FIFO or device is
+// refused with its type instead of hanging inspect.
+bool starts_with(const InputFile& file, const std::string& path, uint64_t offset,
+                 std::string_view prefix) {
   std::string head(prefix.size(), '\0');
-  in.read(head.data(), static_cast<std::streamsize>(head.size()));
-  return in.gcount() == static_cast<std::streamsize>(prefix.size()) && head == prefix;
+  return pread_full(file.fd.get(), head.data(), head.size(), offset, path) == prefix.size() &&
+         head == prefix;
 }
 
 // A composed output: the descriptor's directory holds layout.json naming every layer.
 nlohmann::json inspect_composed(const std::string& descriptor) {
-  auto layout_path = fs::path(descriptor).parent_path() / host::kLayoutName;
-  std::ifstream in(layout_path);
-  if (!in) {
+  auto layout_path = (fs::path(descriptor).parent_path() / host::kLayoutName).string();
+  if (!fs::exists(layout_path)) {
     throw Error("{}: a VMDK descriptor without {} beside it; inspect the layers, or the raw "
                 "image (qemu-img convert -O raw)",
                 descriptor, host::kLayoutName);
   }
-  nlohmann::json layout = nlohmann::json::parse(in);
+  host::Layout layout = host::read_layout(layout_path);
   nlohmann::json layers = nlohmann::json::array();
-  for (const auto& layer : layout.at("layers")) {
-    nlohmann::json entry = layer;
-    if (layer.value("erofs", true)) {
-      entry["probe"] = host::to_json(host::probe_layer(layer.at("path").get<std::string>()));
+  nlohmann::json written = host::to_json(layout)["layers"];
+  for (size_t i = 0; i < layout.layers.size(); ++i) {
+    nlohmann::json entry = written[i];
+    if (layout.layers[i].erofs) {
+      entry["probe"] = host::to_json(host::probe_layer(layout.layers[i].path));
     }
     layers.push_back(std::move(entry));
   }
-  return {{"path", descriptor}, {"type", "composed"}, {"mode", layout.at("mode")},
-          {"serial", layout.at("serial")}, {"layers", layers}};
+  return {{"path", descriptor}, {"type", "composed"}, {"mode", layout.mode},
+          {"serial", layout.serial}, {"layers", layers}};
 }
 
 nlohmann::json inspect_gpt_disk(const std::string& path) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  InputFile file = open_input_file(path, "disk image");
+  const UniqueFd& fd = file.fd;
   host::gpt::Table table = host::gpt::read_table(fd.get(), path);
   nlohmann::json partitions = nlohmann::json::array();
   for (size_t i = 0; i < table.partitions.size(); ++i) {
@@ -90,7 +95,8 @@ nlohmann::json inspect_gpt_disk(const std::string& path) {
 }
 
 void run_inspect(const std::string& path, bool json) {
-  if (starts_with_file(path, "# Disk DescriptorFile")) {
+  InputFile file = open_input_file(path, "file");
+  if (starts_with(file, path, 0, "# Disk DescriptorFile")) {
     auto result = inspect_composed(path);
     if (json) {
       fmt::print("{}\n", result.dump(2));
@@ -114,14 +120,7 @@ void run_inspect(const std::string& path, bool json) {
     return;
   }
   // An EROFS image has its magic at byte 1024; a composed raw disk has a GPT at LBA 1.
-  bool is_gpt = false;
-  {
-    UniqueFd fd = open_or_throw(path, O_RDONLY);
-    char signature[8] = {};
-    is_gpt = pread_full(fd.get(), signature, 8, 512, path) == 8 &&
-             std::string_view(signature, 8) == "EFI PART";
-  }
-  if (is_gpt) {
+  if (starts_with(file, path, 512, "EFI PART")) {
     auto result = inspect_gpt_disk(path);
     if (json) {
       fmt::print("{}\n", result.dump(2));

@@ -78,6 +78,8 @@ void register_verify_commands(CLI::App& app) {
   verify->add_flag("--verity", args->options.check_verity,
                    "recompute each dm-verity protected layer's hash tree and check it against the "
                    "root hash the guest gets");
+  verify->add_flag("--trust-descriptor", args->options.trust_descriptor,
+                   "verify a descriptor that has no layout.json beside it (reads every file it names)");
   verify->add_flag("--json", args->json, "print the report as JSON");
   add_quiet_flag(verify, args->quiet);  // and no progress bar
   verify->add_option("--threads", args->options.threads, "digest threads (default: one per core)");

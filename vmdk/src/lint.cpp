@@ -12,6 +12,7 @@
 #include <set>
 
 #include "evmdk/error.h"
+#include "evmdk/input_file.h"
 #include "evmdk/unique_fd.h"
 #include "evmdk/vmdk/descriptor.h"
 #include "evmdk/vmdk/parser.h"
@@ -308,18 +309,24 @@ class Linter {
   }
 
   static std::pair<uint64_t, std::string> file_size(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return {0, fmt::format("cannot open: {}", std::strerror(errno))};
-    UniqueFd owned(fd);
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) return {0, fmt::format("cannot stat: {}", std::strerror(errno))};
-    if (S_ISREG(st.st_mode)) return {static_cast<uint64_t>(st.st_size), ""};
-    if (S_ISBLK(st.st_mode)) {
-      off_t end = ::lseek(fd, 0, SEEK_END);
-      if (end < 0) return {0, fmt::format("cannot size: {}", std::strerror(errno))};
-      return {static_cast<uint64_t>(end), ""};
+    // Opened without blocking (a FIFO extent would hang lint forever) and type-checked.
+    InputFile file;
+    try {
+      file = open_input_file(path, "extent file", InputKind::RegularOrBlockDevice);
+    } catch (const SystemError& error) {
+      return {0, fmt::format("cannot open: {}", std::strerror(error.error_number()))};
+    } catch (const Error&) {
+      return {0, fmt::format("a {}, not a regular file or block device", file_type_name(file_mode(path)))};
     }
-    return {0, "not a regular file or block device"};
+    if (S_ISREG(file.st.st_mode)) return {static_cast<uint64_t>(file.st.st_size), ""};
+    off_t end = ::lseek(file.fd.get(), 0, SEEK_END);
+    if (end < 0) return {0, fmt::format("cannot size: {}", std::strerror(errno))};
+    return {static_cast<uint64_t>(end), ""};
+  }
+
+  static mode_t file_mode(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_mode : 0;
   }
 
   void check_unknown_lines() {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "evmdk/error.h"
+#include "evmdk/input_file.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::vmdk {
@@ -451,7 +452,9 @@ SpecReading read_as_spec(std::string_view text) {
 }
 
 std::string read_descriptor_bytes(const std::string& path) {
-  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  // A FIFO or device named as the descriptor must not hang or be read: regular files only.
+  InputFile file = open_input_file(path, "descriptor");
+  const UniqueFd& fd = file.fd;
   // Read a little past QEMU's cut so the linter can tell that something was cut.
   std::string bytes(kQemuMaxDescriptorBytes + 4096, '\0');
   size_t got = pread_full(fd.get(), bytes.data(), bytes.size(), 0, path);

@@ -5,6 +5,8 @@
 // symlink that leaves it.
 #include <sys/types.h>
 
+#include <cstddef>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -18,8 +20,11 @@ struct MkdirDirective {
   std::optional<gid_t> gid;
 };
 
-// Parses one directive; throws an Error quoting it when malformed.
-MkdirDirective parse_mkdir_directive(const std::string& spec);
+// Parses one directive; throws an Error quoting it when malformed or when N is not below
+// `mount_count` (by default only the type bounds it and the caller checks N against its list).
+// The template is parsed by the shared contract::parse_leading_mount.
+MkdirDirective parse_mkdir_directive(const std::string& spec,
+                                     size_t mount_count = std::numeric_limits<size_t>::max());
 
 // Creates directive.path under `root` (the mount root), like mkdir -p. Components it creates
 // get `mode` (exactly, ignoring umask) and the uid/gid when given. Resolution uses

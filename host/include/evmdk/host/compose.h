@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "evmdk/host/layout.h"
 #include "evmdk/host/probe.h"
 #include "evmdk/storage_spec.h"
 #include "evmdk/vmdk/descriptor.h"
@@ -69,7 +70,8 @@ struct DiskExtent {
 
 struct ComposedLayer {
   size_t index = 0;  // 0 = top layer (gpt/raw); flat: 0 = fsmeta, i = device slot i
-  std::string path;  // absolute
+  std::string path;  // absolute, symlinks resolved: the file that was probed
+  FileIdentity identity;  // recorded in layout.json for verify
   ErofsInfo info;    // blobs that are not EROFS images carry only path/file_size
   bool is_erofs = true;
   std::optional<uint32_t> partition_number;  // gpt only

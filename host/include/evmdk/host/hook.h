@@ -6,8 +6,10 @@
 // `cleanup_hook` removes exactly that. See docs/runtime-integration.md and docs/storage-spec.md.
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "evmdk/host/hook_plan.h"
@@ -40,6 +42,26 @@ struct HookRequest {
 // Running it again with the same mount list returns the stored document unchanged; a different
 // list for an existing id is an error. On any error nothing is left behind.
 nlohmann::json run_hook(const HookRequest& request);
+
+// <state-dir>/<id>/hook-state.json, typed. Written by run_hook ("building" before anything is
+// made, "complete" with every file when done) and read back by a retry and by cleanup_hook.
+// The file lives in a directory others may write to, so parsing is strict about types and
+// size; names are kept as written and cleanup_hook refuses to act on an unsafe one.
+struct HookState {
+  uint64_t version = 1;
+  std::string id;
+  std::string status;                        // "building" or "complete"
+  std::string input_sha256;                  // of the mount list and the verity policy
+  std::vector<std::string> dirs;             // subdirectories the run created
+  std::vector<std::string> files;            // "<name>" or "<dir>/<name>" (complete only)
+  std::optional<std::string> created_upper;  // an upper image the run created
+  bool operator==(const HookState&) const = default;
+};
+inline constexpr size_t kMaxHookStateBytes = 1u << 20;
+// Throws evmdk::Error naming `path` and the field for invalid JSON, a wrong type, an unknown
+// status or a file over kMaxHookStateBytes.
+HookState parse_hook_state(std::string_view text, const std::string& path);
+nlohmann::json to_json(const HookState& state);
 
 struct CleanupReport {
   bool existed = false;

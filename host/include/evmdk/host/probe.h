@@ -50,6 +50,7 @@ struct ErofsInfo {
   uint64_t file_size = 0;   // may exceed fs_size (an appended dm-verity tree)
   uint64_t device = 0;      // st_dev / st_ino: "the same file twice" detection
   uint64_t inode = 0;
+  std::string resolved_path;  // probe_layer: the file actually opened, symlinks resolved
   std::array<uint8_t, 16> uuid{};
   std::string uuid_string;  // canonical lower-case 8-4-4-4-12, all zeros when unset
   std::string volume_name;
@@ -70,11 +71,15 @@ struct ErofsInfo {
 
 struct ProbeOptions {
   bool check_blkid = true;  // require libblkid to agree (TYPE=erofs, same UUID)
+  // Layers are regular files; a block device is probed only where an option explicitly
+  // allows it. FIFOs, sockets and character devices are always refused, without blocking.
+  bool allow_block_device = false;
 };
 
-// Reads and validates the layer at `path`. Throws evmdk::Error naming the path for a missing
-// or unreadable file, not EROFS, bad checksum, unsupported block size / dirblkbits / feature
-// bits, a truncated image (file shorter than the filesystem), or a malformed device table.
+// Reads and validates the layer at `path` (opened with open_input_file: never blocks, refuses
+// special files). Throws evmdk::Error naming the path for a missing, unreadable or special
+// file, not EROFS, bad checksum, unsupported block size / dirblkbits / feature bits, a
+// truncated image (file shorter than the filesystem), or a malformed device table.
 ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options = {});
 
 // Same checks on an image at `offset` bytes inside an open file (a partition of a raw disk);

@@ -27,6 +27,9 @@ struct VerifyOptions {
   // data and compare the root with the one the guest gets and the tree with the stored one,
   // so a disk the guest's dm-verity would refuse (or fail reads on) is caught on the host.
   bool check_verity = false;
+  // A descriptor with no layout.json beside it is refused (it alone would decide which files
+  // are read as root); true reads the files it names anyway (--trust-descriptor).
+  bool trust_descriptor = false;
   unsigned threads = 0;                    // digest threads; 0 = one per core
   size_t chunk_size = 4u << 20;
   unsigned queue_depth = 8;

@@ -65,6 +65,23 @@ struct VerityGeometry {
 };
 VerityGeometry verity_geometry(const VeritySuperblock& sb);
 
+// The hash area of a superblock at `hash_offset` in a file of `file_size` bytes, every size in
+// overflow-checked arithmetic: the data area lies before hash_offset and the superblock plus
+// tree end inside the file. Throws evmdk::Error starting with `context` otherwise, so nothing is
+// ever sized (allocated, read, mapped) from a superblock that does not fit its file.
+struct VerityLayout {
+  VerityGeometry geometry;
+  uint64_t data_bytes = 0;  // data_blocks * data_block_size
+  uint64_t hash_end = 0;    // byte just past the tree
+};
+VerityLayout verity_layout(const VeritySuperblock& sb, uint64_t hash_offset, uint64_t file_size,
+                           const std::string& context);
+
+// The hash algorithms a dm-verity superblock may name: sha256 and sha512 (what the guest's
+// kernel is known to carry and the tools here are tested with). Every parse, format and
+// serialisation refuses any other.
+bool verity_algorithm_allowed(std::string_view algorithm);
+
 struct VerityFormatOptions {
   // Where the superblock goes. Default: the EROFS image size from its superblock (so a second
   // run after an interrupted one does not append after a partial tree), or the file size
