@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "evmdk/error.h"
-#include "fuzz_check.h"
+#include "fuzz_support.h"
 #include "evmdk/guest/journal.h"
 #include "evmdk/guest/safe_path.h"
 

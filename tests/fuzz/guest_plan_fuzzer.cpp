@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "evmdk/error.h"
-#include "fuzz_check.h"
+#include "fuzz_support.h"
 #include "evmdk/guest/plan.h"
 #include "evmdk/guest/policy.h"
 #include "evmdk/storage_spec.h"

@@ -17,17 +17,13 @@
 #include "evmdk/vmdk/extent_map.h"
 #include "evmdk/vmdk/lint.h"
 #include "evmdk/vmdk/parser.h"
+#include "fuzz_support.h"
 
 namespace {
 
 using namespace evmdk::vmdk;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz check failed: %s\n", what);
-    std::abort();
-  }
-}
+using evmdk::fuzz::check;
 
 void fuzz_reader(std::string_view text) {
   QemuReading qemu = read_as_qemu(text, "/fuzz/disk.vmdk");
