@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer target (tests/fuzz/*_fuzzer.cpp) with clang in build-fuzz/ and runs
 # each for a bounded time from its checked-in seeds (tests/fuzz/corpus/<name>/).
-#   EVMDK_FUZZ_SECONDS   seconds per target (default 15: eight targets stay near 2 minutes)
+#   EVMDK_FUZZ_SECONDS   seconds per target (default 10: eight targets take under 2 minutes)
 #   EVMDK_FUZZ_TARGETS   space-separated names to run (default: all)
 # Exits non-zero when a fuzzer finds a crash, a leak, a timeout or an allocation over its RSS
 # limit; the reproducer is left in build-fuzz/crashes/<name>/. Skips without clang.
@@ -12,7 +12,7 @@ if ! command -v clang++ >/dev/null 2>&1 || ! command -v clang >/dev/null 2>&1; t
   echo "fuzz: clang not installed, skipping"
   exit 0
 fi
-seconds=${EVMDK_FUZZ_SECONDS:-15}
+seconds=${EVMDK_FUZZ_SECONDS:-10}
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DEVMDK_FUZZ=ON -DEVMDK_BUILD_TESTS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
