@@ -25,21 +25,30 @@ const char* file_type_name(mode_t mode) {
 
 InputFile open_input_file(const std::string& path, const std::string& what, InputKind kind,
                           bool follow_symlinks) {
-  int flags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | (follow_symlinks ? 0 : O_NOFOLLOW);
+  // O_PATH first: nothing is really opened (a watchdog, a tape or a FIFO has no open side
+  // effect) until the type is known; then the checked inode is reopened through the same fd.
+  int path_flags = O_PATH | O_CLOEXEC | (follow_symlinks ? 0 : O_NOFOLLOW);
+  UniqueFd handle(::open(path.c_str(), path_flags));
+  if (!handle) throw_errno("{} {}: cannot open", what, path);
   InputFile file;
-  file.fd.reset(::open(path.c_str(), flags));
-  if (!file.fd) {
-    if (errno == ELOOP && !follow_symlinks) {
-      throw SystemError(errno, fmt::format("{} {}: is a symlink, which is not followed here", what, path));
-    }
-    throw_errno("{} {}: cannot open", what, path);
+  if (::fstat(handle.get(), &file.st) != 0) throw_errno("{} {}: cannot stat", what, path);
+  if (S_ISLNK(file.st.st_mode)) {
+    throw Error("{} {}: is a symlink, which is not followed here", what, path);
   }
-  if (::fstat(file.fd.get(), &file.st) != 0) throw_errno("{} {}: cannot stat", what, path);
   bool regular = S_ISREG(file.st.st_mode);
   bool block = S_ISBLK(file.st.st_mode);
   if (!regular && !(block && kind == InputKind::RegularOrBlockDevice)) {
     throw Error("{} {}: is a {}, not a regular file{}", what, path, file_type_name(file.st.st_mode),
                 kind == InputKind::RegularOrBlockDevice ? " or block device" : "");
+  }
+  char reopen[64];
+  std::snprintf(reopen, sizeof reopen, "/proc/self/fd/%d", handle.get());
+  file.fd.reset(::open(reopen, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!file.fd) throw_errno("{} {}: cannot open", what, path);
+  struct stat opened {};
+  if (::fstat(file.fd.get(), &opened) != 0 || opened.st_dev != file.st.st_dev ||
+      opened.st_ino != file.st.st_ino) {
+    throw Error("{} {}: changed while it was being opened", what, path);
   }
   // Reads should block normally from here on (O_NONBLOCK only guarded the open itself).
   int fl = ::fcntl(file.fd.get(), F_GETFL);

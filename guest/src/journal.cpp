@@ -211,6 +211,16 @@ Journal parse_journal(std::string_view text, const std::string& what) {
 std::optional<Journal> load_journal(const std::string& base_dir, const std::string& container_id) {
   contract::validate_container_id(container_id);
   std::string path = journal_path(base_dir, container_id);
+  // Before journal version 2 a journal was <base>/<id>.journal.json: a container mounted by an
+  // older driver must not look like one with nothing recorded (its teardown would leave its
+  // rootfs mounted), so such a file stops teardown and mount with a clear error.
+  std::string legacy = base_dir + "/" + container_id + ".journal.json";
+  struct stat legacy_st {};
+  if (::lstat(legacy.c_str(), &legacy_st) == 0 && S_ISREG(legacy_st.st_mode)) {
+    throw Error("container {} has a journal of an older erofs-vmdk at {}: tear it down with that "
+                "version (or unmount its rootfs and {}/{} by hand), then remove that file",
+                container_id, legacy, base_dir, container_id);
+  }
   UniqueFd dir = open_journal_dir(journal_dir(base_dir));
   if (!dir) return std::nullopt;
   int raw = ::openat(dir.get(), (container_id + ".json").c_str(),
@@ -298,7 +308,7 @@ std::vector<std::string> validate_journal(Journal& journal, const std::string& b
   journal.created_dirs = dirs;
   std::vector<JournalMount> mounts;
   for (const auto& mount : journal.mounts) {
-    if (ours(mount.path) && (mount.fstype.empty() || known_fstype(mount.fstype))) {
+    if (ours(mount.path) && known_fstype(mount.fstype)) {
       mounts.push_back(mount);
     } else {
       problems.push_back(fmt::format("journal entry refused: mount '{}' (id {}, {}) is not one "

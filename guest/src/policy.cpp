@@ -133,6 +133,15 @@ void check_plan_policy(const Plan& plan, const Policy& policy) {
     throw Error("virtio-fs storage '{}': a shared host directory cannot be verified, and {} "
                 "requires dm-verity", plan.share->source, policy.origin);
   }
+  // A rootfs made only of the host's writable disk is as unverified as a shared directory.
+  if (policy.require_verity && plan.share == nullptr && plan.lowers.empty()) {
+    throw Error("no lower (erofs) storage: the rootfs would be only the host's unverified upper "
+                "disk, and {} requires dm-verity on every lower", policy.origin);
+  }
+  if (policy.require_verity && plan.kind == RootfsKind::Bind && plan.bind.mount_index == 0) {
+    throw Error("option X-erofs-vmdk.rootfs-bind={}: a rootfs bound from the upper disk is not "
+                "verified, and {} requires dm-verity", plan.bind_spec, policy.origin);
+  }
   for (const auto& lower : plan.lowers) {
     std::string context = fmt::format("storage #{} '{}'", lower.storage_number, lower.storage->source);
     if (policy.require_verity && !lower.verity) {
@@ -156,8 +165,28 @@ Policy effective_policy(const std::string& path, const nlohmann::json& overrides
   if (overrides.is_null() || (overrides.is_object() && overrides.empty())) return policy;
   Policy tighter = policy_from_json(overrides, "the policy overrides");
   policy.require_verity = policy.require_verity || tighter.require_verity;
-  if (overrides.contains("verity_algorithms")) policy.verity_algorithms = tighter.verity_algorithms;
-  if (overrides.contains("root_hashes")) policy.root_hashes = tighter.root_hashes;
+  // Lists narrow: what both allow (an empty root-hash list in the file means any hash).
+  auto narrow = [&](std::vector<std::string>& allowed, const std::vector<std::string>& asked,
+                    bool empty_means_any, const char* what) {
+    if (empty_means_any && allowed.empty()) {
+      allowed = asked;
+      return;
+    }
+    std::vector<std::string> both;
+    for (const auto& item : asked) {
+      if (std::find(allowed.begin(), allowed.end(), item) != allowed.end()) both.push_back(item);
+    }
+    if (both.empty()) {
+      throw Error("the policy overrides allow no {} that {} allows", what, policy.origin);
+    }
+    allowed = both;
+  };
+  if (overrides.contains("verity_algorithms")) {
+    narrow(policy.verity_algorithms, tighter.verity_algorithms, false, "dm-verity hash algorithm");
+  }
+  if (overrides.contains("root_hashes")) {
+    narrow(policy.root_hashes, tighter.root_hashes, true, "root hash");
+  }
   if (tighter.max_upper_bytes &&
       (!policy.max_upper_bytes || *tighter.max_upper_bytes < *policy.max_upper_bytes)) {
     policy.max_upper_bytes = tighter.max_upper_bytes;

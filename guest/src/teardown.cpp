@@ -57,7 +57,17 @@ class Teardown {
       target = find(mounts, *id);
       if (target == nullptr || target->mount_point != recorded.path) return;  // not a mount point
     }
-    if (!recorded.fstype.empty() && target->fstype != recorded.fstype) {
+    // A mount id found elsewhere (the mount was moved) is never one that holds the base
+    // directory or the rootfs: a tampered or stale id must not take /run or / with it.
+    for (const auto& kept : keep_ancestors_of_) {
+      if (!kept.empty() && target->mount_point != kept && is_at_or_under(kept, target->mount_point)) {
+        report_.problems.push_back(fmt::format(
+            "{} {} (mount id {}) left alone: that id is now the mount at {}, which holds {}",
+            what, recorded.path, target->id, target->mount_point, kept));
+        return;
+      }
+    }
+    if (target->fstype != recorded.fstype) {
       report_.problems.push_back(fmt::format(
           "{} {} (mount id {}) left alone: that id is now a {} mount at {}, not the {} recorded",
           what, recorded.path, target->id, target->fstype, target->mount_point, recorded.fstype));
@@ -65,6 +75,10 @@ class Teardown {
     }
     unmount_subtree(mounts, target->id, what);
   }
+
+  // Recorded mounts are never unmounted when they sit at or above one of these paths (except
+  // at the path itself).
+  void keep_ancestors_of(std::vector<std::string> paths) { keep_ancestors_of_ = std::move(paths); }
 
   // Unmounts every mount at or under `dir` (a directory of this container), topmost first.
   void sweep(const std::string& dir, const std::string& what) {
@@ -145,6 +159,7 @@ class Teardown {
 
   TeardownReport& report_;
   std::chrono::milliseconds busy_timeout_;
+  std::vector<std::string> keep_ancestors_of_;
 };
 
 }  // namespace
@@ -197,6 +212,7 @@ TeardownReport run_teardown(const TeardownRequest& request, bool rollback) {
   // upper and the lowers in reverse, then (not in a rollback) anything else left under the
   // container's own directory.
   Teardown teardown(report, request.unmount_busy_timeout);
+  teardown.keep_ancestors_of({base, journal ? journal->rootfs : rootfs});
   if (journal) {
     for (auto it = journal->mounts.rbegin(); it != journal->mounts.rend(); ++it) {
       if (it->path == journal->rootfs) teardown.unmount_recorded(*it, "rootfs");

@@ -508,12 +508,15 @@ json run_hook(const HookRequest& request) {
   }
 
   bool create_upper = false;
+  std::string upper_image;  // what QEMU opens read-write: the resolved file, never a symlink
   if (plan.upper) {
     struct stat st {};
     const std::string what = describe_mount(request.mounts, plan.upper->mount_index);
-    if (::stat(plan.upper->image.c_str(), &st) == 0) {
-      if (!S_ISREG(st.st_mode)) throw Error("{}: {} is not a regular file", what, plan.upper->image);
-      std::string type = blkid_type(plan.upper->image);
+    upper_image = plan.upper->image;
+    if (::lstat(plan.upper->image.c_str(), &st) == 0) {
+      InputFile image = open_input_file(plan.upper->image, what + ": upper image");
+      upper_image = image.resolved_path;
+      std::string type = blkid_type(upper_image);
       if (type != "ext4") {
         throw Error("{}: {} exists but holds {}, not ext4", what, plan.upper->image,
                     type.empty() ? std::string("no filesystem") : type);
@@ -572,8 +575,8 @@ json run_hook(const HookRequest& request) {
   if (plan.upper) {
     if (create_upper) new_upper = std::make_unique<NewExt4Image>(plan.upper->image, *plan.upper->mkfs_size);
     const std::string serial = serial_for(request.id, "upper");
-    disks.push_back(disk_json("upper", plan.upper->image, "raw", false, serial, create_upper,
-                              with_device_id(upper_qemu(plan.upper->image, serial), serial)));
+    disks.push_back(disk_json("upper", upper_image, "raw", false, serial, create_upper,
+                              with_device_id(upper_qemu(upper_image, serial), serial)));
     Storage upper;
     upper.driver = "blk";
     upper.source = "serial:" + serial;

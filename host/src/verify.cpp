@@ -32,6 +32,33 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// layout.json decides which files verify (as root) reads and digests, so it only counts when
+// nobody but us (or root) could have written it or swapped it: owned by root or the caller,
+// not writable by group or others, in such a directory too. Otherwise whoever wrote the
+// descriptor could also write the layout that "authorises" it (e.g. to digest /etc/shadow).
+void refuse_untrusted_layout(const std::string& layout_path) {
+  const uid_t me = ::geteuid();
+  auto check = [&](const std::string& path, bool directory) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) throw_errno("verify: cannot inspect {}", path);
+    std::string problem;
+    if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
+      problem = fmt::format("is a {}", file_type_name(st.st_mode));
+    } else if (st.st_uid != 0 && st.st_uid != me) {
+      problem = fmt::format("is owned by uid {}", st.st_uid);
+    } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+      problem = fmt::format("is writable by group or others (mode {:04o})", st.st_mode & 07777);
+    }
+    if (!problem.empty()) {
+      throw Error("verify: {} {}, so it cannot vouch for which files verify reads; fix its owner "
+                  "and mode, or pass --trust-descriptor to read the files the descriptor names",
+                  path, problem);
+    }
+  };
+  check(layout_path, false);
+  check(fs::absolute(layout_path).parent_path().string(), true);
+}
+
 constexpr uint64_t kSector = 512;
 
 // Reads a small input file (layout, qemu.json, expect file) without blocking on a FIFO or
@@ -405,6 +432,7 @@ VerifyReport verify_disk(const VerifyOptions& options) {
       throw Error("verify: {}", error.what());
     }
     report.layout = layout_path;
+    if (!options.trust_descriptor) refuse_untrusted_layout(layout_path);
   } else if (!options.trust_descriptor) {
     // Without compose's own record, the descriptor alone would decide which files root reads
     // (and digests): refuse rather than be a file-reading oracle.

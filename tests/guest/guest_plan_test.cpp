@@ -145,6 +145,32 @@ TEST(GuestPolicy, PolicyFilesAreStrict) {
   EXPECT_NE(policy.origin.find(temp / "policy.json"), std::string::npos);
 }
 
+// Review finding: a rootfs made only of the host's upper disk slipped past require_verity.
+TEST(GuestPolicy, RequireVerityRefusesARootfsOfTheUpperAlone) {
+  Policy policy = policy_from_json(nlohmann::json{{"require_verity", true}}, "policy strict.json");
+  std::string what = refusal({upper({"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/rootfs"})}, &policy);
+  EXPECT_NE(what.find("unverified upper"), std::string::npos) << what;
+  EXPECT_NE(what.find("policy strict.json"), std::string::npos) << what;
+  Policy lax;
+  EXPECT_EQ(refusal({upper({"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/rootfs"})}, &lax), "<accepted>");
+}
+
+// Review finding: the agent's overrides replaced the policy file's lists instead of narrowing.
+TEST(GuestPolicy, OverridesOnlyNarrowThePolicyFile) {
+  test::TempDir temp;
+  std::string a(64, 'a'), b(64, 'b');
+  test::write_file(temp / "policy.json",
+                   fmt::format(R"({{"verity_algorithms": ["sha512"], "root_hashes": ["{}"]}})", a));
+  EXPECT_THROW(effective_policy(temp / "policy.json", {{"root_hashes", {b}}}), Error);
+  EXPECT_THROW(effective_policy(temp / "policy.json", {{"verity_algorithms", {"sha256"}}}), Error);
+  Policy narrowed = effective_policy(temp / "policy.json", {{"root_hashes", {a, b}}, {"require_verity", true}});
+  EXPECT_EQ(narrowed.root_hashes, std::vector<std::string>{a});
+  EXPECT_EQ(narrowed.verity_algorithms, std::vector<std::string>{"sha512"});
+  EXPECT_TRUE(narrowed.require_verity);
+  test::write_file(temp / "any.json", "{}");
+  EXPECT_EQ(effective_policy(temp / "any.json", {{"root_hashes", {b}}}).root_hashes, std::vector<std::string>{b});
+}
+
 TEST(StorageSpec, WrongTypesAreRefusedNamingTheStorageAndField) {
   struct Case {
     const char* json;

@@ -137,6 +137,22 @@ TEST(Journal, RoundTripsAndReportsCorruption) {
   EXPECT_FALSE(load_journal(temp.path(), "abc").has_value());
 }
 
+// Review finding: a journal of an older version must not read as "nothing recorded".
+TEST(Journal, AnOlderVersionsJournalIsNotMistakenForNone) {
+  test::TempDir temp;
+  test::write_file(temp / "abc.journal.json", "{}");
+  try {
+    load_journal(temp.path(), "abc");
+    ADD_FAILURE() << "an old journal was ignored";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find(temp / "abc.journal.json"), std::string::npos)
+        << error.what();
+  }
+  // A container directory of that name (id "abc.journal.json") is no journal.
+  fs::create_directories(temp / "x.journal.json");
+  EXPECT_FALSE(load_journal(temp.path(), "x").has_value());
+}
+
 TEST(Journal, ValidationKeepsOwnEntriesAndRefusesTheRest) {
   Journal journal;
   journal.container_id = "c1";

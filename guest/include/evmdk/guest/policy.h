@@ -37,7 +37,8 @@ Policy load_policy(const std::string& path);
 // The policy a mount runs under, the same for the CLI and the C API: the file at `path` when
 // given, else kDefaultPolicyPath when the guest image has one, else the built-in default; then
 // `overrides` (policy.json keys, e.g. from an agent's flags) on top. Overrides only tighten:
-// require_verity is or-ed, the lists replace the file's, max_upper_bytes takes the smaller.
+// require_verity is or-ed, each list narrows to what both allow (an error when nothing is
+// left), max_upper_bytes takes the smaller.
 Policy effective_policy(const std::string& path, const nlohmann::json& overrides);
 
 // Refuses a plan that breaks `policy`, naming the storage and the rule.
