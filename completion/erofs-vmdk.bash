@@ -46,13 +46,13 @@ _erofs_vmdk() {
         return
       fi
       ;;
-    -s | --storages | --mounts | --expect | --write-expect | --hash-device)
+    -s | --storages | --mounts | --expect | --write-expect | --hash-device | --policy)
       COMPREPLY=($(compgen -f -- "$cur"))
       return
       ;;
     --first-fdset | --serial | --id | -i | --timeout-ms | --parallel | --kill-timeout-ms | \
       --threads | --chunk-size | --queue-depth | --at | --hash-offset | --salt | --uuid | \
-      --data-block-size | --hash-block-size)
+      --data-block-size | --hash-block-size | --verity-algorithm | --root-hash | --max-upper-bytes)
       return
       ;;
   esac
@@ -65,7 +65,7 @@ _erofs_vmdk() {
     lint) options="--json -q --quiet" ;;
     map) options="--json --at" ;;
     inspect) options="--json" ;;
-    verify) options="--digest --expect --write-expect --direct --verity --json -q --quiet --threads --chunk-size --queue-depth" ;;
+    verify) options="--digest --expect --write-expect --direct --verity --trust-descriptor --json -q --quiet --threads --chunk-size --queue-depth" ;;
     hook)
       if [[ $sub == cleanup ]]; then
         options="--id --state-dir --json -q --quiet"
@@ -79,7 +79,7 @@ _erofs_vmdk() {
       files=0
       case $sub in
         "") subcommands="mount teardown status" ;;
-        mount) options="-s --storages -i --id -r --rootfs -b --base --timeout-ms --parallel --json -q --quiet" ;;
+        mount) options="-s --storages -i --id -r --rootfs -b --base --timeout-ms --parallel --policy --require-verity --verity-algorithm --root-hash --max-upper-bytes --json -q --quiet" ;;
         teardown) options="-i --id -r --rootfs -b --base -c --cgroup --kill-timeout-ms --json -q --quiet" ;;
         status) options="-i --id -b --base --json" ;;
       esac
