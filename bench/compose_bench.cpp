@@ -12,7 +12,7 @@
 #include <fstream>
 #include <vector>
 
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "../tests/qemu/harness/qemu_harness.h"
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 
 namespace fs = std::filesystem;
 using namespace evmdk::qemu;

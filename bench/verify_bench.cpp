@@ -28,8 +28,8 @@
 #include <fmt/format.h>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose.h"
-#include "evmdk/host/verify.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/verify/verify.h"
 #include "evmdk/unique_fd.h"
 #include "evmdk/vmdk/extent_map.h"
 

@@ -21,7 +21,7 @@
 #include <fmt/format.h>
 
 #include "evmdk/error.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/verity/verity.h"
 #include "evmdk/unique_fd.h"
 
 extern char** environ;

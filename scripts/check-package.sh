@@ -33,7 +33,8 @@ stage=$(realpath "$work")/stage
 DESTDIR=$stage cmake --install "$build" --prefix /usr >/dev/null
 libdir=$(sed -n 's/^CMAKE_INSTALL_LIBDIR:PATH=//p' "$build/CMakeCache.txt")
 for path in bin/erofs-vmdk include/evmdk/evmdk.h include/evmdk/guest/driver.h \
-    include/evmdk/host/compose.h include/evmdk/host/hook.h include/evmdk/host/verify.h \
+    include/evmdk/host/compose/compose.h include/evmdk/host/hook/hook.h \
+    include/evmdk/host/verify/verify.h \
     include/evmdk/storage_spec.h "$libdir/libevmdk.so" "$libdir/pkgconfig/evmdk.pc" \
     "$libdir/pkgconfig/erofs-vmdk.pc" "$libdir/cmake/erofs-vmdk/erofs-vmdk-config.cmake" \
     share/man/man1/erofs-vmdk.1 share/bash-completion/completions/erofs-vmdk \

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "evmdk/guest/driver.h"
-#include "evmdk/host/hook.h"
+#include "evmdk/host/hook/hook.h"
 
 namespace evmdk::documents {
 

@@ -23,10 +23,10 @@
 #include "documents.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/driver.h"
-#include "evmdk/host/compose.h"
-#include "evmdk/host/hook.h"
-#include "evmdk/host/verify.h"
-#include "evmdk/host/verity_compose.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/hook/hook.h"
+#include "evmdk/host/verify/verify.h"
+#include "evmdk/host/verity/verity_compose.h"
 #include "evmdk/storage_spec.h"
 
 namespace {

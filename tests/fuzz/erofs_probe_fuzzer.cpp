@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "evmdk/error.h"
-#include "evmdk/host/probe.h"
+#include "evmdk/host/erofs/probe.h"
 #include "fuzz_support.h"
 
 namespace {

@@ -16,7 +16,7 @@
 #include "evmdk/checksum.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/block_device.h"
-#include "evmdk/host/gpt.h"
+#include "evmdk/host/compose/gpt.h"
 #include "fuzz_support.h"
 
 namespace {

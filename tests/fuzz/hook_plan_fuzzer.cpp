@@ -15,7 +15,7 @@
 #include "evmdk/error.h"
 #include "evmdk/guest/bind_source.h"
 #include "evmdk/guest/mkdir_directive.h"
-#include "evmdk/host/hook_plan.h"
+#include "evmdk/host/hook/hook_plan.h"
 #include "fuzz_support.h"
 
 namespace {

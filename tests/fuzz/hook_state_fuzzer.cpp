@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "evmdk/error.h"
-#include "evmdk/host/hook.h"
+#include "evmdk/host/hook/hook.h"
 #include "fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -17,7 +17,7 @@
 #include <string_view>
 
 #include "evmdk/error.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/verity/verity.h"
 #include "evmdk/unique_fd.h"
 #include "fuzz_support.h"
 

@@ -8,7 +8,7 @@
 #include <filesystem>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 #include "guest_fixture.h"
 
 namespace evmdk::test {

@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "evmdk/host/hook.h"
+#include "evmdk/host/hook/hook.h"
 #include "guest_fixture.h"
 
 namespace evmdk::test {

@@ -17,7 +17,7 @@
 #include <random>
 
 #include "../qemu/scenario.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/verity/verity.h"
 
 namespace evmdk::qemu {
 namespace {

@@ -6,7 +6,7 @@
 
 #include <gmock/gmock.h>
 
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 #include "layer_fixtures.h"
 #include "loop_fixtures.h"
 

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 #include "layer_fixtures.h"
 
 namespace evmdk::host {

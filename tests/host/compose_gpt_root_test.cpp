@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 #include "layer_fixtures.h"
 #include "loop_fixtures.h"
 

@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose.h"
-#include "evmdk/host/gpt.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/compose/gpt.h"
 #include "layer_fixtures.h"
 
 namespace evmdk::host {

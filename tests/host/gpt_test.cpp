@@ -4,7 +4,7 @@
 #include <fcntl.h>
 
 #include "evmdk/error.h"
-#include "evmdk/host/gpt.h"
+#include "evmdk/host/compose/gpt.h"
 #include "layer_fixtures.h"
 
 namespace evmdk::host::gpt {

@@ -10,7 +10,7 @@
 #include <filesystem>
 
 #include "evmdk/error.h"
-#include "evmdk/host/hook.h"
+#include "evmdk/host/hook/hook.h"
 #include "layer_fixtures.h"
 #include "test_support.h"
 

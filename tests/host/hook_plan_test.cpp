@@ -2,7 +2,7 @@
 #include <gmock/gmock.h>
 
 #include "evmdk/error.h"
-#include "evmdk/host/hook_plan.h"
+#include "evmdk/host/hook/hook_plan.h"
 #include "test_support.h"
 
 namespace evmdk::host {

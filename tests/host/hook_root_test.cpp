@@ -11,9 +11,9 @@
 #include <memory>
 #include <sstream>
 
-#include "evmdk/guest/verity.h"
-#include "evmdk/host/hook.h"
 #include "containerd_mounts.h"
+#include "evmdk/guest/verity.h"
+#include "evmdk/host/hook/hook.h"
 #include "loop_fixtures.h"
 #include "test_support.h"
 

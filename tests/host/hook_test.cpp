@@ -6,13 +6,13 @@
 #include <filesystem>
 #include <set>
 
+#include "containerd_mounts.h"
 #include "evmdk/contract/container_id.h"
 #include "evmdk/error.h"
-#include "evmdk/host/hook.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/hook/hook.h"
+#include "evmdk/host/verity/verity.h"
 #include "evmdk/storage_spec.h"
 #include "layer_fixtures.h"
-#include "containerd_mounts.h"
 #include "test_support.h"
 
 namespace evmdk::host {

@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose.h"
-#include "evmdk/host/layout.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/compose/layout.h"
 #include "layer_fixtures.h"
 
 namespace evmdk::host {

@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "evmdk/error.h"
-#include "evmdk/host/probe.h"
+#include "evmdk/host/erofs/probe.h"
 #include "layer_fixtures.h"
 
 namespace evmdk::host {

@@ -9,9 +9,9 @@
 #include <random>
 
 #include "evmdk/error.h"
-#include "evmdk/host/verify_pipeline.h"
-#include "evmdk/host/verify_progress.h"
-#include "evmdk/host/verify_reader.h"
+#include "evmdk/host/verify/verify_pipeline.h"
+#include "evmdk/host/verify/verify_progress.h"
+#include "evmdk/host/verify/verify_reader.h"
 #include "test_support.h"
 
 namespace evmdk::host {

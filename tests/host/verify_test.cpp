@@ -7,8 +7,8 @@
 #include <filesystem>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose.h"
-#include "evmdk/host/verify.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/verify/verify.h"
 #include "layer_fixtures.h"
 #include "test_support.h"
 

@@ -10,9 +10,9 @@
 
 #include "evmdk/error.h"
 #include "evmdk/guest/verity.h"
-#include "evmdk/host/compose.h"
-#include "evmdk/host/verity.h"
-#include "evmdk/host/verity_compose.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/verity/verity.h"
+#include "evmdk/host/verity/verity_compose.h"
 #include "layer_fixtures.h"
 #include "test_support.h"
 

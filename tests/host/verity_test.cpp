@@ -11,7 +11,7 @@
 
 #include "evmdk/error.h"
 #include "evmdk/guest/verity.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/verity/verity.h"
 #include "test_support.h"
 
 namespace evmdk::host {

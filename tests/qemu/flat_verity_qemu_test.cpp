@@ -9,8 +9,8 @@
 
 #include <filesystem>
 
-#include "evmdk/host/verity.h"
-#include "evmdk/host/verity_compose.h"
+#include "evmdk/host/verity/verity.h"
+#include "evmdk/host/verity/verity_compose.h"
 #include "flat_fixture.h"
 #include "scenario.h"
 

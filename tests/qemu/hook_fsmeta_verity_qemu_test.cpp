@@ -6,7 +6,7 @@
 // cleanup` leave nothing behind.
 #include <filesystem>
 
-#include "evmdk/host/verity.h"
+#include "evmdk/host/verity/verity.h"
 #include "flat_fixture.h"
 #include "scenario.h"
 

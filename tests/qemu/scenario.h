@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 #include "qemu_test_util.h"
 
 namespace evmdk::qemu {

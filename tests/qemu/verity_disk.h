@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <string>
 
-#include "evmdk/host/compose.h"
-#include "evmdk/host/verity.h"
-#include "evmdk/host/verity_compose.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/verity/verity.h"
+#include "evmdk/host/verity/verity_compose.h"
 #include "harness/process.h"
 #include "test_support.h"
 

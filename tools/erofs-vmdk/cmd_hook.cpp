@@ -11,7 +11,7 @@
 #include "commands.h"
 #include "documents.h"
 #include "evmdk/error.h"
-#include "evmdk/host/hook.h"
+#include "evmdk/host/hook/hook.h"
 
 namespace evmdk::cli {
 namespace {

@@ -9,12 +9,12 @@
 
 #include "commands.h"
 #include "evmdk/error.h"
-#include "evmdk/host/compose.h"
-#include "evmdk/host/gpt.h"
-#include "evmdk/host/layout.h"
-#include "evmdk/host/probe.h"
-#include "evmdk/host/verity.h"
-#include "evmdk/host/verity_compose.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/compose/gpt.h"
+#include "evmdk/host/compose/layout.h"
+#include "evmdk/host/erofs/probe.h"
+#include "evmdk/host/verity/verity.h"
+#include "evmdk/host/verity/verity_compose.h"
 #include "evmdk/input_file.h"
 #include "evmdk/unique_fd.h"
 

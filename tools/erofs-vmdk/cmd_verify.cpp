@@ -1,4 +1,4 @@
-// `erofs-vmdk verify`: thin over evmdk::host::verify_disk (host/include/evmdk/host/verify.h).
+// `erofs-vmdk verify`: thin over evmdk::host::verify_disk (evmdk/host/verify/verify.h).
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -7,8 +7,8 @@
 #include "commands.h"
 #include "evmdk/atomic_file.h"
 #include "evmdk/error.h"
-#include "evmdk/host/verify.h"
-#include "evmdk/host/verify_progress.h"
+#include "evmdk/host/verify/verify.h"
+#include "evmdk/host/verify/verify_progress.h"
 
 namespace evmdk::cli {
 

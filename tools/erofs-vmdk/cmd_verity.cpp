@@ -16,8 +16,8 @@
 #include "commands.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/verity.h"
-#include "evmdk/host/verify_progress.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/verify/verify_progress.h"
+#include "evmdk/host/verity/verity.h"
 
 namespace evmdk::cli {
 namespace {

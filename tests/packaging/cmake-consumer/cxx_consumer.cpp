@@ -1,7 +1,7 @@
 // Links the C++ libraries through find_package(erofs-vmdk): parses a compose mode and a
 // storage list with the installed headers and shared libraries.
 #include <evmdk/guest/driver.h>
-#include <evmdk/host/compose.h>
+#include <evmdk/host/compose/compose.h>
 #include <evmdk/storage_spec.h>
 
 #include <cstdio>

@@ -10,8 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "evmdk/host/layout.h"
-#include "evmdk/host/probe.h"
+#include "evmdk/host/compose/layout.h"
+#include "evmdk/host/erofs/probe.h"
 #include "evmdk/storage_spec.h"
 #include "evmdk/vmdk/descriptor.h"
 

@@ -1,4 +1,4 @@
-#include "evmdk/host/verity_compose.h"
+#include "evmdk/host/verity/verity_compose.h"
 
 #include "evmdk/error.h"
 #include "evmdk/input_file.h"

@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "evmdk/host/compose.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/verity/verity.h"
 
 namespace evmdk::host {
 

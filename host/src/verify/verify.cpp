@@ -1,5 +1,5 @@
-#include "evmdk/host/verify.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/verify/verify.h"
+#include "evmdk/host/verity/verity.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -17,11 +17,11 @@
 #include <thread>
 
 #include "evmdk/error.h"
+#include "evmdk/host/compose/gpt.h"
+#include "evmdk/host/compose/layout.h"
+#include "evmdk/host/erofs/probe.h"
+#include "evmdk/host/verify/verify_progress.h"
 #include "evmdk/input_file.h"
-#include "evmdk/host/gpt.h"
-#include "evmdk/host/layout.h"
-#include "evmdk/host/probe.h"
-#include "evmdk/host/verify_progress.h"
 #include "evmdk/unique_fd.h"
 #include "evmdk/vmdk/extent_map.h"
 #include "evmdk/vmdk/parser.h"

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "evmdk/host/probe.h"  // format_uuid
+#include "evmdk/host/erofs/probe.h"  // format_uuid
 
 namespace evmdk::host {
 

@@ -1,4 +1,4 @@
-#include "evmdk/host/verify_reader.h"
+#include "evmdk/host/verify/verify_reader.h"
 
 #include <fcntl.h>
 #include <liburing.h>

@@ -1,4 +1,4 @@
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -15,10 +15,10 @@
 
 #include "evmdk/atomic_file.h"
 #include "evmdk/error.h"
-#include "evmdk/host/gpt.h"
-#include "evmdk/host/layout.h"
+#include "evmdk/host/compose/gpt.h"
+#include "evmdk/host/compose/layout.h"
+#include "evmdk/host/verity/verity.h"
 #include "evmdk/input_file.h"
-#include "evmdk/host/verity.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::host {

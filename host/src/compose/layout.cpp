@@ -1,4 +1,4 @@
-#include "evmdk/host/layout.h"
+#include "evmdk/host/compose/layout.h"
 
 #include <openssl/evp.h>
 

@@ -1,4 +1,4 @@
-#include "evmdk/host/hook_plan.h"
+#include "evmdk/host/hook/hook_plan.h"
 
 #include <charconv>
 #include <set>

@@ -1,4 +1,4 @@
-#include "evmdk/host/verify_progress.h"
+#include "evmdk/host/verify/verify_progress.h"
 
 #include <fmt/format.h>
 #include <unistd.h>

@@ -1,10 +1,10 @@
-#include "evmdk/host/gpt.h"
+#include "evmdk/host/compose/gpt.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "evmdk/checksum.h"
 #include "evmdk/checked_math.h"
+#include "evmdk/checksum.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
 

@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "evmdk/host/verify_reader.h"
+#include "evmdk/host/verify/verify_reader.h"
 
 namespace evmdk::host {
 

@@ -1,4 +1,4 @@
-#include "evmdk/host/verify_pipeline.h"
+#include "evmdk/host/verify/verify_pipeline.h"
 
 #include <openssl/evp.h>
 

@@ -1,4 +1,4 @@
-#include "evmdk/host/hook.h"
+#include "evmdk/host/hook/hook.h"
 
 #include <blkid/blkid.h>
 #include <fcntl.h>
@@ -18,9 +18,9 @@
 #include "evmdk/atomic_file.h"
 #include "evmdk/contract/container_id.h"
 #include "evmdk/error.h"
+#include "evmdk/host/compose/compose.h"
 #include "evmdk/input_file.h"
 #include "evmdk/process.h"
-#include "evmdk/host/compose.h"
 #include "evmdk/unique_fd.h"
 
 

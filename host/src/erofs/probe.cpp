@@ -1,4 +1,4 @@
-#include "evmdk/host/probe.h"
+#include "evmdk/host/erofs/probe.h"
 
 #include <blkid/blkid.h>
 #include <fcntl.h>

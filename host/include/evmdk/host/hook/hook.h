@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
-#include "evmdk/host/hook_plan.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/hook/hook_plan.h"
+#include "evmdk/host/verity/verity.h"
 #include "evmdk/storage_spec.h"
 
 namespace evmdk::host {

@@ -1,4 +1,4 @@
-#include "evmdk/host/verity.h"
+#include "evmdk/host/verity/verity.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>

@@ -10,8 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "evmdk/host/verify_pipeline.h"
-#include "evmdk/host/verify_reader.h"
+#include "evmdk/host/verify/verify_pipeline.h"
+#include "evmdk/host/verify/verify_reader.h"
 
 namespace evmdk::host {
 
