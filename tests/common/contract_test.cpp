@@ -6,7 +6,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +36,22 @@ std::string error_of(F&& f) {
     return error.what();
   }
   return "(no error)";
+}
+
+// The guest plan's parameters as contract::VerityOptions, field by field (the same type once
+// the guest has adopted the contract, a twin before).
+template <typename Params>
+VerityOptions as_options(const Params& params) {
+  VerityOptions out;
+  out.root_hash = params.root_hash;
+  out.hash_offset = params.hash_offset;
+  out.data_block_size = params.data_block_size;
+  out.hash_block_size = params.hash_block_size;
+  out.algorithm = params.algorithm;
+  out.salt = params.salt;
+  out.hash_type = params.hash_type;
+  out.no_superblock = params.no_superblock;
+  return out;
 }
 
 std::vector<VerityOptions> option_sets() {
@@ -368,6 +387,103 @@ TEST_F(HostToGuest, RootfsMarkersDecodeInTheGuestPlan) {
   storages[0].options.back() = make_option(marker::kRootfsReadonly, "maybe");
   EXPECT_THAT(error_of([&] { (void)guest::make_plan(storages); }),
               HasSubstr("X-erofs-vmdk.rootfs-readonly"));
+}
+
+// Every storage the hook emits for containerd's mount-list shapes (tests/host/golden/hook, the
+// host's real output over real layers) decodes in the guest's plan to what the host meant,
+// and carries no marker outside contract/markers.h.
+TEST(HookGoldenStorages, EveryMarkerDecodesInTheGuestPlan) {
+  std::set<std::string_view> known{
+      marker::kMultiLayer,          marker::kOverlayUpper,    marker::kOverlayLower,
+      marker::kGptPartitioned,      marker::kPartitionNumber, marker::kMkdirPath,
+      marker::kContainerdMkdirPath, marker::kPartUuid,        marker::kErofsUuid,
+      marker::kLayerIndex,          marker::kRootfsBind,      marker::kRootfsReadonly,
+      marker::kOverlayOption};
+  std::string dir = test::source_dir() + "/tests/host/golden/hook";
+  size_t shapes = 0;
+  std::set<std::string_view> seen;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    SCOPED_TRACE(entry.path().filename().string());
+    ++shapes;
+    auto golden = nlohmann::json::parse(test::read_file(entry.path().string()));
+    std::vector<Storage> storages = storages_from_json(golden["storages"]);
+    guest::Plan plan = guest::make_plan(storages);
+    const auto& rootfs = golden["rootfs"];
+    EXPECT_EQ(plan.read_only, rootfs["read_only"].get<bool>());
+    std::string type = rootfs["type"];
+    if (type == "bind") {
+      EXPECT_EQ(plan.kind, guest::RootfsKind::Bind);
+    } else if (type == "host-share") {
+      EXPECT_EQ(plan.kind, guest::RootfsKind::VirtioFs);
+    } else {
+      EXPECT_EQ(plan.kind,
+                plan.read_only ? guest::RootfsKind::ReadOnlyOverlay : guest::RootfsKind::Overlay);
+    }
+    std::vector<std::string> overlay_options, mkdirs;
+    for (const auto& storage : storages) {
+      for (const auto& option : storage.options) {
+        if (!is_marker(option)) continue;
+        std::string_view key = option_key(option);
+        if (is_dmverity_option(option)) {
+          seen.insert(marker::kDmverityEnabled);
+          continue;
+        }
+        EXPECT_TRUE(known.count(key) == 1 || key.rfind(marker::kDevicePrefix, 0) == 0) << option;
+        if (known.count(key) == 1) seen.insert(*known.find(key));
+      }
+      auto overlay = option_values(storage.options, marker::kOverlayOption);
+      overlay_options.insert(overlay_options.end(), overlay.begin(), overlay.end());
+      for (auto key : {marker::kContainerdMkdirPath, marker::kMkdirPath}) {
+        auto values = option_values(storage.options, key);
+        mkdirs.insert(mkdirs.end(), values.begin(), values.end());
+      }
+      if (auto bind = option_value(storage.options, marker::kRootfsBind)) {
+        EXPECT_EQ(plan.bind_spec, *bind);
+      }
+    }
+    EXPECT_EQ(plan.overlay_options, overlay_options);
+    EXPECT_EQ(plan.mkdirs.size(), mkdirs.size());
+    EXPECT_EQ(rootfs["mkdir"].size(), mkdirs.size());
+    for (const auto& lower : plan.lowers) {
+      const auto& options = lower.storage->options;
+      EXPECT_EQ(std::to_string(lower.index), option_value(options, marker::kLayerIndex));
+      if (auto number = option_value(options, marker::kPartitionNumber)) {
+        EXPECT_EQ(lower.partition, std::stoul(*number));
+        EXPECT_EQ(option_value(options, marker::kGptPartitioned), "true");
+      } else {
+        EXPECT_EQ(lower.partition, std::nullopt);
+      }
+      auto decoded = decode_verity_options(options, "golden");
+      EXPECT_EQ(lower.verity.has_value(), decoded.has_value());
+      if (lower.verity && decoded) {
+        EXPECT_EQ(as_options(*lower.verity), *decoded);
+      }
+      std::map<unsigned, VerityOptions> devices;
+      for (auto& [slot, decoded] : decode_device_verity_options(options, "golden", 1024)) {
+        devices.emplace(slot, decoded);
+      }
+      std::map<unsigned, VerityOptions> planned;
+      for (const auto& [slot, params] : lower.device_verity)
+        planned.emplace(slot, as_options(params));
+      EXPECT_EQ(planned, devices);
+      // What the guest decoded, the one encoder writes back as the host wrote it.
+      if (lower.verity) {
+        std::vector<std::string> written;
+        for (const auto& option : options) {
+          if (is_dmverity_option(option)) written.push_back(option);
+        }
+        EXPECT_EQ(encode_verity_options(as_options(*lower.verity)), written);
+      }
+    }
+  }
+  EXPECT_GE(shapes, 10u) << "the hook's golden shapes are missing from " << dir;
+  // Between them the shapes use every marker the hook and compose write.
+  for (auto key : {marker::kMultiLayer, marker::kOverlayUpper, marker::kOverlayLower,
+                   marker::kGptPartitioned, marker::kPartitionNumber, marker::kContainerdMkdirPath,
+                   marker::kPartUuid, marker::kErofsUuid, marker::kLayerIndex, marker::kRootfsBind,
+                   marker::kRootfsReadonly, marker::kOverlayOption, marker::kDmverityEnabled}) {
+    EXPECT_EQ(seen.count(key), 1u) << key;
+  }
 }
 
 // ---- dm and loop names ----
