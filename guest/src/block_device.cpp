@@ -351,6 +351,16 @@ uint64_t ErofsSuperblock::bytes(uint64_t count, const std::string& what) const {
   return mul_or_throw(count, block_size(), what);
 }
 
+uint64_t block_device_size(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) return 0;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return 0;
+  if (S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  uint64_t bytes = 0;
+  return ::ioctl(fd.get(), BLKGETSIZE64, &bytes) == 0 ? bytes : 0;
+}
+
 bool same_uuid(const std::string& a, const std::string& b) {
   auto normal = [](const std::string& s) {
     std::string out;

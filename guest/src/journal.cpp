@@ -258,6 +258,41 @@ void remove_journal(const std::string& base_dir, const std::string& container_id
   ::rmdir(journal_dir(base_dir).c_str());
 }
 
+namespace {
+
+// Keeps the entries `ours` accepts; every other one is dropped and reported as `refusal` says.
+template <typename Entry, typename Ours, typename Refusal>
+void keep_only(std::vector<Entry>& entries, Ours ours, Refusal refusal,
+               std::vector<std::string>& problems) {
+  std::vector<Entry> kept;
+  for (const auto& entry : entries) {
+    if (ours(entry)) {
+      kept.push_back(entry);
+    } else {
+      problems.push_back(refusal(entry));
+    }
+  }
+  entries = std::move(kept);
+}
+
+// The recorded rootfs, when it cannot be this container's (or differs from the one the caller
+// expects), is dropped.
+void check_recorded_rootfs(Journal& journal, const std::string& base_dir,
+                           const std::string& container_id, const std::string& rootfs,
+                           std::vector<std::string>& problems) {
+  if (journal.rootfs.empty()) return;
+  std::string why = rootfs_refusal(journal.rootfs, base_dir, container_id);
+  if (why.empty() && !rootfs.empty() && rootfs != journal.rootfs) {
+    why = fmt::format("it differs from the rootfs {} given for the teardown", rootfs);
+  }
+  if (!why.empty()) {
+    problems.push_back(fmt::format("journal entry refused: rootfs '{}': {}", journal.rootfs, why));
+    journal.rootfs.clear();
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> validate_journal(Journal& journal, const std::string& base_dir,
                                           const std::string& container_id, const std::string& rootfs) {
   std::vector<std::string> problems;
@@ -277,65 +312,51 @@ std::vector<std::string> validate_journal(Journal& journal, const std::string& b
     refuse_all(fmt::format("it names base directory '{}', not '{}'", journal.base_dir, base_dir));
     return problems;
   }
+  check_recorded_rootfs(journal, base_dir, container_id, rootfs, problems);
   std::string container_dir = base_dir + "/" + container_id;
-  if (!journal.rootfs.empty()) {
-    std::string why = rootfs_refusal(journal.rootfs, base_dir, container_id);
-    if (why.empty() && !rootfs.empty() && rootfs != journal.rootfs) {
-      why = fmt::format("it differs from the rootfs {} given for the teardown", rootfs);
-    }
-    if (!why.empty()) {
-      problems.push_back(fmt::format("journal entry refused: rootfs '{}': {}", journal.rootfs, why));
-      journal.rootfs.clear();
-    }
-  }
   auto ours = [&](const std::string& path) {
     return well_formed_path(path) &&
            (is_at_or_under(path, container_dir) || (!journal.rootfs.empty() && path == journal.rootfs));
   };
-  std::vector<std::string> dirs;
-  for (const auto& dir : journal.created_dirs) {
-    // The rootfs's missing parents are created too; never the base directory or above it.
-    bool rootfs_parent = well_formed_path(dir) && !journal.rootfs.empty() && dir != "/" &&
-                         is_at_or_under(journal.rootfs, dir) && !is_at_or_under(base_dir, dir) &&
-                         !is_at_or_under(dir, base_dir);
-    if (ours(dir) || rootfs_parent) {
-      dirs.push_back(dir);
-    } else {
-      problems.push_back(fmt::format("journal entry refused: created directory '{}' is neither in "
-                                     "{} nor the rootfs or one of its parents", dir, container_dir));
-    }
-  }
-  journal.created_dirs = dirs;
-  std::vector<JournalMount> mounts;
-  for (const auto& mount : journal.mounts) {
-    if (ours(mount.path) && known_fstype(mount.fstype)) {
-      mounts.push_back(mount);
-    } else {
-      problems.push_back(fmt::format("journal entry refused: mount '{}' (id {}, {}) is not one "
-                                     "this container makes", mount.path, mount.id, mount.fstype));
-    }
-  }
-  journal.mounts = mounts;
-  std::vector<JournalLoop> loops;
-  for (const auto& loop : journal.loops) {
-    if (loop_device_path(loop.device) && (loop.backing_dev != 0 || loop.backing_ino != 0)) {
-      loops.push_back(loop);
-    } else {
-      problems.push_back(fmt::format("journal entry refused: loop device '{}' (over '{}') has no "
-                                     "valid /dev/loopN name or backing identity", loop.device, loop.backing));
-    }
-  }
-  journal.loops = loops;
-  std::vector<std::string> names;
-  for (const auto& name : journal.verity_devices) {
-    if (own_verity_name(name, container_id)) {
-      names.push_back(name);
-    } else {
-      problems.push_back(fmt::format("journal entry refused: device-mapper name '{}' does not "
-                                     "have this container's prefix {}", name, verity_name_prefix(container_id)));
-    }
-  }
-  journal.verity_devices = names;
+  // The rootfs's missing parents are created too; never the base directory or above it.
+  auto rootfs_parent = [&](const std::string& dir) {
+    return well_formed_path(dir) && !journal.rootfs.empty() && dir != "/" &&
+           is_at_or_under(journal.rootfs, dir) && !is_at_or_under(base_dir, dir) &&
+           !is_at_or_under(dir, base_dir);
+  };
+  keep_only(
+      journal.created_dirs, [&](const std::string& dir) { return ours(dir) || rootfs_parent(dir); },
+      [&](const std::string& dir) {
+        return fmt::format("journal entry refused: created directory '{}' is neither in {} nor "
+                           "the rootfs or one of its parents", dir, container_dir);
+      },
+      problems);
+  keep_only(
+      journal.mounts,
+      [&](const JournalMount& mount) { return ours(mount.path) && known_fstype(mount.fstype); },
+      [&](const JournalMount& mount) {
+        return fmt::format("journal entry refused: mount '{}' (id {}, {}) is not one this "
+                           "container makes", mount.path, mount.id, mount.fstype);
+      },
+      problems);
+  keep_only(
+      journal.loops,
+      [&](const JournalLoop& loop) {
+        return loop_device_path(loop.device) && (loop.backing_dev != 0 || loop.backing_ino != 0);
+      },
+      [&](const JournalLoop& loop) {
+        return fmt::format("journal entry refused: loop device '{}' (over '{}') has no valid "
+                           "/dev/loopN name or backing identity", loop.device, loop.backing);
+      },
+      problems);
+  keep_only(
+      journal.verity_devices,
+      [&](const std::string& name) { return own_verity_name(name, container_id); },
+      [&](const std::string& name) {
+        return fmt::format("journal entry refused: device-mapper name '{}' does not have this "
+                           "container's prefix {}", name, verity_name_prefix(container_id));
+      },
+      problems);
   return problems;
 }
 

@@ -145,62 +145,68 @@ std::optional<unsigned> unsigned_option(size_t i, const Storage& storage, std::s
       values.front(), fmt::format("{}: option {}", storage_name(i, storage), key), min, max);
 }
 
-// Which rootfs the storages describe; refuses contradictory markers, naming them.
-void choose_rootfs_kind(Plan& plan, const std::vector<Storage>& storages,
-                        const std::vector<std::pair<size_t, std::string>>& binds) {
-  if (plan.share != nullptr) {
-    const Storage& share = *plan.share;
-    if (storages.size() != 1) {
-      throw Error("virtio-fs storage '{}' is the whole rootfs and must be the only storage (there "
-                  "are {})", share.source, storages.size());
-    }
-    if (!binds.empty()) {
-      throw Error("virtio-fs storage '{}': option {}={} cannot apply to a shared directory",
-                  share.source, kRootfsBind, binds.front().second);
-    }
-    if (!plan.mkdirs.empty()) {
-      throw Error("virtio-fs storage '{}': mkdir directive '{}' has no mount to apply to",
-                  share.source, plan.mkdirs.front().first);
-    }
-    if (!plan.overlay_options.empty()) {
-      throw Error("virtio-fs storage '{}': option {}={} without an overlay", share.source,
-                  kOverlayOption, plan.overlay_options.front());
-    }
-    plan.kind = RootfsKind::VirtioFs;
-    plan.read_only = plan.read_only || (plan.share_mount.flags & MS_RDONLY) != 0;
-    return;
+using BindSpecs = std::vector<std::pair<size_t, std::string>>;  // storage #, spec
+
+// A virtio-fs share is the whole rootfs: nothing else may be asked of it.
+void choose_virtiofs_rootfs(Plan& plan, const std::vector<Storage>& storages,
+                            const BindSpecs& binds) {
+  const Storage& share = *plan.share;
+  if (storages.size() != 1) {
+    throw Error("virtio-fs storage '{}' is the whole rootfs and must be the only storage (there "
+                "are {})", share.source, storages.size());
   }
   if (!binds.empty()) {
-    for (const auto& [i, spec] : binds) {
-      if (spec != binds.front().second) {
-        throw Error("storage #{} '{}': option {}={} contradicts {}={} on storage #{}", i,
-                    storages[i].source, kRootfsBind, spec, kRootfsBind, binds.front().second,
-                    binds.front().first);
-      }
-    }
-    const auto& [i, spec] = binds.front();
-    if (!plan.overlay_options.empty()) {
-      throw Error("storage #{} '{}': option {}={} with {}={}: a bind rootfs is not an overlay", i,
-                  storages[i].source, kRootfsBind, spec, kOverlayOption, plan.overlay_options.front());
-    }
-    try {
-      plan.bind = parse_bind_source(spec);
-    } catch (const Error& error) {
-      throw Error("storage #{} '{}': option {}: {}", i, storages[i].source, kRootfsBind, error.what());
-    }
-    if (plan.bind.mount_index == 0 && plan.upper == nullptr) {
-      throw Error("storage #{} '{}': option {}={} names the upper, but there is no upper storage",
-                  i, storages[i].source, kRootfsBind, spec);
-    }
-    if (plan.bind.mount_index > plan.lowers.size()) {
-      throw Error("storage #{} '{}': option {}={}: there is no mount {} (mount 0 is the upper, "
-                  "1..{} the lowers)", i, storages[i].source, kRootfsBind, spec,
-                  plan.bind.mount_index, plan.lowers.size());
-    }
-    plan.bind_spec = spec;
-    plan.kind = RootfsKind::Bind;
-    return;
+    throw Error("virtio-fs storage '{}': option {}={} cannot apply to a shared directory",
+                share.source, kRootfsBind, binds.front().second);
   }
+  if (!plan.mkdirs.empty()) {
+    throw Error("virtio-fs storage '{}': mkdir directive '{}' has no mount to apply to",
+                share.source, plan.mkdirs.front().first);
+  }
+  if (!plan.overlay_options.empty()) {
+    throw Error("virtio-fs storage '{}': option {}={} without an overlay", share.source,
+                kOverlayOption, plan.overlay_options.front());
+  }
+  plan.kind = RootfsKind::VirtioFs;
+  plan.read_only = plan.read_only || (plan.share_mount.flags & MS_RDONLY) != 0;
+}
+
+// A bind of {{ mount N }}[/path]: one value on every storage that gives it, naming a mount
+// that exists.
+void choose_bind_rootfs(Plan& plan, const std::vector<Storage>& storages, const BindSpecs& binds) {
+  for (const auto& [i, spec] : binds) {
+    if (spec != binds.front().second) {
+      throw Error("storage #{} '{}': option {}={} contradicts {}={} on storage #{}", i,
+                  storages[i].source, kRootfsBind, spec, kRootfsBind, binds.front().second,
+                  binds.front().first);
+    }
+  }
+  const auto& [i, spec] = binds.front();
+  if (!plan.overlay_options.empty()) {
+    throw Error("storage #{} '{}': option {}={} with {}={}: a bind rootfs is not an overlay", i,
+                storages[i].source, kRootfsBind, spec, kOverlayOption, plan.overlay_options.front());
+  }
+  try {
+    plan.bind = parse_bind_source(spec);
+  } catch (const Error& error) {
+    throw Error("storage #{} '{}': option {}: {}", i, storages[i].source, kRootfsBind, error.what());
+  }
+  if (plan.bind.mount_index == 0 && plan.upper == nullptr) {
+    throw Error("storage #{} '{}': option {}={} names the upper, but there is no upper storage",
+                i, storages[i].source, kRootfsBind, spec);
+  }
+  if (plan.bind.mount_index > plan.lowers.size()) {
+    throw Error("storage #{} '{}': option {}={}: there is no mount {} (mount 0 is the upper, "
+                "1..{} the lowers)", i, storages[i].source, kRootfsBind, spec,
+                plan.bind.mount_index, plan.lowers.size());
+  }
+  plan.bind_spec = spec;
+  plan.kind = RootfsKind::Bind;
+}
+
+// An overlay of the lowers: writable, or read-only without an upper (one read-only lower is
+// bound instead).
+void choose_overlay_rootfs(Plan& plan, const std::vector<Storage>& storages) {
   if (plan.lowers.empty()) {
     throw Error("no lower (erofs) storage among {} storages, and no {} or virtio-fs storage to "
                 "make a rootfs without one", storages.size(), kRootfsBind);
@@ -222,6 +228,17 @@ void choose_rootfs_kind(Plan& plan, const std::vector<Storage>& storages,
     return;
   }
   plan.kind = RootfsKind::ReadOnlyOverlay;
+}
+
+// Which rootfs the storages describe; refuses contradictory markers, naming them.
+void choose_rootfs_kind(Plan& plan, const std::vector<Storage>& storages, const BindSpecs& binds) {
+  if (plan.share != nullptr) {
+    choose_virtiofs_rootfs(plan, storages, binds);
+  } else if (!binds.empty()) {
+    choose_bind_rootfs(plan, storages, binds);
+  } else {
+    choose_overlay_rootfs(plan, storages);
+  }
 }
 
 LowerPlan plan_lower(size_t i, const Storage& storage, size_t lowers_so_far) {
@@ -257,10 +274,7 @@ LowerPlan plan_lower(size_t i, const Storage& storage, size_t lowers_so_far) {
   } catch (const Error& error) {
     throw Error("{}: {}", name, error.what());
   }
-  if (has_option(storage.options, marker::kPartitionNumber) &&
-      option_value(storage.options, marker::kPartitionNumber) == std::optional<std::string>("0")) {
-    throw Error("{}: partition numbers start at 1", name);
-  }
+  // Partition numbers start at 1: 0 is refused as out of range, naming the option.
   lower.partition = unsigned_option(i, storage, marker::kPartitionNumber, 1,
                                     std::numeric_limits<uint32_t>::max());
   auto index = unsigned_option(i, storage, marker::kLayerIndex, 0, kMaxLowers - 1);
@@ -326,81 +340,96 @@ void check_overlay_option(const std::string& option, const std::string& context)
   }
 }
 
-Plan make_plan(const std::vector<Storage>& storages) {
-  Plan plan;
-  std::vector<std::pair<size_t, std::string>> binds;  // storage #, spec
-  for (size_t i = 0; i < storages.size(); ++i) {
-    const Storage& storage = storages[i];
-    std::string name = storage_name(i, storage);
-    for (auto key : {marker::kMkdirPath, marker::kContainerdMkdirPath}) {
-      for (const auto& spec : option_values(storage.options, key)) {
-        plan.mkdirs.emplace_back(spec, parse_mkdir_directive(spec));
-      }
+namespace {
+
+// The markers any storage may carry about the rootfs as a whole: mkdir directives, overlay
+// options, rootfs-bind and rootfs-readonly.
+void collect_rootfs_markers(Plan& plan, BindSpecs& binds, size_t i, const Storage& storage) {
+  std::string name = storage_name(i, storage);
+  for (auto key : {marker::kMkdirPath, marker::kContainerdMkdirPath}) {
+    for (const auto& spec : option_values(storage.options, key)) {
+      plan.mkdirs.emplace_back(spec, parse_mkdir_directive(spec));
     }
-    for (const auto& option : option_values(storage.options, kOverlayOption)) {
-      check_overlay_option(option, name);
-      plan.overlay_options.push_back(option);
-    }
-    if (std::find(storage.options.begin(), storage.options.end(), std::string(kOverlayOption)) !=
-        storage.options.end()) {
-      throw Error("{}: option {} needs a value", name, kOverlayOption);
-    }
-    for (const auto& spec : option_values(storage.options, kRootfsBind)) binds.emplace_back(i, spec);
-    for (const auto& value : option_values(storage.options, kRootfsReadonly)) {
-      if (value != "true" && value != "false") {
-        throw Error("storage #{} '{}': option {}={} must be true or false", i, storage.source,
-                    kRootfsReadonly, value);
-      }
-      plan.read_only = plan.read_only || value == "true";
-    }
-    if (std::find(storage.options.begin(), storage.options.end(), std::string(kRootfsReadonly)) !=
-        storage.options.end()) {
-      throw Error("storage #{} '{}': option {} needs a value (=true)", i, storage.source, kRootfsReadonly);
-    }
-    if (storage.driver == "virtio-fs" || storage.fstype == "virtiofs") {
-      if (storage.driver != "virtio-fs" || storage.fstype != "virtiofs") {
-        throw Error("storage #{} '{}': a shared directory needs driver 'virtio-fs' and fstype "
-                    "'virtiofs', not '{}' / '{}'", i, storage.source, storage.driver, storage.fstype);
-      }
-      if (storage.source.empty()) throw Error("storage #{}: virtio-fs storage without a tag (source)", i);
-      if (!storage.mount_point.empty() && storage.mount_point != "rootfs") {
-        throw Error("storage #{} '{}': a virtio-fs storage is mounted as the rootfs; mount_point "
-                    "'{}' is not supported", i, storage.source, storage.mount_point);
-      }
-      if (plan.share != nullptr) throw Error("storage #{} '{}': a second virtio-fs storage", i, storage.source);
-      plan.share = &storage;
-      plan.share_mount = role_mount_options(Role::Share, i, storage);
-      continue;
-    }
-    if (has_option(storage.options, marker::kOverlayUpper)) {
-      if (has_option(storage.options, marker::kOverlayLower)) {
-        throw Error("{}: both {} and {}", name, marker::kOverlayUpper, marker::kOverlayLower);
-      }
-      if (plan.upper != nullptr) throw Error("storage #{} '{}': a second overlay upper", i, storage.source);
-      // The role fixes the filesystem: a tmpfs (or anything else) instead of the upper disk
-      // would put the container's writes somewhere the host chose.
-      if (!storage.fstype.empty() && storage.fstype != "ext4") {
-        throw Error("{}: the overlay upper must be ext4, not '{}'", name, storage.fstype);
-      }
-      plan.upper = &storage;
-      plan.upper_mount = role_mount_options(Role::Upper, i, storage);
-      continue;
-    }
-    bool lower = has_option(storage.options, marker::kOverlayLower) || storage.fstype == "erofs";
-    if (!lower) {
-      // e.g. an overlay storage that only carries options (markers)
-      if (!storage.fstype.empty() && storage.fstype != "overlay") {
-        throw Error("{}: fstype '{}' is neither an EROFS lower, the ext4 upper (X-kata.overlay-"
-                    "upper), a virtio-fs share nor an overlay storage", name, storage.fstype);
-      }
-      role_mount_options(Role::OptionsOnly, i, storage);
-      continue;
-    }
-    if (plan.lowers.size() >= kMaxLowers) {
-      throw Error("{}: more than {} lower layers", name, kMaxLowers);
-    }
-    plan.lowers.push_back(plan_lower(i, storage, plan.lowers.size()));
   }
+  for (const auto& option : option_values(storage.options, kOverlayOption)) {
+    check_overlay_option(option, name);
+    plan.overlay_options.push_back(option);
+  }
+  if (std::find(storage.options.begin(), storage.options.end(), std::string(kOverlayOption)) !=
+      storage.options.end()) {
+    throw Error("{}: option {} needs a value", name, kOverlayOption);
+  }
+  for (const auto& spec : option_values(storage.options, kRootfsBind)) binds.emplace_back(i, spec);
+  for (const auto& value : option_values(storage.options, kRootfsReadonly)) {
+    if (value != "true" && value != "false") {
+      throw Error("storage #{} '{}': option {}={} must be true or false", i, storage.source,
+                  kRootfsReadonly, value);
+    }
+    plan.read_only = plan.read_only || value == "true";
+  }
+  if (std::find(storage.options.begin(), storage.options.end(), std::string(kRootfsReadonly)) !=
+      storage.options.end()) {
+    throw Error("storage #{} '{}': option {} needs a value (=true)", i, storage.source, kRootfsReadonly);
+  }
+}
+
+bool is_share(const Storage& storage) {
+  return storage.driver == "virtio-fs" || storage.fstype == "virtiofs";
+}
+
+void plan_share(Plan& plan, size_t i, const Storage& storage) {
+  if (storage.driver != "virtio-fs" || storage.fstype != "virtiofs") {
+    throw Error("storage #{} '{}': a shared directory needs driver 'virtio-fs' and fstype "
+                "'virtiofs', not '{}' / '{}'", i, storage.source, storage.driver, storage.fstype);
+  }
+  if (storage.source.empty()) throw Error("storage #{}: virtio-fs storage without a tag (source)", i);
+  if (!storage.mount_point.empty() && storage.mount_point != "rootfs") {
+    throw Error("storage #{} '{}': a virtio-fs storage is mounted as the rootfs; mount_point "
+                "'{}' is not supported", i, storage.source, storage.mount_point);
+  }
+  if (plan.share != nullptr) throw Error("storage #{} '{}': a second virtio-fs storage", i, storage.source);
+  plan.share = &storage;
+  plan.share_mount = role_mount_options(Role::Share, i, storage);
+}
+
+void plan_upper(Plan& plan, size_t i, const Storage& storage) {
+  std::string name = storage_name(i, storage);
+  if (has_option(storage.options, marker::kOverlayLower)) {
+    throw Error("{}: both {} and {}", name, marker::kOverlayUpper, marker::kOverlayLower);
+  }
+  if (plan.upper != nullptr) throw Error("storage #{} '{}': a second overlay upper", i, storage.source);
+  // The role fixes the filesystem: a tmpfs (or anything else) instead of the upper disk
+  // would put the container's writes somewhere the host chose.
+  if (!storage.fstype.empty() && storage.fstype != "ext4") {
+    throw Error("{}: the overlay upper must be ext4, not '{}'", name, storage.fstype);
+  }
+  plan.upper = &storage;
+  plan.upper_mount = role_mount_options(Role::Upper, i, storage);
+}
+
+// e.g. an overlay storage that only carries options (markers)
+void check_options_only(size_t i, const Storage& storage) {
+  if (!storage.fstype.empty() && storage.fstype != "overlay") {
+    throw Error("{}: fstype '{}' is neither an EROFS lower, the ext4 upper (X-kata.overlay-"
+                "upper), a virtio-fs share nor an overlay storage", storage_name(i, storage),
+                storage.fstype);
+  }
+  role_mount_options(Role::OptionsOnly, i, storage);
+}
+
+// The storage's role: a virtio-fs share, the upper, a lower, or options only.
+void classify_storage(Plan& plan, size_t i, const Storage& storage) {
+  if (is_share(storage)) return plan_share(plan, i, storage);
+  if (has_option(storage.options, marker::kOverlayUpper)) return plan_upper(plan, i, storage);
+  bool lower = has_option(storage.options, marker::kOverlayLower) || storage.fstype == "erofs";
+  if (!lower) return check_options_only(i, storage);
+  if (plan.lowers.size() >= kMaxLowers) {
+    throw Error("{}: more than {} lower layers", storage_name(i, storage), kMaxLowers);
+  }
+  plan.lowers.push_back(plan_lower(i, storage, plan.lowers.size()));
+}
+
+void sort_lowers_by_index(Plan& plan) {
   std::sort(plan.lowers.begin(), plan.lowers.end(),
             [](const LowerPlan& a, const LowerPlan& b) { return a.index < b.index; });
   for (size_t i = 0; i < plan.lowers.size(); ++i) {
@@ -410,7 +439,9 @@ Plan make_plan(const std::vector<Storage>& storages) {
                   plan.lowers[i].storage->source, plan.lowers[i].index, i);
     }
   }
-  choose_rootfs_kind(plan, storages, binds);
+}
+
+void check_mkdir_targets(const Plan& plan) {
   for (const auto& [spec, directive] : plan.mkdirs) {
     if (directive.mount_index > plan.lowers.size()) {
       throw Error("mkdir directive '{}': there is no mount {} (mount 0 is the upper, 1..{} the "
@@ -422,6 +453,20 @@ Plan make_plan(const std::vector<Storage>& storages) {
                   "rootfs is a {})", spec, kind_name(plan.kind));
     }
   }
+}
+
+}  // namespace
+
+Plan make_plan(const std::vector<Storage>& storages) {
+  Plan plan;
+  BindSpecs binds;
+  for (size_t i = 0; i < storages.size(); ++i) {
+    collect_rootfs_markers(plan, binds, i, storages[i]);
+    classify_storage(plan, i, storages[i]);
+  }
+  sort_lowers_by_index(plan);
+  choose_rootfs_kind(plan, storages, binds);
+  check_mkdir_targets(plan);
   return plan;
 }
 

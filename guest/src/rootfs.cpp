@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "evmdk/error.h"
+#include "evmdk/guest/bind_source.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::guest::detail {
@@ -95,8 +96,9 @@ std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
   return "mount(2) relative paths";
 }
 
-}  // namespace
-
+// The overlay of lower-0..lower-(lowers-1) (and upper/upper, upper/work when `with_upper`)
+// under `layer_dir` at `rootfs`; returns the method used ("fsconfig lowerdir+" or
+// "mount(2) relative paths").
 std::string mount_overlay(const std::string& layer_dir, const std::string& rootfs, size_t lowers,
                           const std::vector<std::string>& extra, bool with_upper,
                           bool try_lowerdir_plus) {
@@ -159,6 +161,42 @@ void mount_virtiofs(const Storage& share, const MountOptions& options, const std
   if (::mount(share.source.c_str(), rootfs.c_str(), "virtiofs", flags, data.c_str()) != 0) {
     throw Error("virtio-fs storage '{}': {}", share.source,
                 mount_error("virtiofs", share.source, rootfs, data));
+  }
+}
+
+}  // namespace
+
+std::string rootfs_fstype(const Plan& plan) {
+  switch (plan.kind) {
+    case RootfsKind::Overlay:
+    case RootfsKind::ReadOnlyOverlay: return "overlay";
+    case RootfsKind::VirtioFs: return "virtiofs";
+    case RootfsKind::Bind: return plan.bind.mount_index == 0 ? "ext4" : "erofs";
+  }
+  return {};
+}
+
+void mount_rootfs_shape(const Plan& plan, const ContainerPaths& paths, bool try_lowerdir_plus,
+                        MountResult& result) {
+  switch (plan.kind) {
+    case RootfsKind::Overlay:
+    case RootfsKind::ReadOnlyOverlay:
+      result.overlay_method = mount_overlay(paths.layer_dir, paths.rootfs, plan.lowers.size(),
+                                            plan.overlay_options, plan.kind == RootfsKind::Overlay,
+                                            try_lowerdir_plus);
+      break;
+    case RootfsKind::Bind: {
+      const std::string& root = paths.mount_root(plan.bind.mount_index);
+      UniqueFd source = open_bind_source(root, plan.bind, plan.bind_spec);
+      result.bind_source = plan.bind.path.empty() ? root : root + "/" + plan.bind.path;
+      bind_rootfs(source.get(), paths.rootfs, plan.read_only,
+                  fmt::format("{} ({})", result.bind_source, plan.bind_spec));
+      break;
+    }
+    case RootfsKind::VirtioFs:
+      mount_virtiofs(*plan.share, plan.share_mount, paths.rootfs, plan.read_only);
+      result.virtiofs_tag = plan.share->source;
+      break;
   }
 }
 

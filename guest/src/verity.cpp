@@ -6,8 +6,6 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <fmt/ranges.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -201,17 +199,6 @@ std::string normalized_salt(const std::string& salt) {
   return (salt == "-") ? std::string() : lower(salt);
 }
 
-// The guest policy's hash allowlist applies to what the tree really uses, not to what the
-// host's options claim.
-void check_allowed_algorithm(const std::string& where, const std::string& algorithm,
-                             const std::vector<std::string>& allowed) {
-  if (allowed.empty()) return;
-  if (std::find(allowed.begin(), allowed.end(), lower(algorithm)) == allowed.end()) {
-    throw Error("{}: hash algorithm '{}' is not allowed by the guest policy (allowed: {})", where,
-                algorithm, fmt::join(allowed, ", "));
-  }
-}
-
 }  // namespace
 
 std::optional<VerityParams> verity_params_from_options(const std::vector<std::string>& options,
@@ -385,9 +372,83 @@ void VerityDevice::remove() {
   name_.clear();
 }
 
+namespace {
+
+// Loads the tree's own superblock at hash_offset; every parameter the options give must agree
+// with it. Returns the data block size.
+uint32_t load_superblock(CryptDevice& cd, const std::string& name, const std::string& where,
+                         const VerityParams& params, const VerityAlgorithmCheck& check_algorithm) {
+  struct crypt_params_verity verity{};
+  verity.hash_area_offset = params.hash_offset;
+  int rc = crypt_load(cd.get(), CRYPT_VERITY, &verity);
+  if (rc < 0) {
+    throw Error("{}: no valid dm-verity superblock at offset {}: {}", where, params.hash_offset,
+                cd.explain(rc));
+  }
+  struct crypt_params_verity loaded{};
+  rc = crypt_get_verity_info(cd.get(), &loaded);
+  if (rc < 0) throw Error("{}: cannot read the loaded verity parameters: {}", where, cd.explain(rc));
+  std::string algorithm = loaded.hash_name ? loaded.hash_name : "";
+  check_matches("data block size", params.data_block_size, loaded.data_block_size, name, marker::kDmverityBlocksize);
+  check_matches("hash block size", params.hash_block_size, loaded.hash_block_size, name, marker::kDmverityHashsize);
+  check_matches("hash algorithm", params.algorithm, algorithm, name, marker::kDmverityAlgorithm);
+  check_matches("hash type", params.hash_type, loaded.hash_type, name, marker::kDmverityHashtype);
+  if (params.salt) {
+    std::string actual = bytes_to_hex(loaded.salt, loaded.salt_size);
+    if (*params.salt != actual) {
+      throw Error("dm-verity {}: option {}={} disagrees with the superblock's salt {}", name,
+                  marker::kDmveritySalt, params.salt->empty() ? "-" : *params.salt,
+                  actual.empty() ? "-" : actual);
+    }
+  }
+  // The policy applies to what the tree really uses, not to what the options claim.
+  if (check_algorithm) check_algorithm(algorithm, where);
+  return loaded.data_block_size;
+}
+
+// No superblock: the tree starts at hash_offset and every parameter comes from the options
+// (defaults: sha256, 4096/4096, hash type 1, no salt). Returns the data block size.
+uint32_t format_without_superblock(CryptDevice& cd, const std::string& data_device,
+                                   const std::string& where, const VerityParams& params,
+                                   const VerityAlgorithmCheck& check_algorithm) {
+  std::string algorithm = params.algorithm.value_or("sha256");
+  if (check_algorithm) check_algorithm(algorithm, where);
+  std::vector<char> salt = hex_to_bytes(params.salt.value_or(""));
+  struct crypt_params_verity verity{};
+  verity.hash_name = algorithm.c_str();
+  verity.data_device = data_device.c_str();
+  verity.salt = salt.data();
+  verity.salt_size = static_cast<uint32_t>(salt.size());
+  verity.hash_type = params.hash_type.value_or(1);
+  verity.data_block_size = params.data_block_size.value_or(4096);
+  verity.hash_block_size = params.hash_block_size.value_or(4096);
+  verity.data_size = params.hash_offset / verity.data_block_size;
+  verity.hash_area_offset = params.hash_offset;
+  verity.flags = CRYPT_VERITY_NO_HEADER;
+  int rc = crypt_format(cd.get(), CRYPT_VERITY, nullptr, nullptr, nullptr, nullptr, 0, &verity);
+  if (rc < 0) throw Error("{}: invalid verity parameters: {}", where, cd.explain(rc));
+  return verity.data_block_size;
+}
+
+// Activates the loaded or formatted mapping read-only under its root hash.
+void activate_read_only(CryptDevice& cd, const std::string& name, const std::string& where,
+                        const VerityParams& params) {
+  int digest_size = crypt_get_volume_key_size(cd.get());
+  if (digest_size > 0 && params.root_hash.size() != static_cast<size_t>(digest_size) * 2) {
+    throw Error("{}: root hash {} has {} hex digits, the algorithm needs {}", where,
+                params.root_hash, params.root_hash.size(), digest_size * 2);
+  }
+  std::vector<char> root = hex_to_bytes(params.root_hash);
+  int rc = crypt_activate_by_volume_key(cd.get(), name.c_str(), root.data(), root.size(),
+                                        CRYPT_ACTIVATE_READONLY);
+  if (rc < 0) throw Error("{}: activation failed: {}", where, cd.explain(rc));
+}
+
+}  // namespace
+
 VerityDevice VerityDevice::activate(const std::string& name, const std::string& data_device,
                                     const std::string& hash_device, const VerityParams& params,
-                                    const std::vector<std::string>& allowed_algorithms) {
+                                    const VerityAlgorithmCheck& check_algorithm) {
   validate_name(name);
   std::string where = fmt::format("dm-verity {} (data {}, hash {} at offset {})", name,
                                   data_device, hash_device, params.hash_offset);
@@ -400,63 +461,11 @@ VerityDevice VerityDevice::activate(const std::string& name, const std::string& 
   int rc = crypt_init_data_device(cd.out(), hash_device.c_str(), data_device.c_str());
   if (rc < 0) throw Error("{}: cannot open the devices: {}", where, std::strerror(-rc));
   cd.capture_log();
-
-  std::string salt_bytes;
-  struct crypt_params_verity verity{};
-  uint32_t data_block_size = 0;
-  if (!params.no_superblock) {
-    verity.hash_area_offset = params.hash_offset;
-    rc = crypt_load(cd.get(), CRYPT_VERITY, &verity);
-    if (rc < 0) {
-      throw Error("{}: no valid dm-verity superblock at offset {}: {}", where, params.hash_offset,
-                  cd.explain(rc));
-    }
-    struct crypt_params_verity loaded{};
-    rc = crypt_get_verity_info(cd.get(), &loaded);
-    if (rc < 0) throw Error("{}: cannot read the loaded verity parameters: {}", where, cd.explain(rc));
-    check_matches("data block size", params.data_block_size, loaded.data_block_size, name, marker::kDmverityBlocksize);
-    check_matches("hash block size", params.hash_block_size, loaded.hash_block_size, name, marker::kDmverityHashsize);
-    check_matches("hash algorithm", params.algorithm, std::string(loaded.hash_name ? loaded.hash_name : ""), name, marker::kDmverityAlgorithm);
-    check_matches("hash type", params.hash_type, loaded.hash_type, name, marker::kDmverityHashtype);
-    if (params.salt) {
-      std::string actual = bytes_to_hex(loaded.salt, loaded.salt_size);
-      if (*params.salt != actual) {
-        throw Error("dm-verity {}: option {}={} disagrees with the superblock's salt {}", name,
-                    marker::kDmveritySalt, params.salt->empty() ? "-" : *params.salt,
-                    actual.empty() ? "-" : actual);
-      }
-    }
-    data_block_size = loaded.data_block_size;
-    check_allowed_algorithm(where, loaded.hash_name ? loaded.hash_name : "", allowed_algorithms);
-  } else {
-    std::string algorithm = params.algorithm.value_or("sha256");
-    check_allowed_algorithm(where, algorithm, allowed_algorithms);
-    std::vector<char> salt = hex_to_bytes(params.salt.value_or(""));
-    salt_bytes.assign(salt.begin(), salt.end());
-    verity.hash_name = algorithm.c_str();
-    verity.data_device = data_device.c_str();
-    verity.salt = salt_bytes.data();
-    verity.salt_size = static_cast<uint32_t>(salt_bytes.size());
-    verity.hash_type = params.hash_type.value_or(1);
-    verity.data_block_size = params.data_block_size.value_or(4096);
-    verity.hash_block_size = params.hash_block_size.value_or(4096);
-    verity.data_size = params.hash_offset / verity.data_block_size;
-    verity.hash_area_offset = params.hash_offset;
-    verity.flags = CRYPT_VERITY_NO_HEADER;
-    rc = crypt_format(cd.get(), CRYPT_VERITY, nullptr, nullptr, nullptr, nullptr, 0, &verity);
-    if (rc < 0) throw Error("{}: invalid verity parameters: {}", where, cd.explain(rc));
-    data_block_size = verity.data_block_size;
-  }
-
-  int digest_size = crypt_get_volume_key_size(cd.get());
-  if (digest_size > 0 && params.root_hash.size() != static_cast<size_t>(digest_size) * 2) {
-    throw Error("{}: root hash {} has {} hex digits, the algorithm needs {}", where,
-                params.root_hash, params.root_hash.size(), digest_size * 2);
-  }
-  std::vector<char> root = hex_to_bytes(params.root_hash);
-  rc = crypt_activate_by_volume_key(cd.get(), name.c_str(), root.data(), root.size(),
-                                    CRYPT_ACTIVATE_READONLY);
-  if (rc < 0) throw Error("{}: activation failed: {}", where, cd.explain(rc));
+  uint32_t data_block_size =
+      params.no_superblock
+          ? format_without_superblock(cd, data_device, where, params, check_algorithm)
+          : load_superblock(cd, name, where, params, check_algorithm);
+  activate_read_only(cd, name, where, params);
 
   VerityDevice device(name);
   ensure_mapper_node(name);

@@ -80,6 +80,7 @@ TEST(GuestPlan, RefusesOptionsOutsideEachRolesAllowlist) {
       {{lower({"X-erofs-vmdk.layer-index=4294967296"})}, {"storage #0", "X-erofs-vmdk.layer-index", "4294967296"}},
       {{lower({"X-erofs-vmdk.layer-index=-1"})}, {"X-erofs-vmdk.layer-index", "'-1'"}},
       {{lower({"X-kata.partition-number=4294967297"})}, {"X-kata.partition-number"}},
+      {{lower({"X-kata.partition-number=0"})}, {"storage #0", "X-kata.partition-number", "'0'"}},
       {{lower({"X-erofs-vmdk.device.70000.dmverity.roothash=aa"})}, {"device 70000", "at most 1024"}},
       {{lower(), Storage{"blk", {}, "x", "xfs", {}, ""}}, {"storage #1", "fstype 'xfs'"}},
   };

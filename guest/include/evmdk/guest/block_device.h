@@ -59,6 +59,9 @@ struct ErofsSuperblock {
 // Reads and checks the EROFS superblock (and device table) at byte 0 of `path`.
 ErofsSuperblock read_erofs_superblock(const std::string& path);
 
+// Size of a block device (or regular file) in bytes; 0 when it cannot be told.
+uint64_t block_device_size(const std::string& path);
+
 // Compares UUID strings ignoring case and dashes.
 bool same_uuid(const std::string& a, const std::string& b);
 

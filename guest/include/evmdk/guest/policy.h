@@ -43,7 +43,8 @@ Policy effective_policy(const std::string& path, const nlohmann::json& overrides
 
 // Refuses a plan that breaks `policy`, naming the storage and the rule.
 void check_plan_policy(const Plan& plan, const Policy& policy);
-// The hash algorithm a verity device really uses (from its superblock) must be allowed.
+// A dm-verity hash algorithm must be allowed: checked against the storage's option, and again
+// (VerityDevice::activate) against what the tree's own superblock names.
 void check_verity_algorithm(const Policy& policy, const std::string& algorithm, const std::string& context);
 // The upper disk's size must be within the limit.
 void check_upper_size(const Policy& policy, uint64_t bytes, const std::string& context);

@@ -10,6 +10,7 @@
 //   mount(verity ? verity->path() : dev, ..., "erofs", MS_RDONLY);
 //   ... teardown: umount first, then verity->remove() (or let it go out of scope).
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,10 @@ std::vector<std::string> verity_options(const VerityParams& params);
 // loaded on demand by the kernel or must be insmod-ed by the guest init.
 bool device_mapper_available();
 
+// Refuses (throws) a hash algorithm; `where` names the verity device for the error.
+using VerityAlgorithmCheck =
+    std::function<void(const std::string& algorithm, const std::string& where)>;
+
 // A read-only dm-verity device /dev/mapper/<name>. Move-only; the destructor removes the
 // device (best effort: a device still in use, e.g. mounted, stays and the error is dropped —
 // call remove() to see it).
@@ -70,11 +75,12 @@ class VerityDevice {
   // instead of at mount time; nothing is left behind on failure. Throws evmdk::Error naming
   // `name` and the devices: bad name, name already in use, no superblock / superblock that
   // disagrees with the options, wrong root hash, no device-mapper in the kernel.
-  // `allowed_algorithms` (lower case; empty = any): the hash algorithm actually used (from the
-  // superblock, or the options without one) must be one of them, or activation is refused.
+  // `check_algorithm` (none: any algorithm) is called with the hash algorithm the tree really
+  // uses (from its superblock, or the options without one) before activation, and throws to
+  // refuse it (the driver passes the policy's check_verity_algorithm).
   static VerityDevice activate(const std::string& name, const std::string& data_device,
                                const std::string& hash_device, const VerityParams& params,
-                               const std::vector<std::string>& allowed_algorithms = {});
+                               const VerityAlgorithmCheck& check_algorithm = {});
 
   bool active() const { return !name_.empty(); }
   const std::string& name() const { return name_; }
