@@ -72,8 +72,10 @@ ContainerPaths container_paths(const MountRequest& request, const Plan& plan) {
 void prepare_base(const ContainerPaths& paths, const std::string& container_id) {
   make_dirs_nofollow(paths.base, 0755, "base directory", nullptr);
   if (load_journal(paths.base, container_id)) {
-    throw Error("container {} is already mounted or was not torn down (journal {} exists); run "
-                "teardown first", container_id, journal_path(paths.base, container_id));
+    throw Error(
+        "container {} is already mounted or was not torn down (journal {} exists); run "
+        "teardown first",
+        container_id, journal_path(paths.base, container_id));
   }
 }
 

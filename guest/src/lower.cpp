@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -16,9 +17,9 @@
 #include <thread>
 
 #include "evmdk/checked_math.h"
+#include "evmdk/contract/dm_names.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/block_device.h"
-#include "evmdk/guest/journal.h"
 #include "evmdk/guest/loop_device.h"
 #include "evmdk/guest/policy.h"
 #include "evmdk/guest/verity.h"
@@ -34,7 +35,7 @@ using PartitionTable = std::map<unsigned, PartitionInfo>;
 
 struct DiskCache {
   std::mutex mutex;
-  std::map<std::string, std::string> disks;  // source -> device node
+  std::map<std::string, std::string> disks;         // source -> device node
   std::set<std::string> without_kernel_partitions;  // disks whose table the kernel ignores
   // disk -> its partition table, read once for all the lowers on it (the disk is read-only).
   std::map<std::string, std::shared_ptr<const PartitionTable>> tables;
@@ -86,9 +87,9 @@ void locate_partitions(DiskCache& cache, const std::vector<LowerPlan>& lowers,
     std::string disk;
     try {
       disk = resolve_disk(cache, lower.storage->source, timeout);
-    } catch (const std::exception& error) {
-      throw Error("layer {} (storage '{}', partition {}): {}", lower.index, lower.storage->source,
-                  *lower.partition, error.what());
+    } catch (...) {
+      rethrow_with_context("layer {} (storage '{}', partition {})", lower.index,
+                           lower.storage->source, *lower.partition);
     }
     auto key = std::make_pair(disk, *lower.partition);
     if (cache.partition_nodes.count(key)) continue;
@@ -120,11 +121,11 @@ class LowerVerityDevices {
     session_.will_activate_verity(name);
     auto device_mapper = session_.lock_device_mapper();
     const Policy& policy = session_.policy();
-    devices_.push_back(VerityDevice::activate(
-        name, data_device, hash_device, params,
-        [&](const std::string& algorithm, const std::string& where) {
-          check_verity_algorithm(policy, algorithm, where);
-        }));
+    devices_.push_back(
+        VerityDevice::activate(name, data_device, hash_device, params,
+                               [&](const std::string& algorithm, const std::string& where) {
+                                 check_verity_algorithm(policy, algorithm, where);
+                               }));
     outcome_.verity_devices.push_back(name);
     return devices_.back().path();
   }
@@ -162,8 +163,13 @@ class LowerMount {
  public:
   LowerMount(MountSession& session, DiskCache& cache, const LowerPlan& lower,
              const std::string& target, const MountRequest& request)
-      : session_(session), cache_(cache), lower_(lower), storage_(*lower.storage),
-        target_(target), request_(request), verity_(session, outcome_) {}
+      : session_(session),
+        cache_(cache),
+        lower_(lower),
+        storage_(*lower.storage),
+        target_(target),
+        request_(request),
+        verity_(session, outcome_) {}
 
   LowersOutcome run() {
     locate();
@@ -210,7 +216,7 @@ class LowerMount {
   void map_partition_without_kernel_node() {
     if (!partition_ || !device_.empty()) return;
     partition_slice_ = LoopDevice::attach(disk_, partition_->start, partition_->size,
-                                          loop_tag(session_.container_id()));
+                                          contract::loop_tag(session_.container_id()));
     session_.attached_loop(partition_slice_, disk_);
     device_ = partition_slice_.path();
     outcome_.loops.push_back(device_);
@@ -229,12 +235,14 @@ class LowerMount {
   // ---- mount a one-device image: directly, or through its dm-verity device.
   void mount_single_device() {
     if (!lower_.device_verity.empty()) {
-      throw Error("{} is a single-device EROFS image, but the storage has dm-verity options for "
-                  "its device {}", device_, lower_.device_verity.begin()->first);
+      throw Error(
+          "{} is a single-device EROFS image, but the storage has dm-verity options for "
+          "its device {}",
+          device_, lower_.device_verity.begin()->first);
     }
     std::string source = device_;
     if (lower_.verity) {
-      source = verity_.activate(own_verity_name(), device_, device_, *lower_.verity);
+      source = verity_.activate(verity_name(), device_, device_, *lower_.verity);
     }
     const MountOptions& options = lower_.mount;
     if (!mount_erofs(source, options.data)) {
@@ -281,18 +289,23 @@ class LowerMount {
     }
     for (const auto& [slot, params] : lower_.device_verity) {
       if (slot > devices) {
-        throw Error("the storage has dm-verity options for device {}, but {}'s device table has "
-                    "{} devices", slot, device_, devices);
+        throw Error(
+            "the storage has dm-verity options for device {}, but {}'s device table has "
+            "{} devices",
+            slot, device_, devices);
       }
       if (params.no_superblock) {
-        throw Error("device {}: {}no-superblock is not supported on a flat disk (its data area "
-                    "is not the start of the disk; compose writes a verity superblock)",
-                    slot, device_option_prefix(slot) + "dmverity.");
+        throw Error(
+            "device {}: {}no-superblock is not supported on a flat disk (its data area "
+            "is not the start of the disk; compose writes a verity superblock)",
+            slot, device_option_prefix(slot) + "dmverity.");
       }
     }
     if (lower_.verity && lower_.verity->no_superblock) {
-      throw Error("{}: X-kata.dmverity.no-superblock is not supported for a multi-device (fsmeta) "
-                  "image on a flat disk; compose writes a verity superblock", device_);
+      throw Error(
+          "{}: X-kata.dmverity.no-superblock is not supported for a multi-device (fsmeta) "
+          "image on a flat disk; compose writes a verity superblock",
+          device_);
     }
   }
 
@@ -312,9 +325,9 @@ class LowerMount {
     if (!lower_.verity) return device_;
     try {
       uint64_t size = superblock_.bytes(superblock_.blocks, "the fsmeta's size");
-      return activate_on_disk(own_verity_name(), 0, size, *lower_.verity);
-    } catch (const std::exception& error) {
-      throw Error("the fsmeta (primary device, {} blocks): {}", superblock_.blocks, error.what());
+      return activate_on_disk(verity_name(), 0, size, *lower_.verity);
+    } catch (...) {
+      rethrow_with_context("the fsmeta (primary device, {} blocks)", superblock_.blocks);
     }
   }
 
@@ -333,9 +346,11 @@ class LowerMount {
   std::string set_up_device_slot(unsigned slot, const ErofsDevice& entry,
                                  const std::string& flat_error) {
     if (entry.mapped_blkaddr == 0 || entry.blocks == 0) {
-      throw Error("{} is a multi-device EROFS image but device {} has no mapped_blkaddr/blocks "
-                  "in its device table, so it cannot be read from one flat disk (flat-device "
-                  "mount failed: {})", device_, slot, flat_error);
+      throw Error(
+          "{} is a multi-device EROFS image but device {} has no mapped_blkaddr/blocks "
+          "in its device table, so it cannot be read from one flat disk (flat-device "
+          "mount failed: {})",
+          device_, slot, flat_error);
     }
     std::string slot_name = fmt::format("{} device {}", device_, slot);
     uint64_t offset = superblock_.bytes(entry.mapped_blkaddr, slot_name + " offset");
@@ -348,17 +363,17 @@ class LowerMount {
     auto params = lower_.device_verity.find(slot);
     if (params == lower_.device_verity.end()) return attach_slice(offset, size);
     try {
-      return activate_on_disk(device_verity_name(session_.container_id(), lower_.index, slot),
-                              offset, size, params->second);
-    } catch (const std::exception& error) {
-      throw Error("device {} ({} blocks at block {}): {}", slot, entry.blocks,
-                  entry.mapped_blkaddr, error.what());
+      return activate_on_disk(verity_name(slot), offset, size, params->second);
+    } catch (...) {
+      rethrow_with_context("device {} ({} blocks at block {})", slot, entry.blocks,
+                           entry.mapped_blkaddr);
     }
   }
 
   // ---- loop slices and verity devices over the flat disk.
   std::string attach_slice(uint64_t offset, uint64_t size) {
-    slices_.push_back(LoopDevice::attach(device_, offset, size, loop_tag(session_.container_id())));
+    slices_.push_back(
+        LoopDevice::attach(device_, offset, size, contract::loop_tag(session_.container_id())));
     session_.attached_loop(slices_.back(), device_);
     outcome_.loops.push_back(slices_.back().path());
     return slices_.back().path();
@@ -381,8 +396,10 @@ class LowerMount {
     return ::mount(source.c_str(), target_.c_str(), "erofs", lower_.mount.flags, data.c_str()) == 0;
   }
 
-  std::string own_verity_name() const {
-    return lower_verity_name(session_.container_id(), lower_.index);
+  // The dm name of the lower's own device (the fsmeta on a flat disk), or of extra device
+  // `slot`; check_verity_names_fit made sure they fit.
+  std::string verity_name(std::optional<uint32_t> slot = std::nullopt) const {
+    return contract::verity_device_name(session_.container_id(), {lower_.index, slot});
   }
 
   MountSession& session_;
@@ -396,7 +413,7 @@ class LowerMount {
   std::optional<PartitionInfo> partition_;
   std::string device_;  // what holds the image: the disk, its partition, or a slice of it
   uint64_t disk_bytes_ = 0;
-  ErofsSuperblock superblock_;
+  ErofsImage superblock_;  // the image's superblock and device table
   LowersOutcome outcome_;
   // Declared before the verity devices, so those (which read through the slices) go first.
   LoopDevice partition_slice_;
@@ -408,10 +425,9 @@ LowersOutcome mount_lower(MountSession& session, DiskCache& cache, const LowerPl
                           const std::string& target, const MountRequest& request) {
   try {
     return LowerMount(session, cache, lower, target, request).run();
-  } catch (const std::exception& error) {
-    throw Error("layer {} (storage '{}'{}): {}", lower.index, lower.storage->source,
-                lower.partition ? fmt::format(", partition {}", *lower.partition) : "",
-                error.what());
+  } catch (...) {
+    rethrow_with_context("layer {} (storage '{}'{})", lower.index, lower.storage->source,
+                         lower.partition ? fmt::format(", partition {}", *lower.partition) : "");
   }
 }
 
@@ -424,25 +440,12 @@ void merge(LowersOutcome& into, const LowersOutcome& from) {
 
 }  // namespace
 
-std::string lower_verity_name(const std::string& container_id, unsigned index) {
-  return fmt::format("{}{}", verity_name_prefix(container_id), index);
-}
-
-std::string device_verity_name(const std::string& container_id, unsigned index, unsigned slot) {
-  return fmt::format("{}-device-{}", lower_verity_name(container_id, index), slot);
-}
-
 void check_verity_names_fit(const std::vector<LowerPlan>& lowers, const std::string& container_id) {
   for (const auto& lower : lowers) {
     if (!lower.verity && lower.device_verity.empty()) continue;
-    std::string longest = lower.device_verity.empty()
-                              ? lower_verity_name(container_id, lower.index)
-                              : device_verity_name(container_id, lower.index,
-                                                   lower.device_verity.rbegin()->first);
-    if (longest.size() > 127) {
-      throw Error("container id '{}' is too long for its dm-verity device names ('{}' is {} "
-                  "bytes, device-mapper allows 127)", container_id, longest, longest.size());
-    }
+    contract::VerityDeviceName longest{lower.index, std::nullopt};
+    if (!lower.device_verity.empty()) longest.slot = lower.device_verity.rbegin()->first;
+    (void)contract::verity_device_name(container_id, longest);  // throws when too long
   }
 }
 
@@ -454,7 +457,7 @@ LowersOutcome mount_lowers(MountSession& session, const std::vector<LowerPlan>& 
   locate_partitions(disks, lowers, request.device_timeout);
   std::atomic<size_t> next{0};
   std::mutex outcome_mutex;
-  std::vector<std::string> errors;
+  std::exception_ptr first_error;
   auto worker = [&] {
     while (true) {
       size_t i = next.fetch_add(1);
@@ -463,9 +466,9 @@ LowersOutcome mount_lowers(MountSession& session, const std::vector<LowerPlan>& 
         LowersOutcome one = mount_lower(session, disks, lowers[i], paths[i], request);
         std::lock_guard lock(outcome_mutex);
         merge(outcome, one);
-      } catch (const std::exception& error) {
+      } catch (...) {
         std::lock_guard lock(outcome_mutex);
-        errors.push_back(error.what());
+        if (!first_error) first_error = std::current_exception();
         next = lowers.size();  // stop handing out work
       }
     }
@@ -474,7 +477,7 @@ LowersOutcome mount_lowers(MountSession& session, const std::vector<LowerPlan>& 
   size_t parallel = std::clamp<size_t>(request.parallel_mounts, 1, lowers.size());
   for (size_t t = 0; t < parallel; ++t) threads.emplace_back(worker);
   for (auto& thread : threads) thread.join();
-  if (!errors.empty()) throw Error("{}", errors.front());
+  if (first_error) std::rethrow_exception(first_error);
   session.save();  // the loop devices, for status and teardown
   return outcome;
 }

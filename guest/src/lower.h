@@ -18,11 +18,6 @@ struct LowersOutcome {
   bool flat_device_mode = false;            // a multi-device lower mounted without slices
 };
 
-// The dm-verity device names of a lower: "evmdk-<id>-lower-<index>" for its own device (the
-// fsmeta on a flat disk), "...-device-<slot>" for an extra device of a flat image.
-std::string lower_verity_name(const std::string& container_id, unsigned index);
-std::string device_verity_name(const std::string& container_id, unsigned index, unsigned slot);
-
 // Refuses, before anything is mounted, a container id too long to name some lower's dm-verity
 // devices (device-mapper allows 127 bytes), rather than halfway through the lowers.
 void check_verity_names_fit(const std::vector<LowerPlan>& lowers, const std::string& container_id);

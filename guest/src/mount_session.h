@@ -15,10 +15,10 @@ namespace evmdk::guest::detail {
 
 // Where one container's mounts go: <base>/<id>/multi-layer/{upper,lower-0..}, and the rootfs.
 struct ContainerPaths {
-  std::string base;           // shared by containers: created, never removed
-  std::string container_dir;  // <base>/<id>
-  std::string layer_dir;      // <base>/<id>/multi-layer
-  std::string upper_dir;      // <layer_dir>/upper
+  std::string base;                 // shared by containers: created, never removed
+  std::string container_dir;        // <base>/<id>
+  std::string layer_dir;            // <base>/<id>/multi-layer
+  std::string upper_dir;            // <layer_dir>/upper
   std::vector<std::string> lowers;  // <layer_dir>/lower-<i>, lower-0 first
   std::string rootfs;
 

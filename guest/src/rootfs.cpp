@@ -85,10 +85,13 @@ std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
   for (const auto& option : extra) data += "," + option;
   long page = ::sysconf(_SC_PAGESIZE);
   if (data.size() >= static_cast<size_t>(page)) {
-    throw Error("overlay options are {} bytes, more than one page ({}), and this kernel has no "
-                "lowerdir+ to pass lowers one by one", data.size(), page);
+    throw Error(
+        "overlay options are {} bytes, more than one page ({}), and this kernel has no "
+        "lowerdir+ to pass lowers one by one",
+        data.size(), page);
   }
-  if (::mount("overlay", rootfs.c_str(), "overlay", with_upper ? 0 : MS_RDONLY, data.c_str()) != 0) {
+  if (::mount("overlay", rootfs.c_str(), "overlay", with_upper ? 0 : MS_RDONLY, data.c_str()) !=
+      0) {
     std::string given;
     for (const auto& option : extra) given += (given.empty() ? ", options " : ",") + option;
     throw_errno("cannot mount the overlay at {} ({} lowers{})", rootfs, lowers, given);
@@ -120,8 +123,10 @@ std::string mount_overlay(const std::string& layer_dir, const std::string& rootf
       try {
         method = overlay_with_mount_data(rootfs, lowers, extra, with_upper);
       } catch (const std::exception& error) {
-        throw Error("cannot mount the overlay at {}: with one page of mount(2) data: {}; with "
-                    "fsconfig lowerdir+: {}", rootfs, error.what(), plus_error);
+        throw Error(
+            "cannot mount the overlay at {}: with one page of mount(2) data: {}; with "
+            "fsconfig lowerdir+: {}",
+            rootfs, error.what(), plus_error);
       }
     } catch (...) {
       failure = std::current_exception();
@@ -136,7 +141,8 @@ std::string mount_overlay(const std::string& layer_dir, const std::string& rootf
 // made read-only while still detached when asked, and only then attached, so a read-only
 // rootfs is never writable, not even for a moment. Not recursive: nothing is mounted below the
 // driver's own mount points, and nothing else should come along.
-void bind_rootfs(int source_fd, const std::string& rootfs, bool read_only, const std::string& what) {
+void bind_rootfs(int source_fd, const std::string& rootfs, bool read_only,
+                 const std::string& what) {
   UniqueFd tree(::open_tree(source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
   if (!tree) throw_errno("cannot clone {} for the rootfs bind", what);
   if (read_only) {
@@ -181,9 +187,9 @@ void mount_rootfs_shape(const Plan& plan, const ContainerPaths& paths, bool try_
   switch (plan.kind) {
     case RootfsKind::Overlay:
     case RootfsKind::ReadOnlyOverlay:
-      result.overlay_method = mount_overlay(paths.layer_dir, paths.rootfs, plan.lowers.size(),
-                                            plan.overlay_options, plan.kind == RootfsKind::Overlay,
-                                            try_lowerdir_plus);
+      result.overlay_method =
+          mount_overlay(paths.layer_dir, paths.rootfs, plan.lowers.size(), plan.overlay_options,
+                        plan.kind == RootfsKind::Overlay, try_lowerdir_plus);
       break;
     case RootfsKind::Bind: {
       const std::string& root = paths.mount_root(plan.bind.mount_index);

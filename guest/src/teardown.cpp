@@ -13,7 +13,9 @@
 #include <set>
 #include <thread>
 
+#include "crash_injection.h"
 #include "evmdk/contract/container_id.h"
+#include "evmdk/contract/dm_names.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/cgroup.h"
 #include "evmdk/guest/journal.h"
@@ -21,7 +23,6 @@
 #include "evmdk/guest/mountinfo.h"
 #include "evmdk/guest/safe_path.h"
 #include "evmdk/guest/verity.h"
-#include "crash_injection.h"
 
 namespace evmdk::guest {
 namespace detail {
@@ -49,9 +50,10 @@ class Teardown {
       auto id = mount_id_nofollow(recorded.path);
       if (!id) {
         if (errno != ENOENT) {
-          report_.problems.push_back(fmt::format("{} {} not unmounted: {} cannot be reached "
-                                                 "without following a symlink ({})", what,
-                                                 recorded.path, recorded.path, std::strerror(errno)));
+          report_.problems.push_back(
+              fmt::format("{} {} not unmounted: {} cannot be reached "
+                          "without following a symlink ({})",
+                          what, recorded.path, recorded.path, std::strerror(errno)));
         }
         return;
       }
@@ -61,10 +63,11 @@ class Teardown {
     // A mount id found elsewhere (the mount was moved) is never one that holds the base
     // directory or the rootfs: a tampered or stale id must not take /run or / with it.
     for (const auto& kept : keep_ancestors_of_) {
-      if (!kept.empty() && target->mount_point != kept && is_at_or_under(kept, target->mount_point)) {
+      if (!kept.empty() && target->mount_point != kept &&
+          is_at_or_under(kept, target->mount_point)) {
         report_.problems.push_back(fmt::format(
-            "{} {} (mount id {}) left alone: that id is now the mount at {}, which holds {}",
-            what, recorded.path, target->id, target->mount_point, kept));
+            "{} {} (mount id {}) left alone: that id is now the mount at {}, which holds {}", what,
+            recorded.path, target->id, target->mount_point, kept));
         return;
       }
     }
@@ -112,7 +115,9 @@ class Teardown {
     for (bool grew = true; grew;) {
       grew = false;
       for (const auto& entry : mounts) {
-        if (ids.count(entry.parent_id) && entry.id != entry.parent_id && ids.insert(entry.id).second) grew = true;
+        if (ids.count(entry.parent_id) && entry.id != entry.parent_id &&
+            ids.insert(entry.id).second)
+          grew = true;
       }
     }
     // mountinfo lists parents before children: unmount in reverse.
@@ -128,14 +133,17 @@ class Teardown {
     auto id = mount_id_nofollow(path);
     if (!id) {
       if (errno == ENOENT) return;
-      report_.problems.push_back(fmt::format("cannot unmount {} ({}, mount id {}): the path cannot "
-                                             "be reached without following a symlink ({})", path,
-                                             what, entry.id, std::strerror(errno)));
+      report_.problems.push_back(
+          fmt::format("cannot unmount {} ({}, mount id {}): the path cannot "
+                      "be reached without following a symlink ({})",
+                      path, what, entry.id, std::strerror(errno)));
       return;
     }
     if (*id != static_cast<uint64_t>(entry.id)) {
-      report_.problems.push_back(fmt::format("cannot unmount {} ({}, mount id {}): the path now "
-                                             "shows mount {}", path, what, entry.id, *id));
+      report_.problems.push_back(
+          fmt::format("cannot unmount {} ({}, mount id {}): the path now "
+                      "shows mount {}",
+                      path, what, entry.id, *id));
       return;
     }
     auto deadline = Clock::now() + busy_timeout_;
@@ -152,7 +160,8 @@ class Teardown {
     if (errno == EBUSY && ::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
       report_.warnings.push_back(fmt::format(
           "{} ({}) was busy for {} ms; lazily detached (its device stays in use until the last "
-          "user lets go)", path, what, busy_timeout_.count()));
+          "user lets go)",
+          path, what, busy_timeout_.count()));
       return;
     }
     report_.problems.push_back(fmt::format("cannot unmount {} ({}): {}", path, what, why));
@@ -237,17 +246,17 @@ void remove_verity_devices(const Journal& journal, TeardownReport& report) {
 void detach_loops(const Journal& journal, const std::string& container_id, TeardownReport& report) {
   for (auto it = journal.loops.rbegin(); it != journal.loops.rend(); ++it) {
     try {
-      switch (detach_loop_if_bound({it->device, loop_tag(container_id), it->offset,
+      switch (detach_loop_if_bound({it->device, contract::loop_tag(container_id), it->offset,
                                     it->backing_dev, it->backing_ino, it->diskseq})) {
-        case LoopDetach::NotBound:
-          break;
+        case LoopDetach::NotBound: break;
         case LoopDetach::Detached:
           report.actions.push_back(fmt::format("detached {}", it->device));
           break;
         case LoopDetach::StillInUse:
           report.warnings.push_back(fmt::format(
               "{} (over {}) is still in use; autoclear is set, so the kernel releases it when "
-              "its last user lets go", it->device, it->backing));
+              "its last user lets go",
+              it->device, it->backing));
           break;
       }
     } catch (const std::exception& error) {
@@ -360,35 +369,36 @@ nlohmann::json rootfs_status(const std::string& base_dir, const std::string& con
   auto problems = nlohmann::json::array();
   out["journal"] = journal ? to_json(*journal) : nlohmann::json(nullptr);
   if (journal) {
-    for (auto& refused : validate_journal(*journal, base, container_id, {})) problems.push_back(refused);
+    for (auto& refused : validate_journal(*journal, base, container_id, {}))
+      problems.push_back(refused);
   }
   auto mounts = nlohmann::json::array();
   std::vector<std::string> dirs{base + "/" + container_id};
   if (journal && !journal->rootfs.empty()) dirs.push_back(journal->rootfs);
   for (const auto& dir : dirs) {
     for (const auto& entry : mounts_under(dir)) {
-      mounts.push_back({{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
+      mounts.push_back(
+          {{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
     }
   }
   out["mounted"] = mounts;
   out["state"] = !journal ? (mounts.empty() ? "absent" : "unrecorded mounts") : journal->phase;
   // Which layer an I/O error came from: the kernel marks a dm-verity device corrupted at the
-  // first block that fails verification. Names are evmdk-<id>-lower-<i>[-device-<slot>].
+  // first block that fails verification.
   auto verity = nlohmann::json::array();
   if (journal) {
-    std::string prefix = fmt::format("evmdk-{}-", container_id);
     for (const auto& name : journal->verity_devices) {
-      std::string layer = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-      if (auto dash = layer.find("-device-"); dash != std::string::npos) {
-        layer = fmt::format("{} device {}", layer.substr(0, dash), layer.substr(dash + 8));
-      }
+      auto parsed = contract::parse_verity_device_name(name, container_id);
+      std::string layer = parsed ? contract::describe_verity_device(*parsed) : name;
       nlohmann::json entry{{"name", name}, {"layer", layer}};
       try {
         auto corrupted = verity_device_corrupted(name);
         entry["state"] = !corrupted ? "absent" : *corrupted ? "corrupted" : "verified";
         if (corrupted && *corrupted) {
-          problems.push_back(fmt::format("{}: dm-verity found corrupted data (device {}); reads "
-                                         "of the bad blocks fail with EIO", layer, name));
+          problems.push_back(
+              fmt::format("{}: dm-verity found corrupted data (device {}); reads "
+                          "of the bad blocks fail with EIO",
+                          layer, name));
         }
       } catch (const std::exception& error) {
         entry["state"] = "unknown";
