@@ -18,6 +18,7 @@
 
 #include "evmdk/checked_math.h"
 #include "evmdk/contract/dm_names.h"
+#include "evmdk/contract/markers.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/block_device.h"
 #include "evmdk/guest/loop_device.h"
@@ -303,9 +304,9 @@ class LowerMount {
     }
     if (lower_.verity && lower_.verity->no_superblock) {
       throw Error(
-          "{}: X-kata.dmverity.no-superblock is not supported for a multi-device (fsmeta) "
-          "image on a flat disk; compose writes a verity superblock",
-          device_);
+          "{}: {} is not supported for a multi-device (fsmeta) image on a flat disk; compose "
+          "writes a verity superblock",
+          device_, marker::kDmverityNoSuperblock);
     }
   }
 
