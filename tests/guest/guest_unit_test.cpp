@@ -81,19 +81,26 @@ void put32(std::string& bytes, size_t at, uint32_t value) {
   for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>(value >> (8 * i));
 }
 
-TEST(ErofsSuperblock, ReadsUuidBlocksAndDeviceTable) {
-  TempDir temp;
+// A 4 KiB-block image of 2 blocks with one extra device (6 blocks at block 2) in its device
+// table at byte 1280; `incompat` is the feature_incompat word (DEVICE_TABLE at least).
+std::string image_with_one_device(uint32_t incompat) {
   std::string image(8192, '\0');
   put32(image, 1024, 0xE0F5E1E2u);
   image[1024 + 12] = 12;
   put32(image, 1024 + 36, 2);
-  for (int i = 0; i < 16; ++i) image[1024 + 48 + i] = static_cast<char>(0x10 + i);
-  put32(image, 1024 + 80, 0x8);  // DEVICE_TABLE
-  image[1024 + 86] = 1;          // one extra device
-  image[1024 + 88] = 10;         // slot table at byte 1280
-  std::memcpy(&image[1280], "blobtag", 7);
+  put32(image, 1024 + 80, incompat);
+  image[1024 + 86] = 1;   // one extra device
+  image[1024 + 88] = 10;  // slot table at byte 1280
   put32(image, 1280 + 64, 6);
   put32(image, 1280 + 68, 2);
+  return image;
+}
+
+TEST(ErofsSuperblock, ReadsUuidBlocksAndDeviceTable) {
+  TempDir temp;
+  std::string image = image_with_one_device(0x8);  // DEVICE_TABLE
+  for (int i = 0; i < 16; ++i) image[1024 + 48 + i] = static_cast<char>(0x10 + i);
+  std::memcpy(&image[1280], "blobtag", 7);
   std::string path = temp / "image";
   test::write_file(path, image);
   auto sb = read_erofs_superblock(path);
@@ -122,18 +129,10 @@ TEST(ErofsSuperblock, ReadsUuidBlocksAndDeviceTable) {
 // slot's blocks and mapped_blkaddr (slot bytes 72 and 74): the guest sizes its slices from them.
 TEST(ErofsSuperblock, ReadsTheHighBitsOf48BitImages) {
   TempDir temp;
-  std::string image(8192, '\0');
-  put32(image, 1024, 0xE0F5E1E2u);
-  image[1024 + 12] = 12;
-  put32(image, 1024 + 36, 2);
-  image[1024 + 14] = 1;                 // blocks bits 32..39
-  put32(image, 1024 + 80, 0x8 | 0x80);  // DEVICE_TABLE | 48BIT
-  image[1024 + 86] = 1;
-  image[1024 + 88] = 10;
-  put32(image, 1280 + 64, 6);
-  put32(image, 1280 + 68, 2);
-  image[1280 + 72] = 3;  // blocks bits 32..39
-  image[1280 + 74] = 4;  // mapped_blkaddr bits 32..39
+  std::string image = image_with_one_device(0x8 | 0x80);  // DEVICE_TABLE | 48BIT
+  image[1024 + 14] = 1;                                   // blocks bits 32..39
+  image[1280 + 72] = 3;                                   // blocks bits 32..39
+  image[1280 + 74] = 4;                                   // mapped_blkaddr bits 32..39
   std::string path = temp / "image";
   test::write_file(path, image);
   auto sb = read_erofs_superblock(path);
