@@ -204,7 +204,7 @@ void run_compose(const ComposeArgs& args) {
   }
   if (args.quiet) return;
   if (args.json) {
-    fmt::print("{}\n", result.layout.dump(2));
+    fmt::print("{}\n", host::to_json(result.layout).dump(2));
     return;
   }
   fmt::print("composed {} layer(s) in {} mode: {} ({} sectors, serial {})\n",

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -318,34 +317,11 @@ struct Planner {
   void place_flat_verity_trees() {
     for (size_t i = 0; i < result.layers.size(); ++i) {
       auto& layer = result.layers[i];
-      auto& extra = extra_options_[i];
-      if (std::none_of(extra.begin(), extra.end(),
-                       [](const std::string& o) { return is_dmverity_option(o); })) {
-        continue;
-      }
+      if (!inputs_[i].verity) continue;
+      const VerityLayerInfo& info = *inputs_[i].verity;
       std::string name = i == 0 ? fmt::format("fsmeta ({})", layer.path)
                                 : fmt::format("device {} ({})", i, layer.path);
-      std::optional<VerityLayerInfo> info;
-      try {
-        info = inspect_verity_layer(layer.path);
-      } catch (const std::exception& error) {
-        throw Error("flat mode: {}: {}", name, error.what());
-      }
-      if (!info) {
-        throw Error("flat mode: {}: X-kata.dmverity options were given but there is no "
-                    "dm-verity sidecar {}",
-                    name, verity_sidecar_path(layer.path));
-      }
-      auto root_hash = option_value(extra, marker::kDmverityRoothash);
-      auto hash_offset = option_value(extra, marker::kDmverityHashoffset);
-      if (root_hash != info->sidecar.root_hash ||
-          hash_offset != std::to_string(info->sidecar.hash_offset)) {
-        throw Error("flat mode: {}: its X-kata.dmverity options (roothash {}, hashoffset {}) "
-                    "disagree with its sidecar (roothash {}, hashoffset {})",
-                    name, root_hash.value_or("none"), hash_offset.value_or("none"),
-                    info->sidecar.root_hash, info->sidecar.hash_offset);
-      }
-      const VeritySuperblock& sb = info->superblock;
+      const VeritySuperblock& sb = info.superblock;
       uint64_t data_bytes = sb.data_blocks * sb.data_block_size;
       uint64_t extent_bytes = layer.sectors * kSectorSize;
       if (data_bytes != extent_bytes) {
@@ -355,44 +331,45 @@ struct Planner {
                     name, data_bytes, sb.data_blocks, sb.data_block_size, extent_bytes,
                     i == 0 ? "filesystem size" : "device slot", extent_bytes);
       }
-      if (info->sidecar.hash_offset % kSectorSize != 0) {
+      if (info.sidecar.hash_offset % kSectorSize != 0) {
         throw Error("flat mode: {}: hashoffset {} is not a multiple of {} bytes", name,
-                    info->sidecar.hash_offset, kSectorSize);
+                    info.sidecar.hash_offset, kSectorSize);
       }
       uint64_t start =
           align_up(result.disk_sectors * kSectorSize, sb.hash_block_size) / kSectorSize;
       add_gap(start - result.disk_sectors);
-      add_extent("verity", (info->hash_end - info->sidecar.hash_offset) / kSectorSize,
-                 layer.path, i, info->sidecar.hash_offset / kSectorSize);
-      layer.verity_root_hash = info->sidecar.root_hash;
-      layer.verity_hash_offset = info->sidecar.hash_offset;
+      add_extent("verity", (info.hash_end - info.sidecar.hash_offset) / kSectorSize,
+                 layer.path, i, info.sidecar.hash_offset / kSectorSize);
+      layer.verity_root_hash = info.sidecar.root_hash;
+      layer.verity_hash_offset = info.sidecar.hash_offset;
       layer.verity_hash_disk_offset = start * kSectorSize;
-      for (auto& option : extra) {
-        if (option.rfind(std::string(marker::kDmverityHashoffset) + "=", 0) == 0) {
-          option = fmt::format("{}={}", marker::kDmverityHashoffset, start * kSectorSize);
-        }
-      }
     }
   }
 
   // raw/gpt: the hash area stays inside the layer's extent, at the sidecar's hashoffset.
   void note_layer_verity() {
     for (size_t i = 0; i < result.layers.size(); ++i) {
+      if (!inputs_[i].verity) continue;
       auto& layer = result.layers[i];
-      auto root_hash = option_value(extra_options_[i], marker::kDmverityRoothash);
-      auto hash_offset = option_value(extra_options_[i], marker::kDmverityHashoffset);
-      if (!root_hash || !hash_offset) continue;
-      uint64_t offset = 0;
-      auto [end, error] = std::from_chars(hash_offset->data(),
-                                          hash_offset->data() + hash_offset->size(), offset);
-      if (error != std::errc() || end != hash_offset->data() + hash_offset->size()) {
-        throw Error("layer {} ({}): {}={} is not a number", i, layer.path,
-                    marker::kDmverityHashoffset, *hash_offset);
-      }
-      layer.verity_root_hash = *root_hash;
-      layer.verity_hash_offset = offset;
-      layer.verity_hash_disk_offset = layer.first_lba * kSectorSize + offset;
+      layer.verity_root_hash = inputs_[i].verity->sidecar.root_hash;
+      layer.verity_hash_offset = inputs_[i].verity->sidecar.hash_offset;
+      layer.verity_hash_disk_offset = layer.first_lba * kSectorSize + *layer.verity_hash_offset;
     }
+  }
+
+  // Layer i's Storage options past the markers: its dm-verity options (hashoffset where the
+  // guest finds the hash area: in the layer, or on the flat disk), then the caller's extras.
+  std::vector<std::string> layer_options(size_t i) const {
+    std::vector<std::string> out;
+    if (const auto& verity = inputs_[i].verity) {
+      out = verity_options(*verity, result.mode == ComposeMode::Flat
+                                        ? *result.layers[i].verity_hash_disk_offset
+                                        : verity->sidecar.hash_offset);
+    }
+    if (result.mode != ComposeMode::Flat || i == 0) {
+      out.insert(out.end(), inputs_[i].extra_options.begin(), inputs_[i].extra_options.end());
+    }
+    return out;
   }
 
   void finish_outputs() {
@@ -427,16 +404,16 @@ struct Planner {
     // Storage objects: one per layer (gpt/raw), one for the whole flat disk, which also
     // carries each protected device's dm-verity options under its slot number.
     if (result.mode == ComposeMode::Flat) {
-      std::vector<std::string> extra = extra_options_[0];
+      std::vector<std::string> extra = layer_options(0);
       for (size_t i = 1; i < result.layers.size(); ++i) {
-        auto device = to_device_verity_options(extra_options_[i], static_cast<unsigned>(i));
+        auto device = to_device_verity_options(layer_options(i), static_cast<unsigned>(i));
         extra.insert(extra.end(), device.begin(), device.end());
       }
       result.storages.push_back(lower_storage(0, result.layers[0], extra));
     } else {
       note_layer_verity();
       for (size_t i = 0; i < result.layers.size(); ++i) {
-        result.storages.push_back(lower_storage(i, result.layers[i], extra_options_[i]));
+        result.storages.push_back(lower_storage(i, result.layers[i], layer_options(i)));
       }
     }
 
@@ -508,11 +485,57 @@ struct Planner {
     layout.disk_sectors = result.disk_sectors;
     layout.disk_guid = result.disk_guid;
     layout.entry_count = entry_count_;
-    result.layout = to_json(layout);
+    result.layout = std::move(layout);
   }
 
-  std::vector<std::vector<std::string>> extra_options_;  // per layer, top first
+  std::vector<LayerInput> inputs_;  // top first (flat: fsmeta, then the blobs in slot order)
   std::optional<uint32_t> entry_count_;                   // gpt
+
+  // Opens the layer once, without blocking (a FIFO or device is refused before the first read),
+  // and takes everything from that one file: EROFS image or blob, its identity, and that its
+  // dm-verity description is of this very file.
+  ComposedLayer load_layer(size_t i, const LayerInput& input,
+                           const std::vector<ComposedLayer>& earlier) const {
+    ComposedLayer layer;
+    layer.index = i;
+    layer.path = absolute_path(input.path);
+    std::string what = fmt::format("layer {} ({})", i, input.path);
+    try {
+      // Flat-mode blobs need not be EROFS images (erofs-utils' --blobdev writes raw chunks).
+      bool maybe_blob = i > 0 && (options.mode == ComposeMode::Flat ||
+                                  (options.mode == ComposeMode::Auto && !earlier.empty() &&
+                                   earlier[0].info.extra_devices > 0));
+      InputFile file = open_input_file(layer.path, "file");
+      if (maybe_blob && !has_erofs_magic(file, layer.path)) {
+        layer.is_erofs = false;
+        layer.identity = blob_identity(file, layer.path);
+        layer.path = file.resolved_path;
+        layer.info.path = layer.path;
+        layer.info.file_size = layer.identity.size;
+        layer.info.device = layer.identity.device;
+        layer.info.inode = layer.identity.inode;
+        Sha256 sha;
+        sha.add(fmt::format("erofs-vmdk blob identity v1 {}", layer.identity.size));
+        layer.info.identity = sha.finish();
+      } else {
+        layer.info = probe_layer(file, layer.path, ProbeOptions{options.check_blkid});
+        // What QEMU opens must be what was probed: the resolved file, not a symlink to it.
+        layer.path = layer.info.resolved_path;
+        layer.info.path = layer.path;
+        layer.identity = {layer.info.device, layer.info.inode, layer.info.file_size,
+                          hex(layer.info.identity.data(), layer.info.identity.size())};
+      }
+      if (input.verity && (input.verity->device != static_cast<uint64_t>(file.st.st_dev) ||
+                           input.verity->inode != static_cast<uint64_t>(file.st.st_ino))) {
+        throw Error("its dm-verity description is of another file (device:inode {}:{}, this "
+                    "file is {}:{})",
+                    input.verity->device, input.verity->inode, file.st.st_dev, file.st.st_ino);
+      }
+    } catch (const std::exception& error) {
+      throw Error(with_context(what, error));
+    }
+    return layer;
+  }
 
   ComposeResult plan() {
     if (options.layers.empty()) throw Error("compose: no layers given");
@@ -520,47 +543,17 @@ struct Planner {
     result.output_dir = absolute_path(options.output_dir);
 
     // Inputs in top-first order (flat mode: fsmeta first, blobs in slot order, as given).
-    std::vector<LayerInput> inputs = options.layers;
+    inputs_ = options.layers;
+    const std::vector<LayerInput>& inputs = inputs_;
     bool flat_order = options.mode == ComposeMode::Flat;
     if (!flat_order && options.order == LayerOrder::BottomFirst) {
-      std::reverse(inputs.begin(), inputs.end());
+      std::reverse(inputs_.begin(), inputs_.end());
     }
 
     std::vector<ComposedLayer> layers;
     for (size_t i = 0; i < inputs.size(); ++i) {
-      ComposedLayer layer;
-      layer.index = i;
-      layer.path = absolute_path(inputs[i].path);
+      ComposedLayer layer = load_layer(i, inputs[i], layers);
       std::string what = fmt::format("layer {} ({})", i, inputs[i].path);
-      try {
-        // Flat-mode blobs need not be EROFS images (erofs-utils' --blobdev writes raw chunks).
-        bool maybe_blob = i > 0 && (options.mode == ComposeMode::Flat ||
-                                    (options.mode == ComposeMode::Auto && !layers.empty() &&
-                                     layers[0].info.extra_devices > 0));
-        // Opened once, without blocking: a FIFO or device is refused before the first read.
-        InputFile file = open_input_file(layer.path, "file");
-        if (maybe_blob && !has_erofs_magic(file, layer.path)) {
-          layer.is_erofs = false;
-          layer.identity = blob_identity(file, layer.path);
-          layer.path = file.resolved_path;
-          layer.info.path = layer.path;
-          layer.info.file_size = layer.identity.size;
-          layer.info.device = layer.identity.device;
-          layer.info.inode = layer.identity.inode;
-          Sha256 sha;
-          sha.add(fmt::format("erofs-vmdk blob identity v1 {}", layer.identity.size));
-          layer.info.identity = sha.finish();
-        } else {
-          layer.info = probe_layer(layer.path, ProbeOptions{options.check_blkid});
-          // What QEMU opens must be what was probed: the resolved file, not a symlink to it.
-          layer.path = layer.info.resolved_path;
-          layer.info.path = layer.path;
-          layer.identity = {layer.info.device, layer.info.inode, layer.info.file_size,
-                            hex(layer.info.identity.data(), layer.info.identity.size())};
-        }
-      } catch (const std::exception& error) {
-        throw Error(with_context(what, error));
-      }
       for (const auto& other : layers) {
         if (other.info.device == layer.info.device && other.info.inode == layer.info.inode) {
           throw Error("{}: the same file as layer {} ({}); a layer may appear only once", what,
@@ -568,7 +561,6 @@ struct Planner {
         }
       }
       layers.push_back(std::move(layer));
-      extra_options_.push_back(inputs[i].extra_options);
       // Refuse an oversized GPT before probing hundreds of files.
       if (i == 0 && inputs.size() > gpt::kMaxPartitions && options.mode != ComposeMode::Flat &&
           !(options.mode == ComposeMode::Auto && layers[0].info.extra_devices > 0)) {
@@ -671,7 +663,7 @@ ComposeResult compose(const ComposeOptions& options) {
   }
   transaction.add(kStorageName, to_json(result.storages).dump(2) + "\n");
   transaction.add(kQemuName, result.qemu.dump(2) + "\n");
-  transaction.add(kLayoutName, result.layout.dump(2) + "\n");
+  transaction.add(kLayoutName, to_json(result.layout).dump(2) + "\n");
   transaction.commit();
   return result;
 }

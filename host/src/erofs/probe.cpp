@@ -240,6 +240,13 @@ ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options) {
   InputFile file = open_input_file(path, "file", options.allow_block_device
                                                       ? InputKind::RegularOrBlockDevice
                                                       : InputKind::RegularFile);
+  return probe_layer(file, path, options);
+}
+
+ErofsInfo probe_layer(const InputFile& file, const std::string& path, const ProbeOptions& options) {
+  if (S_ISBLK(file.st.st_mode) && !options.allow_block_device) {
+    throw Error("{}: is a block device, not a regular file", path);
+  }
   uint64_t size = static_cast<uint64_t>(file.st.st_size);
   if (S_ISBLK(file.st.st_mode)) {
     off_t end = ::lseek(file.fd.get(), 0, SEEK_END);

@@ -519,14 +519,24 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
 
 // ---- compose's view ----
 
-std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path) {
+namespace {
+
+// The layer's sidecar, nullopt when there is none (any other failure to read it throws).
+std::optional<VeritySidecar> find_verity_sidecar(const std::string& layer_path) {
   std::string sidecar_path = verity_sidecar_path(layer_path);
   struct stat sidecar_st {};
   if (::lstat(sidecar_path.c_str(), &sidecar_st) != 0 && errno == ENOENT) return std::nullopt;
+  return read_verity_sidecar(sidecar_path);
+}
+
+VerityLayerInfo check_verity_layer(const InputFile& file, const std::string& layer_path,
+                                   VeritySidecar sidecar) {
   VerityLayerInfo info;
-  info.sidecar = read_verity_sidecar(sidecar_path);
-  std::string context = fmt::format("layer {} (dm-verity sidecar {})", layer_path, sidecar_path);
-  InputFile file = open_input_file(layer_path, "layer");
+  info.sidecar = std::move(sidecar);
+  info.device = file.st.st_dev;
+  info.inode = file.st.st_ino;
+  std::string context = fmt::format("layer {} (dm-verity sidecar {})", layer_path,
+                                    verity_sidecar_path(layer_path));
   const uint64_t size = static_cast<uint64_t>(file.st.st_size);
   try {
     std::array<uint8_t, kVeritySuperblockSize> bytes{};
@@ -570,6 +580,22 @@ std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_pat
   return info;
 }
 
+}  // namespace
+
+std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path) {
+  auto sidecar = find_verity_sidecar(layer_path);
+  if (!sidecar) return std::nullopt;
+  InputFile file = open_input_file(layer_path, "layer");
+  return check_verity_layer(file, layer_path, std::move(*sidecar));
+}
+
+std::optional<VerityLayerInfo> inspect_verity_layer(const InputFile& layer,
+                                                    const std::string& layer_path) {
+  auto sidecar = find_verity_sidecar(layer_path);
+  if (!sidecar) return std::nullopt;
+  return check_verity_layer(layer, layer_path, std::move(*sidecar));
+}
+
 VerityPolicy parse_verity_policy(std::string_view text) {
   if (text == "off") return VerityPolicy::kOff;
   if (text == "auto") return VerityPolicy::kAuto;
@@ -587,11 +613,15 @@ std::string_view to_string(VerityPolicy policy) {
 }
 
 std::vector<std::string> verity_options(const VerityLayerInfo& info) {
+  return verity_options(info, info.sidecar.hash_offset);
+}
+
+std::vector<std::string> verity_options(const VerityLayerInfo& info, uint64_t hash_offset) {
   const auto& sb = info.superblock;
   return {
       fmt::format("{}=true", marker::kDmverityEnabled),
       fmt::format("{}={}", marker::kDmverityRoothash, info.sidecar.root_hash),
-      fmt::format("{}={}", marker::kDmverityHashoffset, info.sidecar.hash_offset),
+      fmt::format("{}={}", marker::kDmverityHashoffset, hash_offset),
       fmt::format("{}={}", marker::kDmverityBlocksize, sb.data_block_size),
       fmt::format("{}={}", marker::kDmverityHashsize, sb.hash_block_size),
       fmt::format("{}={}", marker::kDmverityAlgorithm, sb.algorithm),
@@ -600,13 +630,15 @@ std::vector<std::string> verity_options(const VerityLayerInfo& info) {
   };
 }
 
-std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& layer_path,
-                                                         VerityPolicy policy,
-                                                         const std::string& context) {
+namespace {
+
+template <typename Inspect>
+std::optional<VerityLayerInfo> under_policy(Inspect inspect, const std::string& layer_path,
+                                            VerityPolicy policy, const std::string& context) {
   if (policy == VerityPolicy::kOff) return std::nullopt;
   std::optional<VerityLayerInfo> info;
   try {
-    info = inspect_verity_layer(layer_path);
+    info = inspect();
   } catch (const std::exception& error) {
     throw Error("{}: broken dm-verity data: {}", context, error.what());
   }
@@ -616,6 +648,23 @@ std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& laye
                 context, verity_sidecar_path(layer_path), layer_path);
   }
   return info;
+}
+
+}  // namespace
+
+std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& layer_path,
+                                                         VerityPolicy policy,
+                                                         const std::string& context) {
+  return under_policy([&] { return inspect_verity_layer(layer_path); }, layer_path, policy,
+                      context);
+}
+
+std::optional<VerityLayerInfo> verity_layer_under_policy(const InputFile& layer,
+                                                         const std::string& layer_path,
+                                                         VerityPolicy policy,
+                                                         const std::string& context) {
+  return under_policy([&] { return inspect_verity_layer(layer, layer_path); }, layer_path, policy,
+                      context);
 }
 
 std::vector<std::string> verity_options_for_layer(const std::string& layer_path, VerityPolicy policy) {

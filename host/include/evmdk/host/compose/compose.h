@@ -12,6 +12,7 @@
 
 #include "evmdk/host/compose/layout.h"
 #include "evmdk/host/erofs/probe.h"
+#include "evmdk/host/verity/verity.h"
 #include "evmdk/storage_spec.h"
 #include "evmdk/vmdk/descriptor.h"
 
@@ -26,11 +27,14 @@ LayerOrder parse_layer_order(const std::string& text);    // top-first|bottom-fi
 
 struct LayerInput {
   std::string path;
-  // Extra options appended to this layer's Storage (e.g. X-kata.dmverity.* from the verity
-  // code or the hook). Flat mode: the fsmeta's go on the disk's one Storage; of a device
-  // blob's (which has no Storage of its own) only X-kata.dmverity* are used: compose puts the
-  // blob's hash tree on the disk and passes them as X-erofs-vmdk.device.<slot>.dmverity*.
-  std::vector<std::string> extra_options;
+  // The layer's dm-verity protection (apply_verity_policy or the hook fill it in): compose puts
+  // the hash area on the disk and encodes its X-kata.dmverity.* options. Flat mode: a device
+  // blob's (which has no Storage of its own) go on the disk's one Storage as
+  // X-erofs-vmdk.device.<slot>.dmverity.*, every hashoffset naming the tree's disk offset.
+  std::optional<VerityLayerInfo> verity;
+  // Other options appended to this layer's Storage, after the dm-verity ones (e.g. the hook's
+  // mount options). Flat mode: the fsmeta's go on the disk's one Storage; a blob's are unused.
+  std::vector<std::string> extra_options = {};
 };
 
 struct ComposeOptions {
@@ -49,13 +53,6 @@ struct ComposeOptions {
   bool check_blkid = true;  // passed to probe_layer
 };
 
-inline constexpr const char* kDescriptorName = "disk.vmdk";
-inline constexpr const char* kGptHeadName = "gpt-head.img";
-inline constexpr const char* kGptTailName = "gpt-tail.img";
-inline constexpr const char* kZeroName = "zero.img";
-inline constexpr const char* kStorageName = "storage.json";
-inline constexpr const char* kQemuName = "qemu.json";
-inline constexpr const char* kLayoutName = "layout.json";
 inline constexpr size_t kMaxSerialBytes = 20;
 
 // A span of the virtual disk and where its bytes come from.
@@ -105,7 +102,7 @@ struct ComposeResult {
   std::vector<DiskExtent> extents;
   std::vector<Storage> storages;
   nlohmann::json qemu;  // contents of qemu.json
-  nlohmann::json layout;  // contents of layout.json
+  Layout layout;        // layout.json (to_json(layout) is its contents)
 };
 
 // Probes every layer, plans the disk and returns it without writing anything.

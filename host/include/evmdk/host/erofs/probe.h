@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "evmdk/input_file.h"
+
 namespace evmdk::host {
 
 inline constexpr uint32_t kErofsMagic = 0xE0F5E1E2;
@@ -81,6 +83,10 @@ struct ProbeOptions {
 // file, not EROFS, bad checksum, unsupported block size / dirblkbits / feature bits, a
 // truncated image (file shorter than the filesystem), or a malformed device table.
 ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options = {});
+// Same, on a file already opened with open_input_file (of a kind `options` accepts), so a caller
+// that opened the layer once (compose, verify) probes that very file; `path` names it in errors.
+ErofsInfo probe_layer(const InputFile& file, const std::string& path,
+                      const ProbeOptions& options = {});
 
 // Same checks on an image at `offset` bytes inside an open file (a partition of a raw disk);
 // `size` bounds the image (the partition size). file_size is set to `size`.

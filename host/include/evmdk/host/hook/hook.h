@@ -54,7 +54,6 @@ struct HookState {
   std::string input_sha256;                  // of the mount list and the verity policy
   std::vector<std::string> dirs;             // subdirectories the run created
   std::vector<std::string> files;            // "<name>" or "<dir>/<name>" (complete only)
-  std::optional<std::string> created_upper;  // an upper image the run created
   bool operator==(const HookState&) const = default;
 };
 inline constexpr size_t kMaxHookStateBytes = 1u << 20;

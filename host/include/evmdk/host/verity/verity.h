@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "evmdk/host/erofs/probe.h"  // format_uuid
+#include "evmdk/input_file.h"
 
 namespace evmdk::host {
 
@@ -121,15 +122,23 @@ VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
                                   const VeritySuperblock& sb, unsigned threads = 0);
 
 // ---- a protected layer, as compose sees it ----
+// The typed dm-verity description of one layer: what compose puts on the disk and encodes into
+// the layer's Storage (ComposeOptions' LayerInput::verity).
 struct VerityLayerInfo {
   VeritySidecar sidecar;
   VeritySuperblock superblock;
   uint64_t hash_end = 0;  // byte just past the tree: the layer's extent must reach this far
+  // The layer file inspected (st_dev, st_ino): compose refuses the description for another file.
+  uint64_t device = 0;
+  uint64_t inode = 0;
 };
 // Reads the sidecar and the superblock and cross-checks them with the file: the data area lies
 // before hashoffset, the tree fits in the file, and the root hash matches the tree's top
 // block (a cheap check: one block is hashed). nullopt when the layer has no sidecar.
 std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path);
+// Same, for a layer the caller already opened (open_input_file) as `layer_path`.
+std::optional<VerityLayerInfo> inspect_verity_layer(const InputFile& layer,
+                                                    const std::string& layer_path);
 
 enum class VerityPolicy { kOff, kAuto, kOn };
 VerityPolicy parse_verity_policy(std::string_view text);  // "off" | "auto" | "on"
@@ -140,6 +149,10 @@ std::string_view to_string(VerityPolicy policy);
 // "layer 1 (path)") for on without verity data, and for a sidecar that is present but broken
 // under any policy but off.
 std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& layer_path,
+                                                         VerityPolicy policy,
+                                                         const std::string& context);
+std::optional<VerityLayerInfo> verity_layer_under_policy(const InputFile& layer,
+                                                         const std::string& layer_path,
                                                          VerityPolicy policy,
                                                          const std::string& context);
 
@@ -153,5 +166,8 @@ std::vector<std::string> verity_options_for_layer(const std::string& layer_path,
                                                   VerityPolicy policy);
 // Same, from an already inspected layer.
 std::vector<std::string> verity_options(const VerityLayerInfo& info);
+// With the hash area at `hash_offset` instead of the sidecar's (flat mode moves every tree
+// after the last device and names its disk offset).
+std::vector<std::string> verity_options(const VerityLayerInfo& info, uint64_t hash_offset);
 
 }  // namespace evmdk::host
