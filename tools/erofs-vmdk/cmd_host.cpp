@@ -76,8 +76,9 @@ nlohmann::json inspect_gpt_disk(const std::string& path) {
   nlohmann::json partitions = nlohmann::json::array();
   for (size_t i = 0; i < table.partitions.size(); ++i) {
     const auto& p = table.partitions[i];
-    std::string name = fmt::format("{} partition {}", path, i + 1);
-    nlohmann::json entry{{"number", i + 1},
+    const uint32_t number = table.partition_number(i);
+    std::string name = fmt::format("{} partition {}", path, number);
+    nlohmann::json entry{{"number", number},
                          {"first_lba", p.first_lba},
                          {"last_lba", p.last_lba},
                          {"partuuid", host::gpt::format_guid(p.unique)},

@@ -52,21 +52,28 @@ void validate(const Table& table) {
   }
   uint64_t last = last_usable_lba(table.total_sectors, table.entry_count);
   uint64_t previous_end = 0;
+  uint32_t previous_number = 0;
   for (size_t i = 0; i < table.partitions.size(); ++i) {
     const auto& p = table.partitions[i];
+    const uint32_t number = table.partition_number(i);
+    if (number <= previous_number || number > table.entry_count) {
+      throw Error("GPT: partition {} must come after partition {} and within the {} entries",
+                  number, previous_number, table.entry_count);
+    }
     if (p.first_lba < first || p.last_lba > last || p.last_lba < p.first_lba) {
-      throw Error("GPT: partition {} (LBA {}..{}) is outside the usable range {}..{}", i + 1,
+      throw Error("GPT: partition {} (LBA {}..{}) is outside the usable range {}..{}", number,
                   p.first_lba, p.last_lba, first, last);
     }
     if (i > 0 && p.first_lba <= previous_end) {
-      throw Error("GPT: partition {} (LBA {}..{}) overlaps partition {}", i + 1, p.first_lba,
-                  p.last_lba, i);
+      throw Error("GPT: partition {} (LBA {}..{}) overlaps partition {}", number, p.first_lba,
+                  p.last_lba, previous_number);
     }
     if (p.name.size() > kNameChars) {
-      throw Error("GPT: partition {} name '{}' is longer than {} characters", i + 1, p.name,
+      throw Error("GPT: partition {} name '{}' is longer than {} characters", number, p.name,
                   kNameChars);
     }
     previous_end = p.last_lba;
+    previous_number = number;
   }
 }
 
@@ -74,7 +81,7 @@ std::string render_entries(const Table& table) {
   std::string entries(table.entry_count * kEntrySize, '\0');
   for (size_t i = 0; i < table.partitions.size(); ++i) {
     const auto& p = table.partitions[i];
-    uint8_t* e = bytes(entries, i * kEntrySize);
+    uint8_t* e = bytes(entries, (table.partition_number(i) - 1) * kEntrySize);
     auto type = guid_to_disk(p.type);
     auto unique = guid_to_disk(p.unique);
     std::memcpy(e, type.data(), 16);
@@ -238,6 +245,11 @@ Guid guid_from_disk(const uint8_t* d) {
           d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]};
 }
 
+uint32_t Table::partition_number(size_t index) const {
+  const uint32_t number = partitions.at(index).number;
+  return number != 0 ? number : static_cast<uint32_t>(index + 1);
+}
+
 Guid linux_filesystem_type() { return parse_guid("0fc63daf-8483-4772-8e79-3d69d8477de4"); }
 
 uint32_t entry_count_for(size_t partitions) {
@@ -314,6 +326,8 @@ Table read_table(int fd, const std::string& name, bool check_backup) {
       if (ch == 0) break;
       p.name += ch < 0x80 ? static_cast<char>(ch) : '?';
     }
+    // After an empty entry the position no longer tells the number: keep it.
+    if (i != table.partitions.size()) p.number = i + 1;
     table.partitions.push_back(std::move(p));
   }
   if (check_backup) {

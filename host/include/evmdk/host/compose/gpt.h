@@ -35,6 +35,9 @@ struct Partition {
   uint64_t last_lba = 0;  // inclusive
   uint64_t attributes = 0;
   std::string name;  // ASCII, at most 36 characters (stored as UTF-16LE)
+  // Its entry number (1-based) when that is not its place in Table::partitions, as in a table
+  // read with empty entries before it; 0: partitions[N-1] is entry (partition) N.
+  uint32_t number = 0;
 
   bool operator==(const Partition&) const = default;
 };
@@ -43,7 +46,10 @@ struct Table {
   Guid disk_guid{};
   uint64_t total_sectors = 0;  // whole disk, including both GPTs
   uint32_t entry_count = kMinEntries;
-  std::vector<Partition> partitions;  // partition N = partitions[N-1]
+  std::vector<Partition> partitions;  // in entry order; empty entries are left out
+
+  // The partition number Linux gives partitions[index]: its entry number.
+  uint32_t partition_number(size_t index) const;
 };
 
 // Entry count for n partitions: at least 128, rounded up to fill whole sectors.

@@ -96,6 +96,7 @@ class UringReader {
   friend class ChunkLease;
   void release_buffer(unsigned buffer);
   struct State;
+  class Run;  // one run(): its cursors, reads in flight and phases
   ReaderOptions options_;
   std::unique_ptr<State> state_;
 };
