@@ -1,7 +1,6 @@
 #include "evmdk/host/compose/compose.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,11 +12,15 @@
 #include <memory>
 
 #include "evmdk/atomic_file.h"
+#include "evmdk/contract/markers.h"
+#include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/gpt.h"
 #include "evmdk/host/compose/layout.h"
 #include "evmdk/host/verity/verity.h"
 #include "evmdk/input_file.h"
+#include "evmdk/ondisk/erofs.h"
+#include "evmdk/qemu.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::host {
@@ -31,37 +34,6 @@ constexpr size_t kMaxDescriptorPath = 511;
 uint64_t sectors_for(uint64_t bytes) { return (bytes + kSectorSize - 1) / kSectorSize; }
 uint64_t align_up(uint64_t value, uint64_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
-}
-
-struct Sha256 {
-  struct Deleter {
-    void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-  };
-  std::unique_ptr<EVP_MD_CTX, Deleter> ctx{EVP_MD_CTX_new()};
-  Sha256() {
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-      throw Error("SHA-256 init failed");
-    }
-  }
-  Sha256& add(const void* data, size_t size) {
-    if (EVP_DigestUpdate(ctx.get(), data, size) != 1) throw Error("SHA-256 update failed");
-    return *this;
-  }
-  Sha256& add(std::string_view text) { return add(text.data(), text.size()); }
-  std::array<uint8_t, 32> finish() {
-    std::array<uint8_t, 32> digest{};
-    unsigned length = 0;
-    if (EVP_DigestFinal_ex(ctx.get(), digest.data(), &length) != 1) {
-      throw Error("SHA-256 final failed");
-    }
-    return digest;
-  }
-};
-
-std::string hex(const uint8_t* data, size_t size) {
-  std::string out;
-  for (size_t i = 0; i < size; ++i) out += fmt::format("{:02x}", data[i]);
-  return out;
 }
 
 // A name-based GUID (RFC 9562 version 8 layout) from a digest.
@@ -79,9 +51,9 @@ gpt::Guid guid_from_digest(const std::array<uint8_t, 32>& digest) {
 gpt::Guid partuuid_for(const ErofsInfo& info, size_t position) {
   std::string label = fmt::format("erofs-vmdk partuuid v1 position {}", position);
   return guid_from_digest(Sha256()
-                              .add(label)
-                              .add(info.identity.data(), info.identity.size())
-                              .add(info.uuid.data(), info.uuid.size())
+                              .update(label)
+                              .update(info.identity.data(), info.identity.size())
+                              .update(info.uuid.data(), info.uuid.size())
                               .finish());
 }
 
@@ -107,24 +79,10 @@ bool valid_serial(const std::string& serial) {
   });
 }
 
-// QEMU option syntax doubles commas inside a value.
-std::string qemu_escape(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    out += c;
-    if (c == ',') out += ',';
-  }
-  return out;
-}
-
 bool has_erofs_magic(const InputFile& file, const std::string& path) {
   uint8_t magic[4];
   size_t got = pread_full(file.fd.get(), magic, sizeof magic, kSuperblockOffset, path);
-  if (got < sizeof magic) return false;
-  uint32_t value = static_cast<uint32_t>(magic[0]) | (static_cast<uint32_t>(magic[1]) << 8) |
-                   (static_cast<uint32_t>(magic[2]) << 16) |
-                   (static_cast<uint32_t>(magic[3]) << 24);
-  return value == kErofsMagic;
+  return ondisk::has_erofs_magic(std::span(magic, got));
 }
 
 std::string absolute_path(const std::string& path) {
@@ -171,14 +129,16 @@ struct Planner {
 
   std::vector<std::string> lower_options(size_t index, const ComposedLayer& layer,
                                          const std::vector<std::string>& extra) const {
-    std::vector<std::string> opts{"ro", "X-kata.multi-layer=true", "X-kata.overlay-lower"};
+    using contract::make_option;
+    std::vector<std::string> opts{"ro", make_option(marker::kMultiLayer, "true"),
+                                  std::string(marker::kOverlayLower)};
     if (layer.partition_number) {
-      opts.push_back("X-kata.gpt-partitioned=true");
-      opts.push_back(fmt::format("X-kata.partition-number={}", *layer.partition_number));
+      opts.push_back(make_option(marker::kGptPartitioned, "true"));
+      opts.push_back(make_option(marker::kPartitionNumber, *layer.partition_number));
     }
-    opts.push_back(fmt::format("X-erofs-vmdk.layer-index={}", index));
-    if (!layer.partuuid.empty()) opts.push_back(fmt::format("X-erofs-vmdk.partuuid={}", layer.partuuid));
-    opts.push_back(fmt::format("X-erofs-vmdk.erofs-uuid={}", layer.info.uuid_string));
+    opts.push_back(make_option(marker::kLayerIndex, index));
+    if (!layer.partuuid.empty()) opts.push_back(make_option(marker::kPartUuid, layer.partuuid));
+    opts.push_back(make_option(marker::kErofsUuid, layer.info.uuid_string));
     opts.insert(opts.end(), extra.begin(), extra.end());
     return opts;
   }
@@ -196,13 +156,13 @@ struct Planner {
 
   std::string make_serial() const {
     Sha256 sha;
-    sha.add(fmt::format("erofs-vmdk serial v1 {}", to_string(result.mode)));
+    sha.update(fmt::format("erofs-vmdk serial v1 {}", to_string(result.mode)));
     for (const auto& layer : result.layers) {
-      sha.add(layer.info.identity.data(), layer.info.identity.size());
-      sha.add(layer.partuuid);
+      sha.update(layer.info.identity.data(), layer.info.identity.size());
+      sha.update(layer.partuuid);
     }
     auto digest = sha.finish();
-    return "evmdk-" + hex(digest.data(), 7);  // 6 + 14 = 20 bytes
+    return "evmdk-" + to_hex(digest.data(), 7);  // 6 + 14 = 20 bytes
   }
 
   void plan_raw(const std::vector<ComposedLayer>& layers) {
@@ -243,8 +203,8 @@ struct Planner {
     uint64_t tail_start = result.disk_sectors;
     table.total_sectors = tail_start + gpt::tail_sectors(table.entry_count);
     Sha256 disk_sha;
-    disk_sha.add("erofs-vmdk disk guid v1");
-    for (const auto& layer : result.layers) disk_sha.add(layer.partuuid);
+    disk_sha.update("erofs-vmdk disk guid v1");
+    for (const auto& layer : result.layers) disk_sha.update(layer.partuuid);
     table.disk_guid = guid_from_digest(disk_sha.finish());
     result.disk_guid = gpt::format_guid(table.disk_guid);
     head = gpt::render_head(table, gpt::kFirstPartitionLba);
@@ -362,9 +322,13 @@ struct Planner {
   std::vector<std::string> layer_options(size_t i) const {
     std::vector<std::string> out;
     if (const auto& verity = inputs_[i].verity) {
-      out = verity_options(*verity, result.mode == ComposeMode::Flat
-                                        ? *result.layers[i].verity_hash_disk_offset
-                                        : verity->sidecar.hash_offset);
+      try {
+        out = verity_options(*verity, result.mode == ComposeMode::Flat
+                                          ? *result.layers[i].verity_hash_disk_offset
+                                          : verity->sidecar.hash_offset);
+      } catch (const std::exception& error) {
+        throw_with_context(error, fmt::format("layer {} ({})", i, result.layers[i].path));
+      }
     }
     if (result.mode != ComposeMode::Flat || i == 0) {
       out.insert(out.end(), inputs_[i].extra_options.begin(), inputs_[i].extra_options.end());
@@ -515,7 +479,7 @@ struct Planner {
         layer.info.device = layer.identity.device;
         layer.info.inode = layer.identity.inode;
         Sha256 sha;
-        sha.add(fmt::format("erofs-vmdk blob identity v1 {}", layer.identity.size));
+        sha.update(fmt::format("erofs-vmdk blob identity v1 {}", layer.identity.size));
         layer.info.identity = sha.finish();
       } else {
         layer.info = probe_layer(file, layer.path, ProbeOptions{options.check_blkid});
@@ -523,7 +487,7 @@ struct Planner {
         layer.path = layer.info.resolved_path;
         layer.info.path = layer.path;
         layer.identity = {layer.info.device, layer.info.inode, layer.info.file_size,
-                          hex(layer.info.identity.data(), layer.info.identity.size())};
+                          to_hex(layer.info.identity.data(), layer.info.identity.size())};
       }
       if (input.verity && (input.verity->device != static_cast<uint64_t>(file.st.st_dev) ||
                            input.verity->inode != static_cast<uint64_t>(file.st.st_ino))) {
@@ -532,7 +496,7 @@ struct Planner {
                     input.verity->device, input.verity->inode, file.st.st_dev, file.st.st_ino);
       }
     } catch (const std::exception& error) {
-      throw Error(with_context(what, error));
+      throw_with_context(error, what);
     }
     return layer;
   }

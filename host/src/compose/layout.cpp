@@ -1,10 +1,8 @@
 #include "evmdk/host/compose/layout.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
-#include <memory>
 
+#include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
 
@@ -14,24 +12,6 @@ namespace {
 using nlohmann::json;
 
 constexpr uint64_t kMaxLayoutBytes = 64u << 20;
-
-std::string sha256_hex(std::string_view label, const std::string& bytes) {
-  struct Deleter {
-    void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-  };
-  std::unique_ptr<EVP_MD_CTX, Deleter> ctx(EVP_MD_CTX_new());
-  unsigned char digest[32];
-  unsigned length = 0;
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1 ||
-      EVP_DigestUpdate(ctx.get(), label.data(), label.size()) != 1 ||
-      EVP_DigestUpdate(ctx.get(), bytes.data(), bytes.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), digest, &length) != 1) {
-    throw Error("SHA-256 failed");
-  }
-  std::string out;
-  for (unsigned char b : digest) out += fmt::format("{:02x}", b);
-  return out;
-}
 
 json identity_json(const FileIdentity& id) {
   return {{"device", id.device}, {"inode", id.inode}, {"size", id.size},
@@ -47,7 +27,8 @@ FileIdentity blob_identity(const InputFile& file, const std::string& name) {
   id.size = static_cast<uint64_t>(file.st.st_size);
   std::string head(std::min<uint64_t>(id.size, 4096), '\0');
   head.resize(pread_full(file.fd.get(), head.data(), head.size(), 0, name));
-  id.head_sha256 = sha256_hex(fmt::format("erofs-vmdk blob head v1 {} ", id.size), head);
+  id.head_sha256 =
+      to_hex(Sha256().update(fmt::format("erofs-vmdk blob head v1 {} ", id.size)).update(head).finish());
   return id;
 }
 
@@ -166,11 +147,7 @@ Layout layout_from_json(const json& document, const std::string& name) {
 }
 
 Layout read_layout(const std::string& path) {
-  InputFile file = open_input_file(path, "layout");
-  const auto size = static_cast<uint64_t>(file.st.st_size);
-  if (size > kMaxLayoutBytes) throw Error("layout {}: {} bytes is too large", path, size);
-  std::string text(size, '\0');
-  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
+  std::string text = read_input_file(path, "layout", kMaxLayoutBytes);
   json document;
   try {
     document = json::parse(text);

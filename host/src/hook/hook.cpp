@@ -2,7 +2,6 @@
 
 #include <blkid/blkid.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,11 +15,15 @@
 #include <sstream>
 
 #include "evmdk/atomic_file.h"
+#include "evmdk/blkid_ptr.h"
 #include "evmdk/contract/container_id.h"
+#include "evmdk/contract/markers.h"
+#include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/compose.h"
 #include "evmdk/input_file.h"
 #include "evmdk/process.h"
+#include "evmdk/qemu.h"
 #include "evmdk/unique_fd.h"
 #include "hook_files.h"
 
@@ -30,18 +33,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using hook_detail::load_hook_state;
-using hook_detail::read_own_file;
 
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  if (EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr) != 1) {
-    throw Error("SHA-256 failed");
-  }
-  std::string out;
-  for (unsigned i = 0; i < size; ++i) out += fmt::format("{:02x}", digest[i]);
-  return out;
-}
+std::string sha256_hex(const std::string& data) { return to_hex(sha256(data)); }
 
 // Per-container serials: two containers of one image in the same VM must not share one.
 std::string serial_for(const std::string& id, const std::string& role) {
@@ -63,8 +56,7 @@ std::string describe_mount(const std::vector<ContainerdMount>& mounts, size_t in
 
 // libblkid's view of a file: TYPE, or empty when it finds no filesystem.
 std::string blkid_type(const std::string& path) {
-  std::unique_ptr<blkid_struct_probe, void (*)(blkid_probe)> probe(
-      blkid_new_probe_from_filename(path.c_str()), blkid_free_probe);
+  BlkidProbePtr probe(blkid_new_probe_from_filename(path.c_str()));
   if (!probe) throw Error("{}: libblkid cannot open it", path);
   blkid_probe_enable_superblocks(probe.get(), 1);
   blkid_probe_set_superblocks_flags(probe.get(), BLKID_SUBLKS_TYPE);
@@ -170,15 +162,6 @@ json disk_json(const std::string& role, const std::string& path, const std::stri
               {"qemu", std::move(qemu)}};
 }
 
-std::string qemu_escape(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    out += c;
-    if (c == ',') out += ',';  // QEMU option syntax doubles commas
-  }
-  return out;
-}
-
 json upper_qemu(const std::string& path, const std::string& serial) {
   json blockdev{{"driver", "raw"},
                 {"node-name", serial},
@@ -246,21 +229,21 @@ json rootfs_json(const HookPlan& plan) {
 std::vector<std::string> rootfs_markers(const HookPlan& plan) {
   std::vector<std::string> out;
   for (const auto& spec : plan.mkdir_specs) {
-    out.push_back(std::string(marker::kContainerdMkdirPath) + "=" + spec);
+    out.push_back(contract::make_option(marker::kContainerdMkdirPath, spec));
   }
   if (plan.rootfs == RootfsKind::Overlay) {
     for (const auto& option : plan.overlay_options) {
-      out.push_back("X-erofs-vmdk.overlay-option=" + option);
+      out.push_back(contract::make_option(marker::kOverlayOption, option));
     }
   } else if (plan.rootfs == RootfsKind::Bind) {
-    out.push_back("X-erofs-vmdk.rootfs-bind=" + plan.bind_source);
+    out.push_back(contract::make_option(marker::kRootfsBind, plan.bind_source));
   }
-  if (plan.read_only) out.push_back("X-erofs-vmdk.rootfs-readonly=true");
+  if (plan.read_only) out.push_back(contract::make_option(marker::kRootfsReadonly, "true"));
   return out;
 }
 
 nlohmann::json load_json(const std::string& path) {
-  std::string text = read_own_file(path, "hook output", 64u << 20);
+  std::string text = read_input_file(path, "hook output", 64u << 20, /*follow_symlinks=*/false);
   try {
     return json::parse(text);
   } catch (const json::exception& error) {
@@ -375,13 +358,13 @@ class HookRun {
           devices.push_back(open_input_file(device, "device= blob"));
         }
       } catch (const std::exception& error) {
-        throw Error("{}: {}", what, error.what());
+        throw_with_context(error, what);
       }
       try {
         VerityPolicy policy = request_.verity;
         if (lower.dmverity_sidecar && request_.verity != VerityPolicy::kOff) {
           if (*lower.dmverity_sidecar != verity_sidecar_path(lower.image)) {
-            throw Error("X-containerd.dmverity={} must be the layer's own sidecar {}",
+            throw Error("{}={} must be the layer's own sidecar {}", marker::kContainerdDmverity,
                         *lower.dmverity_sidecar, verity_sidecar_path(lower.image));
           }
           policy = VerityPolicy::kOn;
@@ -389,14 +372,14 @@ class HookRun {
         verity_[i].image =
             verity_layer_under_policy(image, lower.image, policy, "layer " + lower.image);
       } catch (const std::exception& error) {
-        throw Error("{}: {}", what, error.what());
+        throw_with_context(error, what);
       }
       for (size_t d = 0; d < lower.devices.size(); ++d) {
         try {
           verity_[i].devices.push_back(verity_layer_under_policy(
               devices[d], lower.devices[d], request_.verity, "layer " + lower.devices[d]));
         } catch (const std::exception& error) {
-          throw Error("{}: device={}: {}", what, lower.devices[d], error.what());
+          throw_with_context(error, fmt::format("{}: device={}", what, lower.devices[d]));
         }
       }
     }
@@ -448,7 +431,7 @@ class HookRun {
         for (size_t index : group.guest_indices) {
           which += (which.empty() ? "" : ", ") + describe(plan_.lowers[index].mount_index);
         }
-        throw Error("{}: {}", which, error.what());
+        throw_with_context(error, which);
       }
     }
   }

@@ -8,8 +8,7 @@
 
 namespace evmdk::host::hook_detail {
 
-// Never through a symlink, never a FIFO or device, never more than `limit` bytes.
-std::string read_own_file(const std::string& path, const std::string& what, size_t limit);
+// Never through a symlink, never a FIFO or device, never more than kMaxHookStateBytes.
 HookState load_hook_state(const std::string& path);
 
 }  // namespace evmdk::host::hook_detail

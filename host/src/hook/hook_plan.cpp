@@ -3,6 +3,7 @@
 #include <charconv>
 #include <set>
 
+#include "evmdk/contract/markers.h"
 #include "evmdk/contract/mount_template.h"
 #include "evmdk/error.h"
 
@@ -101,7 +102,7 @@ void check_guest_spec(Parse parse, const std::string& guest_text, const HookPlan
   try {
     (void)parse(guest_text, plan.lowers.size() + 1);  // the guest's mounts: upper + lowers
   } catch (const Error& error) {
-    throw Error("{}: {}", describe_option(mounts, index, option), error.what());
+    throw_with_context(error, describe_option(mounts, index, option));
   }
 }
 
@@ -133,10 +134,12 @@ PlannedLower plan_lower(const std::vector<ContainerdMount>& mounts, size_t index
         throw Error("{}: option '{}' must name an absolute path", describe(mounts, index), option);
       }
       lower.devices.push_back(*device);
-    } else if (auto sidecar = value_after(option, "X-containerd.dmverity")) {
-      if (sidecar->empty()) throw Error("{}: empty X-containerd.dmverity=", describe(mounts, index));
+    } else if (auto sidecar = value_after(option, marker::kContainerdDmverity)) {
+      if (sidecar->empty()) {
+        throw Error("{}: empty {}=", describe(mounts, index), marker::kContainerdDmverity);
+      }
       lower.dmverity_sidecar = *sidecar;
-    } else if (starts_with(option, "X-containerd.")) {
+    } else if (starts_with(option, marker::kContainerdPrefix)) {
       throw Error("{}: unsupported option '{}'", describe(mounts, index), option);
     } else {
       lower.mount_options.push_back(option);
@@ -159,16 +162,16 @@ PlannedUpper plan_upper(const std::vector<ContainerdMount>& mounts, size_t index
     if (option == "ro") {
       throw Error("{}: option 'ro': the upper must be writable", describe(mounts, index));
     }
-    if (auto fs_type = value_after(option, "X-containerd.mkfs.fs")) {
+    if (auto fs_type = value_after(option, marker::kContainerdMkfsFs)) {
       if (*fs_type != "ext4") {
-        throw Error("{}: X-containerd.mkfs.fs={} is not supported (only ext4)",
-                    describe(mounts, index), *fs_type);
+        throw Error("{}: {}={} is not supported (only ext4)", describe(mounts, index),
+                    marker::kContainerdMkfsFs, *fs_type);
       }
-    } else if (auto size = value_after(option, "X-containerd.mkfs.size")) {
+    } else if (auto size = value_after(option, marker::kContainerdMkfsSize)) {
       auto bytes = parse_u64(*size);
       if (!bytes || *bytes == 0) {
-        throw Error("{}: X-containerd.mkfs.size='{}' is not a positive byte count",
-                    describe(mounts, index), *size);
+        throw Error("{}: {}='{}' is not a positive byte count", describe(mounts, index),
+                    marker::kContainerdMkfsSize, *size);
       }
       upper.mkfs_size = *bytes;
     } else {
@@ -176,7 +179,7 @@ PlannedUpper plan_upper(const std::vector<ContainerdMount>& mounts, size_t index
     }
   }
   if (mkfs && !upper.mkfs_size) {
-    throw Error("{}: missing X-containerd.mkfs.size=", describe(mounts, index));
+    throw Error("{}: missing {}=", describe(mounts, index), marker::kContainerdMkfsSize);
   }
   return upper;
 }
@@ -246,7 +249,7 @@ std::vector<ContainerdMount> parse_mount_list_text(std::string_view text, const 
   try {
     return parse_mount_list(parsed);
   } catch (const Error& error) {
-    throw Error("{}: {}", origin, error.what());
+    throw_with_context(error, origin);
   }
 }
 
@@ -337,9 +340,9 @@ void plan_only_mount(const std::vector<ContainerdMount>& mounts, HookPlan& plan)
       plan.read_only = true;
     } else if (option == "rw") {
       plan.read_only = false;
-    } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
+    } else if (auto spec = value_after(option, marker::kContainerdMkdirPath)) {
       throw Error("{}: mkdir directive '{}' on a host directory", describe(mounts, 0), option);
-    } else if (starts_with(option, "X-containerd.")) {
+    } else if (starts_with(option, marker::kContainerdPrefix)) {
       throw Error("{}: unsupported option '{}'", describe(mounts, 0), option);
     } else if (option.find("{{") != std::string::npos) {
       // Nothing in the guest resolves a template against a shared host directory.
@@ -368,9 +371,9 @@ OverlayOptions split_overlay_options(const std::vector<ContainerdMount>& mounts,
       out.upperdir = *value;
     } else if (auto value = value_after(option, "workdir")) {
       out.workdir = *value;
-    } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
+    } else if (auto spec = value_after(option, marker::kContainerdMkdirPath)) {
       out.mkdir_raw.push_back(*spec);
-    } else if (starts_with(option, "X-containerd.")) {
+    } else if (starts_with(option, marker::kContainerdPrefix)) {
       throw Error("{}: unsupported option '{}'", describe(mounts, index), option);
     } else {
       plan.overlay_options.push_back(option);
@@ -479,7 +482,7 @@ void plan_overlay(const std::vector<ContainerdMount>& mounts,
       throw Error("{}: mkdir directive '{}' names a host path", describe(mounts, final_index),
                   spec);
     }
-    const std::string option = "X-containerd.mkdir.path=" + spec;
+    const std::string option = contract::make_option(marker::kContainerdMkdirPath, spec);
     plan.mkdir_specs.push_back(renumber(spec, map, mounts, final_index, option));
     check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
                      final_index, option);
@@ -545,11 +548,11 @@ void plan_bind(const std::vector<ContainerdMount>& mounts,
         throw Error("{}: option 'rw' on a bind of a read-only EROFS layer",
                     describe(mounts, final_index));
       }
-    } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
+    } else if (auto spec = value_after(option, marker::kContainerdMkdirPath)) {
       plan.mkdir_specs.push_back(renumber(*spec, map, mounts, final_index, option));
       check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
                        final_index, option);
-    } else if (starts_with(option, "X-containerd.")) {
+    } else if (starts_with(option, marker::kContainerdPrefix)) {
       throw Error("{}: unsupported option '{}'", describe(mounts, final_index), option);
     } else {
       plan.bind_options.push_back(renumber(option, map, mounts, final_index, option));

@@ -29,19 +29,9 @@ bool is_safe_name(const std::string& name) {
 
 namespace hook_detail {
 
-// Reads a file the hook wrote in its own directory: never through a symlink, never a FIFO or
-// device, never more than `limit` bytes.
-std::string read_own_file(const std::string& path, const std::string& what, size_t limit) {
-  InputFile file = open_input_file(path, what, InputKind::RegularFile, /*follow_symlinks=*/false);
-  const auto size = static_cast<uint64_t>(file.st.st_size);
-  if (size > limit) throw Error("{} {}: {} bytes, more than the {} allowed", what, path, size, limit);
-  std::string text(size, '\0');
-  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
-  return text;
-}
-
 HookState load_hook_state(const std::string& path) {
-  return parse_hook_state(read_own_file(path, "hook state file", kMaxHookStateBytes), path);
+  return parse_hook_state(
+      read_input_file(path, "hook state file", kMaxHookStateBytes, /*follow_symlinks=*/false), path);
 }
 
 }  // namespace hook_detail

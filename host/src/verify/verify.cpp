@@ -202,7 +202,7 @@ class DiskVerifier {
       try {
         layout_ = read_layout(layout_path_);
       } catch (const Error& error) {
-        throw Error("verify: {}", error.what());
+        throw_with_context(error, "verify");
       }
       report_.layout = layout_path_;
       if (!options_.trust_descriptor) refuse_untrusted_layout(layout_path_);

@@ -11,6 +11,8 @@
 
 #include "evmdk/error.h"
 #include "evmdk/host/compose/layout.h"
+#include "evmdk/ondisk/endian.h"
+#include "evmdk/ondisk/gpt.h"
 #include "evmdk/vmdk/parser.h"
 
 namespace evmdk::host::verify_detail {
@@ -18,17 +20,6 @@ namespace evmdk::host::verify_detail {
 namespace fs = std::filesystem;
 
 namespace {
-
-uint64_t le64(const char* p) {
-  uint64_t v = 0;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-uint32_t le32(const char* p) {
-  uint32_t v = 0;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 // A descriptor written with --fdset names /dev/fdset/N, which only QEMU can open (the runtime
 // passes each file with add-fd). The qemu.json compose wrote next to it says which file goes
@@ -80,12 +71,7 @@ std::string lower(std::string text) {
 }
 
 std::string read_text(const std::string& path, const std::string& what) {
-  InputFile file = open_input_file(path, fmt::format("verify: {}", what));
-  const auto size = static_cast<uint64_t>(file.st.st_size);
-  if (size > (64u << 20)) throw Error("verify: {} {}: {} bytes is too large", what, path, size);
-  std::string text(size, '\0');
-  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
-  return text;
+  return read_input_file(path, fmt::format("verify: {}", what), 64u << 20);
 }
 
 vmdk::ExtentMap read_descriptor_map(const std::string& descriptor) {
@@ -95,7 +81,7 @@ vmdk::ExtentMap read_descriptor_map(const std::string& descriptor) {
     resolve_fdsets(reading, descriptor);
     return vmdk::ExtentMap::from_qemu_reading(reading);
   } catch (const std::exception& error) {
-    throw Error("verify: {}", with_context(descriptor, error));
+    throw_with_context(error, fmt::format("verify: {}", descriptor));
   }
 }
 
@@ -146,24 +132,21 @@ std::vector<ReadSegment> VirtualDisk::segments(uint64_t offset, uint64_t length)
 
 RawGpt read_raw_gpt(VirtualDisk& disk, uint64_t header_lba) {
   RawGpt gpt;
-  std::string header = disk.read(header_lba * kSector, kSector);
-  if (header.compare(0, 8, "EFI PART") != 0) return gpt;
+  std::string sector = disk.read(header_lba * kSector, kSector);
+  if (!ondisk::has_gpt_signature(ondisk::byte_view(sector))) return gpt;
+  ondisk::GptHeader header = ondisk::decode_gpt_header(ondisk::byte_view(sector), "GPT header");
   gpt.present = true;
-  gpt.alternate_lba = le64(header.data() + 32);
-  gpt.entries_lba = le64(header.data() + 72);
-  gpt.entry_count = le32(header.data() + 80);
-  gpt.entry_size = le32(header.data() + 84);
+  gpt.alternate_lba = header.alternate_lba;
+  gpt.entries_lba = header.entries_lba;
+  gpt.entry_count = header.entry_count;
+  gpt.entry_size = header.entry_size;
   if (gpt.entry_size < 128 || gpt.entry_count > 4096) return gpt;  // the strict reader reports it
   std::string array =
       disk.read(gpt.entries_lba * kSector, uint64_t{gpt.entry_count} * gpt.entry_size);
   for (uint32_t i = 0; i < gpt.entry_count; ++i) {
-    const char* e = array.data() + uint64_t{i} * gpt.entry_size;
-    RawEntry entry;
-    entry.type = gpt::guid_from_disk(reinterpret_cast<const uint8_t*>(e));
-    entry.unique = gpt::guid_from_disk(reinterpret_cast<const uint8_t*>(e + 16));
-    entry.first_lba = le64(e + 32);
-    entry.last_lba = le64(e + 40);
-    gpt.entries.push_back(entry);
+    ondisk::GptEntry e = ondisk::decode_gpt_entry(
+        ondisk::byte_view(array).subspan(uint64_t{i} * gpt.entry_size), "GPT entry");
+    gpt.entries.push_back({e.type, e.unique, e.first_lba, e.last_lba});
   }
   return gpt;
 }

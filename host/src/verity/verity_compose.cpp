@@ -43,7 +43,7 @@ VerityPolicyReport apply_verity_policy(ComposeOptions& options, VerityPolicy pol
     try {
       file = open_input_file(layer.path, "file");
     } catch (const std::exception& error) {
-      throw Error("layer {} ({}): {}", i, layer.path, error.what());
+      throw_with_context(error, fmt::format("layer {} ({})", i, layer.path));
     }
     layer.verity = verity_layer_under_policy(file, layer.path, policy,
                                              fmt::format("layer {} ({})", i, layer.path));

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "evmdk/ondisk/gpt.h"
+
 namespace evmdk::host::gpt {
 
 inline constexpr uint64_t kSectorSize = 512;
@@ -19,11 +21,12 @@ inline constexpr uint32_t kMaxPartitions = 255;
 
 // A GUID in its canonical string byte order (as printed: 00112233-4455-...). On disk the
 // first three fields are little-endian (mixed-endian), to_disk/from_disk convert.
-using Guid = std::array<uint8_t, 16>;
-std::string format_guid(const Guid& guid);
+// The on-disk records are common's (evmdk/ondisk/gpt.h).
+using ondisk::format_guid;
+using ondisk::Guid;
+using ondisk::guid_from_disk;
+using ondisk::guid_to_disk;
 Guid parse_guid(const std::string& text);  // throws evmdk::Error
-std::array<uint8_t, 16> guid_to_disk(const Guid& guid);
-Guid guid_from_disk(const uint8_t* bytes);
 
 // Linux filesystem data: 0FC63DAF-8483-4772-8E79-3D69D8477DE4.
 Guid linux_filesystem_type();

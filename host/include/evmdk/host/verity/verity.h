@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "evmdk/host/erofs/probe.h"  // format_uuid
+#include "evmdk/digest.h"
 #include "evmdk/input_file.h"
+#include "evmdk/ondisk/verity.h"
 
 namespace evmdk::host {
 
@@ -30,29 +32,17 @@ VeritySidecar read_verity_sidecar(const std::string& path);
 std::string verity_sidecar_json(const VeritySidecar& sidecar);
 void write_verity_sidecar(const std::string& path, const VeritySidecar& sidecar);  // atomic
 
-// ---- dm-verity superblock (512 bytes, little-endian, at hashoffset) ----
-inline constexpr size_t kVeritySuperblockSize = 512;
-struct VeritySuperblock {
-  uint32_t version = 1;
-  uint32_t hash_type = 1;
-  std::array<uint8_t, 16> uuid{};
-  std::string algorithm = "sha256";
-  uint32_t data_block_size = 4096;
-  uint32_t hash_block_size = 4096;
-  uint64_t data_blocks = 0;
-  std::vector<uint8_t> salt;  // at most 256 bytes
-  bool operator==(const VeritySuperblock&) const = default;
-};
-
-// Throws evmdk::Error naming `context` for a bad signature, version, sizes or salt length.
-VeritySuperblock parse_verity_superblock(std::span<const uint8_t> bytes, const std::string& context);
-std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const VeritySuperblock& sb);
+// ---- dm-verity superblock (512 bytes, little-endian, at hashoffset): evmdk/ondisk/verity.h ----
+using ondisk::kVeritySuperblockSize;
+using ondisk::parse_verity_superblock;
+using ondisk::serialize_verity_superblock;
+using ondisk::VeritySuperblock;
 VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_offset);
 
-// format_uuid() comes from probe.h.
+// format_uuid() comes from probe.h; hex text from evmdk/digest.h.
 std::array<uint8_t, 16> parse_uuid(std::string_view text);  // throws on a malformed UUID
-std::string to_hex(std::span<const uint8_t> bytes);
-std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what);  // throws naming `what`
+using evmdk::from_hex;  // throws naming `what`
+using evmdk::to_hex;
 
 // ---- the hash tree ----
 // Geometry of a tree: where each level lives, in hash blocks from the tree start (the block
@@ -81,7 +71,7 @@ VerityLayout verity_layout(const VeritySuperblock& sb, uint64_t hash_offset, uin
 // The hash algorithms a dm-verity superblock may name: sha256 and sha512 (what the guest's
 // kernel is known to carry and the tools here are tested with). Every parse, format and
 // serialisation refuses any other.
-bool verity_algorithm_allowed(std::string_view algorithm);
+using ondisk::verity_algorithm_allowed;
 
 struct VerityFormatOptions {
   // Where the superblock goes. Default: the EROFS image size from its superblock (so a second
