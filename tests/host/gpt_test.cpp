@@ -1,10 +1,10 @@
 // GPT writer/reader: round trip, CRCs, and sgdisk's opinion of what we write.
-#include <gmock/gmock.h>
+#include "evmdk/host/compose/gpt.h"
 
 #include <fcntl.h>
+#include <gmock/gmock.h>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose/gpt.h"
 #include "layer_fixtures.h"
 
 namespace evmdk::host::gpt {
@@ -88,8 +88,9 @@ TEST(Gpt, EmptyEntriesKeepLaterPartitionsNumbers) {
   EXPECT_EQ(read.partitions, table.partitions);
 
   table.partitions[2].number = 3;  // not after the one before
-  EXPECT_THAT([&] { render_head(table, kFirstPartitionLba); },
-              ::testing::ThrowsMessage<Error>(HasSubstr("partition 3 must come after partition 3")));
+  EXPECT_THAT(
+      [&] { render_head(table, kFirstPartitionLba); },
+      ::testing::ThrowsMessage<Error>(HasSubstr("partition 3 must come after partition 3")));
   table.partitions[2].number = 129;  // past the entry array
   EXPECT_THAT([&] { render_tail(table); },
               ::testing::ThrowsMessage<Error>(HasSubstr("within the 128 entries")));

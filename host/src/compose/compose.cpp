@@ -59,15 +59,17 @@ gpt::Guid partuuid_for(const ErofsInfo& info, size_t position) {
 
 void check_descriptor_path(const std::string& path, const std::string& what) {
   if (path.size() > kMaxDescriptorPath) {
-    throw Error("{}: path is {} bytes; a VMDK descriptor holds at most {} (use --fdset or a "
-                "shorter path)",
-                what, path.size(), kMaxDescriptorPath);
+    throw Error(
+        "{}: path is {} bytes; a VMDK descriptor holds at most {} (use --fdset or a "
+        "shorter path)",
+        what, path.size(), kMaxDescriptorPath);
   }
   for (char c : path) {
     if (c == '"' || c == '\n' || c == '\r' || c == '\0') {
-      throw Error("{}: path contains {} which a VMDK descriptor cannot hold (use --fdset or "
-                  "rename it)",
-                  what, c == '"' ? "a double quote" : "a line break or NUL");
+      throw Error(
+          "{}: path contains {} which a VMDK descriptor cannot hold (use --fdset or "
+          "rename it)",
+          what, c == '"' ? "a double quote" : "a line break or NUL");
     }
   }
 }
@@ -90,9 +92,10 @@ std::string absolute_path(const std::string& path) {
 }
 
 [[noreturn]] void throw_too_many(size_t layers) {
-  throw Error("too many layers: {} (a GPT disk holds at most {}: Linux reads no partition past "
-              "number {})",
-              layers, gpt::kMaxPartitions, gpt::kMaxPartitions);
+  throw Error(
+      "too many layers: {} (a GPT disk holds at most {}: Linux reads no partition past "
+      "number {})",
+      layers, gpt::kMaxPartitions, gpt::kMaxPartitions);
 }
 
 struct Planner {
@@ -221,9 +224,10 @@ struct Planner {
     const ErofsInfo& meta = layers[0].info;
     uint64_t block = meta.block_size();
     if (layers.size() - 1 != meta.devices.size()) {
-      throw Error("flat mode: fsmeta {} has {} devices in its device table but {} device "
-                  "blobs were given",
-                  layers[0].path, meta.devices.size(), layers.size() - 1);
+      throw Error(
+          "flat mode: fsmeta {} has {} devices in its device table but {} device "
+          "blobs were given",
+          layers[0].path, meta.devices.size(), layers.size() - 1);
     }
     layers[0].sectors = meta.fs_size / kSectorSize;
     add_extent("fsmeta", layers[0].sectors, layers[0].path, 0);
@@ -235,29 +239,32 @@ struct Planner {
         throw Error("flat mode: {}: its device table slot says 0 blocks", name);
       }
       if (blob.is_erofs && blob.info.blkszbits != meta.blkszbits) {
-        throw Error("flat mode: {}: block size {} differs from the fsmeta's {} (mixed block "
-                    "sizes)",
-                    name, blob.info.block_size(), block);
+        throw Error(
+            "flat mode: {}: block size {} differs from the fsmeta's {} (mixed block "
+            "sizes)",
+            name, blob.info.block_size(), block);
       }
       uint64_t slot_bytes = slot.blocks * block;
       if (blob.info.file_size < slot_bytes) {
-        throw Error("flat mode: {}: the slot needs {} blocks ({} bytes) but the file has only {} "
-                    "bytes",
-                    name, slot.blocks, slot_bytes, blob.info.file_size);
+        throw Error(
+            "flat mode: {}: the slot needs {} blocks ({} bytes) but the file has only {} "
+            "bytes",
+            name, slot.blocks, slot_bytes, blob.info.file_size);
       }
       if (blob.is_erofs && blob.info.fs_size != slot_bytes) {
-        throw Error("flat mode: {}: the slot says {} blocks but the device's EROFS superblock "
-                    "says {}",
-                    name, slot.blocks, blob.info.blocks);
+        throw Error(
+            "flat mode: {}: the slot says {} blocks but the device's EROFS superblock "
+            "says {}",
+            name, slot.blocks, blob.info.blocks);
       }
       uint64_t start = slot.mapped_blkaddr * block / kSectorSize;
       uint64_t filled = result.disk_sectors;
       if (start < filled) {
         const char* what = i == 1 ? "the fsmeta" : "the previous device";
-        throw Error("flat mode: {}: mapped_blkaddr {} (byte {}) overlaps {}, which ends at byte "
-                    "{} (slots must be in order and must not overlap)",
-                    name, slot.mapped_blkaddr, slot.mapped_blkaddr * block, what,
-                    filled * kSectorSize);
+        throw Error(
+            "flat mode: {}: mapped_blkaddr {} (byte {}) overlaps {}, which ends at byte "
+            "{} (slots must be in order and must not overlap)",
+            name, slot.mapped_blkaddr, slot.mapped_blkaddr * block, what, filled * kSectorSize);
       }
       add_gap(start - filled);
       blob.first_lba = start;
@@ -285,11 +292,12 @@ struct Planner {
       uint64_t data_bytes = sb.data_blocks * sb.data_block_size;
       uint64_t extent_bytes = layer.sectors * kSectorSize;
       if (data_bytes != extent_bytes) {
-        throw Error("flat mode: {}: dm-verity covers {} bytes ({} blocks of {}) but its area on "
-                    "the disk is {} bytes (its {}); re-format it with `erofs-vmdk verity format "
-                    "--force --hash-offset {}`",
-                    name, data_bytes, sb.data_blocks, sb.data_block_size, extent_bytes,
-                    i == 0 ? "filesystem size" : "device slot", extent_bytes);
+        throw Error(
+            "flat mode: {}: dm-verity covers {} bytes ({} blocks of {}) but its area on "
+            "the disk is {} bytes (its {}); re-format it with `erofs-vmdk verity format "
+            "--force --hash-offset {}`",
+            name, data_bytes, sb.data_blocks, sb.data_block_size, extent_bytes,
+            i == 0 ? "filesystem size" : "device slot", extent_bytes);
       }
       if (info.sidecar.hash_offset % kSectorSize != 0) {
         throw Error("flat mode: {}: hashoffset {} is not a multiple of {} bytes", name,
@@ -298,8 +306,8 @@ struct Planner {
       uint64_t start =
           align_up(result.disk_sectors * kSectorSize, sb.hash_block_size) / kSectorSize;
       add_gap(start - result.disk_sectors);
-      add_extent("verity", (info.hash_end - info.sidecar.hash_offset) / kSectorSize,
-                 layer.path, i, info.sidecar.hash_offset / kSectorSize);
+      add_extent("verity", (info.hash_end - info.sidecar.hash_offset) / kSectorSize, layer.path, i,
+                 info.sidecar.hash_offset / kSectorSize);
       layer.verity_root_hash = info.sidecar.root_hash;
       layer.verity_hash_offset = info.sidecar.hash_offset;
       layer.verity_hash_disk_offset = start * kSectorSize;
@@ -383,14 +391,12 @@ struct Planner {
 
     std::string node = result.serial;
     std::string format = result.disk_format;
-    nlohmann::json blockdev{{"driver", format},
-                            {"node-name", node},
-                            {"read-only", true},
-                            {"force-share", true},
-                            {"file",
-                             {{"driver", "file"},
-                              {"filename", result.disk_path},
-                              {"read-only", true}}}};
+    nlohmann::json blockdev{
+        {"driver", format},
+        {"node-name", node},
+        {"read-only", true},
+        {"force-share", true},
+        {"file", {{"driver", "file"}, {"filename", result.disk_path}, {"read-only", true}}}};
     std::string device = fmt::format("virtio-blk-pci,drive={},serial={}", node, result.serial);
     std::string drive = fmt::format("file={},format={},if=none,id={},readonly=on,force-share=on",
                                     qemu_escape(result.disk_path), format, node);
@@ -400,20 +406,21 @@ struct Planner {
                         {"path", result.fdset_files[i]},
                         {"read-only", true}});
     }
-    result.qemu = {{"disk", result.disk_path},
-                   {"format", format},
-                   {"serial", result.serial},
-                   {"blockdev-add", blockdev},
-                   {"device_add",
-                    {{"driver", "virtio-blk-pci"}, {"drive", node}, {"serial", result.serial}}},
-                   {"blockdev_args", {"-blockdev", blockdev.dump(), "-device", device}},
-                   {"drive_args", {"-drive", drive, "-device", device}},
-                   {"drive", drive},
-                   {"fdsets", fdsets}};
+    result.qemu = {
+        {"disk", result.disk_path},
+        {"format", format},
+        {"serial", result.serial},
+        {"blockdev-add", blockdev},
+        {"device_add", {{"driver", "virtio-blk-pci"}, {"drive", node}, {"serial", result.serial}}},
+        {"blockdev_args", {"-blockdev", blockdev.dump(), "-device", device}},
+        {"drive_args", {"-drive", drive, "-device", device}},
+        {"drive", drive},
+        {"fdsets", fdsets}};
 
     Layout layout;
     for (const auto& e : result.extents) {
-      layout.extents.push_back({e.role, e.first_lba, e.sectors, e.path, e.file_offset, e.layer_index});
+      layout.extents.push_back(
+          {e.role, e.first_lba, e.sectors, e.path, e.file_offset, e.layer_index});
     }
     for (const auto& l : result.layers) {
       LayoutLayer j;
@@ -452,8 +459,8 @@ struct Planner {
     result.layout = std::move(layout);
   }
 
-  std::vector<LayerInput> inputs_;  // top first (flat: fsmeta, then the blobs in slot order)
-  std::optional<uint32_t> entry_count_;                   // gpt
+  std::vector<LayerInput> inputs_;       // top first (flat: fsmeta, then the blobs in slot order)
+  std::optional<uint32_t> entry_count_;  // gpt
 
   // Opens the layer once, without blocking (a FIFO or device is refused before the first read),
   // and takes everything from that one file: EROFS image or blob, its identity, and that its
@@ -491,9 +498,10 @@ struct Planner {
       }
       if (input.verity && (input.verity->device != static_cast<uint64_t>(file.st.st_dev) ||
                            input.verity->inode != static_cast<uint64_t>(file.st.st_ino))) {
-        throw Error("its dm-verity description is of another file (device:inode {}:{}, this "
-                    "file is {}:{})",
-                    input.verity->device, input.verity->inode, file.st.st_dev, file.st.st_ino);
+        throw Error(
+            "its dm-verity description is of another file (device:inode {}:{}, this "
+            "file is {}:{})",
+            input.verity->device, input.verity->inode, file.st.st_dev, file.st.st_ino);
       }
     } catch (const std::exception& error) {
       throw_with_context(error, what);
@@ -550,32 +558,34 @@ struct Planner {
           throw Error("raw mode takes exactly one layer, {} given (use gpt)", layers.size());
         }
         if (first.extra_devices > 0) {
-          throw Error("layer 0 ({}): a multi-device image ({} devices) needs flat mode with its "
-                      "device blobs",
-                      layers[0].path, first.extra_devices);
+          throw Error(
+              "layer 0 ({}): a multi-device image ({} devices) needs flat mode with its "
+              "device blobs",
+              layers[0].path, first.extra_devices);
         }
         plan_raw(layers);
         break;
       case ComposeMode::Gpt:
         for (const auto& layer : layers) {
           if (layer.info.extra_devices > 0) {
-            throw Error("layer {} ({}): a multi-device image ({} devices) cannot be one GPT "
-                        "partition; compose it in flat mode with its device blobs",
-                        layer.index, layer.path, layer.info.extra_devices);
+            throw Error(
+                "layer {} ({}): a multi-device image ({} devices) cannot be one GPT "
+                "partition; compose it in flat mode with its device blobs",
+                layer.index, layer.path, layer.info.extra_devices);
           }
         }
         plan_gpt(layers);
         break;
       case ComposeMode::Flat:
         if (!layers[0].is_erofs || first.extra_devices == 0) {
-          throw Error("flat mode: the first input ({}) must be a multi-device EROFS image (a "
-                      "merged fsmeta with a device table)",
-                      layers[0].path);
+          throw Error(
+              "flat mode: the first input ({}) must be a multi-device EROFS image (a "
+              "merged fsmeta with a device table)",
+              layers[0].path);
         }
         plan_flat(std::move(layers));
         break;
-      case ComposeMode::Auto:
-        break;
+      case ComposeMode::Auto: break;
     }
     finish_outputs();
     return std::move(result);

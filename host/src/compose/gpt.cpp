@@ -24,8 +24,8 @@ void validate(const Table& table) {
                 table.entry_count);
   }
   if (table.entry_count * kEntrySize % kSectorSize != 0 || table.entry_count < kMinEntries) {
-    throw Error("GPT: entry count {} must be at least {} and fill whole sectors",
-                table.entry_count, kMinEntries);
+    throw Error("GPT: entry count {} must be at least {} and fill whole sectors", table.entry_count,
+                kMinEntries);
   }
   uint64_t first = first_usable_lba(table.entry_count);
   if (table.total_sectors < first + tail_sectors(table.entry_count)) {
@@ -185,9 +185,8 @@ Table read_table(int fd, const std::string& name, bool check_backup) {
     // Every reader sizes the partition as last - first + 1 sectors: keep that meaningful.
     if (e.first_lba < primary.first_usable_lba || e.first_lba > e.last_lba ||
         e.last_lba > primary.last_usable_lba) {
-      throw Error("{}: GPT entry {} spans LBA {}..{}, outside the usable range {}..{}", name,
-                  i + 1, e.first_lba, e.last_lba, primary.first_usable_lba,
-                  primary.last_usable_lba);
+      throw Error("{}: GPT entry {} spans LBA {}..{}, outside the usable range {}..{}", name, i + 1,
+                  e.first_lba, e.last_lba, primary.first_usable_lba, primary.last_usable_lba);
     }
     Partition p{e.type, e.unique, e.first_lba, e.last_lba, e.attributes, std::move(e.name)};
     // After an empty entry the position no longer tells the number: keep it.

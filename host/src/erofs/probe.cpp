@@ -97,9 +97,10 @@ ErofsInfo parse_superblock(int fd, uint64_t offset, uint64_t size, const std::st
   info.fs_size = sb.fs_size();
   if (info.blocks == 0) throw Error("{}: EROFS superblock says the filesystem has 0 blocks", name);
   if (info.fs_size > size) {
-    throw Error("{}: truncated EROFS image: the filesystem is {} bytes ({} blocks of {}) but the "
-                "file has only {}",
-                name, info.fs_size, info.blocks, info.block_size(), size);
+    throw Error(
+        "{}: truncated EROFS image: the filesystem is {} bytes ({} blocks of {}) but the "
+        "file has only {}",
+        name, info.fs_size, info.blocks, info.block_size(), size);
   }
 
   // The superblock block (or the first 4 KiB of a small-block image) for checksum + identity.
@@ -140,9 +141,9 @@ ErofsInfo probe_image_at(int fd, uint64_t offset, uint64_t size, const std::stri
 
 ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options) {
   // Never blocks on a FIFO; a device or other special file is refused before the first read.
-  InputFile file = open_input_file(path, "file", options.allow_block_device
-                                                      ? InputKind::RegularOrBlockDevice
-                                                      : InputKind::RegularFile);
+  InputFile file = open_input_file(
+      path, "file",
+      options.allow_block_device ? InputKind::RegularOrBlockDevice : InputKind::RegularFile);
   return probe_layer(file, path, options);
 }
 
@@ -173,24 +174,24 @@ nlohmann::json to_json(const ErofsInfo& info) {
                        {"blocks", d.blocks},
                        {"mapped_blkaddr", d.mapped_blkaddr}});
   }
-  return nlohmann::json{{"path", info.path},
-                        {"type", "erofs"},
-                        {"block_size", info.block_size()},
-                        {"blkszbits", info.blkszbits},
-                        {"blocks", info.blocks},
-                        {"fs_size", info.fs_size},
-                        {"file_size", info.file_size},
-                        {"uuid", info.uuid_string},
-                        {"volume_name", info.volume_name},
-                        {"feature_compat", info.feature_compat},
-                        {"feature_incompat", info.feature_incompat},
-                        {"features", feature_names(info.feature_compat, info.feature_incompat)},
-                        {"checksum", info.has_checksum ? fmt::format("{:08x}", info.checksum)
-                                                       : std::string()},
-                        {"build_time", info.build_time},
-                        {"extra_devices", info.extra_devices},
-                        {"devt_slotoff", info.devt_slotoff},
-                        {"devices", devices}};
+  return nlohmann::json{
+      {"path", info.path},
+      {"type", "erofs"},
+      {"block_size", info.block_size()},
+      {"blkszbits", info.blkszbits},
+      {"blocks", info.blocks},
+      {"fs_size", info.fs_size},
+      {"file_size", info.file_size},
+      {"uuid", info.uuid_string},
+      {"volume_name", info.volume_name},
+      {"feature_compat", info.feature_compat},
+      {"feature_incompat", info.feature_incompat},
+      {"features", feature_names(info.feature_compat, info.feature_incompat)},
+      {"checksum", info.has_checksum ? fmt::format("{:08x}", info.checksum) : std::string()},
+      {"build_time", info.build_time},
+      {"extra_devices", info.extra_devices},
+      {"devt_slotoff", info.devt_slotoff},
+      {"devices", devices}};
 }
 
 }  // namespace evmdk::host

@@ -31,8 +31,8 @@ namespace evmdk::host {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using hook_detail::load_hook_state;
+using nlohmann::json;
 
 std::string sha256_hex(const std::string& data) { return to_hex(sha256(data)); }
 
@@ -44,8 +44,8 @@ std::string serial_for(const std::string& id, const std::string& role) {
 json mounts_to_json(const std::vector<ContainerdMount>& mounts) {
   json out = json::array();
   for (const auto& m : mounts) {
-    out.push_back({{"type", m.type}, {"source", m.source}, {"target", m.target},
-                   {"options", m.options}});
+    out.push_back(
+        {{"type", m.type}, {"source", m.source}, {"target", m.target}, {"options", m.options}});
   }
   return out;
 }
@@ -62,7 +62,8 @@ std::string blkid_type(const std::string& path) {
   blkid_probe_set_superblocks_flags(probe.get(), BLKID_SUBLKS_TYPE);
   if (blkid_do_safeprobe(probe.get()) != 0) return {};
   const char* type = nullptr;
-  if (blkid_probe_lookup_value(probe.get(), "TYPE", &type, nullptr) != 0 || type == nullptr) return {};
+  if (blkid_probe_lookup_value(probe.get(), "TYPE", &type, nullptr) != 0 || type == nullptr)
+    return {};
   return type;
 }
 
@@ -71,15 +72,16 @@ class NewExt4Image {
  public:
   NewExt4Image(const std::string& final_path, uint64_t size) : final_path_(final_path) {
     fs::path target(final_path);
-    std::string pattern = (target.parent_path() / ("." + target.filename().string() + ".evmdk-XXXXXX")).string();
+    std::string pattern =
+        (target.parent_path() / ("." + target.filename().string() + ".evmdk-XXXXXX")).string();
     UniqueFd fd(::mkstemp(pattern.data()));
     if (!fd) throw_errno("cannot create the upper image next to {}", final_path);
     temp_path_ = pattern;
     if (::fchmod(fd.get(), 0600) != 0 || ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
       int saved = errno;
       ::unlink(temp_path_.c_str());
-      throw_errno_message(saved, fmt::format("cannot size the upper image {} to {} bytes",
-                                             final_path, size));
+      throw_errno_message(
+          saved, fmt::format("cannot size the upper image {} to {} bytes", final_path, size));
     }
     fd.reset();
     ProcessResult mkfs;
@@ -137,17 +139,19 @@ class DirectoryGuard {
 };
 
 struct LowerGroup {
-  std::string name;        // subdirectory and role: "lowers" or "flat-<k>"
-  std::string role;        // "lowers" or "flat"
+  std::string name;                   // subdirectory and role: "lowers" or "flat-<k>"
+  std::string role;                   // "lowers" or "flat"
   std::vector<size_t> guest_indices;  // guest lower index of each storage the group yields
   ComposeOptions options;
 };
 
-std::vector<std::string> without_key(const std::vector<std::string>& options, std::string_view key) {
+std::vector<std::string> without_key(const std::vector<std::string>& options,
+                                     std::string_view key) {
   std::vector<std::string> out;
   for (const auto& option : options) {
     std::string_view view = option;
-    if (view.substr(0, key.size()) == key && (view.size() == key.size() || view[key.size()] == '=')) {
+    if (view.substr(0, key.size()) == key &&
+        (view.size() == key.size() || view[key.size()] == '=')) {
       continue;
     }
     out.push_back(option);
@@ -157,7 +161,7 @@ std::vector<std::string> without_key(const std::vector<std::string>& options, st
 
 json disk_json(const std::string& role, const std::string& path, const std::string& format,
                bool read_only, const std::string& serial, bool created, json qemu) {
-  return json{{"role", role},     {"path", path},     {"format", format},
+  return json{{"role", role},           {"path", path},     {"format", format},
               {"read_only", read_only}, {"serial", serial}, {"created", created},
               {"qemu", std::move(qemu)}};
 }
@@ -296,8 +300,8 @@ class HookRun {
     state_dir_ = fs::absolute(request.state_dir).lexically_normal().string();
     dir_ = (fs::path(state_dir_) / request.id).string();
     plan_ = plan_mounts(request.mounts);
-    input_digest_ = sha256_hex(mounts_to_json(request.mounts).dump() + "\nverity=" +
-                               std::string(to_string(request.verity)));
+    input_digest_ = sha256_hex(mounts_to_json(request.mounts).dump() +
+                               "\nverity=" + std::string(to_string(request.verity)));
   }
 
   json run() {
@@ -330,13 +334,15 @@ class HookRun {
     if (::access(output_path.c_str(), F_OK) == 0 && ::access(state_path.c_str(), F_OK) == 0) {
       HookState state = load_hook_state(state_path);
       if (state.input_sha256 == input_digest_) return load_json(output_path);
-      throw Error("container {} already has hook state in {} for a different mount list; run "
-                  "`erofs-vmdk hook cleanup` first",
-                  request_.id, dir_);
+      throw Error(
+          "container {} already has hook state in {} for a different mount list; run "
+          "`erofs-vmdk hook cleanup` first",
+          request_.id, dir_);
     }
-    throw Error("{} exists but holds no finished hook output (an interrupted run?); run "
-                "`erofs-vmdk hook cleanup` first",
-                dir_);
+    throw Error(
+        "{} exists but holds no finished hook output (an interrupted run?); run "
+        "`erofs-vmdk hook cleanup` first",
+        dir_);
   }
 
   // Each image probed here, so a bad one is named by its own mount, and each layer's dm-verity:
@@ -478,8 +484,7 @@ class HookRun {
         const size_t guest_index = group.guest_indices[k];
         storage.options = without_key(storage.options, marker::kLayerIndex);
         storage.options = without_key(storage.options, marker::kMultiLayer);
-        storage.options.insert(storage.options.begin(),
-                               std::string(marker::kMultiLayer) + "=true");
+        storage.options.insert(storage.options.begin(), std::string(marker::kMultiLayer) + "=true");
         storage.options.push_back(fmt::format("{}={}", marker::kLayerIndex, guest_index));
         storage.mount_point = fmt::format("lower-{}", guest_index);
         lower_storages_.emplace_back(guest_index, std::move(storage));
@@ -542,9 +547,10 @@ class HookRun {
   json output_document() const {
     json notes = json::array();
     if (plan_.upper_kind == UpperKind::GuestMemory) {
-      notes.push_back(fmt::format("directory mode: the host upperdir {} and workdir {} are not "
-                                  "visible in the VM; the guest uses a memory-backed upper",
-                                  plan_.host_upperdir, plan_.host_workdir));
+      notes.push_back(
+          fmt::format("directory mode: the host upperdir {} and workdir {} are not "
+                      "visible in the VM; the guest uses a memory-backed upper",
+                      plan_.host_upperdir, plan_.host_workdir));
     }
     json output{{"id", request_.id},
                 {"dir", dir_},
@@ -616,7 +622,7 @@ class HookRun {
   std::string state_dir_;
   std::string dir_;  // <state-dir>/<id>
   HookPlan plan_;
-  std::string input_digest_;  // of the mount list and the verity policy
+  std::string input_digest_;         // of the mount list and the verity policy
   std::vector<LowerVerity> verity_;  // per planned lower
   std::vector<LowerGroup> groups_;
   bool create_upper_ = false;

@@ -239,7 +239,8 @@ std::vector<ContainerdMount> parse_mount_list(const json& input) {
   return mounts;
 }
 
-std::vector<ContainerdMount> parse_mount_list_text(std::string_view text, const std::string& origin) {
+std::vector<ContainerdMount> parse_mount_list_text(std::string_view text,
+                                                   const std::string& origin) {
   json parsed;
   try {
     parsed = json::parse(text);
@@ -306,9 +307,10 @@ std::vector<size_t> plan_earlier_mounts(const std::vector<ContainerdMount>& moun
       }
       plan.upper = plan_upper(mounts, i, type.base == "mkfs/ext4");
     } else {
-      throw Error("{}: unsupported mount type before the final mount (expected erofs, mkfs/ext4 "
-                  "or ext4)",
-                  describe(mounts, i));
+      throw Error(
+          "{}: unsupported mount type before the final mount (expected erofs, mkfs/ext4 "
+          "or ext4)",
+          describe(mounts, i));
     }
   }
   return erofs_indices;
@@ -396,9 +398,10 @@ void plan_lowerdir(const std::vector<ContainerdMount>& mounts, size_t final_inde
     auto pieces = split_templates(element, mounts.size(),
                                   describe_option(mounts, final_index, "lowerdir=" + lowerdir));
     if (pieces.size() != 1 || !pieces[0].templ) {
-      throw Error("{}: lowerdir entry '{}' is not a {{{{ mount N }}}} or {{{{ overlay A B }}}} "
-                  "template of an earlier erofs mount (host paths are not visible in the VM)",
-                  describe(mounts, final_index), element);
+      throw Error(
+          "{}: lowerdir entry '{}' is not a {{{{ mount N }}}} or {{{{ overlay A B }}}} "
+          "template of an earlier erofs mount (host paths are not visible in the VM)",
+          describe(mounts, final_index), element);
     }
     const MountTemplate& range = *pieces[0].templ;
     for (size_t k = 0; k < range.count(); ++k) {
@@ -432,10 +435,11 @@ void plan_overlay_upper(const std::vector<ContainerdMount>& mounts, size_t final
     const std::string expected_upper = mount_template(plan.upper->mount_index) + "/upper";
     const std::string expected_work = mount_template(plan.upper->mount_index) + "/work";
     if (upperdir != expected_upper || workdir != expected_work) {
-      throw Error("{}: with an ext4 upper the guest layout needs upperdir={} and workdir={} "
-                  "(got upperdir={} workdir={})",
-                  describe(mounts, final_index), expected_upper, expected_work,
-                  upperdir.value_or("<none>"), workdir.value_or("<none>"));
+      throw Error(
+          "{}: with an ext4 upper the guest layout needs upperdir={} and workdir={} "
+          "(got upperdir={} workdir={})",
+          describe(mounts, final_index), expected_upper, expected_work, upperdir.value_or("<none>"),
+          workdir.value_or("<none>"));
     }
     plan.upper_kind = UpperKind::Ext4Disk;
     plan.guest_upperdir = mount_template(0) + "/upper";
@@ -484,16 +488,16 @@ void plan_overlay(const std::vector<ContainerdMount>& mounts,
     }
     const std::string option = contract::make_option(marker::kContainerdMkdirPath, spec);
     plan.mkdir_specs.push_back(renumber(spec, map, mounts, final_index, option));
-    check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
-                     final_index, option);
+    check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts, final_index,
+                     option);
   }
   plan.rootfs = RootfsKind::Overlay;
 }
 
 // Final bind (or rbind) of one earlier mount: the upper (block mode without parents) or the
 // only erofs lower (a read-only view).
-void plan_bind(const std::vector<ContainerdMount>& mounts,
-               const std::vector<size_t>& erofs_indices, HookPlan& plan) {
+void plan_bind(const std::vector<ContainerdMount>& mounts, const std::vector<size_t>& erofs_indices,
+               HookPlan& plan) {
   const size_t final_index = mounts.size() - 1;
   const ContainerdMount& final_mount = mounts[final_index];
   const std::string& source = final_mount.source;

@@ -31,7 +31,8 @@ namespace hook_detail {
 
 HookState load_hook_state(const std::string& path) {
   return parse_hook_state(
-      read_input_file(path, "hook state file", kMaxHookStateBytes, /*follow_symlinks=*/false), path);
+      read_input_file(path, "hook state file", kMaxHookStateBytes, /*follow_symlinks=*/false),
+      path);
 }
 
 }  // namespace hook_detail
@@ -60,14 +61,16 @@ HookState parse_hook_state(std::string_view text, const std::string& path) {
       if (required) throw Error("hook state file {}: missing string field '{}'", path, name);
       return {};
     }
-    if (!value->is_string()) throw Error("hook state file {}: field '{}' must be a string", path, name);
+    if (!value->is_string())
+      throw Error("hook state file {}: field '{}' must be a string", path, name);
     return value->get<std::string>();
   };
   auto names_field = [&](const char* name) {
     std::vector<std::string> out;
     const json* value = field(name);
     if (value == nullptr) return out;
-    if (!value->is_array()) throw Error("hook state file {}: field '{}' must be an array", path, name);
+    if (!value->is_array())
+      throw Error("hook state file {}: field '{}' must be an array", path, name);
     for (const auto& item : *value) {
       if (!item.is_string()) {
         throw Error("hook state file {}: field '{}' must hold only strings", path, name);
@@ -96,8 +99,11 @@ HookState parse_hook_state(std::string_view text, const std::string& path) {
 }
 
 nlohmann::json to_json(const HookState& state) {
-  json out{{"version", state.version}, {"id", state.id}, {"status", state.status},
-           {"input_sha256", state.input_sha256}, {"dirs", state.dirs}};
+  json out{{"version", state.version},
+           {"id", state.id},
+           {"status", state.status},
+           {"input_sha256", state.input_sha256},
+           {"dirs", state.dirs}};
   if (state.status == "complete") out["files"] = state.files;
   return out;
 }
@@ -113,7 +119,8 @@ CleanupReport cleanup_hook(const std::string& id, const std::string& state_dir) 
     throw_errno("cannot inspect {}", dir.string());
   }
   if (S_ISLNK(st.st_mode)) throw Error("{} is a symlink; refusing to clean it", dir.string());
-  if (!S_ISDIR(st.st_mode)) throw Error("{} is not a directory; refusing to clean it", dir.string());
+  if (!S_ISDIR(st.st_mode))
+    throw Error("{} is not a directory; refusing to clean it", dir.string());
   report.existed = true;
 
   const fs::path state_path = dir / kHookStateName;
@@ -136,7 +143,8 @@ CleanupReport cleanup_hook(const std::string& id, const std::string& state_dir) 
   };
   auto checked_subdir = [&](const std::string& name) -> std::optional<fs::path> {
     if (!is_safe_name(name)) {
-      report.left.push_back(fmt::format("{}: unsafe name '{}' in the state file", dir.string(), name));
+      report.left.push_back(
+          fmt::format("{}: unsafe name '{}' in the state file", dir.string(), name));
       return std::nullopt;
     }
     fs::path sub = dir / name;

@@ -213,7 +213,7 @@ class DiskVerifier {
           "verify: {} has no {} beside it, so nothing says which files it may read; "
           "verify the compose output directory, or pass --trust-descriptor to read the "
           "files this descriptor names",
-          options_.target, "layout.json");
+          options_.target, kLayoutName);
     }
     if (directory) {
       report_.descriptor =

@@ -89,8 +89,10 @@ struct UringReader::State {
   }
 };
 
-UringReader::UringReader(ReaderOptions options) : options_(options), state_(std::make_unique<State>()) {
-  options_.chunk_size = std::max<size_t>(align_up(std::max<size_t>(options_.chunk_size, 1), kDirectAlign), kDirectAlign);
+UringReader::UringReader(ReaderOptions options)
+    : options_(options), state_(std::make_unique<State>()) {
+  options_.chunk_size = std::max<size_t>(
+      align_up(std::max<size_t>(options_.chunk_size, 1), kDirectAlign), kDirectAlign);
   options_.queue_depth = std::clamp(options_.queue_depth, 1u, 256u);
   options_.consumer_buffers = std::max(options_.consumer_buffers, 1u);
   options_.parallel_streams = std::max(options_.parallel_streams, 1u);
@@ -108,8 +110,8 @@ UringReader::UringReader(ReaderOptions options) : options_(options), state_(std:
   }
   // Registered buffers save the kernel pinning pages on every read; without them (e.g. a low
   // RLIMIT_MEMLOCK) plain reads work just as well, only a little slower.
-  state_->registered =
-      io_uring_register_buffers(&state_->ring, iovecs.data(), static_cast<unsigned>(iovecs.size())) == 0;
+  state_->registered = io_uring_register_buffers(&state_->ring, iovecs.data(),
+                                                 static_cast<unsigned>(iovecs.size())) == 0;
 }
 
 UringReader::~UringReader() = default;
@@ -361,11 +363,10 @@ class UringReader::Run {
       if (result < 0) {
         uint64_t offset = chunk.file_offset + chunk.done;
         if (!read_error) {
-          read_error.emplace(-result,
-                             fmt::format("verify: reading {} bytes of {} at offset {}{}: {}",
-                                         chunk.to_read - chunk.done, *chunk.path, offset,
-                                         chunk.direct ? " (O_DIRECT)" : "",
-                                         std::strerror(-result)));
+          read_error.emplace(
+              -result, fmt::format("verify: reading {} bytes of {} at offset {}{}: {}",
+                                   chunk.to_read - chunk.done, *chunk.path, offset,
+                                   chunk.direct ? " (O_DIRECT)" : "", std::strerror(-result)));
         }
         return_buffer(buffer);
         in_flight_.erase(it);
@@ -436,8 +437,8 @@ class UringReader::Run {
 
   void wait_all_buffers() {
     std::unique_lock lock(state_.mutex);
-    state_.buffer_freed.wait(
-        lock, [&] { return state_.free_buffers.size() == state_.buffers.size(); });
+    state_.buffer_freed.wait(lock,
+                             [&] { return state_.free_buffers.size() == state_.buffers.size(); });
   }
 
   UringReader& reader_;

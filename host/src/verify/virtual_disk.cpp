@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "evmdk/error.h"
@@ -40,7 +39,7 @@ void resolve_fdsets(vmdk::QemuReading& reading, const std::string& descriptor) {
             extent.last_line, extent.resolved_path, qemu_json);
       }
       try {
-        auto json = nlohmann::json::parse(read_text(qemu_json, "qemu.json"));
+        auto json = nlohmann::json::parse(read_text(qemu_json, kQemuName));
         for (const auto& fdset : json.at("fdsets")) {
           file_of[fmt::format("{}{}", kFdset, fdset.at("fdset-id").get<uint64_t>())] =
               fdset.at("path").get<std::string>();

@@ -48,9 +48,11 @@ class BlockHasher {
   }
   void hash(const uint8_t* data, size_t size, uint8_t* out) {
     bool ok = EVP_DigestInit_ex2(ctx_.get(), md_, nullptr) == 1;
-    if (salt_first_ && !salt_.empty()) ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
+    if (salt_first_ && !salt_.empty())
+      ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
     ok = ok && EVP_DigestUpdate(ctx_.get(), data, size) == 1;
-    if (!salt_first_ && !salt_.empty()) ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
+    if (!salt_first_ && !salt_.empty())
+      ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
     unsigned int length = 0;
     ok = ok && EVP_DigestFinal_ex(ctx_.get(), out, &length) == 1;
     if (!ok) throw Error("digest computation failed");
@@ -131,7 +133,8 @@ struct BuiltTree {
   std::vector<uint8_t> root;
 };
 
-BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb, unsigned threads) {
+BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb,
+                     unsigned threads) {
   EvpMdPtr md = fetch_digest(sb.algorithm);
   VerityGeometry geometry = verity_geometry(sb);
   const size_t hbs = sb.hash_block_size;
@@ -147,7 +150,9 @@ BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb
     BlockHasher(md.get(), salt, sb.hash_type).hash(block.data(), block.size(), built.root.data());
     return built;
   }
-  auto level_ptr = [&](size_t level) { return built.tree.data() + geometry.level_start[level] * hbs; };
+  auto level_ptr = [&](size_t level) {
+    return built.tree.data() + geometry.level_start[level] * hbs;
+  };
   hash_blocks_from_file(fd, path, 0, sb.data_blocks, sb.data_block_size, md.get(), salt,
                         sb.hash_type, level_ptr(0), slot, threads);
   BlockHasher hasher(md.get(), salt, sb.hash_type);
@@ -175,16 +180,19 @@ VeritySidecar parse_verity_sidecar(std::string_view json_text, const std::string
   } catch (const std::exception& error) {
     throw Error("{}: not valid JSON: {}", path, error.what());
   }
-  if (!json.is_object()) throw Error("{}: expected a JSON object with roothash and hashoffset", path);
+  if (!json.is_object())
+    throw Error("{}: expected a JSON object with roothash and hashoffset", path);
   VeritySidecar sidecar;
   auto root = json.find("roothash");
-  if (root == json.end() || !root->is_string()) throw Error("{}: missing string field \"roothash\"", path);
+  if (root == json.end() || !root->is_string())
+    throw Error("{}: missing string field \"roothash\"", path);
   auto hex = root->get<std::string>();
   if (hex.empty() || hex.size() % 2 != 0 ||
       !std::all_of(hex.begin(), hex.end(), [](unsigned char c) { return std::isxdigit(c) != 0; })) {
     throw Error("{}: \"roothash\" {} is not a hex string", path, hex);
   }
-  std::transform(hex.begin(), hex.end(), hex.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  std::transform(hex.begin(), hex.end(), hex.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
   sidecar.root_hash = hex;
   auto offset = json.find("hashoffset");
   if (offset == json.end() || !offset->is_number_unsigned()) {
@@ -236,7 +244,8 @@ VerityGeometry verity_geometry(const VeritySuperblock& sb) {
     throw Error("hash algorithm {} digest of {} bytes does not fit a {}-byte hash block twice",
                 sb.algorithm, g.digest_size, sb.hash_block_size);
   }
-  g.hashes_per_block_bits = static_cast<uint32_t>(std::bit_width(sb.hash_block_size / g.digest_size) - 1);
+  g.hashes_per_block_bits =
+      static_cast<uint32_t>(std::bit_width(sb.hash_block_size / g.digest_size) - 1);
   const uint32_t bits = g.hashes_per_block_bits;
   size_t levels = 0;
   while (bits * levels < 64 && ((sb.data_blocks - 1) >> (bits * levels)) != 0) ++levels;
@@ -268,12 +277,14 @@ VerityLayout verity_layout(const VeritySuperblock& sb, uint64_t hash_offset, uin
   }
   out.data_bytes = *data_bytes;
   auto tree_bytes = mul_checked<uint64_t>(out.geometry.tree_blocks, sb.hash_block_size);
-  auto hash_bytes = tree_bytes ? add_checked<uint64_t>(*tree_bytes, sb.hash_block_size) : std::nullopt;
+  auto hash_bytes =
+      tree_bytes ? add_checked<uint64_t>(*tree_bytes, sb.hash_block_size) : std::nullopt;
   auto hash_end = hash_bytes ? add_checked<uint64_t>(hash_offset, *hash_bytes) : std::nullopt;
   if (!hash_end || *hash_end > file_size) {
-    throw Error("{}: the hash tree ({} blocks of {} after the superblock at {}) ends past the "
-                "file's {} bytes (truncated, or a superblock claiming more data than there is)",
-                context, out.geometry.tree_blocks, sb.hash_block_size, hash_offset, file_size);
+    throw Error(
+        "{}: the hash tree ({} blocks of {} after the superblock at {}) ends past the "
+        "file's {} bytes (truncated, or a superblock claiming more data than there is)",
+        context, out.geometry.tree_blocks, sb.hash_block_size, hash_offset, file_size);
   }
   out.hash_end = *hash_end;
   return out;
@@ -293,19 +304,19 @@ VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
   for (uint64_t done = 0; done < built.tree.size(); done += stored.size()) {
     size_t step = static_cast<size_t>(std::min<uint64_t>(stored.size(), built.tree.size() - done));
     size_t got = pread_full(fd.get(), stored.data(), step, tree_start + done, path);
-    auto [mine, theirs] = std::mismatch(built.tree.begin() + static_cast<ptrdiff_t>(done),
-                                        built.tree.begin() + static_cast<ptrdiff_t>(done + got),
-                                        stored.begin());
+    auto [mine, theirs] =
+        std::mismatch(built.tree.begin() + static_cast<ptrdiff_t>(done),
+                      built.tree.begin() + static_cast<ptrdiff_t>(done + got), stored.begin());
     if (mine != built.tree.begin() + static_cast<ptrdiff_t>(done + got) || got < step) {
-      check.first_bad_tree_byte =
-          tree_start + static_cast<uint64_t>(mine - built.tree.begin());
+      check.first_bad_tree_byte = tree_start + static_cast<uint64_t>(mine - built.tree.begin());
       break;
     }
   }
   return check;
 }
 
-VerityFormatResult verity_format(const std::string& layer_path, const VerityFormatOptions& options) {
+VerityFormatResult verity_format(const std::string& layer_path,
+                                 const VerityFormatOptions& options) {
   std::string sidecar_path = verity_sidecar_path(layer_path);
   std::optional<VeritySidecar> existing;
   if (std::filesystem::exists(sidecar_path)) {
@@ -336,7 +347,8 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
   if (options.uuid) {
     sb.uuid = *options.uuid;
   } else {
-    if (RAND_bytes(sb.uuid.data(), static_cast<int>(sb.uuid.size())) != 1) throw Error("cannot generate a random UUID");
+    if (RAND_bytes(sb.uuid.data(), static_cast<int>(sb.uuid.size())) != 1)
+      throw Error("cannot generate a random UUID");
     sb.uuid[6] = uint8_t((sb.uuid[6] & 0x0F) | 0x40);
     sb.uuid[8] = uint8_t((sb.uuid[8] & 0x3F) | 0x80);
   }
@@ -408,17 +420,18 @@ VerityLayerInfo check_verity_layer(const InputFile& file, const std::string& lay
   info.sidecar = std::move(sidecar);
   info.device = file.st.st_dev;
   info.inode = file.st.st_ino;
-  std::string context = fmt::format("layer {} (dm-verity sidecar {})", layer_path,
-                                    verity_sidecar_path(layer_path));
+  std::string context =
+      fmt::format("layer {} (dm-verity sidecar {})", layer_path, verity_sidecar_path(layer_path));
   const uint64_t size = static_cast<uint64_t>(file.st.st_size);
   try {
     std::array<uint8_t, kVeritySuperblockSize> bytes{};
-    if (pread_full(file.fd.get(), bytes.data(), bytes.size(), info.sidecar.hash_offset, layer_path) !=
-        bytes.size()) {
-      throw Error("file ends before the dm-verity superblock at offset {}", info.sidecar.hash_offset);
+    if (pread_full(file.fd.get(), bytes.data(), bytes.size(), info.sidecar.hash_offset,
+                   layer_path) != bytes.size()) {
+      throw Error("file ends before the dm-verity superblock at offset {}",
+                  info.sidecar.hash_offset);
     }
-    info.superblock = parse_verity_superblock(bytes, fmt::format("superblock at offset {}",
-                                                                 info.sidecar.hash_offset));
+    info.superblock = parse_verity_superblock(
+        bytes, fmt::format("superblock at offset {}", info.sidecar.hash_offset));
   } catch (const std::exception& error) {
     throw_with_context(error, context);
   }
@@ -433,14 +446,17 @@ VerityLayerInfo check_verity_layer(const InputFile& file, const std::string& lay
   // the rest of the image unchecked in the guest.
   if (auto fs_size = erofs_image_size(file.fd.get(), layer_path, size);
       fs_size && layout.data_bytes < *fs_size) {
-    throw Error("{}: dm-verity covers {} bytes ({} blocks of {}) but the EROFS filesystem is {} "
-                "bytes", context, layout.data_bytes, sb.data_blocks, sb.data_block_size, *fs_size);
+    throw Error(
+        "{}: dm-verity covers {} bytes ({} blocks of {}) but the EROFS filesystem is {} "
+        "bytes",
+        context, layout.data_bytes, sb.data_blocks, sb.data_block_size, *fs_size);
   }
   info.hash_end = layout.hash_end;
   // The root hash must be the hash of the tree's top block (of the only data block when the
   // layer is one block long); one block is cheap to check and catches a stale sidecar.
   EvpMdPtr md = fetch_digest(sb.algorithm);
-  uint64_t top_offset = geometry.level_start.empty() ? 0 : info.sidecar.hash_offset + sb.hash_block_size;
+  uint64_t top_offset =
+      geometry.level_start.empty() ? 0 : info.sidecar.hash_offset + sb.hash_block_size;
   size_t top_size = geometry.level_start.empty() ? sb.data_block_size : sb.hash_block_size;
   std::vector<uint8_t> block(top_size);
   pread_exact(file.fd.get(), block.data(), block.size(), top_offset, layer_path);
@@ -515,9 +531,10 @@ std::optional<VerityLayerInfo> under_policy(Inspect inspect, const std::string& 
     throw Error("{}: broken dm-verity data: {}", context, error.what());
   }
   if (!info && policy == VerityPolicy::kOn) {
-    throw Error("{} has no dm-verity data ({} not found) and --verity=on; run "
-                "`erofs-vmdk verity format {}` or use --verity=auto",
-                context, verity_sidecar_path(layer_path), layer_path);
+    throw Error(
+        "{} has no dm-verity data ({} not found) and --verity=on; run "
+        "`erofs-vmdk verity format {}` or use --verity=auto",
+        context, verity_sidecar_path(layer_path), layer_path);
   }
   return info;
 }
@@ -539,7 +556,8 @@ std::optional<VerityLayerInfo> verity_layer_under_policy(const InputFile& layer,
                       context);
 }
 
-std::vector<std::string> verity_options_for_layer(const std::string& layer_path, VerityPolicy policy) {
+std::vector<std::string> verity_options_for_layer(const std::string& layer_path,
+                                                  VerityPolicy policy) {
   auto info = verity_layer_under_policy(layer_path, policy, "layer " + layer_path);
   return info ? verity_options(*info) : std::vector<std::string>{};
 }

@@ -4,11 +4,10 @@
 // layer). Writes the VMDK descriptor, GPT head/tail, zero filler, storage.json, qemu.json
 // and layout.json into the output directory atomically. See docs/compose.md.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "evmdk/host/compose/layout.h"
 #include "evmdk/host/erofs/probe.h"
@@ -60,16 +59,16 @@ struct DiskExtent {
   std::string role;  // "gpt-head", "layer", "zero", "gpt-tail", "fsmeta", "device", "verity"
   uint64_t first_lba = 0;
   uint64_t sectors = 0;
-  std::string path;          // the backing file
-  uint64_t file_offset = 0;  // in sectors
-  std::optional<size_t> layer_index;   // gpt/raw: 0 = top; flat: 0 = fsmeta, i = device i
+  std::string path;                   // the backing file
+  uint64_t file_offset = 0;           // in sectors
+  std::optional<size_t> layer_index;  // gpt/raw: 0 = top; flat: 0 = fsmeta, i = device i
 };
 
 struct ComposedLayer {
-  size_t index = 0;  // 0 = top layer (gpt/raw); flat: 0 = fsmeta, i = device slot i
-  std::string path;  // absolute, symlinks resolved: the file that was probed
+  size_t index = 0;       // 0 = top layer (gpt/raw); flat: 0 = fsmeta, i = device slot i
+  std::string path;       // absolute, symlinks resolved: the file that was probed
   FileIdentity identity;  // recorded in layout.json for verify
-  ErofsInfo info;    // blobs that are not EROFS images carry only path/file_size
+  ErofsInfo info;         // blobs that are not EROFS images carry only path/file_size
   bool is_erofs = true;
   std::optional<uint32_t> partition_number;  // gpt only
   std::string partuuid;                      // gpt only

@@ -4,11 +4,10 @@
 // (layout_from_json) for all three. verify trusts a descriptor only as far as this file lists
 // its files, and detects a layer file that is no longer the one composed by its identity.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "evmdk/input_file.h"
 

@@ -4,11 +4,10 @@
 // The format itself is parsed by evmdk/ondisk/erofs.h; this adds what the host accepts.
 #include <array>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "evmdk/input_file.h"
 #include "evmdk/ondisk/erofs.h"
@@ -29,10 +28,10 @@ using DeviceSlot = ondisk::ErofsDeviceSlot;
 struct ErofsInfo {
   std::string path;
   uint8_t blkszbits = 0;
-  uint64_t blocks = 0;      // filesystem size in blocks
-  uint64_t fs_size = 0;     // blocks << blkszbits
-  uint64_t file_size = 0;   // may exceed fs_size (an appended dm-verity tree)
-  uint64_t device = 0;      // st_dev / st_ino: "the same file twice" detection
+  uint64_t blocks = 0;     // filesystem size in blocks
+  uint64_t fs_size = 0;    // blocks << blkszbits
+  uint64_t file_size = 0;  // may exceed fs_size (an appended dm-verity tree)
+  uint64_t device = 0;     // st_dev / st_ino: "the same file twice" detection
   uint64_t inode = 0;
   std::string resolved_path;  // probe_layer: the file actually opened, symlinks resolved
   std::array<uint8_t, 16> uuid{};

@@ -33,8 +33,8 @@ class StreamSink {
 };
 
 // SHA-256 and hex text are common's (evmdk/digest.h).
-using evmdk::Sha256Digest;
 using evmdk::sha256_from_hex;
+using evmdk::Sha256Digest;
 using evmdk::to_hex;
 
 // A stream's SHA-256 (evmdk::Sha256 fed from the pool).

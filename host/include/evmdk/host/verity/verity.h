@@ -11,8 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include "evmdk/host/erofs/probe.h"  // format_uuid
 #include "evmdk/digest.h"
+#include "evmdk/host/erofs/probe.h"  // format_uuid
 #include "evmdk/input_file.h"
 #include "evmdk/ondisk/verity.h"
 
@@ -20,8 +20,8 @@ namespace evmdk::host {
 
 // ---- containerd sidecar: {"roothash": "<hex>", "hashoffset": <bytes>} ----
 struct VeritySidecar {
-  std::string root_hash;    // lowercase hex
-  uint64_t hash_offset = 0; // bytes into layer.erofs where the verity superblock starts
+  std::string root_hash;     // lowercase hex
+  uint64_t hash_offset = 0;  // bytes into layer.erofs where the verity superblock starts
   bool operator==(const VeritySidecar&) const = default;
 };
 
@@ -41,7 +41,7 @@ VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_o
 
 // format_uuid() comes from probe.h; hex text from evmdk/digest.h.
 std::array<uint8_t, 16> parse_uuid(std::string_view text);  // throws on a malformed UUID
-using evmdk::from_hex;  // throws naming `what`
+using evmdk::from_hex;                                      // throws naming `what`
 using evmdk::to_hex;
 
 // ---- the hash tree ----
@@ -83,10 +83,10 @@ struct VerityFormatOptions {
   uint32_t hash_block_size = 4096;
   uint32_t hash_type = 1;
   std::vector<uint8_t> salt = std::vector<uint8_t>(32, 0);  // containerd's default
-  std::optional<std::array<uint8_t, 16>> uuid;               // default: random (v4)
-  unsigned threads = 0;       // 0: one per core
-  bool write_sidecar = true;  // <layer>.dmverity
-  bool force = false;         // re-format a layer that already has a sidecar
+  std::optional<std::array<uint8_t, 16>> uuid;              // default: random (v4)
+  unsigned threads = 0;                                     // 0: one per core
+  bool write_sidecar = true;                                // <layer>.dmverity
+  bool force = false;  // re-format a layer that already has a sidecar
 };
 
 struct VerityFormatResult {
