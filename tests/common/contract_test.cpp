@@ -18,8 +18,8 @@
 #include "evmdk/contract/verity_options.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/plan.h"
-#include "evmdk/host/compose.h"
-#include "evmdk/host/verity.h"
+#include "evmdk/host/compose/compose.h"
+#include "evmdk/host/verity/verity.h"
 #include "evmdk/storage_spec.h"
 #include "test_support.h"
 
@@ -288,7 +288,7 @@ TEST_F(HostToGuest, ComposedGptStoragesDecodeToTheComposedLayers) {
   options.output_dir = temp / "out";
   for (const auto& layer : layers) {
     options.layers.push_back(
-        {layer, host::verity_options_for_layer(layer, host::VerityPolicy::kAuto)});
+        {layer, host::verity_layer_under_policy(layer, host::VerityPolicy::kAuto, layer)});
   }
   host::ComposeResult composed = host::plan_compose(options);
   ASSERT_EQ(composed.storages.size(), 3u);
