@@ -242,6 +242,12 @@ ComposeResult compose_gpt(const std::vector<std::string>& layers, const std::str
   return compose(options);
 }
 
+ReflinkSupport probe(const std::string& layer, const std::string& dir) {
+  UniqueFd source = open_or_throw(layer, O_RDONLY);
+  UniqueFd target = open_or_throw(dir, O_RDONLY | O_DIRECTORY);
+  return reflink_possible(source.get(), target.get());
+}
+
 const RawPieceReport* piece_named(const RawImageReport& report, const std::string& prefix) {
   for (const auto& piece : report.pieces) {
     if (piece.name.rfind(prefix, 0) == 0) return &piece;
@@ -258,6 +264,8 @@ TEST_P(RawImageReflinkRoot, GptDiskIsTheVmdksBytesWithEveryLayerShared) {
   auto layers = make_small_layers(volume.path());
   for (const auto& layer : layers) expect_not_shared(layer);
   auto composed = compose_gpt(layers, volume / "out");
+  auto support = probe(layers[0], volume / "out");
+  EXPECT_TRUE(support.possible) << support.reason;
 
   std::string image = volume / "out/disk.img";
   RawImageReport report = assemble_raw_image_from_descriptor(volume / "out/disk.vmdk", image);
@@ -377,6 +385,9 @@ TEST(RawImageRoot, Ext4RefusesWithReasonAndCopiesWhenAllowed) {
   LoopVolume volume(dir / "volume.img", dir / "mnt", "ext4", 256 * kMiB);
   auto layers = make_small_layers(volume.path());
   compose_gpt(layers, volume / "out");
+  auto support = probe(layers[0], volume / "out");
+  EXPECT_FALSE(support.possible);
+  EXPECT_THAT(support.reason, HasSubstr("(ext4) does not support reflinks"));
   auto before = names_in(volume / "out");
 
   try {
@@ -415,6 +426,9 @@ TEST(RawImageRoot, LayersOnAnotherFilesystemAreRefusedOrCopied) {
   LoopVolume image_volume(dir / "btrfs.img", dir / "btrfs", "btrfs", 512 * kMiB);
   auto layers = make_small_layers(layer_volume.path());
   compose_gpt(layers, image_volume / "out");
+  auto support = probe(layers[0], image_volume / "out");
+  EXPECT_FALSE(support.possible);
+  EXPECT_THAT(support.reason, HasSubstr("different filesystem (xfs"));
   auto before = names_in(image_volume / "out");
   try {
     assemble_raw_image_from_descriptor(image_volume / "out/disk.vmdk", image_volume / "out/disk.img");

@@ -529,6 +529,7 @@ std::vector<RawPiece> raw_pieces_from_descriptor(const vmdk::Descriptor& descrip
                   what);
     }
     if (extent.path.empty()) throw Error("{}: names no file", what);
+    if (extent.sectors == 0) continue;  // adds nothing to the disk (QEMU skips it too)
     fs::path path = fs::path(extent.path);
     if (path.is_relative()) path = dir / path;
     path = path.lexically_normal();
