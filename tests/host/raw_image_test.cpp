@@ -108,7 +108,7 @@ TEST_F(RawImageTest, ReflinkOnlyRefusesWhereBlocksCannotBeSharedAndLeavesNothing
     EXPECT_TRUE(report.reflinked);
     EXPECT_EQ(test::read_file(image), expected());
   } catch (const Error& error) {
-    EXPECT_THAT(error.what(), AllOf(HasSubstr("layer 0 " + layer_a),
+    EXPECT_THAT(error.what(), AllOf(HasSubstr("layer 0 (" + layer_a + ")"),
                                     HasSubstr("cannot share its blocks into the raw image"),
                                     HasSubstr("allow copying")));
     EXPECT_EQ(entries(dir / "out"), 0u) << "a failed assembly left a file";

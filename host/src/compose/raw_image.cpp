@@ -62,6 +62,12 @@ struct SourceState {
   }
 };
 
+// A piece in messages: its name, plus the file actually opened when the name does not say it.
+std::string who(const RawPiece& piece, const InputFile& file) {
+  if (piece.name.find(file.resolved_path) != std::string::npos) return piece.name;
+  return fmt::format("{} ({})", piece.name, file.resolved_path);
+}
+
 // Why a FICLONERANGE refusal means "these blocks cannot be shared here" (as opposed to an I/O
 // or permission failure, which is an error whatever the policy); nullopt for the latter.
 std::optional<std::string> refusal_reason(int error_number, int source_fd, int image_fd) {
@@ -150,25 +156,27 @@ class Assembler {
     InputFile file = open_input_file(piece.path, piece.name);
     SourceState state = SourceState::of(file.st);
     if (piece.expected_size && *piece.expected_size != static_cast<uint64_t>(state.size)) {
-      throw Error("{} {}: is {} bytes but was {} when the disk was composed: not the file the "
+      throw Error("{}: is {} bytes but was {} when the disk was composed: not the file the "
                   "disk was made of",
-                  piece.name, file.resolved_path, state.size, *piece.expected_size);
+                  who(piece, file), state.size, *piece.expected_size);
     }
     auto [it, inserted] = seen_.try_emplace(piece.path, state);
     if (!inserted && !it->second.same_as(state)) {
-      throw Error("{} {}: changed between two of its pieces (inode, size or modification time)",
-                  piece.name, file.resolved_path);
+      throw Error("{}: changed between two of its pieces (inode, size or modification time)",
+                  who(piece, file));
     }
     return file;
   }
 
   void check_unchanged(const InputFile& file, const RawPiece& piece, const char* when) const {
     struct stat now {};
-    if (::fstat(file.fd.get(), &now) != 0) throw_errno("{} {}: cannot stat", piece.name, file.resolved_path);
+    if (::fstat(file.fd.get(), &now) != 0) {
+      throw_errno("{}: cannot stat", who(piece, file));
+    }
     if (!SourceState::of(now).same_as(SourceState::of(file.st))) {
-      throw Error("{} {}: changed {} (size {} -> {} or its modification time): the image would "
+      throw Error("{}: changed {} (size {} -> {} or its modification time): the image would "
                   "not be the disk composed",
-                  piece.name, file.resolved_path, when, file.st.st_size, now.st_size);
+                  who(piece, file), when, file.st.st_size, now.st_size);
     }
   }
 
@@ -210,9 +218,9 @@ class Assembler {
                    uint64_t disk_offset, uint64_t length, const std::string& reason,
                    RawPieceReport& out) {
     if (options_.policy == RawCopyPolicy::ReflinkOnly) {
-      throw Error("{} {}: cannot share its blocks into the raw image {}: {}; allow copying to "
+      throw Error("{}: cannot share its blocks into the raw image {}: {}; allow copying to "
                   "copy its {} bytes instead",
-                  piece.name, file.resolved_path, image_name_, reason, length);
+                  who(piece, file), image_name_, reason, length);
     }
     if (report_.reflinked) {
       report_.reflinked = false;
@@ -281,9 +289,9 @@ class Assembler {
       auto reason = refusal_reason(error_number, file.fd.get(), image_fd_);
       if (!reason) {
         throw_errno_message(error_number,
-                            fmt::format("{} {}: cannot share {} bytes at file offset {} into {} "
+                            fmt::format("{}: cannot share {} bytes at file offset {} into {} "
                                         "at byte {} (FICLONERANGE)",
-                                        piece.name, file.resolved_path, step, source + done,
+                                        who(piece, file), step, source + done,
                                         image_name_, disk + done));
       }
       unshareable(file, piece, source + done, disk + done, length - done, *reason, out);
@@ -308,8 +316,8 @@ class Assembler {
           kernel_copy = false;
           break;
         }
-        throw_errno("{} {}: cannot copy {} bytes at file offset {} into {}", piece.name,
-                    file.resolved_path, length - done, source + done, image_name_);
+        throw_errno("{}: cannot copy {} bytes at file offset {} into {}", who(piece, file),
+                    length - done, source + done, image_name_);
       }
       if (n == 0) throw_truncated(file, piece, source + done);
       done += static_cast<uint64_t>(n);
@@ -319,14 +327,14 @@ class Assembler {
 
   [[noreturn]] void throw_truncated(const InputFile& file, const RawPiece& piece,
                                     uint64_t offset) const {
-    throw Error("{} {}: ended at byte {} while it was being copied (it was {} bytes)", piece.name,
-                file.resolved_path, offset, file.st.st_size);
+    throw Error("{}: ended at byte {} while it was being copied (it was {} bytes)",
+                who(piece, file), offset, file.st.st_size);
   }
 
   size_t read_chunk(const InputFile& file, const RawPiece& piece, uint64_t offset,
                     size_t length) {
     size_t got = pread_full(file.fd.get(), buffer_.data(), length, offset,
-                            fmt::format("{} {}", piece.name, file.resolved_path));
+                            who(piece, file));
     if (got != length) throw_truncated(file, piece, offset + got);
     return got;
   }
