@@ -1,10 +1,10 @@
 // Read speed of a composed disk through QEMU's block layer (`qemu-img bench`) as disk.vmdk, as
 // the raw image assembled by reflink, and as a plain copy of that image (`cp --reflink=never`),
-// at QD 1 and 16, 4 KiB and 64 KiB, page-cached and O_DIRECT (-t none -i native), on an XFS loop volume
-// (mkfs.xfs -m reflink=1, the loop device in direct-I/O mode so -n reaches the disk below).
-// Prints median seconds and two ratios: reflinked/plain (target <= 1.05: sharing costs reads
-// nothing) and VMDK/reflinked (the speed-up; target >= 2.5 at QD16, 64 KiB). Then the time to
-// assemble the raw image of 1, 16, 128 and 250 layers.
+// at QD 1 and 16, 4 KiB and 64 KiB, page-cached and O_DIRECT (-t none -i native), on an XFS
+// loop volume (mkfs.xfs -m reflink=1; the loop device in direct-I/O mode, so O_DIRECT reaches
+// the disk below). Prints median seconds and two ratios: reflinked/plain (target <= 1.05:
+// sharing costs reads nothing) and VMDK/reflinked (the speed-up; target >= 2.5 at QD16,
+// 64 KiB). Then the time to assemble the raw image of 1, 16, 128 and 250 layers.
 // Usage (root): bench_raw_image_bench [layer MiB (768)] [layers (3)] [repetitions (3)]
 //                                     [read|assemble|all (all)]
 // Needs mkfs.xfs, mkfs.erofs, qemu-img, losetup, cp; works in /var/tmp (a sparse 12 GiB file).

@@ -431,7 +431,8 @@ TEST(RawImageRoot, LayersOnAnotherFilesystemAreRefusedOrCopied) {
   EXPECT_THAT(support.reason, HasSubstr("different filesystem (xfs"));
   auto before = names_in(image_volume / "out");
   try {
-    assemble_raw_image_from_descriptor(image_volume / "out/disk.vmdk", image_volume / "out/disk.img");
+    assemble_raw_image_from_descriptor(image_volume / "out/disk.vmdk",
+                                       image_volume / "out/disk.img");
     FAIL() << "blocks were shared across two filesystems";
   } catch (const Error& error) {
     EXPECT_THAT(error.what(), AllOf(HasSubstr("layer 0"), HasSubstr("different filesystem (xfs"),

@@ -55,7 +55,9 @@ struct SourceState {
   off_t size = 0;
   struct timespec mtime {};
 
-  static SourceState of(const struct stat& st) { return {st.st_dev, st.st_ino, st.st_size, st.st_mtim}; }
+  static SourceState of(const struct stat& st) {
+    return {st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+  }
   bool same_as(const SourceState& other) const {
     return device == other.device && inode == other.inode && size == other.size &&
            mtime.tv_sec == other.mtime.tv_sec && mtime.tv_nsec == other.mtime.tv_nsec;
@@ -632,8 +634,9 @@ ReflinkSupport reflink_possible(int source_fd, int image_dir_fd) {
     return out;
   }
   out.error_number = errno;
-  out.reason = refusal_reason(out.error_number, source_fd, probe.get())
-                   .value_or(fmt::format("FICLONERANGE failed: {}", std::strerror(out.error_number)));
+  out.reason =
+      refusal_reason(out.error_number, source_fd, probe.get())
+          .value_or(fmt::format("FICLONERANGE failed: {}", std::strerror(out.error_number)));
   return out;
 }
 
