@@ -71,8 +71,7 @@ void write_random_file(const std::string& path, uint64_t size, uint64_t seed) {
 }
 
 // An EROFS layer of one random file of `bytes`, built by mkfs.erofs.
-std::string make_layer(const fs::path& work, const fs::path& volume, size_t index,
-                       uint64_t bytes) {
+std::string make_layer(const fs::path& work, const fs::path& volume, size_t index, uint64_t bytes) {
   fs::path tree = work / fmt::format("tree{}", index);
   fs::create_directories(tree);
   write_random_file((tree / "data").string(), bytes, index + 1);
@@ -95,15 +94,17 @@ evmdk::host::ComposeResult compose_gpt(const std::vector<std::string>& layers,
 void warm(const std::string& path) {
   evmdk::UniqueFd fd = evmdk::open_or_throw(path, O_RDONLY);
   std::vector<char> buffer(4 * kMiB);
-  while (::read(fd.get(), buffer.data(), buffer.size()) > 0) {
-  }
+  while (::read(fd.get(), buffer.data(), buffer.size()) > 0) {}
 }
 
 // One `qemu-img bench` run: seconds as it reports them ("Run completed in X seconds.").
-double qemu_bench(const std::string& format, const std::string& file, uint64_t count,
-                  int depth, uint64_t size, bool direct) {
-  std::vector<std::string> argv{"qemu-img", "bench", "-f", format, "-c", std::to_string(count),
-                                "-d", std::to_string(depth), "-s", std::to_string(size)};
+double qemu_bench(const std::string& format, const std::string& file, uint64_t count, int depth,
+                  uint64_t size, bool direct) {
+  std::vector<std::string> argv{"qemu-img", "bench",
+                                "-f",       format,
+                                "-c",       std::to_string(count),
+                                "-d",       std::to_string(depth),
+                                "-s",       std::to_string(size)};
   // O_DIRECT as -n means it (cache=none, aio=native). qemu-img 7.2's -n alone sets aio=native
   // but leaves the default cache=writeback, and then no image opens at all.
   if (direct) argv.insert(argv.end(), {"-t", "none", "-i", "native"});
@@ -174,11 +175,12 @@ void read_benchmark(const fs::path& work, const XfsVolume& volume, uint64_t laye
   must_run({"sync", "-f", plain});
   double copy_s = std::chrono::duration<double>(Clock::now() - start).count();
   uint64_t disk_bytes = composed.disk_sectors * 512;
-  fmt::print("disk: {} layers, {:.2f} GB ({} bytes); raw image assembled in {:.3f} s ({:.1f} MiB "
-             "shared, {:.1f} KiB copied, reflinked: {}); plain copy (cp --reflink=never + "
-             "sync) {:.2f} s\n",
-             layer_count, disk_bytes / 1e9, disk_bytes, assemble_s, report.shared_bytes / 1048576.0,
-             report.copied_bytes / 1024.0, report.reflinked ? "yes" : "no", copy_s);
+  fmt::print(
+      "disk: {} layers, {:.2f} GB ({} bytes); raw image assembled in {:.3f} s ({:.1f} MiB "
+      "shared, {:.1f} KiB copied, reflinked: {}); plain copy (cp --reflink=never + "
+      "sync) {:.2f} s\n",
+      layer_count, disk_bytes / 1e9, disk_bytes, assemble_s, report.shared_bytes / 1048576.0,
+      report.copied_bytes / 1024.0, report.reflinked ? "yes" : "no", copy_s);
 
   struct Target {
     const char* label;
@@ -192,9 +194,9 @@ void read_benchmark(const fs::path& work, const XfsVolume& volume, uint64_t laye
     targets[0].cache.push_back(layer_file);  // the GPT head and tail files
   }
   fmt::print("load average before: {}\n\n", loadavg());
-  fmt::print("{:<9} {:>4} {:>7} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
-             "cache", "QD", "block", "requests", "vmdk s", "reflink s", "plain s", "refl/plain",
-             "vmdk/refl", "best r/p", "best v/r");
+  fmt::print("{:<9} {:>4} {:>7} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "cache",
+             "QD", "block", "requests", "vmdk s", "reflink s", "plain s", "refl/plain", "vmdk/refl",
+             "best r/p", "best v/r");
   for (bool direct : {false, true}) {
     if (!direct) {
       for (const auto& target : targets) {
@@ -220,23 +222,25 @@ void read_benchmark(const fs::path& work, const XfsVolume& volume, uint64_t laye
           med[label] = median(values);
           best[label] = *std::min_element(values.begin(), values.end());
         }
-        fmt::print("{:<9} {:>4} {:>5}Ki {:>8} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f}x {:>9.2f}x"
-                   " {:>9.3f}x {:>9.2f}x\n",
-                   direct ? "O_DIRECT" : "cached", depth, size / 1024, count, med["vmdk"],
-                   med["reflinked"], med["plain"], med["reflinked"] / med["plain"],
-                   med["vmdk"] / med["reflinked"], best["reflinked"] / best["plain"],
-                   best["vmdk"] / best["reflinked"]);
+        fmt::print(
+            "{:<9} {:>4} {:>5}Ki {:>8} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f}x {:>9.2f}x"
+            " {:>9.3f}x {:>9.2f}x\n",
+            direct ? "O_DIRECT" : "cached", depth, size / 1024, count, med["vmdk"],
+            med["reflinked"], med["plain"], med["reflinked"] / med["plain"],
+            med["vmdk"] / med["reflinked"], best["reflinked"] / best["plain"],
+            best["vmdk"] / best["reflinked"]);
         std::fflush(stdout);
       }
     }
   }
   fmt::print("load average after: {}\n", loadavg());
-  fmt::print("\nseconds: median of {} `qemu-img bench` runs (sequential reads; cached: "
-             "default cache and aio=threads; O_DIRECT: -t none -i native), the three files "
-             "interleaved; refl/plain: reflinked time / plain copy time (<= 1.05 is the target); "
-             "vmdk/refl: VMDK time / reflinked time (the raw image's speed-up; >= 2.5 at QD16 "
-             "64 KiB is the target); best r/p, best v/r: the same ratios of the fastest runs\n",
-             repetitions);
+  fmt::print(
+      "\nseconds: median of {} `qemu-img bench` runs (sequential reads; cached: "
+      "default cache and aio=threads; O_DIRECT: -t none -i native), the three files "
+      "interleaved; refl/plain: reflinked time / plain copy time (<= 1.05 is the target); "
+      "vmdk/refl: VMDK time / reflinked time (the raw image's speed-up; >= 2.5 at QD16 "
+      "64 KiB is the target); best r/p, best v/r: the same ratios of the fastest runs\n",
+      repetitions);
   fs::remove(plain);
   fs::remove_all(volume.path() / "layers");
   fs::remove_all(out);
@@ -265,8 +269,8 @@ void assembly_benchmark(const fs::path& work, const XfsVolume& volume, int repet
       compose_gpt(subset, out);
       compose_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
       start = Clock::now();
-      report = evmdk::host::assemble_raw_image_from_descriptor(out + "/disk.vmdk",
-                                                               out + "/disk.img");
+      report =
+          evmdk::host::assemble_raw_image_from_descriptor(out + "/disk.vmdk", out + "/disk.img");
       assemble_ms.push_back(
           std::chrono::duration<double, std::milli>(Clock::now() - start).count());
       start = Clock::now();
@@ -281,10 +285,11 @@ void assembly_benchmark(const fs::path& work, const XfsVolume& volume, int repet
     std::fflush(stdout);
     fs::remove_all(out);
   }
-  fmt::print("\ncompose = plan + outputs (descriptor, GPT, zero filler, json); assemble = the raw "
-             "image from disk.vmdk (reflink, fsync, rename); cp = `cp --reflink=never` + sync "
-             "of that image, for scale. Medians of {} runs.\n",
-             repetitions);
+  fmt::print(
+      "\ncompose = plan + outputs (descriptor, GPT, zero filler, json); assemble = the raw "
+      "image from disk.vmdk (reflink, fsync, rename); cp = `cp --reflink=never` + sync "
+      "of that image, for scale. Medians of {} runs.\n",
+      repetitions);
 }
 
 }  // namespace

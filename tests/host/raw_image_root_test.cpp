@@ -5,6 +5,7 @@
 // refusal that says why, or a correct, reported copy when copying is allowed; a misaligned
 // piece is copied, never misplaced; a failure leaves nothing in the output directory.
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -12,15 +13,13 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <gmock/gmock.h>
-
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <set>
 
-#include "evmdk/host/compose.h"
 #include "evmdk/error.h"
+#include "evmdk/host/compose.h"
 #include "evmdk/host/compose/raw_image.h"
 #include "evmdk/vmdk/descriptor.h"
 #include "layer_fixtures.h"
@@ -147,8 +146,8 @@ void expect_shared(const std::string& image, const std::string& layer, const Raw
   ASSERT_FALSE(in_image.empty());
   for (const auto& e : in_image) {
     EXPECT_NE(e.flags & FIEMAP_EXTENT_SHARED, 0u)
-        << "image bytes " << e.logical << "+" << e.length << " are not shared (flags 0x"
-        << std::hex << e.flags << ")";
+        << "image bytes " << e.logical << "+" << e.length << " are not shared (flags 0x" << std::hex
+        << e.flags << ")";
   }
   EXPECT_EQ(mapped_bytes(in_image), mapped_bytes(in_layer));
   EXPECT_GT(mapped_bytes(in_image), 0u);
@@ -188,8 +187,8 @@ void expect_same_as_qemu(const std::string& descriptor, const std::string& image
   auto convert =
       test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw", descriptor, converted});
   ASSERT_EQ(convert.exit_code, 0) << convert.err;
-  EXPECT_EQ(compare_files(image, converted), "") << image << " vs qemu-img convert of "
-                                                 << descriptor;
+  EXPECT_EQ(compare_files(image, converted), "")
+      << image << " vs qemu-img convert of " << descriptor;
   fs::remove(converted);
 }
 
@@ -290,11 +289,11 @@ TEST_P(RawImageReflinkRoot, GptDiskIsTheVmdksBytesWithEveryLayerShared) {
   for (const auto& piece : report.pieces) {
     if (piece.kind == RawPieceKind::Filler) {
       EXPECT_EQ(piece.hole_bytes, piece.length) << piece.name;
-      EXPECT_TRUE(fiemap(image, piece.disk_offset / report.block_size * report.block_size +
-                                    report.block_size,
-                         piece.length > 2 * report.block_size ? piece.length - 2 * report.block_size
-                                                              : 0)
-                      .empty())
+      EXPECT_TRUE(
+          fiemap(image,
+                 piece.disk_offset / report.block_size * report.block_size + report.block_size,
+                 piece.length > 2 * report.block_size ? piece.length - 2 * report.block_size : 0)
+              .empty())
           << "the zero filler at " << piece.disk_offset << " is not a hole";
     }
     if (piece.kind == RawPieceKind::Metadata) {
@@ -358,8 +357,7 @@ TEST_P(RawImageReflinkRoot, OneGiBLayerSetCostsLessThanOneMiB) {
   auto start = std::chrono::steady_clock::now();
   RawImageReport report =
       assemble_raw_image_from_descriptor(volume / "out/disk.vmdk", volume / "out/disk.img");
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   uint64_t free_after = volume.free_bytes();
   std::printf("%s: %llu layer bytes shared in %.3f s; free space %llu -> %llu\n",
               GetParam().c_str(), static_cast<unsigned long long>(report.shared_bytes), seconds,
@@ -394,16 +392,16 @@ TEST(RawImageRoot, Ext4RefusesWithReasonAndCopiesWhenAllowed) {
     assemble_raw_image_from_descriptor(volume / "out/disk.vmdk", volume / "out/disk.img");
     FAIL() << "ext4 cannot share blocks, yet the reflink-only assembly succeeded";
   } catch (const Error& error) {
-    EXPECT_THAT(error.what(), AllOf(HasSubstr("layer 0 (" + layers[0] + ")"),
-                                    HasSubstr("ext4"), HasSubstr("does not support reflinks"),
-                                    HasSubstr("allow copying")));
+    EXPECT_THAT(error.what(),
+                AllOf(HasSubstr("layer 0 (" + layers[0] + ")"), HasSubstr("ext4"),
+                      HasSubstr("does not support reflinks"), HasSubstr("allow copying")));
   }
   EXPECT_EQ(names_in(volume / "out"), before) << "the failure left something behind";
 
   RawImageOptions copy;
   copy.policy = RawCopyPolicy::AllowCopy;
-  RawImageReport report = assemble_raw_image_from_descriptor(volume / "out/disk.vmdk",
-                                                             volume / "out/disk.img", copy);
+  RawImageReport report =
+      assemble_raw_image_from_descriptor(volume / "out/disk.vmdk", volume / "out/disk.img", copy);
   expect_same_as_qemu(volume / "out/disk.vmdk", volume / "out/disk.img", dir.path());
   EXPECT_FALSE(report.reflinked);
   EXPECT_THAT(report.reflink_problem, AllOf(HasSubstr("layer 0"), HasSubstr("ext4")));

@@ -3,16 +3,16 @@
 // the filler is, zeros past a file's end, a filler holding data copied), and hostile pieces
 // (a FIFO, pieces that do not tile the disk, an fd-passing descriptor) are refused by name
 // with nothing left behind. The reflink paths are in raw_image_root_test.cpp.
+#include "evmdk/host/compose/raw_image.h"
+
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gmock/gmock.h>
 
 #include <filesystem>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose/raw_image.h"
 #include "evmdk/unique_fd.h"
 #include "evmdk/vmdk/descriptor.h"
 #include "test_support.h"
@@ -167,10 +167,10 @@ TEST_F(RawImageTest, DescriptorPiecesNameComposesFilesAndMergeSplitExtents) {
   std::string out = dir / "out";
   descriptor.extents = {{out + "/gpt-head.img", 2048, 0},
                         {layer_a, 10, 0},
-                        {layer_a, 10, 10},  // continues the previous one: merged
+                        {layer_a, 10, 10},   // continues the previous one: merged
                         {"zero.img", 4, 0},  // relative: the descriptor's directory
                         {layer_b, 16, 0},
-                        {layer_a, 2, 0},     // the same file again: the same layer number
+                        {layer_a, 2, 0},  // the same file again: the same layer number
                         {out + "/gpt-tail.img", 33, 0}};
   auto pieces = raw_pieces_from_descriptor(descriptor, out);
   ASSERT_EQ(pieces.size(), 6u);

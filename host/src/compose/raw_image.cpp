@@ -43,9 +43,7 @@ constexpr uint64_t kCallChunk = uint64_t{1} << 30;
 
 uint64_t align_down(uint64_t value, uint64_t alignment) { return value / alignment * alignment; }
 
-std::string device_text(dev_t device) {
-  return fmt::format("{}:{}", major(device), minor(device));
-}
+std::string device_text(dev_t device) { return fmt::format("{}:{}", major(device), minor(device)); }
 
 // Who a source is, as far as sharing its blocks safely needs: the same inode, size and
 // modification time from the first look to the last.
@@ -75,23 +73,25 @@ std::string who(const RawPiece& piece, const InputFile& file) {
 std::optional<std::string> refusal_reason(int error_number, int source_fd, int image_fd) {
   switch (error_number) {
     case EXDEV: {
-      struct stat source {}, image {};
+      struct stat source {
+      }, image{};
       (void)::fstat(source_fd, &source);
       (void)::fstat(image_fd, &image);
-      return fmt::format("it is on a different filesystem ({}, device {}) than the image ({}, "
-                         "device {}); blocks are shared only within one filesystem",
-                         filesystem_name(source_fd), device_text(source.st_dev),
-                         filesystem_name(image_fd), device_text(image.st_dev));
+      return fmt::format(
+          "it is on a different filesystem ({}, device {}) than the image ({}, "
+          "device {}); blocks are shared only within one filesystem",
+          filesystem_name(source_fd), device_text(source.st_dev), filesystem_name(image_fd),
+          device_text(image.st_dev));
     }
     case EOPNOTSUPP:
     case ENOTTY:
     case ENOSYS:
     case EINVAL:
-      return fmt::format("the image's filesystem ({}) does not support reflinks (FICLONERANGE: "
-                         "{}; XFS needs mkfs.xfs -m reflink=1, btrfs always has them)",
-                         filesystem_name(image_fd), std::strerror(error_number));
-    default:
-      return std::nullopt;
+      return fmt::format(
+          "the image's filesystem ({}) does not support reflinks (FICLONERANGE: "
+          "{}; XFS needs mkfs.xfs -m reflink=1, btrfs always has them)",
+          filesystem_name(image_fd), std::strerror(error_number));
+    default: return std::nullopt;
   }
 }
 
@@ -141,9 +141,10 @@ class Assembler {
       std::string what = fmt::format("piece {} ({})", i, piece.name);
       if (piece.length == 0) throw Error("{}: is empty", what);
       if (piece.disk_offset != end) {
-        throw Error("{}: starts at disk byte {} but the pieces before it end at {} (pieces must "
-                    "tile the disk in order)",
-                    what, piece.disk_offset, end);
+        throw Error(
+            "{}: starts at disk byte {} but the pieces before it end at {} (pieces must "
+            "tile the disk in order)",
+            what, piece.disk_offset, end);
       }
       end = add_or_throw(piece.disk_offset, piece.length, what + ": disk range");
       (void)add_or_throw(piece.source_offset, piece.length, what + ": file range");
@@ -158,9 +159,10 @@ class Assembler {
     InputFile file = open_input_file(piece.path, piece.name);
     SourceState state = SourceState::of(file.st);
     if (piece.expected_size && *piece.expected_size != static_cast<uint64_t>(state.size)) {
-      throw Error("{}: is {} bytes but was {} when the disk was composed: not the file the "
-                  "disk was made of",
-                  who(piece, file), state.size, *piece.expected_size);
+      throw Error(
+          "{}: is {} bytes but was {} when the disk was composed: not the file the "
+          "disk was made of",
+          who(piece, file), state.size, *piece.expected_size);
     }
     auto [it, inserted] = seen_.try_emplace(piece.path, state);
     if (!inserted && !it->second.same_as(state)) {
@@ -176,9 +178,10 @@ class Assembler {
       throw_errno("{}: cannot stat", who(piece, file));
     }
     if (!SourceState::of(now).same_as(SourceState::of(file.st))) {
-      throw Error("{}: changed {} (size {} -> {} or its modification time): the image would "
-                  "not be the disk composed",
-                  who(piece, file), when, file.st.st_size, now.st_size);
+      throw Error(
+          "{}: changed {} (size {} -> {} or its modification time): the image would "
+          "not be the disk composed",
+          who(piece, file), when, file.st.st_size, now.st_size);
     }
   }
 
@@ -220,9 +223,10 @@ class Assembler {
                    uint64_t disk_offset, uint64_t length, const std::string& reason,
                    RawPieceReport& out) {
     if (options_.policy == RawCopyPolicy::ReflinkOnly) {
-      throw Error("{}: cannot share its blocks into the raw image {}: {}; allow copying to "
-                  "copy its {} bytes instead",
-                  who(piece, file), image_name_, reason, length);
+      throw Error(
+          "{}: cannot share its blocks into the raw image {}: {}; allow copying to "
+          "copy its {} bytes instead",
+          who(piece, file), image_name_, reason, length);
     }
     if (report_.reflinked) {
       report_.reflinked = false;
@@ -243,13 +247,14 @@ class Assembler {
     uint64_t disk = piece.disk_offset;
     if (source % block != disk % block) {
       std::string reason =
-          disk % block != 0
-              ? fmt::format("its disk offset {} is not a multiple of the {}-byte filesystem "
-                            "block (byte {} of a block; its file offset is byte {})",
-                            disk, block, disk % block, source % block)
-              : fmt::format("its file offset {} is not a multiple of the {}-byte filesystem "
-                            "block while its disk offset {} is",
-                            source, block, disk);
+          disk % block != 0 ? fmt::format(
+                                  "its disk offset {} is not a multiple of the {}-byte filesystem "
+                                  "block (byte {} of a block; its file offset is byte {})",
+                                  disk, block, disk % block, source % block)
+                            : fmt::format(
+                                  "its file offset {} is not a multiple of the {}-byte filesystem "
+                                  "block while its disk offset {} is",
+                                  source, block, disk);
       unshareable(file, piece, source, disk, present, reason, out);
       return;
     }
@@ -290,11 +295,11 @@ class Assembler {
       if (error_number == EINTR) continue;
       auto reason = refusal_reason(error_number, file.fd.get(), image_fd_);
       if (!reason) {
-        throw_errno_message(error_number,
-                            fmt::format("{}: cannot share {} bytes at file offset {} into {} "
-                                        "at byte {} (FICLONERANGE)",
-                                        who(piece, file), step, source + done,
-                                        image_name_, disk + done));
+        throw_errno_message(
+            error_number,
+            fmt::format("{}: cannot share {} bytes at file offset {} into {} "
+                        "at byte {} (FICLONERANGE)",
+                        who(piece, file), step, source + done, image_name_, disk + done));
       }
       unshareable(file, piece, source + done, disk + done, length - done, *reason, out);
       return;
@@ -333,10 +338,8 @@ class Assembler {
                 who(piece, file), offset, file.st.st_size);
   }
 
-  size_t read_chunk(const InputFile& file, const RawPiece& piece, uint64_t offset,
-                    size_t length) {
-    size_t got = pread_full(file.fd.get(), buffer_.data(), length, offset,
-                            who(piece, file));
+  size_t read_chunk(const InputFile& file, const RawPiece& piece, uint64_t offset, size_t length) {
+    size_t got = pread_full(file.fd.get(), buffer_.data(), length, offset, who(piece, file));
     if (got != length) throw_truncated(file, piece, offset + got);
     return got;
   }
@@ -361,7 +364,7 @@ class Assembler {
       off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
       uint64_t data_end = end;
       if (data < 0) {
-        if (errno == ENXIO) break;  // nothing but hole up to the end of the file
+        if (errno == ENXIO) break;       // nothing but hole up to the end of the file
         data = static_cast<off_t>(pos);  // no SEEK_DATA here: read everything
       } else {
         off_t hole = ::lseek(fd, data, SEEK_HOLE);
@@ -383,8 +386,7 @@ class Assembler {
       // Split at the image's block boundaries, so a skipped run is whole blocks of hole.
       for (size_t at = 0; at < step;) {
         uint64_t image_at = disk + done + at;
-        size_t run = static_cast<size_t>(
-            std::min<uint64_t>(step - at, block - image_at % block));
+        size_t run = static_cast<size_t>(std::min<uint64_t>(step - at, block - image_at % block));
         const char* bytes = buffer_.data() + at;
         bool zero = bytes[0] == 0 && std::memcmp(bytes, bytes + 1, run - 1) == 0;
         if (!zero) {
@@ -476,14 +478,12 @@ nlohmann::json to_json(const RawImageReport& report) {
 }
 
 RawImageReport fill_raw_image(int image_fd, const std::string& image_name,
-                              const std::vector<RawPiece>& pieces,
-                              const RawImageOptions& options) {
+                              const std::vector<RawPiece>& pieces, const RawImageOptions& options) {
   return Assembler(image_fd, image_name, options).run(pieces);
 }
 
 RawImageReport assemble_raw_image(const std::vector<RawPiece>& pieces,
-                                  const std::string& output_path,
-                                  const RawImageOptions& options) {
+                                  const std::string& output_path, const RawImageOptions& options) {
   fs::path target = fs::absolute(fs::path(output_path)).lexically_normal();
   std::string name = target.filename().string();
   if (name.empty() || name == "." || name == "..") {
@@ -534,9 +534,10 @@ std::vector<RawPiece> raw_pieces_from_descriptor(const vmdk::Descriptor& descrip
     const vmdk::FlatExtent& extent = descriptor.extents[i];
     std::string what = fmt::format("extent {} ({})", i + 1, extent.path);
     if (extent.path.rfind("/dev/fdset/", 0) == 0) {
-      throw Error("{}: an fd-passing descriptor names no file to read; compose without fd sets "
-                  "to make a raw image",
-                  what);
+      throw Error(
+          "{}: an fd-passing descriptor names no file to read; compose without fd sets "
+          "to make a raw image",
+          what);
     }
     if (extent.path.empty()) throw Error("{}: names no file", what);
     if (extent.sectors == 0) continue;  // adds nothing to the disk (QEMU skips it too)

@@ -9,11 +9,10 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "evmdk/vmdk/descriptor.h"
 
@@ -77,10 +76,10 @@ struct RawPieceReport {
 };
 
 struct RawImageReport {
-  std::string path;            // the image (final path after a commit)
-  uint64_t size = 0;           // bytes: the disk's size
-  uint64_t block_size = 0;     // the image filesystem's block, the unit of sharing
-  std::string filesystem;      // of the image: "xfs", "btrfs", "ext4", ...
+  std::string path;         // the image (final path after a commit)
+  uint64_t size = 0;        // bytes: the disk's size
+  uint64_t block_size = 0;  // the image filesystem's block, the unit of sharing
+  std::string filesystem;   // of the image: "xfs", "btrfs", "ext4", ...
   // Every full block of every data piece was shared (nothing copied but partial blocks).
   bool reflinked = true;
   std::string reflink_problem;  // the first reason it was not, naming the piece
@@ -126,7 +125,7 @@ RawImageReport assemble_raw_image_from_descriptor(const std::string& descriptor_
 
 struct ReflinkSupport {
   bool possible = false;
-  std::string reason;  // why not (empty when possible)
+  std::string reason;    // why not (empty when possible)
   int error_number = 0;  // of the failed FICLONERANGE, 0 when none was tried or it worked
 };
 
