@@ -22,7 +22,7 @@
 #include <map>
 #include <vector>
 
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 #include "evmdk/host/compose/raw_image.h"
 #include "evmdk/process.h"
 #include "evmdk/unique_fd.h"

@@ -19,7 +19,7 @@
 #include <set>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose.h"
+#include "evmdk/host/compose/compose.h"
 #include "evmdk/host/compose/raw_image.h"
 #include "evmdk/vmdk/descriptor.h"
 #include "layer_fixtures.h"
