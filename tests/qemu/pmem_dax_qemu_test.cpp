@@ -9,7 +9,9 @@
 // multiple of 2 MiB (no block device at all), and pmemN numbered in PCI probe order.
 #include <cstdio>
 #include <fstream>
+#include <tuple>
 
+#include "evmdk/checksum.h"
 #include "harness/pmem_disk.h"
 #include "scenario.h"
 
@@ -55,13 +57,62 @@ std::string write_noise(const fs::path& path, uint64_t size, uint32_t seed) {
 // EROFS data layout of one file as dump.erofs reports it (0 flat plain, 2 flat inline,
 // 3 compressed compact, 4 chunk-based): the test states which layout each file really has
 // before it reads anything into what the guest does with it.
-int erofs_layout(const std::string& image, const std::string& path_in_image) {
-  auto dump = test::run({"dump.erofs", "--path=" + path_in_image, image});
+int erofs_layout(const std::string& image, const std::string& path_in_image,
+                 const std::string& device = {}) {
+  std::vector<std::string> argv{"dump.erofs", "--path=" + path_in_image};
+  if (!device.empty()) argv.push_back("--device=" + device);
+  argv.push_back(image);
+  auto dump = test::run(argv);
   auto at = dump.out.find("Layout: ");
   if (dump.exit_code != 0 || at == std::string::npos) {
     throw HarnessError("dump.erofs --path=" + path_in_image + " " + image + ": " + dump.out + dump.err);
   }
   return std::stoi(dump.out.substr(at + 8));
+}
+
+// A real two-device EROFS image: mkfs.erofs --chunksize=4096 --blobdev=BLOB writes the fsmeta
+// (chunk indexes on device 1) and the blob, but erofs-utils 1.5 leaves the device slot's block
+// count and mapped_blkaddr at 0; they are filled in as erofs-utils 1.7+ writes them (the blob
+// right after the fsmeta), so compose --mode flat and 6.12's flat-device mode can place it.
+struct OneBlobFlatImage {
+  std::string fsmeta, blob;
+};
+
+uint64_t load_le(const std::string& b, size_t at, int width) {
+  if (at + width > b.size()) throw HarnessError("flat image: read past the end of the fsmeta");
+  uint64_t v = 0;
+  for (int i = width - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(b[at + i]);
+  return v;
+}
+void store_le(std::string& b, size_t at, uint64_t v, int width) {
+  for (int i = 0; i < width; ++i) b[at + i] = static_cast<char>(v >> (8 * i));
+}
+
+OneBlobFlatImage make_one_blob_flat_image(const std::string& tree, const std::string& work) {
+  OneBlobFlatImage image{work + "/flat-fsmeta.erofs", work + "/flat-blob.img"};
+  test::make_erofs(tree, image.fsmeta, {}, {"--chunksize=4096", "-Enoinline_data", "--blobdev=" + image.blob});
+  std::string meta = test::read_file(image.fsmeta);
+  const size_t sb = 1024;
+  const uint64_t block = 4096;
+  if (load_le(meta, sb, 4) != 0xE0F5E1E2 || load_le(meta, sb + 12, 1) != 12 || load_le(meta, sb + 86, 2) != 1 ||
+      meta.size() % block != 0) {
+    throw HarnessError("flat image: mkfs.erofs wrote no 4 KiB-block image with one device slot");
+  }
+  const uint64_t slot = load_le(meta, sb + 88, 2) * 128;
+  const uint64_t blob_size = fs::file_size(image.blob);
+  if (blob_size % block != 0) throw HarnessError("flat image: blob is not whole blocks");
+  const std::string tag = "evmdk-pmem-flat-blob";
+  std::copy(tag.begin(), tag.end(), meta.begin() + static_cast<long>(slot));
+  store_le(meta, slot + 64, blob_size / block, 4);
+  store_le(meta, slot + 68, meta.size() / block, 4);
+  // Superblock CRC32C over [1024, 4096) with the checksum field zeroed, no final xor.
+  std::string covered = meta.substr(sb, block - sb);
+  store_le(covered, 4, 0, 4);
+  store_le(meta, sb + 4, crc32c_update(~0u, covered.data(), covered.size()), 4);
+  test::write_file(image.fsmeta, meta);
+  auto fsck = test::run({"fsck.erofs", "--device=" + image.blob, image.fsmeta});
+  if (fsck.exit_code != 0) throw HarnessError("flat image: fsck.erofs rejected it: " + fsck.out + fsck.err);
+  return image;
 }
 
 class PmemDax : public QemuTest {
@@ -335,6 +386,71 @@ evmdk_check nothing-left evmdk_leftover_mounts
   }
   EXPECT_GT(value("misaligned-part"), 0.9 * small_kib) << "a misaligned partition cannot do DAX";
   if (std::getenv("EVMDK_PMEM_FIGURES")) std::fputs(figures.c_str(), stderr);
+}
+
+
+// A flat (fsmeta) disk: compose --mode flat puts the fsmeta and its blob on one disk, and the
+// guest mounts that one pmem device in flat-device mode, with DAX, where the kernel has the
+// mode (6.12); 6.1 refuses it without device=. The device= form (one pmem device per image)
+// takes DAX on both.
+TEST_F(PmemDax, FlatDiskTakesDaxInFlatDeviceModeOnlyWhereTheKernelHasIt) {
+  EVMDK_REQUIRE_TOOLS("fsck.erofs");
+  const std::string work = temp_.path();
+  const bool flat_device_mode = kernel_has_native_mount_paths(env_);
+  std::string big_sha = write_noise(work + "/flat-tree/blob-data.bin", 16 * kMiB, 7);
+  test::make_tree(work + "/flat-tree", {{"hostname", "pmem-flat\n"}});
+  auto image = make_one_blob_flat_image(work + "/flat-tree", work);
+  ASSERT_EQ(erofs_layout(image.fsmeta, "/blob-data.bin", image.blob), 4);
+
+  auto compose = test::cli({"compose", "--mode", "flat", "-q", "-o", work + "/disk", image.fsmeta, image.blob});
+  ASSERT_EQ(compose.exit_code, 0) << compose.out << compose.err;
+  // No GPT on a flat disk: raw bytes, padded; nothing to fix at the end.
+  const std::string flat_img = work + "/flat.img";
+  auto convert = test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw", work + "/disk/disk.vmdk", flat_img});
+  ASSERT_EQ(convert.exit_code, 0) << convert.err;
+  fs::resize_file(flat_img, round_up_to_pmem_alignment(fs::file_size(flat_img)));
+  // The device= form: each image its own device (copies: QEMU maps whole files).
+  for (const auto& [from, to] : {std::pair{image.fsmeta, work + "/meta.img"}, std::pair{image.blob, work + "/blob.img"}}) {
+    fs::copy_file(from, to);
+    fs::resize_file(to, round_up_to_pmem_alignment(fs::file_size(to)));
+  }
+
+  GuestConfig cfg = config("pmem-flat");
+  cfg.timeout = std::chrono::seconds(300);
+  cfg.extra_modules = pmem_module_names();
+  cfg.pmem_devices = {{flat_img, 0, "0x0a"}, {work + "/meta.img", 0, "0x0b"}, {work + "/blob.img", 0, "0x0c"}};
+  std::string flat_part =
+      flat_device_mode
+          ? "evmdk_check flat-mount mount -t erofs -o ro,dax=always /dev/$flat /mnt/flat\n"
+            "evmdk_check flat-mountinfo has_dax /mnt/flat\n"
+            "measure flat-disk /mnt/flat/blob-data.bin " + big_sha + "\n"
+            "umount /mnt/flat\n"
+          : "evmdk_check_fails flat-refused mount -t erofs -o ro,dax=always /dev/$flat /mnt/flat\n";
+  std::string script = std::string(kPmemShell) + R"SH(
+flat=$(wait_pmem_at 0a.0); meta=$(wait_pmem_at 0b.0); blob=$(wait_pmem_at 0c.0)
+evmdk_result pmem-found PASS "flat=$flat meta=$meta blob=$blob"
+mkdir -p /mnt/flat /mnt/devices
+)SH" + flat_part + R"SH(
+evmdk_check devices-mount mount -t erofs -o ro,dax=always,device=/dev/$blob /dev/$meta /mnt/devices
+evmdk_check devices-mountinfo has_dax /mnt/devices
+)SH" + "measure devices /mnt/devices/blob-data.bin " + big_sha + R"SH(
+umount /mnt/devices
+evmdk_check nothing-left evmdk_leftover_mounts
+)SH";
+  GuestJob job;
+  job.scenario = script;
+  auto outcome = run_guest(env_, cfg, job);
+  std::vector<std::string> expected{"pmem-found", "devices-mount", "devices-mountinfo", "content-devices", "nothing-left"};
+  if (flat_device_mode) {
+    expected.insert(expected.end(), {"flat-mount", "flat-mountinfo", "content-flat-disk"});
+  } else {
+    expected.push_back("flat-refused");
+  }
+  EVMDK_ASSERT_GUEST_PASSED(outcome, expected);
+  EXPECT_LT(outcome.values.at("cached-kib-devices"), 1024.0) << "chunk-based blob data through DAX";
+  if (flat_device_mode) {
+    EXPECT_LT(outcome.values.at("cached-kib-flat-disk"), 1024.0);
+  }
 }
 
 }  // namespace
