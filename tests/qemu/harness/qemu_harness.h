@@ -655,6 +655,9 @@ class GuestRun {
   // The guest console so far.
   std::string console() const { return read_text(console_); }
 
+  // qemu's process id while it runs (e.g. for /proc/PID/smaps), -1 after finish().
+  pid_t qemu_pid() const { return qemu_ ? qemu_->pid() : -1; }
+
   // Waits until the guest console holds `text` (true), or qemu ended or the run's hard timeout
   // or `limit` passed (false).
   bool wait_for_console(const std::string& text, std::chrono::seconds limit) {
