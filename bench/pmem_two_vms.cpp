@@ -308,10 +308,10 @@ void print_mode(const ModeResult& r) {
   fmt::print("  guest Cached growth while reading: VM1 {:.1f} MiB, VM2 {:.1f} MiB\n", r.guest_cached1 / 1024,
              r.guest_cached2 / 1024);
   fmt::print("  VM1 read adds {:.1f} MiB, VM2 read adds {:.1f} MiB ({:.1f}% of the {:.0f} MiB it reads); "
-             "MemAvailable over VM2's read: -{:.1f} MiB\n",
+             "MemAvailable change over VM2's read: {:+.1f} MiB\n",
              grow(r.ready1.footprint, r.read1.footprint), grow(r.ready2.footprint, r.read2.footprint),
              100.0 * grow(r.ready2.footprint, r.read2.footprint) / mib(kFileBytes), mib(kFileBytes),
-             drop(r.ready2.mem_available, r.read2.mem_available));
+             grow(r.ready2.mem_available, r.read2.mem_available));
 }
 
 }  // namespace

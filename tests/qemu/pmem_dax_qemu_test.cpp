@@ -389,6 +389,31 @@ evmdk_check nothing-left evmdk_leftover_mounts
 }
 
 
+// The maxmem arithmetic of pmem_attach_args against the lane's QEMU, without booting: RAM +
+// the sum of the device sizes starts (paused with -S, still running after 10 s), one
+// MiB less is refused with QEMU's own message. slots= gives no extra room.
+TEST_F(PmemDax, QemuNeedsMaxmemOfRamPlusTheDeviceSizes) {
+  const std::string work = temp_.path();
+  std::vector<PmemDevice> devices{{work + "/a.img", 0, ""}, {work + "/b.img", 0, ""}};
+  test::write_file(work + "/a.img", std::string(8 * kMiB, '\0'));
+  test::write_file(work + "/b.img", std::string(6 * kMiB, '\0'));
+  auto attach = pmem_attach_args(512, devices);
+  ASSERT_EQ(attach.memory, "512M,slots=2,maxmem=526M");
+  auto start = [&](const std::string& memory) {
+    std::vector<std::string> argv{env_.qemu.string(), "-nodefaults", "-no-user-config", "-display", "none",
+                                  "-S", "-accel", "tcg", "-m", memory};
+    for (const auto& dir : env_.qemu_datadirs) argv.insert(argv.end(), {"-L", dir.string()});
+    argv.insert(argv.end(), attach.args.begin(), attach.args.end());
+    return run_command(argv, work, std::chrono::seconds(10));
+  };
+  auto exact = start(attach.memory);
+  EXPECT_NE(exact.output.find("[killed after 10 s]"), std::string::npos)
+      << "QEMU did not keep running with " << attach.memory << ": " << exact.output;
+  auto short_by_one = start("512M,slots=2,maxmem=525M");
+  EXPECT_NE(short_by_one.status, 0);
+  EXPECT_NE(short_by_one.output.find("not enough space"), std::string::npos) << short_by_one.output;
+}
+
 // A flat (fsmeta) disk: compose --mode flat puts the fsmeta and its blob on one disk, and the
 // guest mounts that one pmem device in flat-device mode, with DAX, where the kernel has the
 // mode (6.12); 6.1 refuses it without device=. The device= form (one pmem device per image)
