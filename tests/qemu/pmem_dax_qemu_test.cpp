@@ -414,6 +414,59 @@ TEST_F(PmemDax, QemuNeedsMaxmemOfRamPlusTheDeviceSizes) {
   EXPECT_NE(short_by_one.output.find("not enough space"), std::string::npos) << short_by_one.output;
 }
 
+// dm-verity cannot sit under DAX: the same partition mounts with DAX straight from pmem, but
+// through a dm-verity device (opened as the guest driver opens it, from compose's storage
+// options) EROFS falls back silently: the mount succeeds, mountinfo lacks dax=always, and the
+// data goes through the page cache.
+TEST_F(PmemDax, DmVerityOverPmemFallsBackToThePageCache) {
+  const std::string work = temp_.path();
+  std::string sha = write_noise(work + "/verity-tree/eight.bin", kSmallFileBytes, 8);
+  test::make_erofs(work + "/verity-tree", work + "/verity.erofs", {}, {"-Enoinline_data"});
+  auto format = test::cli({"verity", "format", "-q", work + "/verity.erofs"});
+  ASSERT_EQ(format.exit_code, 0) << format.out << format.err;
+  auto compose = test::cli({"compose", "--mode", "gpt", "--verity", "on", "-q", "-o", work + "/disk",
+                            work + "/verity.erofs"});
+  ASSERT_EQ(compose.exit_code, 0) << compose.out << compose.err;
+  auto disk = make_pmem_raw_disk(work + "/disk/disk.vmdk", work + "/disk.img", work);
+  std::string verity_options;
+  const auto composed = read_composed_disk(work + "/disk");
+  for (const auto& option : composed.storages.at(0).at("options")) {
+    std::string text = option.get<std::string>();
+    if (text.rfind("X-kata.dmverity.", 0) == 0) verity_options += " -o " + text;
+  }
+  ASSERT_NE(verity_options.find("roothash="), std::string::npos) << verity_options;
+
+  GuestConfig cfg = config("pmem-verity");
+  cfg.timeout = std::chrono::seconds(300);
+  cfg.extra_modules = pmem_module_names();
+  cfg.pmem_devices = {{disk.image, 0, ""}};
+  GuestJob job;
+  job.scenario = std::string(kPmemShell) + R"SH(
+part=$(evmdk_wait_path /dev/pmem0p1 30) && evmdk_result pmem-found PASS "$part"
+mkdir -p /mnt/direct /mnt/verity
+evmdk_check direct-mount mount -t erofs -o ro,dax=always $part /mnt/direct
+evmdk_check direct-mountinfo has_dax /mnt/direct
+)SH" + "measure direct /mnt/direct/eight.bin " + sha + R"SH(
+umount /mnt/direct
+evmdk_check verity-open erofs-vmdk verity open -q evmdk-pmem-verity $part)SH" + verity_options + R"SH(
+evmdk_check verity-mount mount -t erofs -o ro,dax=always /dev/mapper/evmdk-pmem-verity /mnt/verity
+evmdk_check verity-not-in-mountinfo lacks_dax /mnt/verity
+evmdk_check verity-fallback-logged wait_dmesg 'DAX unsupported by block device'
+)SH" + "measure verity /mnt/verity/eight.bin " + sha + R"SH(
+umount /mnt/verity
+evmdk_check verity-close erofs-vmdk verity close evmdk-pmem-verity
+evmdk_check nothing-left evmdk_leftover_mounts
+evmdk_check no-dm evmdk_leftover_dm
+)SH";
+  auto outcome = run_guest(env_, cfg, job);
+  EVMDK_ASSERT_GUEST_PASSED(outcome, {"pmem-found", "direct-mount", "direct-mountinfo", "content-direct",
+                                      "verity-open", "verity-mount", "verity-not-in-mountinfo",
+                                      "verity-fallback-logged", "content-verity", "verity-close",
+                                      "nothing-left", "no-dm"});
+  EXPECT_LT(outcome.values.at("cached-kib-direct"), 1024.0);
+  EXPECT_GT(outcome.values.at("cached-kib-verity"), 0.9 * kSmallFileBytes / 1024.0);
+}
+
 // A flat (fsmeta) disk: compose --mode flat puts the fsmeta and its blob on one disk, and the
 // guest mounts that one pmem device in flat-device mode, with DAX, where the kernel has the
 // mode (6.12); 6.1 refuses it without device=. The device= form (one pmem device per image)
