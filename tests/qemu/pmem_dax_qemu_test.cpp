@@ -467,6 +467,44 @@ evmdk_check no-dm evmdk_leftover_dm
   EXPECT_GT(outcome.values.at("cached-kib-verity"), 0.9 * kSmallFileBytes / 1024.0);
 }
 
+// containerd's tar-index layers (enable_tar_index: 512-byte EROFS blocks, the tar in the same
+// file) cannot be read through DAX: DAX needs the EROFS block to be the page size. 6.12 mounts
+// the layer from pmem (flat-device mode finds the in-file device) and drops dax=always; 6.1
+// has no flat-device mode and refuses the in-file device (empty tag) without device=.
+TEST_F(PmemDax, TarIndexLayerCannotUseDax) {
+  const std::string work = temp_.path();
+  const std::string layer = test::source_dir() + "/tests/data/fixtures/containerd-2.2.4/tarindex/snapshots/1/layer.erofs";
+  const std::string image = work + "/tarindex.img";
+  fs::copy_file(layer, image);
+  fs::resize_file(image, round_up_to_pmem_alignment(fs::file_size(image)));
+  const bool flat_device_mode = kernel_has_native_mount_paths(env_);
+  GuestConfig cfg = config("pmem-tarindex");
+  cfg.timeout = std::chrono::seconds(300);
+  cfg.extra_modules = pmem_module_names();
+  cfg.pmem_devices = {{image, 0, ""}};
+  GuestJob job;
+  job.scenario = std::string(kPmemShell) + R"SH(
+dev=$(evmdk_wait_path /dev/pmem0 30) && evmdk_result pmem-found PASS "$dev"
+mkdir -p /mnt/t
+)SH" + (flat_device_mode ? R"SH(
+evmdk_check mount mount -t erofs -o ro,dax=always /dev/pmem0 /mnt/t
+evmdk_check not-in-mountinfo lacks_dax /mnt/t
+evmdk_check fallback-logged wait_dmesg 'unsupported blocksize for DAX'
+evmdk_check readable sh -c 'find /mnt/t -type f | head -n 20 | xargs cat > /dev/null'
+umount /mnt/t
+)SH"
+                                                          : R"SH(
+evmdk_check_fails refused mount -t erofs -o ro,dax=always /dev/pmem0 /mnt/t
+evmdk_check refusal-logged wait_dmesg 'empty device tag'
+)SH");
+  auto outcome = run_guest(env_, cfg, job);
+  if (flat_device_mode) {
+    EVMDK_EXPECT_GUEST_PASSED(outcome, {"pmem-found", "mount", "not-in-mountinfo", "fallback-logged", "readable"});
+  } else {
+    EVMDK_EXPECT_GUEST_PASSED(outcome, {"pmem-found", "refused", "refusal-logged"});
+  }
+}
+
 // A flat (fsmeta) disk: compose --mode flat puts the fsmeta and its blob on one disk, and the
 // guest mounts that one pmem device in flat-device mode, with DAX, where the kernel has the
 // mode (6.12); 6.1 refuses it without device=. The device= form (one pmem device per image)
