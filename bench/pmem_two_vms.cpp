@@ -90,13 +90,18 @@ uint64_t proc_kib(const std::string& text, const std::string& name) {
 }
 
 uint64_t mem_available_bytes() { return proc_kib(read_text("/proc/meminfo"), "MemAvailable") * 1024; }
-uint64_t pss_total_bytes(pid_t pid) {
-  return proc_kib(read_text(fmt::format("/proc/{}/smaps_rollup", pid)), "Pss") * 1024;
-}
 
 struct MappingUse {
   uint64_t rss = 0, pss = 0;
 };
+
+struct ProcessUse {
+  uint64_t pss = 0, anonymous = 0;  // smaps_rollup: all of qemu, and its anonymous part
+};
+ProcessUse process_use(pid_t pid) {
+  std::string rollup = read_text(fmt::format("/proc/{}/smaps_rollup", pid));
+  return {proc_kib(rollup, "Pss") * 1024, proc_kib(rollup, "Anonymous") * 1024};
+}
 // Rss and Pss of every mapping of `file` in the process (the memory-backend-file).
 MappingUse mapping_use(pid_t pid, const fs::path& file) {
   std::istringstream lines(read_text(fmt::format("/proc/{}/smaps", pid)));
@@ -146,6 +151,7 @@ void evict(const fs::path& file) {
 struct Snapshot {
   uint64_t mem_available = 0, footprint = 0, image_cached = 0;
   std::vector<MappingUse> image_use;  // per running VM
+  std::vector<ProcessUse> qemu_use;   // per running VM
 };
 
 Snapshot snapshot(const std::vector<pid_t>& qemus, const fs::path& image) {
@@ -154,7 +160,8 @@ Snapshot snapshot(const std::vector<pid_t>& qemus, const fs::path& image) {
   s.image_cached = resident_bytes(image);
   uint64_t pss = 0, mapped = 0;
   for (pid_t pid : qemus) {
-    pss += pss_total_bytes(pid);
+    s.qemu_use.push_back(process_use(pid));
+    pss += s.qemu_use.back().pss;
     s.image_use.push_back(mapping_use(pid, image));
     mapped = std::max(mapped, s.image_use.back().rss);
   }
@@ -303,6 +310,17 @@ void print_mode(const ModeResult& r) {
       fmt::print("  {:<34} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f}\n",
                  fmt::format("qemu VM{} image {} (MiB)", vm + 1, pss ? "Pss" : "Rss"), use(r.ready1, vm, pss),
                  use(r.read1, vm, pss), use(r.ready2, vm, pss), use(r.read2, vm, pss));
+    }
+  }
+  auto whole = [](const Snapshot& s, size_t vm, bool anonymous) {
+    return vm < s.qemu_use.size() ? mib(anonymous ? s.qemu_use[vm].anonymous : s.qemu_use[vm].pss) : 0.0;
+  };
+  for (size_t vm = 0; vm < 2; ++vm) {
+    for (bool anonymous : {false, true}) {
+      fmt::print("  {:<34} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f}\n",
+                 fmt::format("qemu VM{} {} (MiB)", vm + 1, anonymous ? "Anonymous" : "Pss, all"),
+                 whole(r.ready1, vm, anonymous), whole(r.read1, vm, anonymous), whole(r.ready2, vm, anonymous),
+                 whole(r.read2, vm, anonymous));
     }
   }
   fmt::print("  guest Cached growth while reading: VM1 {:.1f} MiB, VM2 {:.1f} MiB\n", r.guest_cached1 / 1024,
