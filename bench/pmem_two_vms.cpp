@@ -89,7 +89,9 @@ uint64_t proc_kib(const std::string& text, const std::string& name) {
   throw HarnessError("no " + name + " in a /proc file");
 }
 
-uint64_t mem_available_bytes() { return proc_kib(read_text("/proc/meminfo"), "MemAvailable") * 1024; }
+uint64_t mem_available_bytes() {
+  return proc_kib(read_text("/proc/meminfo"), "MemAvailable") * 1024;
+}
 
 struct MappingUse {
   uint64_t rss = 0, pss = 0;
@@ -112,8 +114,9 @@ MappingUse mapping_use(pid_t pid, const fs::path& file) {
     bool header = !line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
                   line.find('-') < line.find(' ');
     if (header) {
-      inside = line.size() >= file.string().size() &&
-               line.compare(line.size() - file.string().size(), std::string::npos, file.string()) == 0;
+      inside =
+          line.size() >= file.string().size() &&
+          line.compare(line.size() - file.string().size(), std::string::npos, file.string()) == 0;
     } else if (inside && line.rfind("Rss:", 0) == 0) {
       use.rss += std::stoull(line.substr(4)) * 1024;
     } else if (inside && line.rfind("Pss:", 0) == 0) {
@@ -193,7 +196,7 @@ evmdk_check device evmdk_wait_path /dev/pmem0p1 30
 evmdk_check mount mount -t erofs -o ro,dax=always /dev/pmem0p1 /mnt
 evmdk_check dax sh -c "grep ' /mnt ' /proc/self/mountinfo | grep -q dax=always"
 )SH"
-                                      : R"SH(
+                                    : R"SH(
 blk=$(evmdk_wait_serial evmdk-bench-blk) && blk=${blk##*/}
 evmdk_check device evmdk_wait_path /dev/${blk}1 30
 evmdk_check mount mount -t erofs -o ro /dev/${blk}1 /mnt
@@ -228,9 +231,14 @@ evmdk_check unmount umount /mnt
   void signal(const std::string& what) {
     if (!qmp_) qmp_.emplace(socket_);
     std::string node = name_ + "-" + what;
-    qmp_->execute_ok("blockdev-add", {{"driver", "raw"}, {"node-name", node}, {"read-only", true},
-                                      {"file", {{"driver", "file"}, {"filename", marker_.string()}}}});
-    qmp_->execute_ok("device_add", {{"driver", "virtio-blk-pci"}, {"drive", node}, {"id", node},
+    qmp_->execute_ok("blockdev-add",
+                     {{"driver", "raw"},
+                      {"node-name", node},
+                      {"read-only", true},
+                      {"file", {{"driver", "file"}, {"filename", marker_.string()}}}});
+    qmp_->execute_ok("device_add", {{"driver", "virtio-blk-pci"},
+                                    {"drive", node},
+                                    {"id", node},
                                     {"serial", "evmdk-bench-" + what}});
   }
 
@@ -257,7 +265,8 @@ struct ModeResult {
   double guest_cached1 = 0, guest_cached2 = 0;  // KiB
 };
 
-ModeResult run_mode(const GuestEnvironment& env, const fs::path& work, const fs::path& image, bool pmem) {
+ModeResult run_mode(const GuestEnvironment& env, const fs::path& work, const fs::path& image,
+                    bool pmem) {
   ModeResult r;
   r.mode = pmem ? "pmem+DAX" : "virtio-blk";
   evict(image);
@@ -289,68 +298,81 @@ ModeResult run_mode(const GuestEnvironment& env, const fs::path& work, const fs:
 }
 
 double mib(double bytes) { return bytes / kMiB; }
-double drop(uint64_t from, uint64_t to) { return mib(static_cast<double>(from) - static_cast<double>(to)); }
-double grow(uint64_t from, uint64_t to) { return mib(static_cast<double>(to) - static_cast<double>(from)); }
+double drop(uint64_t from, uint64_t to) {
+  return mib(static_cast<double>(from) - static_cast<double>(to));
+}
+double grow(uint64_t from, uint64_t to) {
+  return mib(static_cast<double>(to) - static_cast<double>(from));
+}
 
 void print_mode(const ModeResult& r) {
   fmt::print("== {}\n", r.mode);
-  fmt::print("  {:<34} {:>10} {:>10} {:>10} {:>10}\n", "", "VM1 ready", "VM1 read", "VM2 ready", "VM2 read");
-  fmt::print("  {:<34} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f}\n", "footprint (MiB)", mib(r.ready1.footprint),
-             mib(r.read1.footprint), mib(r.ready2.footprint), mib(r.read2.footprint));
+  fmt::print("  {:<34} {:>10} {:>10} {:>10} {:>10}\n", "", "VM1 ready", "VM1 read", "VM2 ready",
+             "VM2 read");
+  fmt::print("  {:<34} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f}\n", "footprint (MiB)",
+             mib(r.ready1.footprint), mib(r.read1.footprint), mib(r.ready2.footprint),
+             mib(r.read2.footprint));
   fmt::print("  {:<34} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f}\n", "host MemAvailable drop (MiB)",
-             drop(r.before.mem_available, r.ready1.mem_available), drop(r.before.mem_available, r.read1.mem_available),
-             drop(r.before.mem_available, r.ready2.mem_available), drop(r.before.mem_available, r.read2.mem_available));
+             drop(r.before.mem_available, r.ready1.mem_available),
+             drop(r.before.mem_available, r.read1.mem_available),
+             drop(r.before.mem_available, r.ready2.mem_available),
+             drop(r.before.mem_available, r.read2.mem_available));
   fmt::print("  {:<34} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f}\n", "image in host page cache (MiB)",
-             mib(r.ready1.image_cached), mib(r.read1.image_cached), mib(r.ready2.image_cached), mib(r.read2.image_cached));
+             mib(r.ready1.image_cached), mib(r.read1.image_cached), mib(r.ready2.image_cached),
+             mib(r.read2.image_cached));
   auto use = [](const Snapshot& s, size_t vm, bool pss) {
     return vm < s.image_use.size() ? mib(pss ? s.image_use[vm].pss : s.image_use[vm].rss) : 0.0;
   };
   for (size_t vm = 0; vm < 2; ++vm) {
     for (bool pss : {false, true}) {
       fmt::print("  {:<34} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f}\n",
-                 fmt::format("qemu VM{} image {} (MiB)", vm + 1, pss ? "Pss" : "Rss"), use(r.ready1, vm, pss),
-                 use(r.read1, vm, pss), use(r.ready2, vm, pss), use(r.read2, vm, pss));
+                 fmt::format("qemu VM{} image {} (MiB)", vm + 1, pss ? "Pss" : "Rss"),
+                 use(r.ready1, vm, pss), use(r.read1, vm, pss), use(r.ready2, vm, pss),
+                 use(r.read2, vm, pss));
     }
   }
   auto whole = [](const Snapshot& s, size_t vm, bool anonymous) {
-    return vm < s.qemu_use.size() ? mib(anonymous ? s.qemu_use[vm].anonymous : s.qemu_use[vm].pss) : 0.0;
+    return vm < s.qemu_use.size() ? mib(anonymous ? s.qemu_use[vm].anonymous : s.qemu_use[vm].pss)
+                                  : 0.0;
   };
   for (size_t vm = 0; vm < 2; ++vm) {
     for (bool anonymous : {false, true}) {
       fmt::print("  {:<34} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f}\n",
                  fmt::format("qemu VM{} {} (MiB)", vm + 1, anonymous ? "Anonymous" : "Pss, all"),
-                 whole(r.ready1, vm, anonymous), whole(r.read1, vm, anonymous), whole(r.ready2, vm, anonymous),
-                 whole(r.read2, vm, anonymous));
+                 whole(r.ready1, vm, anonymous), whole(r.read1, vm, anonymous),
+                 whole(r.ready2, vm, anonymous), whole(r.read2, vm, anonymous));
     }
   }
-  fmt::print("  guest Cached growth while reading: VM1 {:.1f} MiB, VM2 {:.1f} MiB\n", r.guest_cached1 / 1024,
-             r.guest_cached2 / 1024);
-  fmt::print("  VM1 read adds {:.1f} MiB, VM2 read adds {:.1f} MiB ({:.1f}% of the {:.0f} MiB it reads); "
-             "MemAvailable change over VM2's read: {:+.1f} MiB\n",
-             grow(r.ready1.footprint, r.read1.footprint), grow(r.ready2.footprint, r.read2.footprint),
-             100.0 * grow(r.ready2.footprint, r.read2.footprint) / mib(kFileBytes), mib(kFileBytes),
-             grow(r.ready2.mem_available, r.read2.mem_available));
+  fmt::print("  guest Cached growth while reading: VM1 {:.1f} MiB, VM2 {:.1f} MiB\n",
+             r.guest_cached1 / 1024, r.guest_cached2 / 1024);
+  fmt::print(
+      "  VM1 read adds {:.1f} MiB, VM2 read adds {:.1f} MiB ({:.1f}% of the {:.0f} MiB it reads); "
+      "MemAvailable change over VM2's read: {:+.1f} MiB\n",
+      grow(r.ready1.footprint, r.read1.footprint), grow(r.ready2.footprint, r.read2.footprint),
+      100.0 * grow(r.ready2.footprint, r.read2.footprint) / mib(kFileBytes), mib(kFileBytes),
+      grow(r.ready2.mem_available, r.read2.mem_available));
 }
 
 }  // namespace
 
 int main() {
   try {
-    fs::path cli = fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "tools" / "erofs-vmdk";
+    fs::path cli =
+        fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "tools" / "erofs-vmdk";
     auto env = GuestEnvironment::detect(cli);
     Workspace work;
     fmt::print("accelerator: {}, kernel {}, qemu {}\n", env.kvm ? "kvm" : "tcg", env.kernel_version,
                env.qemu.string());
     write_noise(work.dir / "tree/big.bin", kFileBytes);
-    run_or_throw({"mkfs.erofs", "--quiet", "-T", "0", "-Enoinline_data", (work.dir / "layer.erofs").string(),
-                  (work.dir / "tree").string()},
+    run_or_throw({"mkfs.erofs", "--quiet", "-T", "0", "-Enoinline_data",
+                  (work.dir / "layer.erofs").string(), (work.dir / "tree").string()},
                  work.dir);
-    run_or_throw({cli.string(), "compose", "--mode", "gpt", "-q", "-o", (work.dir / "disk").string(),
-                  (work.dir / "layer.erofs").string()},
+    run_or_throw({cli.string(), "compose", "--mode", "gpt", "-q", "-o",
+                  (work.dir / "disk").string(), (work.dir / "layer.erofs").string()},
                  work.dir);
     auto disk = make_pmem_raw_disk(work.dir / "disk/disk.vmdk", work.dir / "disk.img", work.dir);
-    fmt::print("image: {} bytes raw, {} padded to 2 MiB; each VM reads {} MiB once\n", disk.unpadded_size,
-               disk.size, kFileBytes / kMiB);
+    fmt::print("image: {} bytes raw, {} padded to 2 MiB; each VM reads {} MiB once\n",
+               disk.unpadded_size, disk.size, kFileBytes / kMiB);
     auto pmem = run_mode(env, work.dir, disk.image, true);
     print_mode(pmem);
     auto blk = run_mode(env, work.dir, disk.image, false);
@@ -363,8 +385,10 @@ int main() {
     double blk_total = grow(blk.ready1.footprint, blk.read2.footprint) -
                        grow(blk.read1.footprint, blk.ready2.footprint);
     fmt::print("== ratios (virtio-blk / pmem+DAX)\n");
-    fmt::print("  data cost of two VMs' reads (footprint, VM boot excluded): {:.1f} / {:.1f} MiB = {:.1f}x\n",
-               blk_total, pmem_total, blk_total / std::max(pmem_total, 0.1));
+    fmt::print(
+        "  data cost of two VMs' reads (footprint, VM boot excluded): {:.1f} / {:.1f} MiB = "
+        "{:.1f}x\n",
+        blk_total, pmem_total, blk_total / std::max(pmem_total, 0.1));
     fmt::print("  second VM's read: {:.1f} / {:.1f} MiB = {:.1f}x\n", blk_second, pmem_second,
                blk_second / std::max(pmem_second, 0.1));
     fmt::print("  host MemAvailable drop, both VMs read: {:.1f} / {:.1f} MiB = {:.2f}x\n",

@@ -7,7 +7,6 @@
 // newer kernels), a device that cannot do DAX at all (virtio-blk, a partition not 4 KiB
 // aligned: the mount succeeds and mountinfo lacks dax=always), a device whose size is not a
 // multiple of 2 MiB (no block device at all), and pmemN numbered in PCI probe order.
-#include <cstdio>
 #include <fstream>
 #include <tuple>
 
@@ -27,7 +26,8 @@ constexpr uint64_t kSmallFileBytes = 8 * kMiB;
 // SHA-256 (hex) of a host file, by the same tool the guest uses (busybox sha256sum).
 std::string sha256_file(const fs::path& path) {
   auto sum = test::run({"sha256sum", path.string()});
-  if (sum.exit_code != 0 || sum.out.size() < 64) throw HarnessError("sha256sum " + path.string() + ": " + sum.err);
+  if (sum.exit_code != 0 || sum.out.size() < 64)
+    throw HarnessError("sha256sum " + path.string() + ": " + sum.err);
   return sum.out.substr(0, 64);
 }
 
@@ -44,7 +44,8 @@ std::string write_noise(const fs::path& path, uint64_t size, uint32_t seed) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        for (uint64_t b = 0; b < 8 && i + b < n; ++b) chunk[i + b] = static_cast<char>(x >> (8 * b));
+        for (uint64_t b = 0; b < 8 && i + b < n; ++b)
+          chunk[i + b] = static_cast<char>(x >> (8 * b));
       }
       out.write(chunk.data(), static_cast<std::streamsize>(n));
       done += n;
@@ -65,7 +66,8 @@ int erofs_layout(const std::string& image, const std::string& path_in_image,
   auto dump = test::run(argv);
   auto at = dump.out.find("Layout: ");
   if (dump.exit_code != 0 || at == std::string::npos) {
-    throw HarnessError("dump.erofs --path=" + path_in_image + " " + image + ": " + dump.out + dump.err);
+    throw HarnessError("dump.erofs --path=" + path_in_image + " " + image + ": " + dump.out +
+                       dump.err);
   }
   return std::stoi(dump.out.substr(at + 8));
 }
@@ -90,12 +92,13 @@ void store_le(std::string& b, size_t at, uint64_t v, int width) {
 
 OneBlobFlatImage make_one_blob_flat_image(const std::string& tree, const std::string& work) {
   OneBlobFlatImage image{work + "/flat-fsmeta.erofs", work + "/flat-blob.img"};
-  test::make_erofs(tree, image.fsmeta, {}, {"--chunksize=4096", "-Enoinline_data", "--blobdev=" + image.blob});
+  test::make_erofs(tree, image.fsmeta, {},
+                   {"--chunksize=4096", "-Enoinline_data", "--blobdev=" + image.blob});
   std::string meta = test::read_file(image.fsmeta);
   const size_t sb = 1024;
   const uint64_t block = 4096;
-  if (load_le(meta, sb, 4) != 0xE0F5E1E2 || load_le(meta, sb + 12, 1) != 12 || load_le(meta, sb + 86, 2) != 1 ||
-      meta.size() % block != 0) {
+  if (load_le(meta, sb, 4) != 0xE0F5E1E2 || load_le(meta, sb + 12, 1) != 12 ||
+      load_le(meta, sb + 86, 2) != 1 || meta.size() % block != 0) {
     throw HarnessError("flat image: mkfs.erofs wrote no 4 KiB-block image with one device slot");
   }
   const uint64_t slot = load_le(meta, sb + 88, 2) * 128;
@@ -111,7 +114,8 @@ OneBlobFlatImage make_one_blob_flat_image(const std::string& tree, const std::st
   store_le(meta, sb + 4, crc32c_update(~0u, covered.data(), covered.size()), 4);
   test::write_file(image.fsmeta, meta);
   auto fsck = test::run({"fsck.erofs", "--device=" + image.blob, image.fsmeta});
-  if (fsck.exit_code != 0) throw HarnessError("flat image: fsck.erofs rejected it: " + fsck.out + fsck.err);
+  if (fsck.exit_code != 0)
+    throw HarnessError("flat image: fsck.erofs rejected it: " + fsck.out + fsck.err);
   return image;
 }
 
@@ -126,10 +130,10 @@ class PmemDax : public QemuTest {
 
 // One file per kind of data layout, named for what the guest must see.
 struct FileFacts {
-  std::string name;       // value/check suffix
-  std::string guest_path; // below /mnt
+  std::string name;        // value/check suffix
+  std::string guest_path;  // below /mnt
   std::string sha256;
-  bool dax_served;        // read through DAX (no page cache) on this kernel
+  bool dax_served;  // read through DAX (no page cache) on this kernel
 };
 
 // The guest side: finding pmem devices by PCI slot, the super options of a mount, and the growth
@@ -154,7 +158,11 @@ wait_pmem_at() {
 super_options() {
   awk -v m="$1" '$5 == m { for (i = 7; $i != "-"; i++) ; print $(i + 3) }' /proc/self/mountinfo
 }
-has_dax() { opts=$(super_options "$1"); echo "$1: $opts"; case ",$opts," in *,dax=always,*) return 0 ;; esac; return 1; }
+has_dax() {
+  opts=$(super_options "$1"); echo "$1: $opts"
+  case ",$opts," in *,dax=always,*) return 0 ;; esac
+  return 1
+}
 lacks_dax() { ! has_dax "$1"; }
 cached_kib() { sed -n 's/^Cached: *\([0-9]*\) kB$/\1/p' /proc/meminfo; }
 # measure NAME FILE SHA256: Cached growth (KiB) while FILE is read once, and its content.
@@ -177,15 +185,12 @@ wait_dmesg() {  # PATTERN: up to 10 s for the kernel to log it
 }
 )SH";
 
-// The main disk (PCI slot 0x10), a disk whose only partition starts at sector 2049 (slot 0x0c)
-// and a 3 MiB device (slot 0x0e); on the command line in that order, so pmemN numbering (PCI
-// probe order) and command-line order disagree.
+// Four pmem devices, on the command line in this order: the main disk (PCI slot 0x10), a disk
+// whose only partition starts at sector 2049 (slot 0x0c), a padded disk whose backup GPT was
+// left short of the end (0x0d) and a 3 MiB device (0x0e); so pmemN numbering (PCI probe order)
+// and command-line order disagree. The main disk is also attached over virtio-blk.
 TEST_F(PmemDax, GptDiskMountsWithDaxAndBypassesThePageCache) {
-  EVMDK_REQUIRE_ROOT();  // not for the guest: the ext4 upper's lost+found, mkfs runs as root
   const std::string work = temp_.path();
-  // Upstream EROFS gave chunk-based files DAX after 6.1.0; Debian's 6.1 (6.1.0-57) has the
-  // change, as 6.12 has: measured, both read them through DAX.
-  const bool chunked_dax = true;
 
   // Layers, top first: p1 plain (-Enoinline_data), p2 mkfs.erofs defaults (inlined tails),
   // p3 lz4 (-Enoinline_data), p4 chunk-based (--chunksize=4096 -Enoinline_data).
@@ -193,9 +198,11 @@ TEST_F(PmemDax, GptDiskMountsWithDaxAndBypassesThePageCache) {
   std::string big_sha = write_noise(work + "/trees/plain/big.bin", kBigFileBytes, 1);
   test::make_tree(work + "/trees/plain", {{"etc/layer", "plain\n"}});
   std::string no_tail_sha = write_noise(work + "/trees/inline/no-tail.bin", kSmallFileBytes, 2);
-  std::string with_tail_sha = write_noise(work + "/trees/inline/with-tail.bin", kSmallFileBytes + 1000, 3);
+  std::string with_tail_sha =
+      write_noise(work + "/trees/inline/with-tail.bin", kSmallFileBytes + 1000, 3);
   std::string text;
-  for (int i = 0; text.size() < kSmallFileBytes; ++i) text += fmt::format("line {} of a text that compresses well\n", i % 97);
+  for (int i = 0; text.size() < kSmallFileBytes; ++i)
+    text += fmt::format("line {} of a text that compresses well\n", i % 97);
   text.resize(kSmallFileBytes);
   test::make_tree(work + "/trees/compressed", {{"text.txt", text}});
   std::string stored_sha = write_noise(work + "/trees/compressed/noise.bin", kSmallFileBytes, 4);
@@ -210,17 +217,22 @@ TEST_F(PmemDax, GptDiskMountsWithDaxAndBypassesThePageCache) {
     test::make_erofs(work + "/trees/" + name, layers.back(), {}, args);
   }
   ASSERT_EQ(erofs_layout(layers[0], "/big.bin"), 0);
-  ASSERT_EQ(erofs_layout(layers[1], "/no-tail.bin"), 0) << "a file without a tail has none to inline";
+  ASSERT_EQ(erofs_layout(layers[1], "/no-tail.bin"), 0)
+      << "a file without a tail has none to inline";
   ASSERT_EQ(erofs_layout(layers[1], "/with-tail.bin"), 2);
   ASSERT_EQ(erofs_layout(layers[2], "/text.txt"), 3);
-  ASSERT_EQ(erofs_layout(layers[2], "/noise.bin"), 0) << "mkfs.erofs stores incompressible data plain";
+  ASSERT_EQ(erofs_layout(layers[2], "/noise.bin"), 0)
+      << "mkfs.erofs stores incompressible data plain";
   ASSERT_EQ(erofs_layout(layers[3], "/chunked.bin"), 4);
-  files = {{"dax-big", "p1/big.bin", big_sha, true},
-           {"dax-no-tail", "p2/no-tail.bin", no_tail_sha, true},
-           {"dax-with-tail", "p2/with-tail.bin", with_tail_sha, false},
-           {"dax-compressed", "p3/text.txt", sha256_file(work + "/trees/compressed/text.txt"), false},
-           {"dax-stored-plain", "p3/noise.bin", stored_sha, true},
-           {"dax-chunked", "p4/chunked.bin", chunked_sha, chunked_dax}};
+  files = {
+      {"dax-big", "p1/big.bin", big_sha, true},
+      {"dax-no-tail", "p2/no-tail.bin", no_tail_sha, true},
+      {"dax-with-tail", "p2/with-tail.bin", with_tail_sha, false},
+      {"dax-compressed", "p3/text.txt", sha256_file(work + "/trees/compressed/text.txt"), false},
+      {"dax-stored-plain", "p3/noise.bin", stored_sha, true},
+      // Upstream EROFS gave chunk-based files DAX after 6.1.0; Debian's 6.1.0-57 has the
+      // change, as 6.12 has: measured, both read them through DAX.
+      {"dax-chunked", "p4/chunked.bin", chunked_sha, true}};
 
   // The composed disk, as the existing CLI makes it, then raw + padded + backup GPT at the end.
   auto compose = test::cli({"compose", "--mode", "gpt", "-q", "-o", work + "/disk", layers[0],
@@ -228,18 +240,19 @@ TEST_F(PmemDax, GptDiskMountsWithDaxAndBypassesThePageCache) {
   ASSERT_EQ(compose.exit_code, 0) << compose.out << compose.err;
   auto disk = make_pmem_raw_disk(work + "/disk/disk.vmdk", work + "/disk.img", work);
   ASSERT_EQ(disk.size % (2 * kMiB), 0u);
-  ASSERT_GT(disk.size, disk.unpadded_size) << "this layout is not 2 MiB-aligned by itself; padding is what is tested";
+  ASSERT_GT(disk.size, disk.unpadded_size)
+      << "this layout is not 2 MiB-aligned by itself; padding is what is tested";
 
   // One partition at sector 2049: 512-byte aligned, not 4 KiB aligned.
-  std::string misaligned_sha = write_noise(work + "/trees/misaligned/eight.bin", kSmallFileBytes, 6);
+  std::string misaligned_sha =
+      write_noise(work + "/trees/misaligned/eight.bin", kSmallFileBytes, 6);
   test::make_erofs(work + "/trees/misaligned", work + "/misaligned.erofs", {}, {"-Enoinline_data"});
   const uint64_t layer_bytes = fs::file_size(work + "/misaligned.erofs");
   const uint64_t start_sector = 2049;
   const std::string misaligned_img = work + "/misaligned.img";
-  {
-    std::ofstream create(misaligned_img, std::ios::binary | std::ios::trunc);
-  }
-  fs::resize_file(misaligned_img, round_up_to_pmem_alignment(start_sector * 512 + layer_bytes + kMiB));
+  { std::ofstream create(misaligned_img, std::ios::binary | std::ios::trunc); }
+  fs::resize_file(misaligned_img,
+                  round_up_to_pmem_alignment(start_sector * 512 + layer_bytes + kMiB));
   auto part = test::run({"sgdisk", "-a", "1", "-n",
                          fmt::format("1:{}:{}", start_sector, start_sector + layer_bytes / 512 - 1),
                          misaligned_img});
@@ -253,21 +266,21 @@ TEST_F(PmemDax, GptDiskMountsWithDaxAndBypassesThePageCache) {
   }
   // Padded to 2 MiB but the backup GPT left where it was (no sgdisk -e): the kernel still
   // takes the primary table, and says the backup is not at the end.
-  auto small = test::cli({"compose", "--mode", "gpt", "-q", "-o", work + "/small", work + "/misaligned.erofs"});
+  auto small = test::cli(
+      {"compose", "--mode", "gpt", "-q", "-o", work + "/small", work + "/misaligned.erofs"});
   ASSERT_EQ(small.exit_code, 0) << small.out << small.err;
   const std::string short_backup_img = work + "/short-backup.img";
-  auto convert = test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw", work + "/small/disk.vmdk", short_backup_img});
+  auto convert = test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw",
+                            work + "/small/disk.vmdk", short_backup_img});
   ASSERT_EQ(convert.exit_code, 0) << convert.err;
   ASSERT_NE(fs::file_size(short_backup_img) % (2 * kMiB), 0u);
   fs::resize_file(short_backup_img, round_up_to_pmem_alignment(fs::file_size(short_backup_img)));
   auto verify = test::run({"sgdisk", "-v", short_backup_img});
-  EXPECT_NE(verify.out.find("doesn't reside") , std::string::npos) << verify.out;
+  EXPECT_NE(verify.out.find("doesn't reside"), std::string::npos) << verify.out;
 
   // 3 MiB: QEMU takes it (a multiple of 4 KiB), the guest's nd_pmem cannot map it.
   const std::string odd_img = work + "/odd-size.img";
-  {
-    std::ofstream create(odd_img, std::ios::binary | std::ios::trunc);
-  }
+  { std::ofstream create(odd_img, std::ios::binary | std::ios::trunc); }
   fs::resize_file(odd_img, 3 * kMiB);
 
   make_ext4_disk(path("upper.img"), 32, temp_.path());
@@ -342,14 +355,25 @@ evmdk_check nothing-left evmdk_leftover_mounts
   job.scenario = script;
   auto outcome = run_guest(env_, cfg, job);
 
-  std::vector<std::string> expected{"guest-kernel", "pmem-main-found", "pmem-partitions",
-                                    "lowest-pci-slot-is-pmem0", "first-on-command-line-is-not-pmem0",
-                                    "short-backup-partition-found", "short-backup-warned",
-                                    "odd-size-refused", "odd-size-no-block-device", "overlay-mounted",
-                                    "content-overlay-big", "blk-mount", "content-blk-big",
-                                    "blk-dax-mount-succeeds", "blk-dax-not-in-mountinfo",
-                                    "blk-dax-fallback-logged", "misaligned-part-mount-succeeds",
-                                    "misaligned-part-not-in-mountinfo", "content-misaligned-part",
+  std::vector<std::string> expected{"guest-kernel",
+                                    "pmem-main-found",
+                                    "pmem-partitions",
+                                    "lowest-pci-slot-is-pmem0",
+                                    "first-on-command-line-is-not-pmem0",
+                                    "short-backup-partition-found",
+                                    "short-backup-warned",
+                                    "odd-size-refused",
+                                    "odd-size-no-block-device",
+                                    "overlay-mounted",
+                                    "content-overlay-big",
+                                    "blk-mount",
+                                    "content-blk-big",
+                                    "blk-dax-mount-succeeds",
+                                    "blk-dax-not-in-mountinfo",
+                                    "blk-dax-fallback-logged",
+                                    "misaligned-part-mount-succeeds",
+                                    "misaligned-part-not-in-mountinfo",
+                                    "content-misaligned-part",
                                     "nothing-left"};
   for (int i = 1; i <= 4; ++i) {
     expected.push_back(fmt::format("dax-mount-p{}", i));
@@ -367,7 +391,8 @@ evmdk_check nothing-left evmdk_leftover_mounts
   };
   const double big_kib = kBigFileBytes / 1024.0, small_kib = kSmallFileBytes / 1024.0;
   std::string figures;
-  for (const auto& [name, number] : outcome.values) figures += fmt::format("  {} = {}\n", name, number);
+  for (const auto& [name, number] : outcome.values)
+    figures += fmt::format("  {} = {}\n", name, number);
   SCOPED_TRACE("guest figures (KiB, seconds):\n" + figures);
   RecordProperty("cached_kib_dax_big", std::to_string(value("dax-big")));
   RecordProperty("cached_kib_blk_big", std::to_string(value("blk-big")));
@@ -385,9 +410,7 @@ evmdk_check nothing-left evmdk_leftover_mounts
     }
   }
   EXPECT_GT(value("misaligned-part"), 0.9 * small_kib) << "a misaligned partition cannot do DAX";
-  if (std::getenv("EVMDK_PMEM_FIGURES")) std::fputs(figures.c_str(), stderr);
 }
-
 
 // The maxmem arithmetic of pmem_attach_args against the lane's QEMU, without booting: RAM +
 // the sum of the device sizes starts (paused with -S, still running after 10 s), one
@@ -400,8 +423,16 @@ TEST_F(PmemDax, QemuNeedsMaxmemOfRamPlusTheDeviceSizes) {
   auto attach = pmem_attach_args(512, devices);
   ASSERT_EQ(attach.memory, "512M,slots=2,maxmem=526M");
   auto start = [&](const std::string& memory) {
-    std::vector<std::string> argv{env_.qemu.string(), "-nodefaults", "-no-user-config", "-display", "none",
-                                  "-S", "-accel", "tcg", "-m", memory};
+    std::vector<std::string> argv{env_.qemu.string(),
+                                  "-nodefaults",
+                                  "-no-user-config",
+                                  "-display",
+                                  "none",
+                                  "-S",
+                                  "-accel",
+                                  "tcg",
+                                  "-m",
+                                  memory};
     for (const auto& dir : env_.qemu_datadirs) argv.insert(argv.end(), {"-L", dir.string()});
     argv.insert(argv.end(), attach.args.begin(), attach.args.end());
     return run_command(argv, work, std::chrono::seconds(10));
@@ -424,8 +455,8 @@ TEST_F(PmemDax, DmVerityOverPmemFallsBackToThePageCache) {
   test::make_erofs(work + "/verity-tree", work + "/verity.erofs", {}, {"-Enoinline_data"});
   auto format = test::cli({"verity", "format", "-q", work + "/verity.erofs"});
   ASSERT_EQ(format.exit_code, 0) << format.out << format.err;
-  auto compose = test::cli({"compose", "--mode", "gpt", "--verity", "on", "-q", "-o", work + "/disk",
-                            work + "/verity.erofs"});
+  auto compose = test::cli({"compose", "--mode", "gpt", "--verity", "on", "-q", "-o",
+                            work + "/disk", work + "/verity.erofs"});
   ASSERT_EQ(compose.exit_code, 0) << compose.out << compose.err;
   auto disk = make_pmem_raw_disk(work + "/disk/disk.vmdk", work + "/disk.img", work);
   std::string verity_options;
@@ -446,23 +477,26 @@ part=$(evmdk_wait_path /dev/pmem0p1 30) && evmdk_result pmem-found PASS "$part"
 mkdir -p /mnt/direct /mnt/verity
 evmdk_check direct-mount mount -t erofs -o ro,dax=always $part /mnt/direct
 evmdk_check direct-mountinfo has_dax /mnt/direct
-)SH" + "measure direct /mnt/direct/eight.bin " + sha + R"SH(
+)SH" + "measure direct /mnt/direct/eight.bin " +
+                 sha + R"SH(
 umount /mnt/direct
-evmdk_check verity-open erofs-vmdk verity open -q evmdk-pmem-verity $part)SH" + verity_options + R"SH(
+evmdk_check verity-open erofs-vmdk verity open -q evmdk-pmem-verity $part)SH" +
+                 verity_options + R"SH(
 evmdk_check verity-mount mount -t erofs -o ro,dax=always /dev/mapper/evmdk-pmem-verity /mnt/verity
 evmdk_check verity-not-in-mountinfo lacks_dax /mnt/verity
 evmdk_check verity-fallback-logged wait_dmesg 'DAX unsupported by block device'
-)SH" + "measure verity /mnt/verity/eight.bin " + sha + R"SH(
+)SH" + "measure verity /mnt/verity/eight.bin " +
+                 sha + R"SH(
 umount /mnt/verity
 evmdk_check verity-close erofs-vmdk verity close evmdk-pmem-verity
 evmdk_check nothing-left evmdk_leftover_mounts
 evmdk_check no-dm evmdk_leftover_dm
 )SH";
   auto outcome = run_guest(env_, cfg, job);
-  EVMDK_ASSERT_GUEST_PASSED(outcome, {"pmem-found", "direct-mount", "direct-mountinfo", "content-direct",
-                                      "verity-open", "verity-mount", "verity-not-in-mountinfo",
-                                      "verity-fallback-logged", "content-verity", "verity-close",
-                                      "nothing-left", "no-dm"});
+  EVMDK_ASSERT_GUEST_PASSED(
+      outcome, {"pmem-found", "direct-mount", "direct-mountinfo", "content-direct", "verity-open",
+                "verity-mount", "verity-not-in-mountinfo", "verity-fallback-logged",
+                "content-verity", "verity-close", "nothing-left", "no-dm"});
   EXPECT_LT(outcome.values.at("cached-kib-direct"), 1024.0);
   EXPECT_GT(outcome.values.at("cached-kib-verity"), 0.9 * kSmallFileBytes / 1024.0);
 }
@@ -473,7 +507,8 @@ evmdk_check no-dm evmdk_leftover_dm
 // has no flat-device mode and refuses the in-file device (empty tag) without device=.
 TEST_F(PmemDax, TarIndexLayerCannotUseDax) {
   const std::string work = temp_.path();
-  const std::string layer = test::source_dir() + "/tests/data/fixtures/containerd-2.2.4/tarindex/snapshots/1/layer.erofs";
+  const std::string layer =
+      test::source_dir() + "/tests/data/fixtures/containerd-2.2.4/tarindex/snapshots/1/layer.erofs";
   const std::string image = work + "/tarindex.img";
   fs::copy_file(layer, image);
   fs::resize_file(image, round_up_to_pmem_alignment(fs::file_size(image)));
@@ -486,20 +521,22 @@ TEST_F(PmemDax, TarIndexLayerCannotUseDax) {
   job.scenario = std::string(kPmemShell) + R"SH(
 dev=$(evmdk_wait_path /dev/pmem0 30) && evmdk_result pmem-found PASS "$dev"
 mkdir -p /mnt/t
-)SH" + (flat_device_mode ? R"SH(
+)SH" +
+                 (flat_device_mode ? R"SH(
 evmdk_check mount mount -t erofs -o ro,dax=always /dev/pmem0 /mnt/t
 evmdk_check not-in-mountinfo lacks_dax /mnt/t
 evmdk_check fallback-logged wait_dmesg 'unsupported blocksize for DAX'
 evmdk_check readable sh -c 'find /mnt/t -type f | head -n 20 | xargs cat > /dev/null'
 umount /mnt/t
 )SH"
-                                                          : R"SH(
+                                   : R"SH(
 evmdk_check_fails refused mount -t erofs -o ro,dax=always /dev/pmem0 /mnt/t
 evmdk_check refusal-logged wait_dmesg 'empty device tag'
 )SH");
   auto outcome = run_guest(env_, cfg, job);
   if (flat_device_mode) {
-    EVMDK_EXPECT_GUEST_PASSED(outcome, {"pmem-found", "mount", "not-in-mountinfo", "fallback-logged", "readable"});
+    EVMDK_EXPECT_GUEST_PASSED(
+        outcome, {"pmem-found", "mount", "not-in-mountinfo", "fallback-logged", "readable"});
   } else {
     EVMDK_EXPECT_GUEST_PASSED(outcome, {"pmem-found", "refused", "refusal-logged"});
   }
@@ -518,15 +555,18 @@ TEST_F(PmemDax, FlatDiskTakesDaxInFlatDeviceModeOnlyWhereTheKernelHasIt) {
   auto image = make_one_blob_flat_image(work + "/flat-tree", work);
   ASSERT_EQ(erofs_layout(image.fsmeta, "/blob-data.bin", image.blob), 4);
 
-  auto compose = test::cli({"compose", "--mode", "flat", "-q", "-o", work + "/disk", image.fsmeta, image.blob});
+  auto compose = test::cli(
+      {"compose", "--mode", "flat", "-q", "-o", work + "/disk", image.fsmeta, image.blob});
   ASSERT_EQ(compose.exit_code, 0) << compose.out << compose.err;
   // No GPT on a flat disk: raw bytes, padded; nothing to fix at the end.
   const std::string flat_img = work + "/flat.img";
-  auto convert = test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw", work + "/disk/disk.vmdk", flat_img});
+  auto convert = test::run(
+      {"qemu-img", "convert", "-f", "vmdk", "-O", "raw", work + "/disk/disk.vmdk", flat_img});
   ASSERT_EQ(convert.exit_code, 0) << convert.err;
   fs::resize_file(flat_img, round_up_to_pmem_alignment(fs::file_size(flat_img)));
   // The device= form: each image its own device (copies: QEMU maps whole files).
-  for (const auto& [from, to] : {std::pair{image.fsmeta, work + "/meta.img"}, std::pair{image.blob, work + "/blob.img"}}) {
+  for (const auto& [from, to] :
+       {std::pair{image.fsmeta, work + "/meta.img"}, std::pair{image.blob, work + "/blob.img"}}) {
     fs::copy_file(from, to);
     fs::resize_file(to, round_up_to_pmem_alignment(fs::file_size(to)));
   }
@@ -534,13 +574,16 @@ TEST_F(PmemDax, FlatDiskTakesDaxInFlatDeviceModeOnlyWhereTheKernelHasIt) {
   GuestConfig cfg = config("pmem-flat");
   cfg.timeout = std::chrono::seconds(300);
   cfg.extra_modules = pmem_module_names();
-  cfg.pmem_devices = {{flat_img, 0, "0x0a"}, {work + "/meta.img", 0, "0x0b"}, {work + "/blob.img", 0, "0x0c"}};
+  cfg.pmem_devices = {
+      {flat_img, 0, "0x0a"}, {work + "/meta.img", 0, "0x0b"}, {work + "/blob.img", 0, "0x0c"}};
   std::string flat_part =
       flat_device_mode
           ? "evmdk_check flat-mount mount -t erofs -o ro,dax=always /dev/$flat /mnt/flat\n"
             "evmdk_check flat-mountinfo has_dax /mnt/flat\n"
-            "measure flat-disk /mnt/flat/blob-data.bin " + big_sha + "\n"
-            "umount /mnt/flat\n"
+            "measure flat-disk /mnt/flat/blob-data.bin " +
+                big_sha +
+                "\n"
+                "umount /mnt/flat\n"
           : "evmdk_check_fails flat-refused mount -t erofs -o ro,dax=always /dev/$flat /mnt/flat\n";
   std::string script = std::string(kPmemShell) + R"SH(
 flat=$(wait_pmem_at 0a.0); meta=$(wait_pmem_at 0b.0); blob=$(wait_pmem_at 0c.0)
@@ -549,14 +592,16 @@ mkdir -p /mnt/flat /mnt/devices
 )SH" + flat_part + R"SH(
 evmdk_check devices-mount mount -t erofs -o ro,dax=always,device=/dev/$blob /dev/$meta /mnt/devices
 evmdk_check devices-mountinfo has_dax /mnt/devices
-)SH" + "measure devices /mnt/devices/blob-data.bin " + big_sha + R"SH(
+)SH" + "measure devices /mnt/devices/blob-data.bin " +
+                       big_sha + R"SH(
 umount /mnt/devices
 evmdk_check nothing-left evmdk_leftover_mounts
 )SH";
   GuestJob job;
   job.scenario = script;
   auto outcome = run_guest(env_, cfg, job);
-  std::vector<std::string> expected{"pmem-found", "devices-mount", "devices-mountinfo", "content-devices", "nothing-left"};
+  std::vector<std::string> expected{"pmem-found", "devices-mount", "devices-mountinfo",
+                                    "content-devices", "nothing-left"};
   if (flat_device_mode) {
     expected.insert(expected.end(), {"flat-mount", "flat-mountinfo", "content-flat-disk"});
   } else {

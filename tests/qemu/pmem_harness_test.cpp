@@ -32,10 +32,15 @@ TEST(PmemHarness, MaxmemIsRamPlusTheDeviceSizes) {
   auto args = pmem_attach_args(768, {{first, 0, "0x10"}, {second, 6u << 20, ""}});
   EXPECT_EQ(args.memory, "768M,slots=2,maxmem=782M");
   std::vector<std::string> expected{
-      "-object", "memory-backend-file,id=pmem0-mem,share=on,readonly=on,mem-path=" + temp.path() + "/a,,b.img,size=8388608",
-      "-device", "virtio-pmem-pci,memdev=pmem0-mem,id=pmem0,addr=0x10",
-      "-object", "memory-backend-file,id=pmem1-mem,share=on,readonly=on,mem-path=" + second + ",size=6291456",
-      "-device", "virtio-pmem-pci,memdev=pmem1-mem,id=pmem1"};
+      "-object",
+      "memory-backend-file,id=pmem0-mem,share=on,readonly=on,mem-path=" + temp.path() +
+          "/a,,b.img,size=8388608",
+      "-device",
+      "virtio-pmem-pci,memdev=pmem0-mem,id=pmem0,addr=0x10",
+      "-object",
+      "memory-backend-file,id=pmem1-mem,share=on,readonly=on,mem-path=" + second + ",size=6291456",
+      "-device",
+      "virtio-pmem-pci,memdev=pmem1-mem,id=pmem1"};
   EXPECT_EQ(args.args, expected);
 }
 
@@ -69,17 +74,23 @@ TEST(PmemHarness, ExtraModulesAreThePmemStackBeyondTheBase) {
     if (name == "virtio" || name == "virtio_ring") continue;
     dep += "kernel/base/" + name + ".ko:\n";
   }
-  dep += "kernel/drivers/nvdimm/libnvdimm.ko.xz:\n"
-         "kernel/drivers/nvdimm/nd_btt.ko.xz: kernel/drivers/nvdimm/libnvdimm.ko.xz\n"
-         "kernel/drivers/nvdimm/nd_pmem.ko.xz: kernel/drivers/nvdimm/nd_btt.ko.xz kernel/drivers/nvdimm/libnvdimm.ko.xz\n"
-         "kernel/drivers/nvdimm/nd_virtio.ko.xz:\n"
-         "kernel/drivers/nvdimm/virtio_pmem.ko.xz: kernel/drivers/nvdimm/nd_virtio.ko.xz kernel/drivers/nvdimm/libnvdimm.ko.xz\n";
-  test::make_tree(dir, {{"modules.dep", dep},
-                        {"modules.builtin", "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_ring.ko\n"}});
+  dep +=
+      "kernel/drivers/nvdimm/libnvdimm.ko.xz:\n"
+      "kernel/drivers/nvdimm/nd_btt.ko.xz: kernel/drivers/nvdimm/libnvdimm.ko.xz\n"
+      "kernel/drivers/nvdimm/nd_pmem.ko.xz: kernel/drivers/nvdimm/nd_btt.ko.xz "
+      "kernel/drivers/nvdimm/libnvdimm.ko.xz\n"
+      "kernel/drivers/nvdimm/nd_virtio.ko.xz:\n"
+      "kernel/drivers/nvdimm/virtio_pmem.ko.xz: kernel/drivers/nvdimm/nd_virtio.ko.xz "
+      "kernel/drivers/nvdimm/libnvdimm.ko.xz\n";
+  test::make_tree(dir,
+                  {{"modules.dep", dep},
+                   {"modules.builtin",
+                    "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_ring.ko\n"}});
   auto extra = detail::modules_beyond_base(dir, pmem_module_names());
-  std::vector<std::string> expected{"kernel/drivers/nvdimm/libnvdimm.ko.xz", "kernel/drivers/nvdimm/nd_btt.ko.xz",
-                                    "kernel/drivers/nvdimm/nd_pmem.ko.xz", "kernel/drivers/nvdimm/nd_virtio.ko.xz",
-                                    "kernel/drivers/nvdimm/virtio_pmem.ko.xz"};
+  std::vector<std::string> expected{
+      "kernel/drivers/nvdimm/libnvdimm.ko.xz", "kernel/drivers/nvdimm/nd_btt.ko.xz",
+      "kernel/drivers/nvdimm/nd_pmem.ko.xz", "kernel/drivers/nvdimm/nd_virtio.ko.xz",
+      "kernel/drivers/nvdimm/virtio_pmem.ko.xz"};
   EXPECT_EQ(extra, expected);
   // Asking for a base module adds nothing: the base initramfs loads it already.
   EXPECT_TRUE(detail::modules_beyond_base(dir, {"erofs"}).empty());

@@ -41,8 +41,8 @@ inline PmemRawDisk make_pmem_raw_disk(const std::filesystem::path& vmdk,
     if (result.status != 0) {
       std::string line;
       for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
-      throw HarnessError(line + " failed (status " + std::to_string(result.status) + "): " +
-                         result.output);
+      throw HarnessError(line + " failed (status " + std::to_string(result.status) +
+                         "): " + result.output);
     }
     return result.output;
   };

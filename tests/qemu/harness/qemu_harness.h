@@ -438,8 +438,9 @@ inline PmemAttachArgs pmem_attach_args(int memory_mib, const std::vector<PmemDev
     total += size;
     std::string id = fmt::format("pmem{}", index++);
     out.args.push_back("-object");
-    out.args.push_back(fmt::format("memory-backend-file,id={}-mem,share=on,readonly=on,mem-path={},size={}",
-                                   id, detail::qemu_escape(device.file.string()), size));
+    out.args.push_back(
+        fmt::format("memory-backend-file,id={}-mem,share=on,readonly=on,mem-path={},size={}", id,
+                    detail::qemu_escape(device.file.string()), size));
     out.args.push_back("-device");
     out.args.push_back(fmt::format("virtio-pmem-pci,memdev={}-mem,id={}{}", id, id,
                                    device.pci_addr.empty() ? "" : ",addr=" + device.pci_addr));
