@@ -16,4 +16,19 @@ std::string with_context(const std::string& context, const std::exception& error
   return fmt::format("{}: {}", context, error.what());
 }
 
+void throw_with_context(const std::exception& error, const std::string& context) {
+  if (const auto* system = dynamic_cast<const SystemError*>(&error)) {
+    throw SystemError(system->error_number(), with_context(context, error));
+  }
+  throw Error(with_context(context, error));
+}
+
+void rethrow_current_with_context(const std::string& context) {
+  try {
+    throw;
+  } catch (const std::exception& error) {
+    throw_with_context(error, context);
+  }
+}
+
 }  // namespace evmdk

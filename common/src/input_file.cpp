@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstdio>
 
 #include "evmdk/error.h"
@@ -63,6 +64,43 @@ InputFile open_input_file(const std::string& path, const std::string& what, Inpu
   resolved.resize(static_cast<size_t>(n));
   file.resolved_path = std::move(resolved);
   return file;
+}
+
+std::string read_input_fd(int fd, const std::string& path, const std::string& what,
+                          size_t max_bytes) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno("{} {}: cannot stat", what, path);
+  if (!S_ISREG(st.st_mode)) {
+    throw Error("{} {}: is a {}, not a regular file", what, path, file_type_name(st.st_mode));
+  }
+  auto too_large = [&](uint64_t size) {
+    return Error("{} {}: {} bytes, more than the {} allowed", what, path, size, max_bytes);
+  };
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size > max_bytes) throw too_large(size);
+  // Read to the end (the size may change under us), one byte past the limit at most.
+  std::string text(static_cast<size_t>(size) + 1, '\0');
+  size_t done = 0;
+  while (true) {
+    if (done == text.size()) {
+      if (text.size() > max_bytes) throw too_large(text.size());
+      text.resize(std::min<size_t>(max_bytes + 1, text.size() * 2));
+    }
+    ssize_t n = ::pread(fd, text.data() + done, text.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("{} {}: cannot read", what, path);
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  if (done > max_bytes) throw too_large(done);
+  text.resize(done);
+  return text;
+}
+
+std::string read_input_file(const std::string& path, const std::string& what, size_t max_bytes,
+                            bool follow_symlinks) {
+  InputFile file = open_input_file(path, what, InputKind::RegularFile, follow_symlinks);
+  return read_input_fd(file.fd.get(), path, what, max_bytes);
 }
 
 }  // namespace evmdk

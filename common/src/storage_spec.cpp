@@ -1,7 +1,6 @@
 #include "evmdk/storage_spec.h"
 
 #include <algorithm>
-#include <charconv>
 
 #include "evmdk/error.h"
 
@@ -111,64 +110,6 @@ std::vector<std::string> option_values(const std::vector<std::string>& options,
     if (key_of(option) == key && option.size() > key.size()) out.push_back(option.substr(key.size() + 1));
   }
   return out;
-}
-
-bool is_dmverity_option(std::string_view option) {
-  return option.rfind(marker::kDmverityPrefix, 0) == 0 &&
-         (option.size() == marker::kDmverityPrefix.size() ||
-          option[marker::kDmverityPrefix.size()] == '.' ||
-          option[marker::kDmverityPrefix.size()] == '-' ||
-          option[marker::kDmverityPrefix.size()] == '=');
-}
-
-namespace {
-constexpr std::string_view kKataPrefix = "X-kata.";
-constexpr std::string_view kDevicePrefix = "X-erofs-vmdk.device.";
-}  // namespace
-
-std::string device_option_prefix(unsigned slot) {
-  return fmt::format("{}{}.", kDevicePrefix, slot);
-}
-
-std::vector<std::string> to_device_verity_options(const std::vector<std::string>& options,
-                                                  unsigned slot) {
-  std::vector<std::string> out;
-  for (const auto& option : options) {
-    if (!is_dmverity_option(option)) continue;
-    out.push_back(device_option_prefix(slot) + option.substr(kKataPrefix.size()));
-  }
-  return out;
-}
-
-std::vector<std::string> device_verity_options(const std::vector<std::string>& options,
-                                               unsigned slot) {
-  std::string prefix = device_option_prefix(slot);
-  std::vector<std::string> out;
-  for (const auto& option : options) {
-    if (option.rfind(prefix, 0) != 0) continue;
-    out.push_back(std::string(kKataPrefix) + option.substr(prefix.size()));
-  }
-  return out;
-}
-
-std::vector<unsigned> device_option_slots(const std::vector<std::string>& options) {
-  std::vector<unsigned> slots;
-  for (const auto& option : options) {
-    if (option.rfind(kDevicePrefix, 0) != 0) continue;
-    std::string_view rest = std::string_view(option).substr(kDevicePrefix.size());
-    size_t dot = rest.find('.');
-    std::string_view number = rest.substr(0, dot);
-    unsigned slot = 0;
-    auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), slot);
-    if (dot == std::string_view::npos || number.empty() || error != std::errc() ||
-        end != number.data() + number.size() || slot == 0) {
-      throw Error("option {}: expected {}<slot>.<key> with a device slot 1, 2, ...", option,
-                  kDevicePrefix);
-    }
-    if (std::find(slots.begin(), slots.end(), slot) == slots.end()) slots.push_back(slot);
-  }
-  std::sort(slots.begin(), slots.end());
-  return slots;
 }
 
 }  // namespace evmdk

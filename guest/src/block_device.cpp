@@ -1,23 +1,25 @@
 #include "evmdk/guest/block_device.h"
 
 #include <blkid/blkid.h>
-#include <fmt/ranges.h>
 #include <fcntl.h>
+#include <fmt/ranges.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <optional>
-#include <charconv>
+#include <array>
 #include <cctype>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 
+#include "evmdk/blkid_ptr.h"
 #include "evmdk/checked_math.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
@@ -61,7 +63,8 @@ std::string scsi_vpd_serial(const fs::path& block_dir) {
 std::string find_by_serial(const std::string& serial) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator("/sys/block", ec)) {
-    if (read_trimmed(entry.path() / "serial") == serial || scsi_vpd_serial(entry.path()) == serial) {
+    if (read_trimmed(entry.path() / "serial") == serial ||
+        scsi_vpd_serial(entry.path()) == serial) {
       return "/dev/" + entry.path().filename().string();
     }
   }
@@ -79,7 +82,8 @@ std::optional<ScsiAddress> parse_scsi_address(const std::string& text) {
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t colon = text.find(':', pos);
-    std::string part = text.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
+    std::string part =
+        text.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
     unsigned value = 0;
     auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
     if (part.empty() || ec != std::errc() || end != part.data() + part.size()) return std::nullopt;
@@ -109,8 +113,10 @@ std::string find_by_scsi_address(const ScsiAddress& address, const std::string& 
     }
   }
   if (found.size() > 1) {
-    throw Error("storage source '{}': more than one SCSI disk has that address ({}); give the "
-                "full host:channel:id:lun", source, fmt::join(found, ", "));
+    throw Error(
+        "storage source '{}': more than one SCSI disk has that address ({}); give the "
+        "full host:channel:id:lun",
+        source, fmt::join(found, ", "));
   }
   return found.empty() ? std::string() : found.front();
 }
@@ -137,9 +143,11 @@ std::string find_by_pci_path(const std::string& pci_path) {
   size_t pos = 0;
   while (pos <= pci_path.size()) {
     size_t slash = pci_path.find('/', pos);
-    std::string part = pci_path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
-    if (part.empty() || part.size() > 2 ||
-        !std::all_of(part.begin(), part.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
+    std::string part =
+        pci_path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+    if (part.empty() || part.size() > 2 || !std::all_of(part.begin(), part.end(), [](char c) {
+          return std::isxdigit(static_cast<unsigned char>(c));
+        })) {
       throw Error("storage source '{}': not a PCI path (expected hex slots like 02/00)", pci_path);
     }
     slots.push_back(static_cast<unsigned>(std::stoul(part, nullptr, 16)));
@@ -180,7 +188,8 @@ std::string partition_node(const std::string& disk, unsigned number) {
   bool ends_in_digit = !name.empty() && std::isdigit(static_cast<unsigned char>(name.back()));
   std::string guess = fmt::format("{}{}{}", name, ends_in_digit ? "p" : "", number);
   fs::path guessed = fs::path("/sys/class/block") / name / guess;
-  if (read_trimmed(guessed / "partition") == std::to_string(number) && is_block_device("/dev/" + guess)) {
+  if (read_trimmed(guessed / "partition") == std::to_string(number) &&
+      is_block_device("/dev/" + guess)) {
     return "/dev/" + guess;
   }
   std::error_code ec;
@@ -201,31 +210,20 @@ bool reread_partition_table(const std::string& disk) {
   return ::ioctl(fd.get(), BLKRRPART, 0) == 0;
 }
 
-std::string uuid_text(const unsigned char* bytes) {
-  return fmt::format("{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-"
-                     "{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-                     bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6],
-                     bytes[7], bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13],
-                     bytes[14], bytes[15]);
-}
-
-uint32_t le32(const unsigned char* p) {
-  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
-}
-uint16_t le16(const unsigned char* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
-
 }  // namespace
 
 std::string find_disk(const std::string& source, std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   bool by_serial = source.rfind("serial:", 0) == 0;
   bool by_path = !source.empty() && source[0] == '/';
-  std::optional<ScsiAddress> scsi = by_serial || by_path ? std::nullopt : parse_scsi_address(source);
+  std::optional<ScsiAddress> scsi =
+      by_serial || by_path ? std::nullopt : parse_scsi_address(source);
   if (!by_serial && !by_path && !scsi &&
       source.find_first_not_of("0123456789abcdefABCDEF/") != std::string::npos) {
-    throw Error("storage source '{}': expected an absolute /dev path, serial:<S>, a PCI path "
-                "(02/00) or a SCSI address (<id>:<lun> or <host>:<channel>:<id>:<lun>)",
-                source);
+    throw Error(
+        "storage source '{}': expected an absolute /dev path, serial:<S>, a PCI path "
+        "(02/00) or a SCSI address (<id>:<lun> or <host>:<channel>:<id>:<lun>)",
+        source);
   }
   bool scan_requested = false;
   while (true) {
@@ -248,8 +246,7 @@ std::string find_disk(const std::string& source, std::chrono::milliseconds timeo
     }
     if (!found.empty()) return found;
     if (Clock::now() >= deadline) {
-      throw Error("storage source '{}': no such block device after {} ms", source,
-                  timeout.count());
+      throw Error("storage source '{}': no such block device after {} ms", source, timeout.count());
     }
     std::this_thread::sleep_for(kPollInterval);
   }
@@ -265,8 +262,10 @@ std::string wait_for_partition(const std::string& disk, unsigned number,
     if (!node.empty()) return node;
     auto now = Clock::now();
     if (now >= deadline) {
-      throw Error("disk {}: partition {} did not appear within {} ms (partition table re-read "
-                  "requested)", disk, number, timeout.count());
+      throw Error(
+          "disk {}: partition {} did not appear within {} ms (partition table re-read "
+          "requested)",
+          disk, number, timeout.count());
     }
     if (now >= next_reread) {
       if (reread_partition_table(disk)) {
@@ -281,8 +280,7 @@ std::string wait_for_partition(const std::string& disk, unsigned number,
 }
 
 std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk) {
-  std::unique_ptr<std::remove_pointer_t<blkid_probe>, decltype(&blkid_free_probe)> probe(
-      blkid_new_probe_from_filename(disk.c_str()), &blkid_free_probe);
+  BlkidProbePtr probe(blkid_new_probe_from_filename(disk.c_str()));
   if (!probe) throw_errno("libblkid cannot open {}", disk);
   blkid_probe_enable_superblocks(probe.get(), 0);
   blkid_probe_enable_partitions(probe.get(), 1);
@@ -299,7 +297,8 @@ std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk) 
     blkid_loff_t start = blkid_partition_get_start(part), size = blkid_partition_get_size(part);
     int number = blkid_partition_get_partno(part);
     std::string what = fmt::format("disk {} partition {}", disk, number);
-    if (start < 0 || size < 0 || number < 1) throw Error("{}: invalid start {} or size {}", what, start, size);
+    if (start < 0 || size < 0 || number < 1)
+      throw Error("{}: invalid start {} or size {}", what, start, size);
     info.start = mul_or_throw<uint64_t>(static_cast<uint64_t>(start), 512, what + " start");
     info.size = mul_or_throw<uint64_t>(static_cast<uint64_t>(size), 512, what + " size");
     add_or_throw(info.start, info.size, what + " end");
@@ -308,58 +307,41 @@ std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk) 
   return table;
 }
 
-ErofsSuperblock read_erofs_superblock(const std::string& path) {
+ErofsImage read_erofs_superblock(const std::string& path) {
   UniqueFd fd = open_or_throw(path, O_RDONLY);
-  unsigned char sb[128];
-  pread_exact(fd.get(), sb, sizeof sb, 1024, path + " (EROFS superblock)");
-  if (le32(sb) != 0xE0F5E1E2u) {
-    throw Error("{}: not an EROFS image (magic {:#010x} at byte 1024)", path, le32(sb));
-  }
-  ErofsSuperblock out;
-  out.block_size_bits = sb[12];
-  if (out.block_size_bits < 9 || out.block_size_bits > 16) {
-    throw Error("{}: EROFS block size bits {} out of range", path, out.block_size_bits);
-  }
-  out.blocks = le32(sb + 36);
-  out.uuid = uuid_text(sb + 48);
-  uint32_t incompat = le32(sb + 80);
-  unsigned extra_devices = le16(sb + 86);
-  unsigned slot_offset = le16(sb + 88);
-  if ((incompat & 0x8u) != 0 && extra_devices > kMaxErofsExtraDevices) {
+  std::array<uint8_t, ondisk::erofs::kSuperblockSize> block{};
+  pread_exact(fd.get(), block.data(), block.size(), ondisk::erofs::kSuperblockOffset,
+              path + " (EROFS superblock)");
+  ondisk::ErofsSuperblock sb = ondisk::parse_erofs_superblock(block, path);
+  ErofsImage out;
+  out.block_size_bits = sb.blkszbits;
+  out.blocks = sb.blocks;
+  out.uuid = format_uuid(sb.uuid);
+  if (!sb.has_device_table() || sb.extra_devices == 0) return out;
+  if (sb.extra_devices > kMaxErofsExtraDevices) {
     // Each extra device may become a loop device (and a dm-verity device): bounded.
     throw Error("{}: the EROFS device table declares {} extra devices; at most {} are supported",
-                path, extra_devices, kMaxErofsExtraDevices);
+                path, sb.extra_devices, kMaxErofsExtraDevices);
   }
-  if ((incompat & 0x8u) != 0 && extra_devices > 0) {
-    std::vector<unsigned char> table(size_t{extra_devices} * 128);
-    pread_exact(fd.get(), table.data(), table.size(), uint64_t{slot_offset} * 128,
-                path + " (EROFS device table)");
-    bool wide = (incompat & 0x80u) != 0;
-    for (unsigned i = 0; i < extra_devices; ++i) {
-      const unsigned char* slot = table.data() + size_t{i} * 128;
-      ErofsDevice device;
-      device.tag.assign(reinterpret_cast<const char*>(slot), strnlen(reinterpret_cast<const char*>(slot), 64));
-      device.blocks = le32(slot + 64) | (wide ? uint64_t{le16(slot + 72)} << 32 : 0);
-      device.mapped_blkaddr = le32(slot + 68) | (wide ? uint64_t{le16(slot + 74)} << 32 : 0);
-      out.devices.push_back(device);
-    }
-  }
+  std::vector<uint8_t> table(sb.device_table_size());
+  pread_exact(fd.get(), table.data(), table.size(), sb.device_table_offset(),
+              path + " (EROFS device table)");
+  out.devices = ondisk::parse_erofs_device_table(table, sb, path);
   return out;
 }
 
-uint64_t ErofsSuperblock::bytes(uint64_t count, const std::string& what) const {
+uint64_t ErofsImage::bytes(uint64_t count, const std::string& what) const {
   return mul_or_throw(count, block_size(), what);
 }
 
-bool same_uuid(const std::string& a, const std::string& b) {
-  auto normal = [](const std::string& s) {
-    std::string out;
-    for (char c : s) {
-      if (c != '-') out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    return out;
-  };
-  return normal(a) == normal(b);
+uint64_t block_device_size(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) return 0;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return 0;
+  if (S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  uint64_t bytes = 0;
+  return ::ioctl(fd.get(), BLKGETSIZE64, &bytes) == 0 ? bytes : 0;
 }
 
 }  // namespace evmdk::guest

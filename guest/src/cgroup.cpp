@@ -81,7 +81,8 @@ std::vector<std::string> kill_cgroup_processes(const std::vector<std::string>& c
   };
   // cgroup v2: one write kills the whole subtree, forkers included.
   for (const auto& cgroup : cgroups) {
-    if (path_exists(fs::path(cgroup) / "cgroup.kill")) write_control(fs::path(cgroup) / "cgroup.kill", "1");
+    if (path_exists(fs::path(cgroup) / "cgroup.kill"))
+      write_control(fs::path(cgroup) / "cgroup.kill", "1");
   }
   while (!all_empty()) {
     if (Clock::now() >= deadline) {
@@ -90,7 +91,8 @@ std::vector<std::string> kill_cgroup_processes(const std::vector<std::string>& c
         for (int pid : cgroup_pids(cgroup)) left += fmt::format(" {}", pid);
       }
       set_frozen(cgroups, false);
-      problems.push_back(fmt::format("processes still alive after {} ms:{}", timeout.count(), left));
+      problems.push_back(
+          fmt::format("processes still alive after {} ms:{}", timeout.count(), left));
       return problems;
     }
     // Frozen, a forker cannot add children between reading the pids and killing them.
@@ -120,7 +122,8 @@ std::vector<std::string> remove_cgroups(const std::vector<std::string>& cgroups,
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
           continue;
         }
-        problems.push_back(fmt::format("cgroup {} not removed: {}", dir.string(), std::strerror(errno)));
+        problems.push_back(
+            fmt::format("cgroup {} not removed: {}", dir.string(), std::strerror(errno)));
         break;
       }
     }

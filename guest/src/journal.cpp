@@ -8,10 +8,11 @@
 #include <cerrno>
 
 #include "evmdk/atomic_file.h"
-#include "evmdk/checked_math.h"
 #include "evmdk/contract/container_id.h"
+#include "evmdk/contract/dm_names.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/safe_path.h"
+#include "evmdk/input_file.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::guest {
@@ -30,8 +31,10 @@ UniqueFd open_journal_dir(const std::string& dir) {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw_errno("cannot inspect journal directory {}", dir);
   if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
-    throw Error("journal directory {} is not root-only (owner {}, mode {:04o}); refusing to trust "
-                "the journals in it", dir, st.st_uid, st.st_mode & 07777);
+    throw Error(
+        "journal directory {} is not root-only (owner {}, mode {:04o}); refusing to trust "
+        "the journals in it",
+        dir, st.st_uid, st.st_mode & 07777);
   }
   return fd;
 }
@@ -62,10 +65,12 @@ const json& array_field(const json& object, const char* name, const std::string&
   return value;
 }
 
-std::vector<std::string> strings_field(const json& object, const char* name, const std::string& what) {
+std::vector<std::string> strings_field(const json& object, const char* name,
+                                       const std::string& what) {
   std::vector<std::string> out;
   for (const auto& item : array_field(object, name, what)) {
-    if (!item.is_string()) throw Error("journal {} is corrupt: '{}' holds a non-string", what, name);
+    if (!item.is_string())
+      throw Error("journal {} is corrupt: '{}' holds a non-string", what, name);
     out.push_back(item.get<std::string>());
   }
   return out;
@@ -74,16 +79,11 @@ std::vector<std::string> strings_field(const json& object, const char* name, con
 // Absolute, lexically normal, no trailing '/', no control characters.
 bool well_formed_path(const std::string& path) {
   if (path.empty() || path.front() != '/' || path.size() > 4096) return false;
-  if (std::any_of(path.begin(), path.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+  if (std::any_of(path.begin(), path.end(),
+                  [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
     return false;
   }
   return path == normal_absolute(path);
-}
-
-bool loop_device_path(const std::string& path) {
-  constexpr std::string_view prefix = "/dev/loop";
-  if (path.rfind(prefix, 0) != 0) return false;
-  return parse_decimal<uint32_t>(std::string_view(path).substr(prefix.size()), 1u << 20).has_value();
 }
 
 bool known_fstype(const std::string& fstype) {
@@ -91,17 +91,6 @@ bool known_fstype(const std::string& fstype) {
     if (fstype == known) return true;
   }
   return false;
-}
-
-// "evmdk-<id>-lower-<n>" or "evmdk-<id>-lower-<n>-device-<m>", at most 127 bytes.
-bool own_verity_name(const std::string& name, const std::string& container_id) {
-  std::string prefix = verity_name_prefix(container_id);
-  if (name.size() > 127 || name.rfind(prefix, 0) != 0) return false;
-  std::string_view rest = std::string_view(name).substr(prefix.size());
-  auto dash = rest.find("-device-");
-  if (dash == std::string_view::npos) return parse_decimal<uint32_t>(rest).has_value();
-  return parse_decimal<uint32_t>(rest.substr(0, dash)).has_value() &&
-         parse_decimal<uint32_t>(rest.substr(dash + 8)).has_value();
 }
 
 }  // namespace
@@ -114,14 +103,6 @@ std::string rootfs_refusal(const std::string& rootfs, const std::string& base_di
     return "it is inside the base directory but not in this container's directory";
   }
   return {};
-}
-
-std::string loop_tag(const std::string& container_id) {
-  return ("evmdk:" + container_id).substr(0, 63);
-}
-
-std::string verity_name_prefix(const std::string& container_id) {
-  return "evmdk-" + container_id + "-lower-";
 }
 
 std::string journal_dir(const std::string& base_dir) { return base_dir + "/.journals"; }
@@ -161,7 +142,8 @@ void save_journal(const Journal& journal) {
   // Another container's teardown removes the directory when it holds no journal: if that
   // happens between our mkdir and our write, create it again once.
   for (int attempt = 0;; ++attempt) {
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create journal directory {}", dir);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+      throw_errno("cannot create journal directory {}", dir);
     if (!open_journal_dir(dir)) {
       if (errno == ENOENT && attempt == 0) continue;
       throw_errno("cannot open journal directory {}", dir);
@@ -180,12 +162,13 @@ Journal parse_journal(std::string_view text, const std::string& what) {
   try {
     root = json::parse(text);
   } catch (const json::exception& error) {
-    throw Error("journal {} is corrupt: {}", what, error.what());
+    throw_with_context(error, fmt::format("journal {} is corrupt", what));
   }
   if (!root.is_object()) throw Error("journal {} is corrupt: not a JSON object", what);
   uint64_t version = u64_field(root, "version", what);
   if (version != static_cast<uint64_t>(kJournalVersion)) {
-    throw Error("journal {} has version {}; this driver reads version {}", what, version, kJournalVersion);
+    throw Error("journal {} has version {}; this driver reads version {}", what, version,
+                kJournalVersion);
   }
   Journal journal;
   journal.container_id = string_field(root, "container_id", what);
@@ -200,9 +183,10 @@ Journal parse_journal(std::string_view text, const std::string& what) {
   }
   for (const auto& loop : array_field(root, "loops", what)) {
     if (!loop.is_object()) throw Error("journal {} is corrupt: a loop is not an object", what);
-    journal.loops.push_back({string_field(loop, "device", what), string_field(loop, "backing", what),
-                             u64_field(loop, "offset", what), u64_field(loop, "backing_dev", what),
-                             u64_field(loop, "backing_ino", what), u64_field(loop, "diskseq", what)});
+    journal.loops.push_back(
+        {string_field(loop, "device", what), string_field(loop, "backing", what),
+         u64_field(loop, "offset", what), u64_field(loop, "backing_dev", what),
+         u64_field(loop, "backing_ino", what), u64_field(loop, "diskseq", what)});
   }
   journal.verity_devices = strings_field(root, "verity_devices", what);
   return journal;
@@ -217,9 +201,10 @@ std::optional<Journal> load_journal(const std::string& base_dir, const std::stri
   std::string legacy = base_dir + "/" + container_id + ".journal.json";
   struct stat legacy_st {};
   if (::lstat(legacy.c_str(), &legacy_st) == 0 && S_ISREG(legacy_st.st_mode)) {
-    throw Error("container {} has a journal of an older erofs-vmdk at {}: tear it down with that "
-                "version (or unmount its rootfs and {}/{} by hand), then remove that file",
-                container_id, legacy, base_dir, container_id);
+    throw Error(
+        "container {} has a journal of an older erofs-vmdk at {}: tear it down with that "
+        "version (or unmount its rootfs and {}/{} by hand), then remove that file",
+        container_id, legacy, base_dir, container_id);
   }
   UniqueFd dir = open_journal_dir(journal_dir(base_dir));
   if (!dir) return std::nullopt;
@@ -230,23 +215,7 @@ std::optional<Journal> load_journal(const std::string& base_dir, const std::stri
     throw_errno("cannot read journal {}", path);
   }
   UniqueFd fd(raw);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot inspect journal {}", path);
-  if (!S_ISREG(st.st_mode)) throw Error("journal {} is not a regular file", path);
-  if (static_cast<uint64_t>(st.st_size) > kMaxJournalBytes) {
-    throw Error("journal {} is {} bytes, more than a journal can be ({})", path, st.st_size, kMaxJournalBytes);
-  }
-  std::string text(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::read(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("cannot read journal {}", path);
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  text.resize(done);
-  return parse_journal(text, path);
+  return parse_journal(read_input_fd(fd.get(), path, "journal", kMaxJournalBytes), path);
 }
 
 void remove_journal(const std::string& base_dir, const std::string& container_id) {
@@ -258,8 +227,44 @@ void remove_journal(const std::string& base_dir, const std::string& container_id
   ::rmdir(journal_dir(base_dir).c_str());
 }
 
+namespace {
+
+// Keeps the entries `ours` accepts; every other one is dropped and reported as `refusal` says.
+template <typename Entry, typename Ours, typename Refusal>
+void keep_only(std::vector<Entry>& entries, Ours ours, Refusal refusal,
+               std::vector<std::string>& problems) {
+  std::vector<Entry> kept;
+  for (const auto& entry : entries) {
+    if (ours(entry)) {
+      kept.push_back(entry);
+    } else {
+      problems.push_back(refusal(entry));
+    }
+  }
+  entries = std::move(kept);
+}
+
+// The recorded rootfs, when it cannot be this container's (or differs from the one the caller
+// expects), is dropped.
+void check_recorded_rootfs(Journal& journal, const std::string& base_dir,
+                           const std::string& container_id, const std::string& rootfs,
+                           std::vector<std::string>& problems) {
+  if (journal.rootfs.empty()) return;
+  std::string why = rootfs_refusal(journal.rootfs, base_dir, container_id);
+  if (why.empty() && !rootfs.empty() && rootfs != journal.rootfs) {
+    why = fmt::format("it differs from the rootfs {} given for the teardown", rootfs);
+  }
+  if (!why.empty()) {
+    problems.push_back(fmt::format("journal entry refused: rootfs '{}': {}", journal.rootfs, why));
+    journal.rootfs.clear();
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> validate_journal(Journal& journal, const std::string& base_dir,
-                                          const std::string& container_id, const std::string& rootfs) {
+                                          const std::string& container_id,
+                                          const std::string& rootfs) {
   std::vector<std::string> problems;
   auto refuse_all = [&](const std::string& why) {
     problems.push_back(fmt::format("journal refused: {}; nothing it records is acted on", why));
@@ -270,72 +275,70 @@ std::vector<std::string> validate_journal(Journal& journal, const std::string& b
     journal.verity_devices.clear();
   };
   if (journal.container_id != container_id) {
-    refuse_all(fmt::format("it names container '{}', not '{}'", journal.container_id, container_id));
+    refuse_all(
+        fmt::format("it names container '{}', not '{}'", journal.container_id, container_id));
     return problems;
   }
   if (journal.base_dir != base_dir) {
     refuse_all(fmt::format("it names base directory '{}', not '{}'", journal.base_dir, base_dir));
     return problems;
   }
+  check_recorded_rootfs(journal, base_dir, container_id, rootfs, problems);
   std::string container_dir = base_dir + "/" + container_id;
-  if (!journal.rootfs.empty()) {
-    std::string why = rootfs_refusal(journal.rootfs, base_dir, container_id);
-    if (why.empty() && !rootfs.empty() && rootfs != journal.rootfs) {
-      why = fmt::format("it differs from the rootfs {} given for the teardown", rootfs);
-    }
-    if (!why.empty()) {
-      problems.push_back(fmt::format("journal entry refused: rootfs '{}': {}", journal.rootfs, why));
-      journal.rootfs.clear();
-    }
-  }
   auto ours = [&](const std::string& path) {
-    return well_formed_path(path) &&
-           (is_at_or_under(path, container_dir) || (!journal.rootfs.empty() && path == journal.rootfs));
+    return well_formed_path(path) && (is_at_or_under(path, container_dir) ||
+                                      (!journal.rootfs.empty() && path == journal.rootfs));
   };
-  std::vector<std::string> dirs;
-  for (const auto& dir : journal.created_dirs) {
-    // The rootfs's missing parents are created too; never the base directory or above it.
-    bool rootfs_parent = well_formed_path(dir) && !journal.rootfs.empty() && dir != "/" &&
-                         is_at_or_under(journal.rootfs, dir) && !is_at_or_under(base_dir, dir) &&
-                         !is_at_or_under(dir, base_dir);
-    if (ours(dir) || rootfs_parent) {
-      dirs.push_back(dir);
-    } else {
-      problems.push_back(fmt::format("journal entry refused: created directory '{}' is neither in "
-                                     "{} nor the rootfs or one of its parents", dir, container_dir));
-    }
-  }
-  journal.created_dirs = dirs;
-  std::vector<JournalMount> mounts;
-  for (const auto& mount : journal.mounts) {
-    if (ours(mount.path) && known_fstype(mount.fstype)) {
-      mounts.push_back(mount);
-    } else {
-      problems.push_back(fmt::format("journal entry refused: mount '{}' (id {}, {}) is not one "
-                                     "this container makes", mount.path, mount.id, mount.fstype));
-    }
-  }
-  journal.mounts = mounts;
-  std::vector<JournalLoop> loops;
-  for (const auto& loop : journal.loops) {
-    if (loop_device_path(loop.device) && (loop.backing_dev != 0 || loop.backing_ino != 0)) {
-      loops.push_back(loop);
-    } else {
-      problems.push_back(fmt::format("journal entry refused: loop device '{}' (over '{}') has no "
-                                     "valid /dev/loopN name or backing identity", loop.device, loop.backing));
-    }
-  }
-  journal.loops = loops;
-  std::vector<std::string> names;
-  for (const auto& name : journal.verity_devices) {
-    if (own_verity_name(name, container_id)) {
-      names.push_back(name);
-    } else {
-      problems.push_back(fmt::format("journal entry refused: device-mapper name '{}' does not "
-                                     "have this container's prefix {}", name, verity_name_prefix(container_id)));
-    }
-  }
-  journal.verity_devices = names;
+  // The rootfs's missing parents are created too; never the base directory or above it.
+  auto rootfs_parent = [&](const std::string& dir) {
+    return well_formed_path(dir) && !journal.rootfs.empty() && dir != "/" &&
+           is_at_or_under(journal.rootfs, dir) && !is_at_or_under(base_dir, dir) &&
+           !is_at_or_under(dir, base_dir);
+  };
+  keep_only(
+      journal.created_dirs, [&](const std::string& dir) { return ours(dir) || rootfs_parent(dir); },
+      [&](const std::string& dir) {
+        return fmt::format(
+            "journal entry refused: created directory '{}' is neither in {} nor "
+            "the rootfs or one of its parents",
+            dir, container_dir);
+      },
+      problems);
+  keep_only(
+      journal.mounts,
+      [&](const JournalMount& mount) { return ours(mount.path) && known_fstype(mount.fstype); },
+      [&](const JournalMount& mount) {
+        return fmt::format(
+            "journal entry refused: mount '{}' (id {}, {}) is not one this "
+            "container makes",
+            mount.path, mount.id, mount.fstype);
+      },
+      problems);
+  keep_only(
+      journal.loops,
+      [&](const JournalLoop& loop) {
+        return contract::parse_loop_device_path(loop.device) &&
+               (loop.backing_dev != 0 || loop.backing_ino != 0);
+      },
+      [&](const JournalLoop& loop) {
+        return fmt::format(
+            "journal entry refused: loop device '{}' (over '{}') has no valid "
+            "/dev/loopN name or backing identity",
+            loop.device, loop.backing);
+      },
+      problems);
+  keep_only(
+      journal.verity_devices,
+      [&](const std::string& name) {
+        return contract::parse_verity_device_name(name, container_id).has_value();
+      },
+      [&](const std::string& name) {
+        return fmt::format(
+            "journal entry refused: device-mapper name '{}' does not have this "
+            "container's prefix {}",
+            name, verity_name_prefix(container_id));
+      },
+      problems);
   return problems;
 }
 

@@ -39,7 +39,8 @@ LoopIdentity current_identity(int loop_fd, const std::string& path) {
 
 LoopDevice LoopDevice::attach(const std::string& backing, uint64_t offset, uint64_t size_limit,
                               const std::string& tag) {
-  if (tag.empty() || tag.size() >= LO_NAME_SIZE) throw Error("loop tag '{}' must be 1..{} bytes", tag, LO_NAME_SIZE - 1);
+  if (tag.empty() || tag.size() >= LO_NAME_SIZE)
+    throw Error("loop tag '{}' must be 1..{} bytes", tag, LO_NAME_SIZE - 1);
   UniqueFd backing_fd = open_or_throw(backing, O_RDONLY);
   UniqueFd control = open_or_throw("/dev/loop-control", O_RDWR);
   // Another process can grab the free device between GET_FREE and CONFIGURE (EBUSY): retry.
@@ -98,8 +99,8 @@ LoopDetach detach_loop_if_bound(const LoopIdentity& identity) {
       throw_errno("cannot query {}", identity.device);
     }
     LoopIdentity now = current_identity(loop_fd.get(), identity.device);
-    matches = !identity.tag.empty() && now.tag == identity.tag && now.offset == identity.offset && now.backing_dev == identity.backing_dev &&
-              now.backing_ino == identity.backing_ino &&
+    matches = !identity.tag.empty() && now.tag == identity.tag && now.offset == identity.offset &&
+              now.backing_dev == identity.backing_dev && now.backing_ino == identity.backing_ino &&
               (identity.diskseq == 0 || now.diskseq == identity.diskseq);
     return true;
   };

@@ -6,8 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <limits>
 #include <vector>
@@ -42,7 +42,8 @@ int open_beneath(int root_fd, const std::string& path) {
 
 MkdirDirective parse_mkdir_directive(const std::string& spec, size_t mount_count) {
   // mount_index is an unsigned: bound N by that too.
-  const size_t bound = std::min<size_t>(mount_count, size_t{std::numeric_limits<unsigned>::max()} + 1);
+  const size_t bound =
+      std::min<size_t>(mount_count, size_t{std::numeric_limits<unsigned>::max()} + 1);
   contract::MkdirSpec parsed = contract::parse_mkdir_spec(spec, bound);
   MkdirDirective out;
   out.mount_index = static_cast<unsigned>(parsed.mount_index);
@@ -61,19 +62,20 @@ void apply_mkdir_directive(const std::string& root, const MkdirDirective& direct
     UniqueFd parent(prefix.empty() ? ::dup(root_fd.get()) : open_beneath(root_fd.get(), prefix));
     if (!parent) {
       if (errno == EXDEV || errno == ELOOP) {
-        throw Error("mkdir directive '{}': '{}' resolves outside {} (symlink escape refused)",
-                    spec, prefix, root);
+        throw Error("mkdir directive '{}': '{}' resolves outside {} (symlink escape refused)", spec,
+                    prefix, root);
       }
       throw_errno("mkdir directive '{}': cannot open {}/{}", spec, root, prefix);
     }
     prefix += (prefix.empty() ? "" : "/") + component;
     bool created = ::mkdirat(parent.get(), component.c_str(), directive.mode) == 0;
-    if (!created && errno != EEXIST) throw_errno("mkdir directive '{}': cannot create {}/{}", spec, root, prefix);
+    if (!created && errno != EEXIST)
+      throw_errno("mkdir directive '{}': cannot create {}/{}", spec, root, prefix);
     UniqueFd dir(open_beneath(root_fd.get(), prefix));
     if (!dir) {
       if (errno == EXDEV || errno == ELOOP) {
-        throw Error("mkdir directive '{}': '{}' resolves outside {} (symlink escape refused)",
-                    spec, prefix, root);
+        throw Error("mkdir directive '{}': '{}' resolves outside {} (symlink escape refused)", spec,
+                    prefix, root);
       }
       throw_errno("mkdir directive '{}': {}/{} is not a usable directory", spec, root, prefix);
     }
@@ -82,8 +84,8 @@ void apply_mkdir_directive(const std::string& root, const MkdirDirective& direct
       if (::fchmodat(parent.get(), component.c_str(), directive.mode, 0) != 0) {
         throw_errno("mkdir directive '{}': cannot chmod {}/{}", spec, root, prefix);
       }
-      if (directive.uid &&
-          ::fchownat(parent.get(), component.c_str(), *directive.uid, *directive.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (directive.uid && ::fchownat(parent.get(), component.c_str(), *directive.uid,
+                                      *directive.gid, AT_SYMLINK_NOFOLLOW) != 0) {
         throw_errno("mkdir directive '{}': cannot chown {}/{}", spec, root, prefix);
       }
     }

@@ -1,30 +1,30 @@
 #include "evmdk/guest/policy.h"
 
 #include <fmt/ranges.h>
-
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 
+#include "evmdk/contract/markers.h"
+#include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/input_file.h"
 
 namespace evmdk::guest {
 namespace {
 
-bool is_lower_hex(const std::string& text) {
-  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  });
-}
+// A policy file is a few lines; anything larger is not one.
+constexpr size_t kMaxPolicyBytes = 1 << 20;
 
 std::string lower_case(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return text;
 }
 
-std::vector<std::string> strings(const nlohmann::json& value, const char* key, const std::string& origin) {
+std::vector<std::string> strings(const nlohmann::json& value, const char* key,
+                                 const std::string& origin) {
   if (!value.is_array()) throw Error("{}: '{}' must be an array of strings", origin, key);
   std::vector<std::string> out;
   for (const auto& item : value) {
@@ -69,7 +69,7 @@ Policy policy_from_json(const nlohmann::json& json, const std::string& origin) {
     } else if (key == "root_hashes") {
       policy.root_hashes = strings(value, "root_hashes", origin);
       for (const auto& hash : policy.root_hashes) {
-        if (!is_lower_hex(hash) || hash.size() % 2 != 0 || hash.size() > 256) {
+        if (hash.empty() || !is_lower_hex(hash) || hash.size() % 2 != 0 || hash.size() > 256) {
           throw Error("{}: root hash '{}' is not an even-length hex string", origin, hash);
         }
       }
@@ -79,36 +79,28 @@ Policy policy_from_json(const nlohmann::json& json, const std::string& origin) {
       }
       policy.max_upper_bytes = value.get<uint64_t>();
     } else {
-      throw Error("{}: unknown policy key '{}' (known: require_verity, verity_algorithms, "
-                  "root_hashes, max_upper_bytes)", origin, key);
+      throw Error(
+          "{}: unknown policy key '{}' (known: require_verity, verity_algorithms, "
+          "root_hashes, max_upper_bytes)",
+          origin, key);
     }
   }
   return policy;
 }
 
 Policy load_policy(const std::string& path) {
-  InputFile input = open_input_file(path, "policy");
-  if (input.st.st_size > (1 << 20)) throw Error("policy {} is larger than 1 MiB", path);
-  std::string text(static_cast<size_t>(input.st.st_size), '\0');
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::read(input.fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("cannot read policy {}", path);
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  text.resize(done);
+  std::string text = read_input_file(path, "policy", kMaxPolicyBytes);
   try {
     return policy_from_json(nlohmann::json::parse(text), "policy " + path);
   } catch (const nlohmann::json::exception& error) {
-    throw Error("policy {}: not valid JSON: {}", path, error.what());
+    throw_with_context(error, fmt::format("policy {}: not valid JSON", path));
   }
 }
 
-void check_verity_algorithm(const Policy& policy, const std::string& algorithm, const std::string& context) {
-  if (std::find(policy.verity_algorithms.begin(), policy.verity_algorithms.end(), lower_case(algorithm)) ==
-      policy.verity_algorithms.end()) {
+void check_verity_algorithm(const Policy& policy, const std::string& algorithm,
+                            const std::string& context) {
+  if (std::find(policy.verity_algorithms.begin(), policy.verity_algorithms.end(),
+                lower_case(algorithm)) == policy.verity_algorithms.end()) {
     throw Error("{}: dm-verity hash algorithm '{}' is not allowed by {} (allowed: {})", context,
                 algorithm, policy.origin, fmt::join(policy.verity_algorithms, ", "));
   }
@@ -123,30 +115,41 @@ void check_upper_size(const Policy& policy, uint64_t bytes, const std::string& c
 
 void check_device_verity(const Policy& policy, bool has_verity, const std::string& context) {
   if (policy.require_verity && !has_verity) {
-    throw Error("{}: no dm-verity options, but {} requires dm-verity on every lower and every "
-                "device of a flat image", context, policy.origin);
+    throw Error(
+        "{}: no dm-verity options, but {} requires dm-verity on every lower and every "
+        "device of a flat image",
+        context, policy.origin);
   }
 }
 
 void check_plan_policy(const Plan& plan, const Policy& policy) {
   if (policy.require_verity && plan.share != nullptr) {
-    throw Error("virtio-fs storage '{}': a shared host directory cannot be verified, and {} "
-                "requires dm-verity", plan.share->source, policy.origin);
+    throw Error(
+        "virtio-fs storage '{}': a shared host directory cannot be verified, and {} "
+        "requires dm-verity",
+        plan.share->source, policy.origin);
   }
   // A rootfs made only of the host's writable disk is as unverified as a shared directory.
   if (policy.require_verity && plan.share == nullptr && plan.lowers.empty()) {
-    throw Error("no lower (erofs) storage: the rootfs would be only the host's unverified upper "
-                "disk, and {} requires dm-verity on every lower", policy.origin);
+    throw Error(
+        "no lower (erofs) storage: the rootfs would be only the host's unverified upper "
+        "disk, and {} requires dm-verity on every lower",
+        policy.origin);
   }
   if (policy.require_verity && plan.kind == RootfsKind::Bind && plan.bind.mount_index == 0) {
-    throw Error("option X-erofs-vmdk.rootfs-bind={}: a rootfs bound from the upper disk is not "
-                "verified, and {} requires dm-verity", plan.bind_spec, policy.origin);
+    throw Error(
+        "option {}={}: a rootfs bound from the upper disk is not verified, and {} "
+        "requires dm-verity",
+        marker::kRootfsBind, plan.bind_spec, policy.origin);
   }
   for (const auto& lower : plan.lowers) {
-    std::string context = fmt::format("storage #{} '{}'", lower.storage_number, lower.storage->source);
+    std::string context =
+        fmt::format("storage #{} '{}'", lower.storage_number, lower.storage->source);
     if (policy.require_verity && !lower.verity) {
-      throw Error("{}: no dm-verity options (X-kata.dmverity-enabled=true with a root hash), but "
-                  "{} requires dm-verity on every lower", context, policy.origin);
+      throw Error(
+          "{}: no dm-verity options ({}=true with a root hash), but {} requires "
+          "dm-verity on every lower",
+          context, marker::kDmverityEnabled, policy.origin);
     }
     if (lower.verity) check_params(policy, *lower.verity, context);
     for (const auto& [slot, params] : lower.device_verity) {

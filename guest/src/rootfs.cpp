@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "evmdk/error.h"
+#include "evmdk/guest/bind_source.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::guest::detail {
@@ -84,10 +85,13 @@ std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
   for (const auto& option : extra) data += "," + option;
   long page = ::sysconf(_SC_PAGESIZE);
   if (data.size() >= static_cast<size_t>(page)) {
-    throw Error("overlay options are {} bytes, more than one page ({}), and this kernel has no "
-                "lowerdir+ to pass lowers one by one", data.size(), page);
+    throw Error(
+        "overlay options are {} bytes, more than one page ({}), and this kernel has no "
+        "lowerdir+ to pass lowers one by one",
+        data.size(), page);
   }
-  if (::mount("overlay", rootfs.c_str(), "overlay", with_upper ? 0 : MS_RDONLY, data.c_str()) != 0) {
+  if (::mount("overlay", rootfs.c_str(), "overlay", with_upper ? 0 : MS_RDONLY, data.c_str()) !=
+      0) {
     std::string given;
     for (const auto& option : extra) given += (given.empty() ? ", options " : ",") + option;
     throw_errno("cannot mount the overlay at {} ({} lowers{})", rootfs, lowers, given);
@@ -95,8 +99,9 @@ std::string overlay_with_mount_data(const std::string& rootfs, size_t lowers,
   return "mount(2) relative paths";
 }
 
-}  // namespace
-
+// The overlay of lower-0..lower-(lowers-1) (and upper/upper, upper/work when `with_upper`)
+// under `layer_dir` at `rootfs`; returns the method used ("fsconfig lowerdir+" or
+// "mount(2) relative paths").
 std::string mount_overlay(const std::string& layer_dir, const std::string& rootfs, size_t lowers,
                           const std::vector<std::string>& extra, bool with_upper,
                           bool try_lowerdir_plus) {
@@ -118,8 +123,10 @@ std::string mount_overlay(const std::string& layer_dir, const std::string& rootf
       try {
         method = overlay_with_mount_data(rootfs, lowers, extra, with_upper);
       } catch (const std::exception& error) {
-        throw Error("cannot mount the overlay at {}: with one page of mount(2) data: {}; with "
-                    "fsconfig lowerdir+: {}", rootfs, error.what(), plus_error);
+        throw Error(
+            "cannot mount the overlay at {}: with one page of mount(2) data: {}; with "
+            "fsconfig lowerdir+: {}",
+            rootfs, error.what(), plus_error);
       }
     } catch (...) {
       failure = std::current_exception();
@@ -134,7 +141,8 @@ std::string mount_overlay(const std::string& layer_dir, const std::string& rootf
 // made read-only while still detached when asked, and only then attached, so a read-only
 // rootfs is never writable, not even for a moment. Not recursive: nothing is mounted below the
 // driver's own mount points, and nothing else should come along.
-void bind_rootfs(int source_fd, const std::string& rootfs, bool read_only, const std::string& what) {
+void bind_rootfs(int source_fd, const std::string& rootfs, bool read_only,
+                 const std::string& what) {
   UniqueFd tree(::open_tree(source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
   if (!tree) throw_errno("cannot clone {} for the rootfs bind", what);
   if (read_only) {
@@ -159,6 +167,42 @@ void mount_virtiofs(const Storage& share, const MountOptions& options, const std
   if (::mount(share.source.c_str(), rootfs.c_str(), "virtiofs", flags, data.c_str()) != 0) {
     throw Error("virtio-fs storage '{}': {}", share.source,
                 mount_error("virtiofs", share.source, rootfs, data));
+  }
+}
+
+}  // namespace
+
+std::string rootfs_fstype(const Plan& plan) {
+  switch (plan.kind) {
+    case RootfsKind::Overlay:
+    case RootfsKind::ReadOnlyOverlay: return "overlay";
+    case RootfsKind::VirtioFs: return "virtiofs";
+    case RootfsKind::Bind: return plan.bind.mount_index == 0 ? "ext4" : "erofs";
+  }
+  return {};
+}
+
+void mount_rootfs_shape(const Plan& plan, const ContainerPaths& paths, bool try_lowerdir_plus,
+                        MountResult& result) {
+  switch (plan.kind) {
+    case RootfsKind::Overlay:
+    case RootfsKind::ReadOnlyOverlay:
+      result.overlay_method =
+          mount_overlay(paths.layer_dir, paths.rootfs, plan.lowers.size(), plan.overlay_options,
+                        plan.kind == RootfsKind::Overlay, try_lowerdir_plus);
+      break;
+    case RootfsKind::Bind: {
+      const std::string& root = paths.mount_root(plan.bind.mount_index);
+      UniqueFd source = open_bind_source(root, plan.bind, plan.bind_spec);
+      result.bind_source = plan.bind.path.empty() ? root : root + "/" + plan.bind.path;
+      bind_rootfs(source.get(), paths.rootfs, plan.read_only,
+                  fmt::format("{} ({})", result.bind_source, plan.bind_spec));
+      break;
+    }
+    case RootfsKind::VirtioFs:
+      mount_virtiofs(*plan.share, plan.share_mount, paths.rootfs, plan.read_only);
+      result.virtiofs_tag = plan.share->source;
+      break;
   }
 }
 

@@ -22,8 +22,8 @@ std::string normal_absolute(const std::string& path) {
 
 bool is_at_or_under(const std::string& path, const std::string& dir) {
   if (dir == "/") return !path.empty() && path.front() == '/';
-  return path == dir ||
-         (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                         path[dir.size()] == '/');
 }
 
 UniqueFd open_nofollow(const std::string& path, bool directory) {
@@ -38,7 +38,8 @@ std::optional<uint64_t> mount_id_nofollow(const std::string& path) {
   UniqueFd fd = open_nofollow(path);
   if (!fd) return std::nullopt;
   struct statx st {};
-  if (::statx(fd.get(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &st) != 0) return std::nullopt;
+  if (::statx(fd.get(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &st) != 0)
+    return std::nullopt;
   if ((st.stx_mask & STATX_MNT_ID) == 0) {
     errno = ENOSYS;
     return std::nullopt;
@@ -48,7 +49,8 @@ std::optional<uint64_t> mount_id_nofollow(const std::string& path) {
 
 void make_dirs_nofollow(const std::string& path, mode_t mode, const std::string& what,
                         const std::function<void(const std::string&)>& on_created) {
-  if (path.empty() || path.front() != '/') throw Error("{}: {} is not an absolute path", what, path);
+  if (path.empty() || path.front() != '/')
+    throw Error("{}: {} is not an absolute path", what, path);
   std::string current;
   size_t pos = 1;
   while (pos <= path.size()) {
@@ -72,8 +74,10 @@ void make_dirs_nofollow(const std::string& path, mode_t mode, const std::string&
       throw_errno("{}: cannot inspect {}", what, full);
     }
     if (S_ISLNK(st.st_mode)) {
-      throw Error("{}: {} is a symlink; the driver does not follow symlinks in the paths it "
-                  "mounts on", what, full);
+      throw Error(
+          "{}: {} is a symlink; the driver does not follow symlinks in the paths it "
+          "mounts on",
+          what, full);
     }
     if (!S_ISDIR(st.st_mode)) throw Error("{}: {} exists and is not a directory", what, full);
   }

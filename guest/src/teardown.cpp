@@ -3,17 +3,19 @@
 // their backing identity; directories removed only when empty, through no symlink.
 #include "teardown.h"
 
-#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <thread>
 
+#include "crash_injection.h"
 #include "evmdk/contract/container_id.h"
+#include "evmdk/contract/dm_names.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/cgroup.h"
 #include "evmdk/guest/journal.h"
@@ -48,9 +50,10 @@ class Teardown {
       auto id = mount_id_nofollow(recorded.path);
       if (!id) {
         if (errno != ENOENT) {
-          report_.problems.push_back(fmt::format("{} {} not unmounted: {} cannot be reached "
-                                                 "without following a symlink ({})", what,
-                                                 recorded.path, recorded.path, std::strerror(errno)));
+          report_.problems.push_back(
+              fmt::format("{} {} not unmounted: {} cannot be reached "
+                          "without following a symlink ({})",
+                          what, recorded.path, recorded.path, std::strerror(errno)));
         }
         return;
       }
@@ -60,10 +63,11 @@ class Teardown {
     // A mount id found elsewhere (the mount was moved) is never one that holds the base
     // directory or the rootfs: a tampered or stale id must not take /run or / with it.
     for (const auto& kept : keep_ancestors_of_) {
-      if (!kept.empty() && target->mount_point != kept && is_at_or_under(kept, target->mount_point)) {
+      if (!kept.empty() && target->mount_point != kept &&
+          is_at_or_under(kept, target->mount_point)) {
         report_.problems.push_back(fmt::format(
-            "{} {} (mount id {}) left alone: that id is now the mount at {}, which holds {}",
-            what, recorded.path, target->id, target->mount_point, kept));
+            "{} {} (mount id {}) left alone: that id is now the mount at {}, which holds {}", what,
+            recorded.path, target->id, target->mount_point, kept));
         return;
       }
     }
@@ -111,7 +115,9 @@ class Teardown {
     for (bool grew = true; grew;) {
       grew = false;
       for (const auto& entry : mounts) {
-        if (ids.count(entry.parent_id) && entry.id != entry.parent_id && ids.insert(entry.id).second) grew = true;
+        if (ids.count(entry.parent_id) && entry.id != entry.parent_id &&
+            ids.insert(entry.id).second)
+          grew = true;
       }
     }
     // mountinfo lists parents before children: unmount in reverse.
@@ -127,14 +133,17 @@ class Teardown {
     auto id = mount_id_nofollow(path);
     if (!id) {
       if (errno == ENOENT) return;
-      report_.problems.push_back(fmt::format("cannot unmount {} ({}, mount id {}): the path cannot "
-                                             "be reached without following a symlink ({})", path,
-                                             what, entry.id, std::strerror(errno)));
+      report_.problems.push_back(
+          fmt::format("cannot unmount {} ({}, mount id {}): the path cannot "
+                      "be reached without following a symlink ({})",
+                      path, what, entry.id, std::strerror(errno)));
       return;
     }
     if (*id != static_cast<uint64_t>(entry.id)) {
-      report_.problems.push_back(fmt::format("cannot unmount {} ({}, mount id {}): the path now "
-                                             "shows mount {}", path, what, entry.id, *id));
+      report_.problems.push_back(
+          fmt::format("cannot unmount {} ({}, mount id {}): the path now "
+                      "shows mount {}",
+                      path, what, entry.id, *id));
       return;
     }
     auto deadline = Clock::now() + busy_timeout_;
@@ -151,7 +160,8 @@ class Teardown {
     if (errno == EBUSY && ::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
       report_.warnings.push_back(fmt::format(
           "{} ({}) was busy for {} ms; lazily detached (its device stays in use until the last "
-          "user lets go)", path, what, busy_timeout_.count()));
+          "user lets go)",
+          path, what, busy_timeout_.count()));
       return;
     }
     report_.problems.push_back(fmt::format("cannot unmount {} ({}): {}", path, what, why));
@@ -164,48 +174,158 @@ class Teardown {
 
 }  // namespace
 
-void crash_point(const std::string& crash_after, const std::string& step) {
-  if (!crash_after.empty() && crash_after == step) {
-    fmt::print(stderr, "erofs-vmdk: crash injected after step '{}'\n", step);
-    ::kill(::getpid(), SIGKILL);
-  }
-}
+namespace {
 
-TeardownReport run_teardown(const TeardownRequest& request, bool rollback) {
-  contract::validate_container_id(request.container_id);
-  TeardownReport report;
-  std::string base = normal_absolute(request.base_dir);
-  std::string container_dir = base + "/" + request.container_id;
+// The journal, if any, with every entry this container cannot have made dropped (reported),
+// marked as being torn down.
+std::optional<Journal> load_checked_journal(const TeardownRequest& request, const std::string& base,
+                                            const std::string& rootfs, TeardownReport& report) {
   std::optional<Journal> journal;
   try {
     journal = load_journal(base, request.container_id);
   } catch (const std::exception& error) {
     report.problems.push_back(error.what());
   }
-  std::string rootfs = normal_absolute(request.rootfs);
-  if (journal) {
-    auto refused = validate_journal(*journal, base, request.container_id, rootfs);
-    report.problems.insert(report.problems.end(), refused.begin(), refused.end());
-    journal->phase = "tearing-down";
-    try {
-      save_journal(*journal);
-    } catch (const std::exception& error) {
-      report.warnings.push_back(error.what());
-    }
-  } else {
+  if (!journal) {
     report.actions.push_back(fmt::format("no journal {}: nothing recorded to remove",
                                          journal_path(base, request.container_id)));
+    return journal;
   }
+  auto refused = validate_journal(*journal, base, request.container_id, rootfs);
+  report.problems.insert(report.problems.end(), refused.begin(), refused.end());
+  journal->phase = "tearing-down";
+  try {
+    save_journal(*journal);
+  } catch (const std::exception& error) {
+    report.warnings.push_back(error.what());
+  }
+  return journal;
+}
+
+void kill_processes(const TeardownRequest& request, TeardownReport& report) {
+  auto problems = kill_cgroup_processes(request.cgroups, request.kill_timeout);
+  report.problems.insert(report.problems.end(), problems.begin(), problems.end());
+  if (problems.empty()) report.actions.push_back("killed every process in the container's cgroups");
+}
+
+void remove_container_cgroups(const TeardownRequest& request, TeardownReport& report) {
+  auto problems = remove_cgroups(request.cgroups, request.cgroup_remove_timeout);
+  report.problems.insert(report.problems.end(), problems.begin(), problems.end());
+  if (problems.empty()) report.actions.push_back("removed the container's cgroups");
+}
+
+void unmount_rootfs(Teardown& teardown, const Journal& journal) {
+  for (auto it = journal.mounts.rbegin(); it != journal.mounts.rend(); ++it) {
+    if (it->path == journal.rootfs) teardown.unmount_recorded(*it, "rootfs");
+  }
+}
+
+// The upper and the lowers, in reverse order of mounting.
+void unmount_layers(Teardown& teardown, const Journal& journal) {
+  for (auto it = journal.mounts.rbegin(); it != journal.mounts.rend(); ++it) {
+    if (it->path != journal.rootfs) teardown.unmount_recorded(*it, "recorded mount");
+  }
+}
+
+// dm-verity devices over the lowers, now that nothing mounts them.
+void remove_verity_devices(const Journal& journal, TeardownReport& report) {
+  for (auto it = journal.verity_devices.rbegin(); it != journal.verity_devices.rend(); ++it) {
+    try {
+      if (remove_verity_device(*it)) {
+        report.actions.push_back(fmt::format("removed dm-verity device {}", *it));
+      }
+    } catch (const std::exception& error) {
+      report.problems.push_back(
+          fmt::format("dm-verity device {} not removed: {}", *it, error.what()));
+    }
+  }
+}
+
+// Loop devices: autoclear normally released them with the unmount; detach any still bound to
+// the very attachment recorded.
+void detach_loops(const Journal& journal, const std::string& container_id, TeardownReport& report) {
+  for (auto it = journal.loops.rbegin(); it != journal.loops.rend(); ++it) {
+    try {
+      switch (detach_loop_if_bound({it->device, contract::loop_tag(container_id), it->offset,
+                                    it->backing_dev, it->backing_ino, it->diskseq})) {
+        case LoopDetach::NotBound: break;
+        case LoopDetach::Detached:
+          report.actions.push_back(fmt::format("detached {}", it->device));
+          break;
+        case LoopDetach::StillInUse:
+          report.warnings.push_back(fmt::format(
+              "{} (over {}) is still in use; autoclear is set, so the kernel releases it when "
+              "its last user lets go",
+              it->device, it->backing));
+          break;
+      }
+    } catch (const std::exception& error) {
+      report.problems.push_back(error.what());
+    }
+  }
+}
+
+// The directories the mount created, deepest first, only when empty, never through a symlink.
+// rmdir never recurses and fails on a mount point, so nothing below can be deleted. Those left
+// in place stay in the journal.
+void remove_created_dirs(Journal& journal, TeardownReport& report) {
+  // A parent of the rootfs this mount created (e.g. /run/containers) may hold other
+  // containers' rootfs directories by now: once the rootfs itself is gone, a non-empty
+  // parent is left in place without failing the teardown.
+  const std::string& journal_rootfs = journal.rootfs;
+  auto shared_parent = [&](const std::string& dir) {
+    struct stat st {};
+    return journal_rootfs.size() > dir.size() && is_at_or_under(journal_rootfs, dir) &&
+           ::lstat(journal_rootfs.c_str(), &st) != 0 && errno == ENOENT;
+  };
+  std::vector<std::string> kept;
+  for (auto it = journal.created_dirs.rbegin(); it != journal.created_dirs.rend(); ++it) {
+    int error = rmdir_nofollow(*it);
+    if (error == 0) {
+      report.actions.push_back(fmt::format("removed directory {}", *it));
+    } else if (error != ENOENT) {
+      if ((error == ENOTEMPTY || error == EEXIST) && shared_parent(*it)) {
+        report.actions.push_back(fmt::format("kept directory {}: it holds entries of others", *it));
+      } else {
+        report.problems.push_back(
+            fmt::format("directory {} left in place: {}", *it, std::strerror(error)));
+      }
+      kept.insert(kept.begin(), *it);
+    }
+  }
+  journal.created_dirs = kept;
+}
+
+// A clean teardown removes the journal; otherwise it is kept, so the next one finishes the job.
+void finish_journal(Journal& journal, const std::string& base, const std::string& container_id,
+                    TeardownReport& report) {
+  try {
+    if (report.clean()) {
+      remove_journal(base, container_id);
+    } else {
+      journal.phase = "teardown-incomplete";
+      save_journal(journal);
+    }
+  } catch (const std::exception& error) {
+    report.problems.push_back(error.what());
+  }
+}
+
+}  // namespace
+
+TeardownReport run_teardown(const TeardownRequest& request, bool rollback) {
+  contract::validate_container_id(request.container_id);
+  TeardownReport report;
+  CrashInjection crash(request.crash_after);
+  std::string base = normal_absolute(request.base_dir);
+  std::string rootfs = normal_absolute(request.rootfs);
+  std::optional<Journal> journal = load_checked_journal(request, base, rootfs, report);
 
   // 1. Kill every process of the container; 2. remove its cgroups.
   if (!request.cgroups.empty()) {
-    auto problems = kill_cgroup_processes(request.cgroups, request.kill_timeout);
-    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
-    if (problems.empty()) report.actions.push_back("killed every process in the container's cgroups");
-    crash_point(request.crash_after, "teardown:killed");
-    problems = remove_cgroups(request.cgroups, request.cgroup_remove_timeout);
-    report.problems.insert(report.problems.end(), problems.begin(), problems.end());
-    if (problems.empty()) report.actions.push_back("removed the container's cgroups");
+    kill_processes(request, report);
+    crash.step_done("teardown:killed");
+    remove_container_cgroups(request, report);
   }
 
   // 3. Unmount top-down, by identity: the rootfs and whatever is stacked on it, then the
@@ -213,96 +333,20 @@ TeardownReport run_teardown(const TeardownRequest& request, bool rollback) {
   // container's own directory.
   Teardown teardown(report, request.unmount_busy_timeout);
   teardown.keep_ancestors_of({base, journal ? journal->rootfs : rootfs});
-  if (journal) {
-    for (auto it = journal->mounts.rbegin(); it != journal->mounts.rend(); ++it) {
-      if (it->path == journal->rootfs) teardown.unmount_recorded(*it, "rootfs");
-    }
+  if (journal) unmount_rootfs(teardown, *journal);
+  crash.step_done("teardown:rootfs-unmounted");
+  if (journal) unmount_layers(teardown, *journal);
+  if (!rollback) {
+    teardown.sweep(base + "/" + request.container_id, "left under the container directory");
   }
-  crash_point(request.crash_after, "teardown:rootfs-unmounted");
-  if (journal) {
-    for (auto it = journal->mounts.rbegin(); it != journal->mounts.rend(); ++it) {
-      if (it->path != journal->rootfs) teardown.unmount_recorded(*it, "recorded mount");
-    }
-  }
-  if (!rollback) teardown.sweep(container_dir, "left under the container directory");
-  crash_point(request.crash_after, "teardown:unmounted");
+  crash.step_done("teardown:unmounted");
+  if (!journal) return report;
 
-  // dm-verity devices over the lowers, now that nothing mounts them.
-  if (journal) {
-    for (auto it = journal->verity_devices.rbegin(); it != journal->verity_devices.rend(); ++it) {
-      try {
-        if (remove_verity_device(*it)) report.actions.push_back(fmt::format("removed dm-verity device {}", *it));
-      } catch (const std::exception& error) {
-        report.problems.push_back(fmt::format("dm-verity device {} not removed: {}", *it, error.what()));
-      }
-    }
-  }
-
-  // Loop devices: autoclear normally released them with the unmount; detach any still bound
-  // to the very attachment recorded.
-  if (journal) {
-    for (auto it = journal->loops.rbegin(); it != journal->loops.rend(); ++it) {
-      try {
-        switch (detach_loop_if_bound({it->device, loop_tag(request.container_id), it->offset,
-                                      it->backing_dev, it->backing_ino, it->diskseq})) {
-          case LoopDetach::NotBound:
-            break;
-          case LoopDetach::Detached:
-            report.actions.push_back(fmt::format("detached {}", it->device));
-            break;
-          case LoopDetach::StillInUse:
-            report.warnings.push_back(fmt::format(
-                "{} (over {}) is still in use; autoclear is set, so the kernel releases it when "
-                "its last user lets go", it->device, it->backing));
-            break;
-        }
-      } catch (const std::exception& error) {
-        report.problems.push_back(error.what());
-      }
-    }
-  }
-
-  // 4. Remove the directories it created, deepest first, only when empty, never through a
-  // symlink. rmdir never recurses and fails on a mount point, so nothing below can be deleted.
-  if (journal) {
-    // A parent of the rootfs this mount created (e.g. /run/containers) may hold other
-    // containers' rootfs directories by now: once the rootfs itself is gone, a non-empty
-    // parent is left in place without failing the teardown.
-    const std::string& journal_rootfs = journal->rootfs;
-    auto shared_parent = [&](const std::string& dir) {
-      struct stat st {};
-      return journal_rootfs.size() > dir.size() && is_at_or_under(journal_rootfs, dir) &&
-             ::lstat(journal_rootfs.c_str(), &st) != 0 && errno == ENOENT;
-    };
-    std::vector<std::string> kept;
-    for (auto it = journal->created_dirs.rbegin(); it != journal->created_dirs.rend(); ++it) {
-      int error = rmdir_nofollow(*it);
-      if (error == 0) {
-        report.actions.push_back(fmt::format("removed directory {}", *it));
-      } else if (error != ENOENT) {
-        if ((error == ENOTEMPTY || error == EEXIST) && shared_parent(*it)) {
-          report.actions.push_back(fmt::format("kept directory {}: it holds entries of others", *it));
-        } else {
-          report.problems.push_back(fmt::format("directory {} left in place: {}", *it, std::strerror(error)));
-        }
-        kept.insert(kept.begin(), *it);
-      }
-    }
-    journal->created_dirs = kept;
-  }
-
-  if (journal) {
-    try {
-      if (report.clean()) {
-        remove_journal(base, request.container_id);
-      } else {
-        journal->phase = "teardown-incomplete";
-        save_journal(*journal);
-      }
-    } catch (const std::exception& error) {
-      report.problems.push_back(error.what());
-    }
-  }
+  // 4. The devices under the lowers; 5. the directories it created; then the journal itself.
+  remove_verity_devices(*journal, report);
+  detach_loops(*journal, request.container_id, report);
+  remove_created_dirs(*journal, report);
+  finish_journal(*journal, base, request.container_id, report);
   return report;
 }
 
@@ -325,35 +369,36 @@ nlohmann::json rootfs_status(const std::string& base_dir, const std::string& con
   auto problems = nlohmann::json::array();
   out["journal"] = journal ? to_json(*journal) : nlohmann::json(nullptr);
   if (journal) {
-    for (auto& refused : validate_journal(*journal, base, container_id, {})) problems.push_back(refused);
+    for (auto& refused : validate_journal(*journal, base, container_id, {}))
+      problems.push_back(refused);
   }
   auto mounts = nlohmann::json::array();
   std::vector<std::string> dirs{base + "/" + container_id};
   if (journal && !journal->rootfs.empty()) dirs.push_back(journal->rootfs);
   for (const auto& dir : dirs) {
     for (const auto& entry : mounts_under(dir)) {
-      mounts.push_back({{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
+      mounts.push_back(
+          {{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
     }
   }
   out["mounted"] = mounts;
   out["state"] = !journal ? (mounts.empty() ? "absent" : "unrecorded mounts") : journal->phase;
   // Which layer an I/O error came from: the kernel marks a dm-verity device corrupted at the
-  // first block that fails verification. Names are evmdk-<id>-lower-<i>[-device-<slot>].
+  // first block that fails verification.
   auto verity = nlohmann::json::array();
   if (journal) {
-    std::string prefix = fmt::format("evmdk-{}-", container_id);
     for (const auto& name : journal->verity_devices) {
-      std::string layer = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-      if (auto dash = layer.find("-device-"); dash != std::string::npos) {
-        layer = fmt::format("{} device {}", layer.substr(0, dash), layer.substr(dash + 8));
-      }
+      auto parsed = contract::parse_verity_device_name(name, container_id);
+      std::string layer = parsed ? contract::describe_verity_device(*parsed) : name;
       nlohmann::json entry{{"name", name}, {"layer", layer}};
       try {
         auto corrupted = verity_device_corrupted(name);
         entry["state"] = !corrupted ? "absent" : *corrupted ? "corrupted" : "verified";
         if (corrupted && *corrupted) {
-          problems.push_back(fmt::format("{}: dm-verity found corrupted data (device {}); reads "
-                                         "of the bad blocks fail with EIO", layer, name));
+          problems.push_back(
+              fmt::format("{}: dm-verity found corrupted data (device {}); reads "
+                          "of the bad blocks fail with EIO",
+                          layer, name));
         }
       } catch (const std::exception& error) {
         entry["state"] = "unknown";

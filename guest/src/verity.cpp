@@ -6,12 +6,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <fmt/ranges.h>
-
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -20,81 +16,14 @@
 #include <memory>
 #include <thread>
 
+#include "evmdk/contract/dm_names.h"
+#include "evmdk/contract/markers.h"
+#include "evmdk/digest.h"
 #include "evmdk/error.h"
-#include "evmdk/storage_spec.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::guest {
 namespace {
-
-constexpr std::string_view kDmverityPrefix = "X-kata.dmverity.";
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
-bool is_hex(std::string_view text) {
-  return std::all_of(text.begin(), text.end(),
-                     [](unsigned char c) { return std::isxdigit(c) != 0; });
-}
-
-std::vector<char> hex_to_bytes(std::string_view hex) {
-  std::vector<char> out;
-  out.reserve(hex.size() / 2);
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    unsigned value = 0;
-    std::from_chars(hex.data() + i, hex.data() + i + 2, value, 16);
-    out.push_back(static_cast<char>(value));
-  }
-  return out;
-}
-
-std::string bytes_to_hex(const char* data, size_t size) {
-  std::string out;
-  out.reserve(size * 2);
-  for (size_t i = 0; i < size; ++i) out += fmt::format("{:02x}", static_cast<unsigned char>(data[i]));
-  return out;
-}
-
-// The single value of `key`; a repeated key is ambiguous and refused.
-std::optional<std::string> single_value(const std::vector<std::string>& options,
-                                        std::string_view key, std::string_view context) {
-  auto values = option_values(options, key);
-  if (values.size() > 1) throw Error("{}: option {} given {} times", context, key, values.size());
-  if (values.empty()) {
-    if (has_option(options, key)) throw Error("{}: option {} needs a value ({}=...)", context, key, key);
-    return std::nullopt;
-  }
-  return values.front();
-}
-
-uint64_t parse_u64(std::string_view value, std::string_view key, std::string_view context) {
-  uint64_t out = 0;
-  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out, 10);
-  if (value.empty() || ec != std::errc() || end != value.data() + value.size()) {
-    throw Error("{}: option {}={} is not a decimal number", context, key, value);
-  }
-  return out;
-}
-
-uint32_t parse_block_size(std::string_view value, std::string_view key, std::string_view context) {
-  uint64_t size = parse_u64(value, key, context);
-  if (size < 512 || size > (1u << 20) || (size & (size - 1)) != 0) {
-    throw Error("{}: option {}={} must be a power of two between 512 and 1048576", context, key,
-                value);
-  }
-  return static_cast<uint32_t>(size);
-}
-
-bool parse_bool(std::string_view value, std::string_view key, std::string_view context) {
-  std::string v = lower(value);
-  if (v == "true" || v == "1" || v == "yes") return true;
-  if (v == "false" || v == "0" || v == "no") return false;
-  throw Error("{}: option {}={} must be true or false", context, key, value);
-}
 
 // libcryptsetup context, freed on scope exit; its log lines are kept for error messages.
 class CryptDevice {
@@ -105,8 +34,12 @@ class CryptDevice {
   ~CryptDevice() {
     if (cd_ != nullptr) crypt_free(cd_);
   }
-  struct crypt_device** out() { return &cd_; }
-  struct crypt_device* get() const { return cd_; }
+  struct crypt_device** out() {
+    return &cd_;
+  }
+  struct crypt_device* get() const {
+    return cd_;
+  }
   void capture_log() { crypt_set_log_callback(cd_, &CryptDevice::log, &log_); }
   // "<what>: <strerror> (<libcryptsetup's messages>)".
   std::string explain(int rc) const {
@@ -130,8 +63,8 @@ class CryptDevice {
 };
 
 void validate_name(const std::string& name) {
-  if (name.empty() || name.size() > 127 || name.find('/') != std::string::npos || name == "." ||
-      name == "..") {
+  if (name.empty() || name.size() > contract::kMaxDmNameBytes ||
+      name.find('/') != std::string::npos || name == "." || name == "..") {
     throw Error("invalid device-mapper name '{}': 1 to 127 characters, no '/'", name);
   }
 }
@@ -156,7 +89,7 @@ std::string sysfs_dm_dir(const std::string& name) {
 void ensure_mapper_node(const std::string& name) {
   std::string path = mapper_path(name);
   for (int attempt = 0; attempt < 100; ++attempt) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -197,123 +130,7 @@ void check_matches(std::string_view what, const auto& wanted, const auto& actual
   }
 }
 
-std::string normalized_salt(const std::string& salt) {
-  return (salt == "-") ? std::string() : lower(salt);
-}
-
-// The guest policy's hash allowlist applies to what the tree really uses, not to what the
-// host's options claim.
-void check_allowed_algorithm(const std::string& where, const std::string& algorithm,
-                             const std::vector<std::string>& allowed) {
-  if (allowed.empty()) return;
-  if (std::find(allowed.begin(), allowed.end(), lower(algorithm)) == allowed.end()) {
-    throw Error("{}: hash algorithm '{}' is not allowed by the guest policy (allowed: {})", where,
-                algorithm, fmt::join(allowed, ", "));
-  }
-}
-
 }  // namespace
-
-std::optional<VerityParams> verity_params_from_options(const std::vector<std::string>& options,
-                                                       std::string_view context) {
-  bool any_dmverity_key = false;
-  for (const auto& option : options) {
-    std::string_view key = std::string_view(option).substr(0, option.find('='));
-    if (key.rfind(kDmverityPrefix, 0) != 0) continue;
-    any_dmverity_key = true;
-    static constexpr std::string_view kKnown[] = {
-        marker::kDmverityRoothash,  marker::kDmverityHashoffset, marker::kDmverityBlocksize,
-        marker::kDmverityHashsize,  marker::kDmverityAlgorithm,  marker::kDmveritySalt,
-        marker::kDmverityHashtype,  marker::kDmverityNoSuperblock};
-    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
-      throw Error("{}: unknown dm-verity option {}", context, key);
-    }
-  }
-  auto enabled_value = single_value(options, marker::kDmverityEnabled, context);
-  bool enabled = enabled_value && parse_bool(*enabled_value, marker::kDmverityEnabled, context);
-  if (!enabled) {
-    if (enabled_value && any_dmverity_key) {
-      throw Error("{}: {}={} but X-kata.dmverity.* options are present; refusing to mount "
-                  "a layer meant to be protected without dm-verity",
-                  context, marker::kDmverityEnabled, *enabled_value);
-    }
-    if (!enabled_value && !any_dmverity_key) return std::nullopt;
-    if (enabled_value) return std::nullopt;
-    // dmverity.* options without the enable marker: the host meant protection.
-  }
-
-  VerityParams params;
-  auto root_hash = single_value(options, marker::kDmverityRoothash, context);
-  if (!root_hash) throw Error("{}: dm-verity enabled but option {} is missing", context, marker::kDmverityRoothash);
-  if (root_hash->empty() || root_hash->size() % 2 != 0 || !is_hex(*root_hash)) {
-    throw Error("{}: option {}={} is not an even-length hex string", context,
-                marker::kDmverityRoothash, *root_hash);
-  }
-  params.root_hash = lower(*root_hash);
-
-  auto hash_offset = single_value(options, marker::kDmverityHashoffset, context);
-  if (!hash_offset) {
-    throw Error("{}: dm-verity enabled but option {} is missing", context, marker::kDmverityHashoffset);
-  }
-  params.hash_offset = parse_u64(*hash_offset, marker::kDmverityHashoffset, context);
-  if (params.hash_offset % 512 != 0) {
-    throw Error("{}: option {}={} is not a multiple of 512", context, marker::kDmverityHashoffset,
-                *hash_offset);
-  }
-
-  if (auto v = single_value(options, marker::kDmverityBlocksize, context)) {
-    params.data_block_size = parse_block_size(*v, marker::kDmverityBlocksize, context);
-  }
-  if (auto v = single_value(options, marker::kDmverityHashsize, context)) {
-    params.hash_block_size = parse_block_size(*v, marker::kDmverityHashsize, context);
-  }
-  if (auto v = single_value(options, marker::kDmverityAlgorithm, context)) {
-    if (v->empty() || v->size() > 31 ||
-        !std::all_of(v->begin(), v->end(), [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_'; })) {
-      throw Error("{}: option {}={} is not a hash algorithm name", context,
-                  marker::kDmverityAlgorithm, *v);
-    }
-    params.algorithm = lower(*v);
-  }
-  if (auto v = single_value(options, marker::kDmveritySalt, context)) {
-    std::string salt = normalized_salt(*v);
-    if (salt.size() % 2 != 0 || !is_hex(salt) || salt.size() > 512) {
-      throw Error("{}: option {}={} is not a hex string of at most 256 bytes (or '-')", context,
-                  marker::kDmveritySalt, *v);
-    }
-    params.salt = salt;
-  } else if (has_option(options, marker::kDmveritySalt)) {
-    params.salt = std::string();  // "X-kata.dmverity.salt=" : explicitly no salt
-  }
-  if (auto v = single_value(options, marker::kDmverityHashtype, context)) {
-    uint64_t type = parse_u64(*v, marker::kDmverityHashtype, context);
-    if (type > 1) throw Error("{}: option {}={} must be 0 or 1", context, marker::kDmverityHashtype, *v);
-    params.hash_type = static_cast<uint32_t>(type);
-  }
-  if (has_option(options, marker::kDmverityNoSuperblock)) {
-    auto v = option_value(options, marker::kDmverityNoSuperblock);
-    params.no_superblock = !v || parse_bool(*v, marker::kDmverityNoSuperblock, context);
-  }
-  if (params.no_superblock && params.hash_offset == 0) {
-    throw Error("{}: {} needs {} > 0: the data area is the bytes before the hash tree", context,
-                marker::kDmverityNoSuperblock, marker::kDmverityHashoffset);
-  }
-  return params;
-}
-
-std::vector<std::string> verity_options(const VerityParams& params) {
-  std::vector<std::string> out;
-  out.push_back(fmt::format("{}=true", marker::kDmverityEnabled));
-  out.push_back(fmt::format("{}={}", marker::kDmverityRoothash, params.root_hash));
-  out.push_back(fmt::format("{}={}", marker::kDmverityHashoffset, params.hash_offset));
-  if (params.data_block_size) out.push_back(fmt::format("{}={}", marker::kDmverityBlocksize, *params.data_block_size));
-  if (params.hash_block_size) out.push_back(fmt::format("{}={}", marker::kDmverityHashsize, *params.hash_block_size));
-  if (params.algorithm) out.push_back(fmt::format("{}={}", marker::kDmverityAlgorithm, *params.algorithm));
-  if (params.salt) out.push_back(fmt::format("{}={}", marker::kDmveritySalt, params.salt->empty() ? "-" : *params.salt));
-  if (params.hash_type) out.push_back(fmt::format("{}={}", marker::kDmverityHashtype, *params.hash_type));
-  if (params.no_superblock) out.push_back(fmt::format("{}=true", marker::kDmverityNoSuperblock));
-  return out;
-}
 
 bool device_mapper_available() {
   std::ifstream misc("/proc/misc");
@@ -331,8 +148,7 @@ VerityDevice& VerityDevice::operator=(VerityDevice&& other) noexcept {
     if (active()) {
       try {
         remove();
-      } catch (...) {
-      }
+      } catch (...) {}
     }
     name_ = std::exchange(other.name_, {});
   }
@@ -385,78 +201,105 @@ void VerityDevice::remove() {
   name_.clear();
 }
 
-VerityDevice VerityDevice::activate(const std::string& name, const std::string& data_device,
-                                    const std::string& hash_device, const VerityParams& params,
-                                    const std::vector<std::string>& allowed_algorithms) {
-  validate_name(name);
-  std::string where = fmt::format("dm-verity {} (data {}, hash {} at offset {})", name,
-                                  data_device, hash_device, params.hash_offset);
-  if (!device_mapper_available()) {
-    throw Error("{}: the kernel has no device-mapper (load dm-mod and dm-verity)", where);
+namespace {
+
+// Loads the tree's own superblock at hash_offset; every parameter the options give must agree
+// with it. Returns the data block size.
+uint32_t load_superblock(CryptDevice& cd, const std::string& name, const std::string& where,
+                         const VerityParams& params, const VerityAlgorithmCheck& check_algorithm) {
+  struct crypt_params_verity verity {};
+  verity.hash_area_offset = params.hash_offset;
+  int rc = crypt_load(cd.get(), CRYPT_VERITY, &verity);
+  if (rc < 0) {
+    throw Error("{}: no valid dm-verity superblock at offset {}: {}", where, params.hash_offset,
+                cd.explain(rc));
   }
-  if (verity_device_exists(name)) throw Error("{}: a device-mapper device with this name already exists", where);
-
-  CryptDevice cd;
-  int rc = crypt_init_data_device(cd.out(), hash_device.c_str(), data_device.c_str());
-  if (rc < 0) throw Error("{}: cannot open the devices: {}", where, std::strerror(-rc));
-  cd.capture_log();
-
-  std::string salt_bytes;
-  struct crypt_params_verity verity{};
-  uint32_t data_block_size = 0;
-  if (!params.no_superblock) {
-    verity.hash_area_offset = params.hash_offset;
-    rc = crypt_load(cd.get(), CRYPT_VERITY, &verity);
-    if (rc < 0) {
-      throw Error("{}: no valid dm-verity superblock at offset {}: {}", where, params.hash_offset,
-                  cd.explain(rc));
+  struct crypt_params_verity loaded {};
+  rc = crypt_get_verity_info(cd.get(), &loaded);
+  if (rc < 0)
+    throw Error("{}: cannot read the loaded verity parameters: {}", where, cd.explain(rc));
+  std::string algorithm = loaded.hash_name ? loaded.hash_name : "";
+  check_matches("data block size", params.data_block_size, loaded.data_block_size, name,
+                marker::kDmverityBlocksize);
+  check_matches("hash block size", params.hash_block_size, loaded.hash_block_size, name,
+                marker::kDmverityHashsize);
+  check_matches("hash algorithm", params.algorithm, algorithm, name, marker::kDmverityAlgorithm);
+  check_matches("hash type", params.hash_type, loaded.hash_type, name, marker::kDmverityHashtype);
+  if (params.salt) {
+    std::string actual = to_hex(loaded.salt, loaded.salt_size);
+    if (*params.salt != actual) {
+      throw Error("dm-verity {}: option {}={} disagrees with the superblock's salt {}", name,
+                  marker::kDmveritySalt, params.salt->empty() ? "-" : *params.salt,
+                  actual.empty() ? "-" : actual);
     }
-    struct crypt_params_verity loaded{};
-    rc = crypt_get_verity_info(cd.get(), &loaded);
-    if (rc < 0) throw Error("{}: cannot read the loaded verity parameters: {}", where, cd.explain(rc));
-    check_matches("data block size", params.data_block_size, loaded.data_block_size, name, marker::kDmverityBlocksize);
-    check_matches("hash block size", params.hash_block_size, loaded.hash_block_size, name, marker::kDmverityHashsize);
-    check_matches("hash algorithm", params.algorithm, std::string(loaded.hash_name ? loaded.hash_name : ""), name, marker::kDmverityAlgorithm);
-    check_matches("hash type", params.hash_type, loaded.hash_type, name, marker::kDmverityHashtype);
-    if (params.salt) {
-      std::string actual = bytes_to_hex(loaded.salt, loaded.salt_size);
-      if (*params.salt != actual) {
-        throw Error("dm-verity {}: option {}={} disagrees with the superblock's salt {}", name,
-                    marker::kDmveritySalt, params.salt->empty() ? "-" : *params.salt,
-                    actual.empty() ? "-" : actual);
-      }
-    }
-    data_block_size = loaded.data_block_size;
-    check_allowed_algorithm(where, loaded.hash_name ? loaded.hash_name : "", allowed_algorithms);
-  } else {
-    std::string algorithm = params.algorithm.value_or("sha256");
-    check_allowed_algorithm(where, algorithm, allowed_algorithms);
-    std::vector<char> salt = hex_to_bytes(params.salt.value_or(""));
-    salt_bytes.assign(salt.begin(), salt.end());
-    verity.hash_name = algorithm.c_str();
-    verity.data_device = data_device.c_str();
-    verity.salt = salt_bytes.data();
-    verity.salt_size = static_cast<uint32_t>(salt_bytes.size());
-    verity.hash_type = params.hash_type.value_or(1);
-    verity.data_block_size = params.data_block_size.value_or(4096);
-    verity.hash_block_size = params.hash_block_size.value_or(4096);
-    verity.data_size = params.hash_offset / verity.data_block_size;
-    verity.hash_area_offset = params.hash_offset;
-    verity.flags = CRYPT_VERITY_NO_HEADER;
-    rc = crypt_format(cd.get(), CRYPT_VERITY, nullptr, nullptr, nullptr, nullptr, 0, &verity);
-    if (rc < 0) throw Error("{}: invalid verity parameters: {}", where, cd.explain(rc));
-    data_block_size = verity.data_block_size;
   }
+  // The policy applies to what the tree really uses, not to what the options claim.
+  if (check_algorithm) check_algorithm(algorithm, where);
+  return loaded.data_block_size;
+}
 
+// No superblock: the tree starts at hash_offset and every parameter comes from the options
+// (defaults: sha256, 4096/4096, hash type 1, no salt). Returns the data block size.
+uint32_t format_without_superblock(CryptDevice& cd, const std::string& data_device,
+                                   const std::string& where, const VerityParams& params,
+                                   const VerityAlgorithmCheck& check_algorithm) {
+  std::string algorithm = params.algorithm.value_or("sha256");
+  if (check_algorithm) check_algorithm(algorithm, where);
+  std::vector<uint8_t> salt = from_hex(params.salt.value_or(""), where + ": salt");
+  struct crypt_params_verity verity {};
+  verity.hash_name = algorithm.c_str();
+  verity.data_device = data_device.c_str();
+  verity.salt = reinterpret_cast<const char*>(salt.data());
+  verity.salt_size = static_cast<uint32_t>(salt.size());
+  verity.hash_type = params.hash_type.value_or(1);
+  verity.data_block_size = params.data_block_size.value_or(4096);
+  verity.hash_block_size = params.hash_block_size.value_or(4096);
+  verity.data_size = params.hash_offset / verity.data_block_size;
+  verity.hash_area_offset = params.hash_offset;
+  verity.flags = CRYPT_VERITY_NO_HEADER;
+  int rc = crypt_format(cd.get(), CRYPT_VERITY, nullptr, nullptr, nullptr, nullptr, 0, &verity);
+  if (rc < 0) throw Error("{}: invalid verity parameters: {}", where, cd.explain(rc));
+  return verity.data_block_size;
+}
+
+// Activates the loaded or formatted mapping read-only under its root hash.
+void activate_read_only(CryptDevice& cd, const std::string& name, const std::string& where,
+                        const VerityParams& params) {
   int digest_size = crypt_get_volume_key_size(cd.get());
   if (digest_size > 0 && params.root_hash.size() != static_cast<size_t>(digest_size) * 2) {
     throw Error("{}: root hash {} has {} hex digits, the algorithm needs {}", where,
                 params.root_hash, params.root_hash.size(), digest_size * 2);
   }
-  std::vector<char> root = hex_to_bytes(params.root_hash);
-  rc = crypt_activate_by_volume_key(cd.get(), name.c_str(), root.data(), root.size(),
-                                    CRYPT_ACTIVATE_READONLY);
+  std::vector<uint8_t> root = from_hex(params.root_hash, where + ": root hash");
+  int rc = crypt_activate_by_volume_key(cd.get(), name.c_str(),
+                                        reinterpret_cast<const char*>(root.data()), root.size(),
+                                        CRYPT_ACTIVATE_READONLY);
   if (rc < 0) throw Error("{}: activation failed: {}", where, cd.explain(rc));
+}
+
+}  // namespace
+
+VerityDevice VerityDevice::activate(const std::string& name, const std::string& data_device,
+                                    const std::string& hash_device, const VerityParams& params,
+                                    const VerityAlgorithmCheck& check_algorithm) {
+  validate_name(name);
+  std::string where = fmt::format("dm-verity {} (data {}, hash {} at offset {})", name, data_device,
+                                  hash_device, params.hash_offset);
+  if (!device_mapper_available()) {
+    throw Error("{}: the kernel has no device-mapper (load dm-mod and dm-verity)", where);
+  }
+  if (verity_device_exists(name))
+    throw Error("{}: a device-mapper device with this name already exists", where);
+
+  CryptDevice cd;
+  int rc = crypt_init_data_device(cd.out(), hash_device.c_str(), data_device.c_str());
+  if (rc < 0) throw Error("{}: cannot open the devices: {}", where, std::strerror(-rc));
+  cd.capture_log();
+  uint32_t data_block_size =
+      params.no_superblock
+          ? format_without_superblock(cd, data_device, where, params, check_algorithm)
+          : load_superblock(cd, name, where, params, check_algorithm);
+  activate_read_only(cd, name, where, params);
 
   VerityDevice device(name);
   ensure_mapper_node(name);
@@ -464,9 +307,10 @@ VerityDevice VerityDevice::activate(const std::string& name, const std::string& 
     verify_first_block(name, data_block_size);
   } catch (const std::exception& error) {
     device.remove();
-    throw Error("{}: the root hash {} does not verify the data (wrong root hash or corrupted "
-                "layer): {}",
-                where, params.root_hash, error.what());
+    throw Error(
+        "{}: the root hash {} does not verify the data (wrong root hash or corrupted "
+        "layer): {}",
+        where, params.root_hash, error.what());
   }
   return device;
 }

@@ -37,7 +37,8 @@ std::string refusal(const std::vector<Storage>& storages, const Policy* policy =
   return "<accepted>";
 }
 
-std::vector<std::string> verity(const std::string& algorithm = "", const std::string& hash = std::string(64, 'a')) {
+std::vector<std::string> verity(const std::string& algorithm = "",
+                                const std::string& hash = std::string(64, 'a')) {
   std::vector<std::string> out{"X-kata.dmverity-enabled=true", "X-kata.dmverity.roothash=" + hash,
                                "X-kata.dmverity.hashoffset=4096"};
   if (!algorithm.empty()) out.push_back("X-kata.dmverity.algorithm=" + algorithm);
@@ -45,13 +46,15 @@ std::vector<std::string> verity(const std::string& algorithm = "", const std::st
 }
 
 TEST(GuestPlan, LayerMountsAreAlwaysNodevNosuidAndLowersReadOnly) {
-  std::vector<Storage> storages{lower({"noatime", "cache_strategy=readaround"}), upper({"noexec", "commit=30"})};
+  std::vector<Storage> storages{lower({"noatime", "cache_strategy=readaround"}),
+                                upper({"noexec", "commit=30"})};
   Plan plan = make_plan(storages);
   ASSERT_EQ(plan.lowers.size(), 1u);
   EXPECT_EQ(plan.lowers[0].mount.flags & (MS_RDONLY | MS_NODEV | MS_NOSUID | MS_NOATIME),
             static_cast<unsigned long>(MS_RDONLY | MS_NODEV | MS_NOSUID | MS_NOATIME));
   EXPECT_EQ(plan.lowers[0].mount.data, "cache_strategy=readaround");
-  EXPECT_EQ(plan.upper_mount.flags & (MS_NODEV | MS_NOSUID | MS_NOEXEC), static_cast<unsigned long>(MS_NODEV | MS_NOSUID | MS_NOEXEC));
+  EXPECT_EQ(plan.upper_mount.flags & (MS_NODEV | MS_NOSUID | MS_NOEXEC),
+            static_cast<unsigned long>(MS_NODEV | MS_NOSUID | MS_NOEXEC));
   EXPECT_EQ(plan.upper_mount.data, "commit=30");
 }
 
@@ -61,12 +64,15 @@ TEST(GuestPlan, RefusesOptionsOutsideEachRolesAllowlist) {
     std::vector<std::string> needles;
   };
   std::vector<Case> cases{
-      {{lower({"X-erofs-vmdk.overlay-option=lowerdir+=/etc"}), upper()}, {"storage #0 '/dev/vdb'", "lowerdir+=/etc"}},
-      {{lower({"X-erofs-vmdk.overlay-option=upperdir=/x"}), upper()}, {"storage #0", "upperdir=/x"}},
+      {{lower({"X-erofs-vmdk.overlay-option=lowerdir+=/etc"}), upper()},
+       {"storage #0 '/dev/vdb'", "lowerdir+=/etc"}},
+      {{lower({"X-erofs-vmdk.overlay-option=upperdir=/x"}), upper()},
+       {"storage #0", "upperdir=/x"}},
       {{lower({"X-erofs-vmdk.overlay-option=workdir=/x"}), upper()}, {"workdir=/x"}},
       {{lower({"X-erofs-vmdk.overlay-option=datadir+=/x"}), upper()}, {"datadir+=/x"}},
       {{lower({"X-erofs-vmdk.overlay-option=lowerdir=/x"}), upper()}, {"lowerdir=/x"}},
-      {{lower({"X-erofs-vmdk.overlay-option=xino=on,upperdir=/x"}), upper()}, {"xino=on,upperdir=/x"}},
+      {{lower({"X-erofs-vmdk.overlay-option=xino=on,upperdir=/x"}), upper()},
+       {"xino=on,upperdir=/x"}},
       {{lower({"X-erofs-vmdk.overlay-option"}), upper()}, {"needs a value"}},
       {{lower({"device=/dev/vda"}), upper()}, {"storage #0", "'device=/dev/vda'"}},
       {{lower({"rw"}), upper()}, {"storage #0", "'rw'"}},
@@ -75,19 +81,25 @@ TEST(GuestPlan, RefusesOptionsOutsideEachRolesAllowlist) {
       {{lower(), upper({"exec"})}, {"storage #1", "'exec'"}},
       {{lower(), upper({"size=1m"})}, {"storage #1", "'size=1m'"}},
       {{lower(), upper({"commit=99999999999"})}, {"storage #1", "commit=99999999999"}},
-      {{lower(), Storage{"blk", {}, "/dev/vdc", "tmpfs", {"X-kata.overlay-upper", "mode=0777"}, ""}},
+      {{lower(),
+        Storage{"blk", {}, "/dev/vdc", "tmpfs", {"X-kata.overlay-upper", "mode=0777"}, ""}},
        {"storage #1", "must be ext4, not 'tmpfs'"}},
-      {{lower({"X-erofs-vmdk.layer-index=4294967296"})}, {"storage #0", "X-erofs-vmdk.layer-index", "4294967296"}},
+      {{lower({"X-erofs-vmdk.layer-index=4294967296"})},
+       {"storage #0", "X-erofs-vmdk.layer-index", "4294967296"}},
       {{lower({"X-erofs-vmdk.layer-index=-1"})}, {"X-erofs-vmdk.layer-index", "'-1'"}},
       {{lower({"X-kata.partition-number=4294967297"})}, {"X-kata.partition-number"}},
-      {{lower({"X-erofs-vmdk.device.70000.dmverity.roothash=aa"})}, {"device 70000", "at most 1024"}},
+      {{lower({"X-kata.partition-number=0"})}, {"storage #0", "X-kata.partition-number", "'0'"}},
+      {{lower({"X-erofs-vmdk.device.70000.dmverity.roothash=aa"})},
+       {"device 70000", "at most 1024"}},
       {{lower(), Storage{"blk", {}, "x", "xfs", {}, ""}}, {"storage #1", "fstype 'xfs'"}},
   };
   for (const auto& c : cases) {
     std::string what = refusal(c.storages);
-    for (const auto& needle : c.needles) EXPECT_NE(what.find(needle), std::string::npos) << needle << " in: " << what;
+    for (const auto& needle : c.needles)
+      EXPECT_NE(what.find(needle), std::string::npos) << needle << " in: " << what;
   }
-  for (std::string map : {"uidmap=0:1000", "uidmap=0:1:0", "gidmap=1:4294967295:2", "uidmap=0:x:1", "uidmap=0:1:1:"}) {
+  for (std::string map : {"uidmap=0:1000", "uidmap=0:1:0", "gidmap=1:4294967295:2", "uidmap=0:x:1",
+                          "uidmap=0:1:1:"}) {
     std::string what = refusal({lower({"X-erofs-vmdk.overlay-option=" + map}), upper()});
     EXPECT_NE(what.find(map + " is refused"), std::string::npos) << what;
   }
@@ -96,8 +108,10 @@ TEST(GuestPlan, RefusesOptionsOutsideEachRolesAllowlist) {
                             "X-erofs-vmdk.overlay-option=gidmap=0:100000:65536:65536:200000:1"}),
                      upper()}),
             "<accepted>");
-  EXPECT_EQ(refusal({lower({"X-erofs-vmdk.overlay-option=redirect_dir=on", "X-erofs-vmdk.overlay-option=metacopy=on",
-                            "X-erofs-vmdk.overlay-option=volatile", "X-erofs-vmdk.overlay-option=userxattr"}),
+  EXPECT_EQ(refusal({lower({"X-erofs-vmdk.overlay-option=redirect_dir=on",
+                            "X-erofs-vmdk.overlay-option=metacopy=on",
+                            "X-erofs-vmdk.overlay-option=volatile",
+                            "X-erofs-vmdk.overlay-option=userxattr"}),
                      upper()}),
             "<accepted>");
 }
@@ -114,14 +128,16 @@ TEST(GuestPolicy, DefaultAllowsUnprotectedLowersButNotWeakHashes) {
 }
 
 TEST(GuestPolicy, RequireVerityRootHashesAndUpperSize) {
-  Policy policy = policy_from_json(
-      nlohmann::json{{"require_verity", true}, {"root_hashes", {std::string(64, 'A')}}, {"max_upper_bytes", 1000}},
-      "policy test.json");
+  Policy policy = policy_from_json(nlohmann::json{{"require_verity", true},
+                                                  {"root_hashes", {std::string(64, 'A')}},
+                                                  {"max_upper_bytes", 1000}},
+                                   "policy test.json");
   std::string what = refusal({lower(verity()), lower({"X-erofs-vmdk.layer-index=1"})}, &policy);
   EXPECT_NE(what.find("storage #1"), std::string::npos) << what;
   EXPECT_NE(what.find("requires dm-verity on every lower"), std::string::npos) << what;
   EXPECT_NE(what.find("policy test.json"), std::string::npos) << what;
-  EXPECT_EQ(refusal({lower(verity())}, &policy), "<accepted>");  // root hashes compare in lower case
+  EXPECT_EQ(refusal({lower(verity())}, &policy),
+            "<accepted>");  // root hashes compare in lower case
   what = refusal({lower(verity("", std::string(64, 'c')))}, &policy);
   EXPECT_NE(what.find("not in the allowed root hashes"), std::string::npos) << what;
   Storage share{"virtio-fs", {}, "tag", "virtiofs", {"rw"}, ""};
@@ -133,12 +149,14 @@ TEST(GuestPolicy, RequireVerityRootHashesAndUpperSize) {
 }
 
 TEST(GuestPolicy, PolicyFilesAreStrict) {
-  for (auto bad : {R"({"require_verity": "yes"})", R"({"verity_algorithms": ["md5"]})", R"({"verity_algorithms": []})",
-                   R"({"root_hashes": ["xyz"]})", R"({"max_upper_bytes": -1})", R"({"requireVerity": true})", "[]"}) {
+  for (auto bad : {R"({"require_verity": "yes"})", R"({"verity_algorithms": ["md5"]})",
+                   R"({"verity_algorithms": []})", R"({"root_hashes": ["xyz"]})",
+                   R"({"max_upper_bytes": -1})", R"({"requireVerity": true})", "[]"}) {
     EXPECT_THROW(policy_from_json(nlohmann::json::parse(bad), "p"), Error) << bad;
   }
   test::TempDir temp;
-  test::write_file(temp / "policy.json", R"({"require_verity": true, "verity_algorithms": ["SHA256"]})");
+  test::write_file(temp / "policy.json",
+                   R"({"require_verity": true, "verity_algorithms": ["SHA256"]})");
   Policy policy = load_policy(temp / "policy.json");
   EXPECT_TRUE(policy.require_verity);
   EXPECT_EQ(policy.verity_algorithms, std::vector<std::string>{"sha256"});
@@ -152,7 +170,8 @@ TEST(GuestPolicy, RequireVerityRefusesARootfsOfTheUpperAlone) {
   EXPECT_NE(what.find("unverified upper"), std::string::npos) << what;
   EXPECT_NE(what.find("policy strict.json"), std::string::npos) << what;
   Policy lax;
-  EXPECT_EQ(refusal({upper({"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/rootfs"})}, &lax), "<accepted>");
+  EXPECT_EQ(refusal({upper({"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/rootfs"})}, &lax),
+            "<accepted>");
 }
 
 // Review finding: the agent's overrides replaced the policy file's lists instead of narrowing.
@@ -163,12 +182,14 @@ TEST(GuestPolicy, OverridesOnlyNarrowThePolicyFile) {
                    fmt::format(R"({{"verity_algorithms": ["sha512"], "root_hashes": ["{}"]}})", a));
   EXPECT_THROW(effective_policy(temp / "policy.json", {{"root_hashes", {b}}}), Error);
   EXPECT_THROW(effective_policy(temp / "policy.json", {{"verity_algorithms", {"sha256"}}}), Error);
-  Policy narrowed = effective_policy(temp / "policy.json", {{"root_hashes", {a, b}}, {"require_verity", true}});
+  Policy narrowed =
+      effective_policy(temp / "policy.json", {{"root_hashes", {a, b}}, {"require_verity", true}});
   EXPECT_EQ(narrowed.root_hashes, std::vector<std::string>{a});
   EXPECT_EQ(narrowed.verity_algorithms, std::vector<std::string>{"sha512"});
   EXPECT_TRUE(narrowed.require_verity);
   test::write_file(temp / "any.json", "{}");
-  EXPECT_EQ(effective_policy(temp / "any.json", {{"root_hashes", {b}}}).root_hashes, std::vector<std::string>{b});
+  EXPECT_EQ(effective_policy(temp / "any.json", {{"root_hashes", {b}}}).root_hashes,
+            std::vector<std::string>{b});
 }
 
 TEST(StorageSpec, WrongTypesAreRefusedNamingTheStorageAndField) {
@@ -177,8 +198,10 @@ TEST(StorageSpec, WrongTypesAreRefusedNamingTheStorageAndField) {
     std::vector<std::string> needles;
   };
   for (const auto& c : std::vector<Case>{
-           {R"([{"source": "/dev/vdb", "fstype": 7}])", {"storage #0 '/dev/vdb'", "'fstype'", "number"}},
-           {R"([{"source": "a"}, {"source": "b", "options": "ro"}])", {"storage #1 'b'", "'options'"}},
+           {R"([{"source": "/dev/vdb", "fstype": 7}])",
+            {"storage #0 '/dev/vdb'", "'fstype'", "number"}},
+           {R"([{"source": "a"}, {"source": "b", "options": "ro"}])",
+            {"storage #1 'b'", "'options'"}},
            {R"([{"source": "a", "options": ["ro", 1]}])", {"storage #0 'a'", "'options' item 1"}},
            {R"([{"source": "/dev/vdb\u0000x"}])", {"storage #0", "NUL"}},
            {R"([{"source": 3}])", {"storage #0:", "'source'"}},
@@ -188,13 +211,15 @@ TEST(StorageSpec, WrongTypesAreRefusedNamingTheStorageAndField) {
       storages_from_json(nlohmann::json::parse(c.json));
       ADD_FAILURE() << "accepted " << c.json;
     } catch (const Error& error) {
-      for (const auto& needle : c.needles) EXPECT_NE(std::string(error.what()).find(needle), std::string::npos) << error.what();
+      for (const auto& needle : c.needles)
+        EXPECT_NE(std::string(error.what()).find(needle), std::string::npos) << error.what();
     }
   }
 }
 
 TEST(ContainerId, OneRuleForHostAndGuest) {
-  for (std::string ok : std::vector<std::string>{"c", "abc-123_x.y", "x.journal.json", std::string(128, 'a')}) {
+  for (std::string ok :
+       std::vector<std::string>{"c", "abc-123_x.y", "x.journal.json", std::string(128, 'a')}) {
     EXPECT_NO_THROW(contract::validate_container_id(ok)) << ok;
   }
   struct Case {

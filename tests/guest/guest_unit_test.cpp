@@ -35,9 +35,10 @@ TEST(MkdirDirective, ParsesEveryMountIndexModeAndOwner) {
 }
 
 TEST(MkdirDirective, RejectsMalformedSpecsQuotingThem) {
-  for (std::string bad : {"/upper:0755", "{{ mount x }}/a:0755", "{{ mount 0 }}/a", "{{ mount 0 }}/a:999",
-                          "{{ mount 0 }}/a:0755:1", "{{ mount 0 }}/../a:0755", "{{ mount 0 }}/:0755",
-                          "{{ mount 0 }}a:0755", "{{ mount 0 }}/a:0755:u:g"}) {
+  for (std::string bad :
+       {"/upper:0755", "{{ mount x }}/a:0755", "{{ mount 0 }}/a", "{{ mount 0 }}/a:999",
+        "{{ mount 0 }}/a:0755:1", "{{ mount 0 }}/../a:0755", "{{ mount 0 }}/:0755",
+        "{{ mount 0 }}a:0755", "{{ mount 0 }}/a:0755:u:g"}) {
     try {
       parse_mkdir_directive(bad);
       ADD_FAILURE() << "accepted " << bad;
@@ -63,12 +64,14 @@ TEST(MkdirDirective, CreatesWithExactModeAndRefusesSymlinkEscapes) {
   EXPECT_EQ(st.st_mode & 07777, 0751u);
   apply_mkdir_directive(root, parse_mkdir_directive("{{ mount 0 }}/ok/c:0755"), "spec");
   EXPECT_TRUE(fs::is_directory(root + "/inside/c"));
-  for (std::string spec : {"{{ mount 0 }}/abs/x:0755", "{{ mount 0 }}/rel/x:0755", "{{ mount 0 }}/abs:0755"}) {
+  for (std::string spec :
+       {"{{ mount 0 }}/abs/x:0755", "{{ mount 0 }}/rel/x:0755", "{{ mount 0 }}/abs:0755"}) {
     try {
       apply_mkdir_directive(root, parse_mkdir_directive(spec), spec);
       ADD_FAILURE() << "followed a symlink out of the root: " << spec;
     } catch (const Error& error) {
-      EXPECT_NE(std::string(error.what()).find("symlink escape refused"), std::string::npos) << error.what();
+      EXPECT_NE(std::string(error.what()).find("symlink escape refused"), std::string::npos)
+          << error.what();
     }
   }
   EXPECT_TRUE(fs::is_empty(temp / "outside"));
@@ -78,19 +81,26 @@ void put32(std::string& bytes, size_t at, uint32_t value) {
   for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>(value >> (8 * i));
 }
 
-TEST(ErofsSuperblock, ReadsUuidBlocksAndDeviceTable) {
-  TempDir temp;
+// A 4 KiB-block image of 2 blocks with one extra device (6 blocks at block 2) in its device
+// table at byte 1280; `incompat` is the feature_incompat word (DEVICE_TABLE at least).
+std::string image_with_one_device(uint32_t incompat) {
   std::string image(8192, '\0');
   put32(image, 1024, 0xE0F5E1E2u);
   image[1024 + 12] = 12;
   put32(image, 1024 + 36, 2);
-  for (int i = 0; i < 16; ++i) image[1024 + 48 + i] = static_cast<char>(0x10 + i);
-  put32(image, 1024 + 80, 0x8);  // DEVICE_TABLE
-  image[1024 + 86] = 1;          // one extra device
-  image[1024 + 88] = 10;         // slot table at byte 1280
-  std::memcpy(&image[1280], "blobtag", 7);
+  put32(image, 1024 + 80, incompat);
+  image[1024 + 86] = 1;   // one extra device
+  image[1024 + 88] = 10;  // slot table at byte 1280
   put32(image, 1280 + 64, 6);
   put32(image, 1280 + 68, 2);
+  return image;
+}
+
+TEST(ErofsSuperblock, ReadsUuidBlocksAndDeviceTable) {
+  TempDir temp;
+  std::string image = image_with_one_device(0x8);  // DEVICE_TABLE
+  for (int i = 0; i < 16; ++i) image[1024 + 48 + i] = static_cast<char>(0x10 + i);
+  std::memcpy(&image[1280], "blobtag", 7);
   std::string path = temp / "image";
   test::write_file(path, image);
   auto sb = read_erofs_superblock(path);
@@ -113,6 +123,23 @@ TEST(ErofsSuperblock, ReadsUuidBlocksAndDeviceTable) {
     EXPECT_NE(std::string(error.what()).find("not an EROFS image"), std::string::npos);
     EXPECT_NE(std::string(error.what()).find(path), std::string::npos);
   }
+}
+
+// 48BIT images keep the high bits of the block count (superblock byte 14) and of each device
+// slot's blocks and mapped_blkaddr (slot bytes 72 and 74): the guest sizes its slices from them.
+TEST(ErofsSuperblock, ReadsTheHighBitsOf48BitImages) {
+  TempDir temp;
+  std::string image = image_with_one_device(0x8 | 0x80);  // DEVICE_TABLE | 48BIT
+  image[1024 + 14] = 1;                                   // blocks bits 32..39
+  image[1280 + 72] = 3;                                   // blocks bits 32..39
+  image[1280 + 74] = 4;                                   // mapped_blkaddr bits 32..39
+  std::string path = temp / "image";
+  test::write_file(path, image);
+  auto sb = read_erofs_superblock(path);
+  EXPECT_EQ(sb.blocks, (uint64_t{1} << 32) | 2u);
+  ASSERT_EQ(sb.devices.size(), 1u);
+  EXPECT_EQ(sb.devices[0].blocks, (uint64_t{3} << 32) | 6u);
+  EXPECT_EQ(sb.devices[0].mapped_blkaddr, (uint64_t{4} << 32) | 2u);
 }
 
 TEST(Journal, RoundTripsAndReportsCorruption) {
@@ -158,23 +185,31 @@ TEST(Journal, ValidationKeepsOwnEntriesAndRefusesTheRest) {
   journal.container_id = "c1";
   journal.base_dir = "/run/erofs-vmdk";
   journal.rootfs = "/run/c1/rootfs";
-  journal.created_dirs = {"/run/erofs-vmdk/c1", "/run/c1", "/run/c1/rootfs", "/run", "/run/erofs-vmdk",
-                          "/home/victim", "/run/erofs-vmdk/c2"};
-  journal.mounts = {{"/run/erofs-vmdk/c1/multi-layer/lower-0", 40, "erofs"}, {"/run/c1/rootfs", 41, "overlay"},
-                    {"/etc", 1, "ext4"}, {"/run/erofs-vmdk/c2/multi-layer/upper", 9, "ext4"},
+  journal.created_dirs = {"/run/erofs-vmdk/c1", "/run/c1",      "/run/c1/rootfs",    "/run",
+                          "/run/erofs-vmdk",    "/home/victim", "/run/erofs-vmdk/c2"};
+  journal.mounts = {{"/run/erofs-vmdk/c1/multi-layer/lower-0", 40, "erofs"},
+                    {"/run/c1/rootfs", 41, "overlay"},
+                    {"/etc", 1, "ext4"},
+                    {"/run/erofs-vmdk/c2/multi-layer/upper", 9, "ext4"},
                     {"/run/erofs-vmdk/c1/../c2", 9, "ext4"}};
-  journal.loops = {{"/dev/loop3", "/dev/vdb", 0, 5, 6, 7}, {"/dev/sda", "", 0, 5, 6, 0}, {"/dev/loop4", "", 0, 0, 0, 0}};
-  journal.verity_devices = {"evmdk-c1-lower-0", "evmdk-c1-lower-2-device-3", "evmdk-c2-lower-0", "evmdk-c1-lower-x"};
+  journal.loops = {{"/dev/loop3", "/dev/vdb", 0, 5, 6, 7},
+                   {"/dev/sda", "", 0, 5, 6, 0},
+                   {"/dev/loop4", "", 0, 0, 0, 0}};
+  journal.verity_devices = {"evmdk-c1-lower-0", "evmdk-c1-lower-2-device-3", "evmdk-c2-lower-0",
+                            "evmdk-c1-lower-x"};
   auto problems = validate_journal(journal, "/run/erofs-vmdk", "c1", "");
   EXPECT_EQ(journal.rootfs, "/run/c1/rootfs");
-  EXPECT_EQ(journal.created_dirs, (std::vector<std::string>{"/run/erofs-vmdk/c1", "/run/c1", "/run/c1/rootfs"}));
+  EXPECT_EQ(journal.created_dirs,
+            (std::vector<std::string>{"/run/erofs-vmdk/c1", "/run/c1", "/run/c1/rootfs"}));
   ASSERT_EQ(journal.mounts.size(), 2u);
   ASSERT_EQ(journal.loops.size(), 1u);
-  EXPECT_EQ(journal.verity_devices, (std::vector<std::string>{"evmdk-c1-lower-0", "evmdk-c1-lower-2-device-3"}));
+  EXPECT_EQ(journal.verity_devices,
+            (std::vector<std::string>{"evmdk-c1-lower-0", "evmdk-c1-lower-2-device-3"}));
   EXPECT_EQ(problems.size(), 4u + 3u + 2u + 2u);
   std::string all;
   for (const auto& problem : problems) all += problem + "\n";
-  for (const char* named : {"/home/victim", "/etc", "/dev/sda", "evmdk-c2-lower-0", "/run/erofs-vmdk/c1/../c2"}) {
+  for (const char* named :
+       {"/home/victim", "/etc", "/dev/sda", "evmdk-c2-lower-0", "/run/erofs-vmdk/c1/../c2"}) {
     EXPECT_NE(all.find(named), std::string::npos) << named << " in " << all;
   }
   // Another container's journal, or a rootfs that differs from the one given, is not acted on.
@@ -187,7 +222,8 @@ TEST(Journal, ValidationKeepsOwnEntriesAndRefusesTheRest) {
   EXPECT_TRUE(moved.rootfs.empty());
   EXPECT_EQ(moved.mounts.size(), 1u);  // the lower in the container's own directory
   // The rootfs may not be the base, above it, or inside another container's directory.
-  for (const char* bad : {"/", "/run", "/run/erofs-vmdk", "/run/erofs-vmdk/c2/rootfs", "relative", "/a/../b"}) {
+  for (const char* bad :
+       {"/", "/run", "/run/erofs-vmdk", "/run/erofs-vmdk/c2/rootfs", "relative", "/a/../b"}) {
     EXPECT_FALSE(rootfs_refusal(bad, "/run/erofs-vmdk", "c1").empty()) << bad;
   }
   EXPECT_TRUE(rootfs_refusal("/run/erofs-vmdk/c1/rootfs", "/run/erofs-vmdk", "c1").empty());
@@ -232,7 +268,8 @@ TEST(Driver, RefusesBadRequestsBeforeTouchingAnything) {
   expect_refused(request, "no mount 5");
   // A device-mapper name for a protected flat device would pass 127 bytes with this id.
   Storage protected_lower = lower;
-  protected_lower.options.push_back("X-erofs-vmdk.device.1.dmverity.roothash=" + std::string(64, 'a'));
+  protected_lower.options.push_back("X-erofs-vmdk.device.1.dmverity.roothash=" +
+                                    std::string(64, 'a'));
   protected_lower.options.push_back("X-erofs-vmdk.device.1.dmverity.hashoffset=4096");
   request.storages = {protected_lower};
   request.container_id = std::string(110, 'c');  // evmdk-<110>-lower-0-device-1: 131 bytes

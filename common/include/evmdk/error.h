@@ -1,6 +1,6 @@
 #pragma once
 // Errors carry their context (which file, layer, option) in the message; callers add context
-// by catching and rethrowing with with_context().
+// by catching and rethrowing with throw_with_context(), which keeps a SystemError's errno.
 #include <fmt/format.h>
 
 #include <stdexcept>
@@ -41,5 +41,22 @@ template <typename... Args>
 
 // Prefixes an error message: "<context>: <original message>".
 std::string with_context(const std::string& context, const std::exception& error);
+
+// Throws `error` again with "<context>: " before its message, keeping what a caller may branch
+// on: a SystemError stays a SystemError with the same error_number(); any other exception
+// (evmdk::Error, a JSON or standard library exception) becomes an evmdk::Error. Replaces
+//   catch (const std::exception& error) { throw Error("{}: {}", context, error.what()); }
+// with
+//   catch (const std::exception& error) { throw_with_context(error, context); }
+[[noreturn]] void throw_with_context(const std::exception& error, const std::string& context);
+
+// The same for the exception being handled, with a formatted context; call only inside a
+// catch block (a non-std::exception is rethrown unchanged):
+//   catch (...) { rethrow_with_context("layer {} ({})", index, path); }
+[[noreturn]] void rethrow_current_with_context(const std::string& context);
+template <typename... Args>
+[[noreturn]] void rethrow_with_context(fmt::format_string<Args...> format, Args&&... args) {
+  rethrow_current_with_context(fmt::format(format, std::forward<Args>(args)...));
+}
 
 }  // namespace evmdk

@@ -5,6 +5,7 @@
 // fstat and a file-type check before the first read.
 #include <sys/stat.h>
 
+#include <cstddef>
 #include <string>
 
 #include "evmdk/unique_fd.h"
@@ -29,6 +30,20 @@ struct InputFile {
 // follow_symlinks=false refuses a symlink as the last component (O_NOFOLLOW).
 InputFile open_input_file(const std::string& path, const std::string& what,
                           InputKind kind = InputKind::RegularFile, bool follow_symlinks = true);
+
+// The whole of a small untrusted file (state, layout, policy, journal, sidecar...), opened with
+// open_input_file (regular files only) and never more than `max_bytes`: a file whose size is
+// above it is refused before anything is read, and one that grows past it while being read is
+// refused too. Throws evmdk::Error "<what> <path>: <size> bytes, more than the <max_bytes>
+// allowed" for a file too large, and open_input_file's errors otherwise (a SystemError for a
+// failed open or read, errno kept).
+std::string read_input_file(const std::string& path, const std::string& what, size_t max_bytes,
+                            bool follow_symlinks = true);
+
+// The same for a file the caller opened itself (e.g. with openat below a trusted directory
+// fd): checks it is a regular file first ("<what> <path>: is a <type>, not a regular file").
+std::string read_input_fd(int fd, const std::string& path, const std::string& what,
+                          size_t max_bytes);
 
 // "regular file", "directory", "FIFO", "socket", "character device", "block device",
 // "symlink" or "unknown file type", for error messages.

@@ -26,6 +26,7 @@ BindSource parse_bind_source(const std::string& spec,
 // An O_PATH descriptor of the source directory below `root` (the mount's root), resolved with
 // openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV): a symlink out of the root
 // or a path crossing into another mount is refused with an Error naming `spec`.
-UniqueFd open_bind_source(const std::string& root, const BindSource& source, const std::string& spec);
+UniqueFd open_bind_source(const std::string& root, const BindSource& source,
+                          const std::string& spec);
 
 }  // namespace evmdk::guest

@@ -1,12 +1,16 @@
 #pragma once
 // Finding the layer disk in the guest and checking that a partition holds the layer the host
 // meant: disk lookup by /dev path, serial, Kata PCI path or SCSI address; bounded waits for
-// partitions (with a partition-table re-read); PARTUUID via libblkid; the EROFS superblock.
+// partitions (with a partition-table re-read); PARTUUID via libblkid; the EROFS superblock
+// (through the one on-disk parser, evmdk/ondisk/erofs.h).
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "evmdk/ondisk/erofs.h"
+#include "evmdk/uuid.h"
 
 namespace evmdk::guest {
 
@@ -26,7 +30,7 @@ std::string wait_for_partition(const std::string& disk, unsigned number,
                                std::chrono::milliseconds timeout);
 
 struct PartitionInfo {
-  std::string uuid;  // GPT PARTUUID, lower case
+  std::string uuid;    // GPT PARTUUID, lower case
   uint64_t start = 0;  // bytes from the start of the disk
   uint64_t size = 0;   // bytes
 };
@@ -36,20 +40,18 @@ struct PartitionInfo {
 // lowers on a disk. Throws when the disk has no partition table.
 std::map<unsigned, PartitionInfo> read_partition_table(const std::string& disk);
 
-struct ErofsDevice {
-  std::string tag;
-  uint64_t blocks = 0;
-  uint64_t mapped_blkaddr = 0;
-};
+// One extra device of a multi-device (fsmeta) image: tag, blocks, mapped_blkaddr (48-bit aware).
+using ErofsDevice = ondisk::ErofsDeviceSlot;
 
 // Most extra devices a multi-device (fsmeta) image may declare: each can cost a loop device and
 // a dm-verity device in the guest (the format allows 65,535). Far above compose's layer counts.
 inline constexpr unsigned kMaxErofsExtraDevices = 1024;
 
-struct ErofsSuperblock {
+// What the guest reads of a lower's EROFS image (parsed by common/ondisk/erofs.h).
+struct ErofsImage {
   std::string uuid;  // 8-4-4-4-12 lower-case hex
   unsigned block_size_bits = 12;
-  uint64_t blocks = 0;
+  uint64_t blocks = 0;               // with 48BIT images, the high bits too
   std::vector<ErofsDevice> devices;  // extra devices (device id i+1), empty for one-device images
   uint64_t block_size() const { return uint64_t{1} << block_size_bits; }
   // blocks * block size, checked (48-bit block addresses times a 64 KiB block can overflow).
@@ -57,9 +59,12 @@ struct ErofsSuperblock {
 };
 
 // Reads and checks the EROFS superblock (and device table) at byte 0 of `path`.
-ErofsSuperblock read_erofs_superblock(const std::string& path);
+ErofsImage read_erofs_superblock(const std::string& path);
 
-// Compares UUID strings ignoring case and dashes.
-bool same_uuid(const std::string& a, const std::string& b);
+// Size of a block device (or regular file) in bytes; 0 when it cannot be told.
+uint64_t block_device_size(const std::string& path);
+
+// Compares UUID strings ignoring case and dashes (evmdk/uuid.h).
+using evmdk::same_uuid;
 
 }  // namespace evmdk::guest

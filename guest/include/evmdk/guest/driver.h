@@ -6,9 +6,8 @@
 // overlay upperdir=upper/upper, workdir=upper/work; a read-only overlay of the lowers; a bind
 // of X-erofs-vmdk.rootfs-bind ({{ mount N }} or {{ mount 0 }}/path, read-only with
 // X-erofs-vmdk.rootfs-readonly=true); or a virtio-fs share mounted directly.
-#include <nlohmann/json.hpp>
-
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,8 +49,8 @@ struct MountResult {
   std::vector<std::string> lowers;  // lower-0 first
   std::vector<std::string> loop_devices;
   std::vector<std::string> verity_devices;  // dm names, for lowers with X-kata.dmverity-enabled
-  bool flat_device_mode = false;  // a multi-device lower mounted without loop slices
-  std::string overlay_method;     // "fsconfig lowerdir+" or "mount(2) relative paths"
+  bool flat_device_mode = false;            // a multi-device lower mounted without loop slices
+  std::string overlay_method;               // "fsconfig lowerdir+" or "mount(2) relative paths"
   // Wall-clock milliseconds per step, in order: "dirs", "lowers", "upper", "mkdir", "rootfs";
   // where the time to a ready rootfs goes.
   std::vector<std::pair<std::string, double>> step_ms;
@@ -68,7 +67,7 @@ struct TeardownRequest {
   std::chrono::milliseconds kill_timeout{5000};
   std::chrono::milliseconds cgroup_remove_timeout{5000};
   std::chrono::milliseconds unmount_busy_timeout{2000};  // before falling back to MNT_DETACH
-  std::string crash_after;  // test hook, as for mount
+  std::string crash_after;                               // test hook, as for mount
 };
 
 struct TeardownReport {

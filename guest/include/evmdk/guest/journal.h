@@ -8,13 +8,14 @@
 // detach or remove anything this container did not make. validate_journal() checks every entry
 // against the container's base directory, the rootfs recorded at mount time and this
 // container's device-mapper prefix, and drops (reporting) every entry that fails.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "evmdk/contract/dm_names.h"
 
 namespace evmdk::guest {
 
@@ -34,9 +35,9 @@ struct JournalLoop {
 };
 
 struct JournalMount {
-  std::string path;     // mount point when it was made
-  uint64_t id = 0;      // statx STATX_MNT_ID once made; 0 = journaled before it was made
-  std::string fstype;   // erofs, ext4, tmpfs, overlay, virtiofs (a bind: its source's type)
+  std::string path;    // mount point when it was made
+  uint64_t id = 0;     // statx STATX_MNT_ID once made; 0 = journaled before it was made
+  std::string fstype;  // erofs, ext4, tmpfs, overlay, virtiofs (a bind: its source's type)
 };
 
 struct Journal {
@@ -68,7 +69,8 @@ Journal parse_journal(std::string_view text, const std::string& what);
 // rootfs the caller expects (empty: trust the recorded one if it is well formed). A journal of
 // another container or base is emptied altogether.
 std::vector<std::string> validate_journal(Journal& journal, const std::string& base_dir,
-                                          const std::string& container_id, const std::string& rootfs);
+                                          const std::string& container_id,
+                                          const std::string& rootfs);
 
 // Why `rootfs` (normal, absolute) cannot be this container's rootfs ("" when it can): not a
 // normal absolute path, the base directory or one of its parents, or inside the base directory
@@ -76,10 +78,10 @@ std::vector<std::string> validate_journal(Journal& journal, const std::string& b
 std::string rootfs_refusal(const std::string& rootfs, const std::string& base_dir,
                            const std::string& container_id);
 
-// The lo_file_name this container's loop devices carry: "evmdk:<id>", cut to 63 bytes.
-std::string loop_tag(const std::string& container_id);
-
-// The device-mapper name prefix of this container's verity devices: "evmdk-<id>-lower-".
-std::string verity_name_prefix(const std::string& container_id);
+// The lo_file_name this container's loop devices carry ("evmdk:<id>", cut to 63 bytes) and
+// the device-mapper name prefix of its verity devices ("evmdk-<id>-lower-"): built and parsed
+// in contract/dm_names.h.
+using contract::loop_tag;
+using contract::verity_name_prefix;
 
 }  // namespace evmdk::guest

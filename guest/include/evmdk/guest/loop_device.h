@@ -45,7 +45,7 @@ class LoopDevice {
 };
 
 enum class LoopDetach {
-  NotBound,    // already free, or bound to something else (left alone)
+  NotBound,  // already free, or bound to something else (left alone)
   Detached,
   StillInUse,  // someone still holds it: autoclear is set, the kernel frees it at last close
 };

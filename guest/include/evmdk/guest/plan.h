@@ -17,9 +17,8 @@
 
 namespace evmdk::guest {
 
-inline constexpr std::string_view kRootfsBind = "X-erofs-vmdk.rootfs-bind";
-inline constexpr std::string_view kRootfsReadonly = "X-erofs-vmdk.rootfs-readonly";
-inline constexpr std::string_view kOverlayOption = "X-erofs-vmdk.overlay-option";
+// The rootfs markers (X-erofs-vmdk.rootfs-bind, -rootfs-readonly, -overlay-option) are
+// marker::kRootfsBind, kRootfsReadonly and kOverlayOption in contract/markers.h.
 
 // Most lowers one rootfs may have (an index beyond it is refused before anything is mounted).
 inline constexpr unsigned kMaxLowers = 4096;
@@ -54,7 +53,7 @@ const char* kind_name(RootfsKind kind);
 struct Plan {
   std::vector<LowerPlan> lowers;  // sorted by index
   const Storage* upper = nullptr;
-  MountOptions upper_mount;       // always MS_NODEV | MS_NOSUID; fstype ext4
+  MountOptions upper_mount;                  // always MS_NODEV | MS_NOSUID; fstype ext4
   std::vector<std::string> overlay_options;  // allowlisted, never naming a path
   std::vector<std::pair<std::string, MkdirDirective>> mkdirs;  // spec, parsed
   RootfsKind kind = RootfsKind::Overlay;

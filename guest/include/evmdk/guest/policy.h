@@ -8,9 +8,8 @@
 // policy.json: {"require_verity": true, "verity_algorithms": ["sha256"],
 //               "root_hashes": ["<hex>", ...], "max_upper_bytes": 10737418240}
 // Every key is optional; unknown keys are refused.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,8 +25,8 @@ struct Policy {
   // virtio-fs rootfs, which nothing verifies, is refused.
   bool require_verity = false;
   std::vector<std::string> verity_algorithms{"sha256", "sha512"};  // lower case
-  std::vector<std::string> root_hashes;      // lower-case hex; empty = any root hash
-  std::optional<uint64_t> max_upper_bytes;   // the upper disk's largest allowed size
+  std::vector<std::string> root_hashes;                // lower-case hex; empty = any root hash
+  std::optional<uint64_t> max_upper_bytes;             // the upper disk's largest allowed size
   std::string origin = "the built-in default policy";  // for errors
 };
 
@@ -43,8 +42,10 @@ Policy effective_policy(const std::string& path, const nlohmann::json& overrides
 
 // Refuses a plan that breaks `policy`, naming the storage and the rule.
 void check_plan_policy(const Plan& plan, const Policy& policy);
-// The hash algorithm a verity device really uses (from its superblock) must be allowed.
-void check_verity_algorithm(const Policy& policy, const std::string& algorithm, const std::string& context);
+// A dm-verity hash algorithm must be allowed: checked against the storage's option, and again
+// (VerityDevice::activate) against what the tree's own superblock names.
+void check_verity_algorithm(const Policy& policy, const std::string& algorithm,
+                            const std::string& context);
 // The upper disk's size must be within the limit.
 void check_upper_size(const Policy& policy, uint64_t bytes, const std::string& context);
 // A flat image's extra device without dm-verity, under require_verity.

@@ -10,47 +10,39 @@
 //   mount(verity ? verity->path() : dev, ..., "erofs", MS_RDONLY);
 //   ... teardown: umount first, then verity->remove() (or let it go out of scope).
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "evmdk/contract/verity_options.h"
+
 namespace evmdk::guest {
 
-// Parameters of one dm-verity mapping. The hash tree lives on the hash device at hash_offset
-// (usually the same device as the data: containerd appends it to layer.erofs).
-struct VerityParams {
-  std::string root_hash;            // lowercase hex, digest size * 2 characters
-  uint64_t hash_offset = 0;         // bytes from the start of the hash device
-  // With a superblock (the default) these are read from it; when given explicitly in the
-  // options they must agree with it, or activation is refused.
-  std::optional<uint32_t> data_block_size;  // bytes (X-kata.dmverity.blocksize)
-  std::optional<uint32_t> hash_block_size;  // bytes (X-kata.dmverity.hashsize)
-  std::optional<std::string> algorithm;     // "sha256", ... (X-kata.dmverity.algorithm)
-  std::optional<std::string> salt;          // hex; "" or "-" = no salt (X-kata.dmverity.salt)
-  std::optional<uint32_t> hash_type;        // 0 or 1 (X-kata.dmverity.hashtype)
-  // No superblock at hash_offset: the tree starts right there and every parameter comes from
-  // the options (defaults: sha256, 4096/4096, hash type 1, no salt); the data area is the
-  // first hash_offset bytes of the data device.
-  bool no_superblock = false;
+// Parameters of one dm-verity mapping, as the host sends them (contract/verity_options.h).
+using VerityParams = contract::VerityOptions;
 
-  bool operator==(const VerityParams&) const = default;
-};
+// The contract's decoder (contract::decode_verity_options): X-kata.dmverity-enabled /
+// X-kata.dmverity.* of a Storage's options. nullopt when verity is not enabled; throws
+// evmdk::Error naming `context` and the offending option otherwise.
+inline std::optional<VerityParams> verity_params_from_options(
+    const std::vector<std::string>& options, std::string_view context) {
+  return contract::decode_verity_options(options, context);
+}
 
-// Reads X-kata.dmverity-enabled / X-kata.dmverity.* from a Storage's options.
-// Returns nullopt when verity is not enabled (no X-kata.dmverity-enabled=true and no
-// X-kata.dmverity.* option). Throws evmdk::Error naming `context` and the offending option for
-// a missing root hash or hash offset, a malformed value, an unknown X-kata.dmverity.* key,
-// X-kata.dmverity-enabled other than true/false, or dmverity options with enabled=false.
-std::optional<VerityParams> verity_params_from_options(const std::vector<std::string>& options,
-                                                       std::string_view context);
-
-// The options that carry `params` (the inverse of verity_params_from_options).
-std::vector<std::string> verity_options(const VerityParams& params);
+// The contract's encoder (contract::encode_verity_options): the options that carry `params`.
+inline std::vector<std::string> verity_options(const VerityParams& params) {
+  return contract::encode_verity_options(params);
+}
 
 // Whether this kernel has device-mapper (dm-mod loaded or built in); dm-verity itself is
 // loaded on demand by the kernel or must be insmod-ed by the guest init.
 bool device_mapper_available();
+
+// Refuses (throws) a hash algorithm; `where` names the verity device for the error.
+using VerityAlgorithmCheck =
+    std::function<void(const std::string& algorithm, const std::string& where)>;
 
 // A read-only dm-verity device /dev/mapper/<name>. Move-only; the destructor removes the
 // device (best effort: a device still in use, e.g. mounted, stays and the error is dropped —
@@ -70,11 +62,12 @@ class VerityDevice {
   // instead of at mount time; nothing is left behind on failure. Throws evmdk::Error naming
   // `name` and the devices: bad name, name already in use, no superblock / superblock that
   // disagrees with the options, wrong root hash, no device-mapper in the kernel.
-  // `allowed_algorithms` (lower case; empty = any): the hash algorithm actually used (from the
-  // superblock, or the options without one) must be one of them, or activation is refused.
+  // `check_algorithm` (none: any algorithm) is called with the hash algorithm the tree really
+  // uses (from its superblock, or the options without one) before activation, and throws to
+  // refuse it (the driver passes the policy's check_verity_algorithm).
   static VerityDevice activate(const std::string& name, const std::string& data_device,
                                const std::string& hash_device, const VerityParams& params,
-                               const std::vector<std::string>& allowed_algorithms = {});
+                               const VerityAlgorithmCheck& check_algorithm = {});
 
   bool active() const { return !name_.empty(); }
   const std::string& name() const { return name_; }
