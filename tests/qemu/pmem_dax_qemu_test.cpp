@@ -8,9 +8,10 @@
 // aligned: the mount succeeds and mountinfo lacks dax=always), a device whose size is not a
 // multiple of 2 MiB (no block device at all), and pmemN numbered in PCI probe order.
 #include <fstream>
-#include <tuple>
+#include <span>
 
-#include "evmdk/checksum.h"
+#include "evmdk/ondisk/endian.h"
+#include "evmdk/ondisk/erofs.h"
 #include "harness/pmem_disk.h"
 #include "scenario.h"
 
@@ -80,42 +81,37 @@ struct OneBlobFlatImage {
   std::string fsmeta, blob;
 };
 
-uint64_t load_le(const std::string& b, size_t at, int width) {
-  if (at + width > b.size()) throw HarnessError("flat image: read past the end of the fsmeta");
-  uint64_t v = 0;
-  for (int i = width - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(b[at + i]);
-  return v;
-}
-void store_le(std::string& b, size_t at, uint64_t v, int width) {
-  for (int i = 0; i < width; ++i) b[at + i] = static_cast<char>(v >> (8 * i));
-}
-
 OneBlobFlatImage make_one_blob_flat_image(const std::string& tree, const std::string& work) {
+  using namespace evmdk::ondisk;
+  using namespace evmdk::ondisk::erofs;
   OneBlobFlatImage image{work + "/flat-fsmeta.erofs", work + "/flat-blob.img"};
   test::make_erofs(tree, image.fsmeta, {},
                    {"--chunksize=4096", "-Enoinline_data", "--blobdev=" + image.blob});
   std::string meta = test::read_file(image.fsmeta);
-  const size_t sb = 1024;
+  std::span<char> bytes(meta.data(), meta.size());
+  const size_t sb_at = kSuperblockOffset;
   const uint64_t block = 4096;
-  if (load_le(meta, sb, 4) != 0xE0F5E1E2 || load_le(meta, sb + 12, 1) != 12 ||
-      load_le(meta, sb + 86, 2) != 1 || meta.size() % block != 0) {
+  if (load_le32(bytes, sb_at + sb::kMagic) != kMagic || meta[sb_at + sb::kBlkszBits] != 12 ||
+      load_le16(bytes, sb_at + sb::kExtraDevices) != 1 || meta.size() % block != 0) {
     throw HarnessError("flat image: mkfs.erofs wrote no 4 KiB-block image with one device slot");
   }
-  const uint64_t slot = load_le(meta, sb + 88, 2) * 128;
+  const size_t slot_at = load_le16(bytes, sb_at + sb::kDevtSlotOff) * kDeviceSlotSize;
   const uint64_t blob_size = fs::file_size(image.blob);
   if (blob_size % block != 0) throw HarnessError("flat image: blob is not whole blocks");
   const std::string tag = "evmdk-pmem-flat-blob";
-  std::copy(tag.begin(), tag.end(), meta.begin() + static_cast<long>(slot));
-  store_le(meta, slot + 64, blob_size / block, 4);
-  store_le(meta, slot + 68, meta.size() / block, 4);
-  // Superblock CRC32C over [1024, 4096) with the checksum field zeroed, no final xor.
-  std::string covered = meta.substr(sb, block - sb);
-  store_le(covered, 4, 0, 4);
-  store_le(meta, sb + 4, crc32c_update(~0u, covered.data(), covered.size()), 4);
+  if (slot_at + kDeviceSlotSize > meta.size()) throw HarnessError("flat image: slot past the end");
+  std::copy(tag.begin(), tag.end(), meta.begin() + static_cast<long>(slot_at + slot::kTag));
+  store_le<uint32_t>(bytes, slot_at + slot::kBlocks, static_cast<uint32_t>(blob_size / block));
+  store_le<uint32_t>(bytes, slot_at + slot::kMappedBlkaddr,
+                     static_cast<uint32_t>(meta.size() / block));
+  // 4 KiB blocks: the checksum covers [1024, 4096).
+  store_le<uint32_t>(bytes, sb_at + sb::kChecksum,
+                     erofs_superblock_crc(byte_view(meta).subspan(sb_at, block - sb_at)));
   test::write_file(image.fsmeta, meta);
   auto fsck = test::run({"fsck.erofs", "--device=" + image.blob, image.fsmeta});
-  if (fsck.exit_code != 0)
+  if (fsck.exit_code != 0) {
     throw HarnessError("flat image: fsck.erofs rejected it: " + fsck.out + fsck.err);
+  }
   return image;
 }
 
