@@ -3,7 +3,6 @@
 // one place so the two never differ. (compose, hook, verify, teardown and status documents
 // come from the libraries' own to_json; these two the libraries leave to their callers.)
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 #include "evmdk/guest/driver.h"

@@ -12,13 +12,12 @@
 #include <filesystem>
 #include <limits>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "documents.h"
 #include "evmdk/error.h"
@@ -89,7 +88,8 @@ class Request {
     if (value == nullptr) return fallback;
     if (!value->is_number_unsigned() ||
         value->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
-      throw bad_type(key, fmt::format("a whole number from 0 to {}", std::numeric_limits<T>::max()));
+      throw bad_type(key,
+                     fmt::format("a whole number from 0 to {}", std::numeric_limits<T>::max()));
     }
     return static_cast<T>(value->get<uint64_t>());
   }
@@ -151,7 +151,8 @@ struct Outcome {
 };
 
 Outcome incomplete(json result, const std::string& what, const std::vector<std::string>& items) {
-  return {EVMDK_ERR_INCOMPLETE, std::move(result), fmt::format("{}: {}", what, fmt::join(items, "; "))};
+  return {EVMDK_ERR_INCOMPLETE, std::move(result),
+          fmt::format("{}: {}", what, fmt::join(items, "; "))};
 }
 
 char* copy_out(const std::string& text) {
@@ -215,11 +216,14 @@ Outcome guest_mount(Request& request) {
   std::string policy_path = request.string("policy");
   json overrides = json::object();
   if (request.boolean("require_verity", false)) overrides["require_verity"] = true;
-  if (auto hashes = request.strings("verity_algorithm"); !hashes.empty()) overrides["verity_algorithms"] = hashes;
+  if (auto hashes = request.strings("verity_algorithm"); !hashes.empty())
+    overrides["verity_algorithms"] = hashes;
   if (auto roots = request.strings("root_hash"); !roots.empty()) overrides["root_hashes"] = roots;
-  if (request.find("max_upper_bytes")) overrides["max_upper_bytes"] = request.number<uint64_t>("max_upper_bytes", 0);
+  if (request.find("max_upper_bytes"))
+    overrides["max_upper_bytes"] = request.number<uint64_t>("max_upper_bytes", 0);
   request.finish();
-  mount.policy = request.parsed("policy", [&] { return evmdk::guest::effective_policy(policy_path, overrides); });
+  mount.policy = request.parsed(
+      "policy", [&] { return evmdk::guest::effective_policy(policy_path, overrides); });
   return {EVMDK_OK, evmdk::documents::mount_result(evmdk::guest::mount_rootfs(mount)), {}};
 }
 
@@ -311,8 +315,7 @@ Outcome verify(Request& request) {
   request.finish();
   auto report = evmdk::host::verify_disk(options);
   if (!report.ok()) {
-    return incomplete(report.to_json(), fmt::format("{}: failed", request.call()),
-                      report.problems);
+    return incomplete(report.to_json(), fmt::format("{}: failed", request.call()), report.problems);
   }
   return {EVMDK_OK, report.to_json(), {}};
 }

@@ -9,21 +9,24 @@ namespace {
 
 // A NUL would cut the string short where it reaches the kernel (a mount source, an option).
 std::string checked_string(std::string value, const char* name) {
-  if (value.find('\0') != std::string::npos) throw Error("storage field '{}' contains a NUL byte", name);
+  if (value.find('\0') != std::string::npos)
+    throw Error("storage field '{}' contains a NUL byte", name);
   return value;
 }
 
 std::string string_field(const nlohmann::json& json, const char* name) {
   auto it = json.find(name);
   if (it == json.end() || it->is_null()) return {};
-  if (!it->is_string()) throw Error("storage field '{}' must be a string, not {}", name, it->type_name());
+  if (!it->is_string())
+    throw Error("storage field '{}' must be a string, not {}", name, it->type_name());
   return checked_string(it->get<std::string>(), name);
 }
 
 std::vector<std::string> list_field(const nlohmann::json& json, const char* name) {
   auto it = json.find(name);
   if (it == json.end() || it->is_null()) return {};
-  if (!it->is_array()) throw Error("storage field '{}' must be an array of strings, not {}", name, it->type_name());
+  if (!it->is_array())
+    throw Error("storage field '{}' must be an array of strings, not {}", name, it->type_name());
   std::vector<std::string> out;
   for (size_t i = 0; i < it->size(); ++i) {
     const auto& item = (*it)[i];
@@ -43,12 +46,9 @@ std::string_view key_of(std::string_view option) {
 }  // namespace
 
 nlohmann::json to_json(const Storage& storage) {
-  return nlohmann::json{{"driver", storage.driver},
-                        {"driver_options", storage.driver_options},
-                        {"source", storage.source},
-                        {"fstype", storage.fstype},
-                        {"options", storage.options},
-                        {"mount_point", storage.mount_point}};
+  return nlohmann::json{{"driver", storage.driver},   {"driver_options", storage.driver_options},
+                        {"source", storage.source},   {"fstype", storage.fstype},
+                        {"options", storage.options}, {"mount_point", storage.mount_point}};
 }
 
 Storage storage_from_json(const nlohmann::json& json) {
@@ -107,7 +107,8 @@ std::vector<std::string> option_values(const std::vector<std::string>& options,
                                        std::string_view key) {
   std::vector<std::string> out;
   for (const auto& option : options) {
-    if (key_of(option) == key && option.size() > key.size()) out.push_back(option.substr(key.size() + 1));
+    if (key_of(option) == key && option.size() > key.size())
+      out.push_back(option.substr(key.size() + 1));
   }
   return out;
 }

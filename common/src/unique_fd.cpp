@@ -54,8 +54,9 @@ void write_all(int fd, const void* buffer, size_t size, const std::string& what,
   const auto* in = static_cast<const unsigned char*>(buffer);
   size_t done = 0;
   while (done < size) {
-    ssize_t n = offset < 0 ? ::write(fd, in + done, size - done)
-                           : ::pwrite(fd, in + done, size - done, static_cast<off_t>(offset + done));
+    ssize_t n = offset < 0
+                    ? ::write(fd, in + done, size - done)
+                    : ::pwrite(fd, in + done, size - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno("cannot write {}", what);

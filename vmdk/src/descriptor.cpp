@@ -15,8 +15,8 @@ namespace {
 
 // QEMU keeps sectors and offsets as int64 and turns offsets into bytes with `<< 9`, so every
 // sector count, every offset and the disk size must stay below INT64_MAX / 512 sectors.
-constexpr uint64_t kMaxSectorValue = static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) /
-                                     kSectorSize;
+constexpr uint64_t kMaxSectorValue =
+    static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / kSectorSize;
 
 constexpr std::array<std::string_view, 4> kAdapterTypes = {"ide", "buslogic", "lsilogic",
                                                            "legacyESX"};
@@ -39,16 +39,18 @@ void check_extent(size_t index, const FlatExtent& extent) {
                 extent.path.size(), kQemuMaxPathBytes);
   }
   if (extent.path.front() != '/') {
-    throw Error("{}: path is relative; QEMU resolves it against the descriptor path as given, "
-                "so only absolute paths are written",
-                describe(index, extent));
+    throw Error(
+        "{}: path is relative; QEMU resolves it against the descriptor path as given, "
+        "so only absolute paths are written",
+        describe(index, extent));
   }
   // QEMU searches the whole descriptor head for this substring and opens what follows as a
   // backing file, even inside an extent name.
   if (extent.path.find("parentFileNameHint") != std::string::npos) {
-    throw Error("{}: path contains \"parentFileNameHint\", which QEMU would take as a backing "
-                "file",
-                describe(index, extent));
+    throw Error(
+        "{}: path contains \"parentFileNameHint\", which QEMU would take as a backing "
+        "file",
+        describe(index, extent));
   }
   if (extent.sectors == 0) {
     throw Error("{}: sector count must be positive", describe(index, extent));
@@ -64,10 +66,8 @@ void check_extent(size_t index, const FlatExtent& extent) {
 
 std::string_view create_type_name(CreateType type) {
   switch (type) {
-    case CreateType::MonolithicFlat:
-      return "monolithicFlat";
-    case CreateType::TwoGbMaxExtentFlat:
-      return "twoGbMaxExtentFlat";
+    case CreateType::MonolithicFlat: return "monolithicFlat";
+    case CreateType::TwoGbMaxExtentFlat: return "twoGbMaxExtentFlat";
   }
   throw Error("unknown VMDK create type {}", static_cast<int>(type));
 }
@@ -109,8 +109,7 @@ std::vector<FlatExtent> emitted_extents(const Descriptor& descriptor) {
       continue;
     }
     for (uint64_t done = 0; done < extent.sectors; done += kTwoGbExtentSectors) {
-      lines.push_back(FlatExtent{extent.path,
-                                 std::min(kTwoGbExtentSectors, extent.sectors - done),
+      lines.push_back(FlatExtent{extent.path, std::min(kTwoGbExtentSectors, extent.sectors - done),
                                  extent.offset + done});
     }
   }
@@ -157,9 +156,10 @@ std::string render(const Descriptor& descriptor) {
                 text.size(), kQemuMaxDescriptorBytes);
   }
   if (lines.size() > kMaxExtentLines) {
-    throw Error("VMDK descriptor would have {} extent lines; QEMU opens one fd per line and the "
-                "limit here is {}",
-                lines.size(), kMaxExtentLines);
+    throw Error(
+        "VMDK descriptor would have {} extent lines; QEMU opens one fd per line and the "
+        "limit here is {}",
+        lines.size(), kMaxExtentLines);
   }
   // By construction the header comes first; check anyway, because QEMU takes the first
   // occurrence of each key anywhere in the text.

@@ -18,8 +18,7 @@ ExtentMap ExtentMap::from_qemu_reading(const QemuReading& reading) {
   ExtentMap map;
   for (const QemuExtent& extent : reading.extents) {
     if (extent.type != "FLAT" && extent.type != "VMFS") {
-      throw Error("line {}: {} extents cannot be mapped, only FLAT", extent.last_line,
-                  extent.type);
+      throw Error("line {}: {} extents cannot be mapped, only FLAT", extent.last_line, extent.type);
     }
     map.add(MappedExtent{0, static_cast<uint64_t>(extent.sectors) * kSectorSize,
                          extent.resolved_path, static_cast<uint64_t>(extent.offset) * kSectorSize,

@@ -32,7 +32,10 @@ bool iequals(std::string_view a, std::string_view b) {
 class Linter {
  public:
   Linter(std::string_view text, const std::string& path, const LintOptions& options)
-      : text_(text), path_(path), options_(options), qemu_(read_as_qemu(text, path)),
+      : text_(text),
+        path_(path),
+        options_(options),
+        qemu_(read_as_qemu(text, path)),
         spec_(read_as_spec(text)) {}
 
   LintReport run() {
@@ -106,8 +109,8 @@ class Linter {
     for (const SpecEntry& entry : spec_.header) {
       if (entry.key != key && iequals(entry.key, key)) {
         add("wrong-case", Severity::Error, entry.line,
-            fmt::format("key {:?} must be spelled {:?}; QEMU's search is case-sensitive",
-                        entry.key, key));
+            fmt::format("key {:?} must be spelled {:?}; QEMU's search is case-sensitive", entry.key,
+                        key));
       }
     }
   }
@@ -135,9 +138,9 @@ class Linter {
                         entry->line));
       }
     }
-    static constexpr std::string_view kQemuTypes[] = {"monolithicFlat", "vmfs", "vmfsSparse",
-                                                      "seSparse", "twoGbMaxExtentSparse",
-                                                      "twoGbMaxExtentFlat"};
+    static constexpr std::string_view kQemuTypes[] = {"monolithicFlat",       "vmfs",
+                                                      "vmfsSparse",           "seSparse",
+                                                      "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"};
     bool qemu_accepts = std::find(std::begin(kQemuTypes), std::end(kQemuTypes), entry->value) !=
                         std::end(kQemuTypes);
     if (!qemu_accepts) {
@@ -164,10 +167,10 @@ class Linter {
           fmt::format("QEMU reads {} from the first \"{}\" substring, here, not from line {}", key,
                       key, entry->line));
     } else if (!readable || !qemu_offset) {
-      std::string why = content_offset(entry->line) >= kQemuCidWindowBytes - 1
-                            ? fmt::format("it is not within the first {} bytes",
-                                          kQemuCidWindowBytes)
-                            : std::string("QEMU needs exactly KEY=<hex>");
+      std::string why =
+          content_offset(entry->line) >= kQemuCidWindowBytes - 1
+              ? fmt::format("it is not within the first {} bytes", kQemuCidWindowBytes)
+              : std::string("QEMU needs exactly KEY=<hex>");
       add("unreadable-cid", Severity::Error, entry->line,
           fmt::format("QEMU cannot read {} ({}) and fails with \"Invalid argument\"", key, why));
     }
@@ -316,7 +319,8 @@ class Linter {
     } catch (const SystemError& error) {
       return {0, fmt::format("cannot open: {}", std::strerror(error.error_number()))};
     } catch (const Error&) {
-      return {0, fmt::format("a {}, not a regular file or block device", file_type_name(file_mode(path)))};
+      return {0, fmt::format("a {}, not a regular file or block device",
+                             file_type_name(file_mode(path)))};
     }
     if (S_ISREG(file.st.st_mode)) return {static_cast<uint64_t>(file.st.st_size), ""};
     off_t end = ::lseek(file.fd.get(), 0, SEEK_END);
@@ -350,8 +354,8 @@ class Linter {
       spec_rows.push_back({e.path.value_or(""), e.sectors, e.offset.value_or(0), e.line});
     }
     for (const QemuExtent& e : qemu_.extents) {
-      qemu_rows.push_back({e.path, static_cast<uint64_t>(e.sectors),
-                           static_cast<uint64_t>(e.offset), e.last_line});
+      qemu_rows.push_back(
+          {e.path, static_cast<uint64_t>(e.sectors), static_cast<uint64_t>(e.offset), e.last_line});
     }
     size_t n = std::max(spec_rows.size(), qemu_rows.size());
     for (size_t i = 0; i < n; ++i) {
@@ -392,7 +396,8 @@ size_t LintReport::errors() const {
 size_t LintReport::warnings() const { return findings.size() - errors(); }
 
 bool LintReport::has(std::string_view id) const {
-  return std::any_of(findings.begin(), findings.end(), [&](const Finding& f) { return f.id == id; });
+  return std::any_of(findings.begin(), findings.end(),
+                     [&](const Finding& f) { return f.id == id; });
 }
 
 std::vector<std::string> LintReport::ids() const {

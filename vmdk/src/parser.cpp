@@ -21,7 +21,7 @@ constexpr size_t kCreateTypeBufferBytes = 128;
 constexpr size_t kBackingPathMax = 4096;
 
 constexpr std::array<std::string_view, 6> kQemuCreateTypes = {
-    "monolithicFlat", "vmfs", "vmfsSparse", "seSparse", "twoGbMaxExtentSparse",
+    "monolithicFlat",    "vmfs", "vmfsSparse", "seSparse", "twoGbMaxExtentSparse",
     "twoGbMaxExtentFlat"};
 constexpr std::array<std::string_view, 5> kQemuExtentTypes = {"FLAT", "SPARSE", "VMFS",
                                                               "VMFSSPARSE", "SESPARSE"};
@@ -257,8 +257,8 @@ SpecEntry spec_entry(size_t line_number, std::string_view line, size_t equals) {
   entry.line = line_number;
   std::string_view key = line.substr(0, equals);
   std::string_view value = line.substr(equals + 1);
-  entry.spaced = (!key.empty() && is_c_space(key.back())) ||
-                 (!value.empty() && is_c_space(value.front()));
+  entry.spaced =
+      (!key.empty() && is_c_space(key.back())) || (!value.empty() && is_c_space(value.front()));
   entry.key = std::string(trim(key));
   value = trim(value);
   if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {

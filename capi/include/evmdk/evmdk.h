@@ -10,8 +10,8 @@
  *
  * Every call:
  *   int evmdk_<op>(const char *request_json, char **result_json, char **error_message);
- * returns EVMDK_OK (0) or one of the codes below (docs/api.md). On return *result_json is the result
- * document or NULL, and *error_message is NULL on EVMDK_OK, else a one-line message naming
+ * returns EVMDK_OK (0) or one of the codes below (docs/api.md). On return *result_json is the
+ * result document or NULL, and *error_message is NULL on EVMDK_OK, else a one-line message naming
  * the input at fault (file, layer, storage, option). Free both with evmdk_free(). Either
  * output pointer may be NULL when the caller does not want it. No C++ exception ever leaves
  * the library, and the API keeps no state from one call to the next.
@@ -53,16 +53,16 @@ enum evmdk_status {
 };
 
 /* "0.1.0": the library's version (not the API version). */
-EVMDK_EXPORT const char *evmdk_version(void);
+EVMDK_EXPORT const char* evmdk_version(void);
 
 /* EVMDK_API_VERSION of the library actually loaded. */
 EVMDK_EXPORT int evmdk_api_version(void);
 
 /* Frees a string returned by any call (result or message). NULL is allowed. */
-EVMDK_EXPORT void evmdk_free(char *string);
+EVMDK_EXPORT void evmdk_free(char* string);
 
 /* The name of a status code ("EVMDK_ERR_INVALID"); a static string, never freed. */
-EVMDK_EXPORT const char *evmdk_status_name(int status);
+EVMDK_EXPORT const char* evmdk_status_name(int status);
 
 /* --- guest (in the VM) -------------------------------------------------------------- */
 
@@ -71,17 +71,20 @@ EVMDK_EXPORT const char *evmdk_status_name(int status);
  *    "rootfs": "/run/c/CID/rootfs", "base": "/run/erofs-vmdk", "timeout_ms": 10000,
  *    "parallel": 4}
  * "storages", "id" and "rootfs" are required. Mounts everything or nothing. */
-EVMDK_EXPORT int evmdk_guest_mount(const char *request_json, char **result_json, char **error_message);
+EVMDK_EXPORT int evmdk_guest_mount(const char* request_json, char** result_json,
+                                   char** error_message);
 
 /* `erofs-vmdk guest teardown`. Request:
  *   {"id": "CID", "rootfs": "...", "base": "...", "cgroups": ["/sys/fs/cgroup/CID"],
  *    "kill_timeout_ms": 5000}
  * Only "id" is required. Idempotent; EVMDK_ERR_INCOMPLETE when something could not be
  * cleaned (the result's "problems" say what). */
-EVMDK_EXPORT int evmdk_guest_teardown(const char *request_json, char **result_json, char **error_message);
+EVMDK_EXPORT int evmdk_guest_teardown(const char* request_json, char** result_json,
+                                      char** error_message);
 
 /* `erofs-vmdk guest status`. Request: {"id": "CID", "base": "..."}. */
-EVMDK_EXPORT int evmdk_guest_status(const char *request_json, char **result_json, char **error_message);
+EVMDK_EXPORT int evmdk_guest_status(const char* request_json, char** result_json,
+                                    char** error_message);
 
 /* --- host ----------------------------------------------------------------------------- */
 
@@ -90,22 +93,23 @@ EVMDK_EXPORT int evmdk_guest_status(const char *request_json, char **result_json
  *    "order": "top-first", "fdset": false, "first_fdset": 1, "serial": "",
  *    "verity": "auto"}
  * "layers" and "output" are required. */
-EVMDK_EXPORT int evmdk_compose(const char *request_json, char **result_json, char **error_message);
+EVMDK_EXPORT int evmdk_compose(const char* request_json, char** result_json, char** error_message);
 
 /* `erofs-vmdk hook`; the result is hook.json. Request:
  *   {"id": "CID", "state_dir": "DIR", "mounts": [containerd mount list], "verity": "auto"} */
-EVMDK_EXPORT int evmdk_hook(const char *request_json, char **result_json, char **error_message);
+EVMDK_EXPORT int evmdk_hook(const char* request_json, char** result_json, char** error_message);
 
 /* `erofs-vmdk hook cleanup`. Request: {"id": "CID", "state_dir": "DIR"}.
  * EVMDK_ERR_INCOMPLETE when something could not be removed (the result's "left"). */
-EVMDK_EXPORT int evmdk_hook_cleanup(const char *request_json, char **result_json, char **error_message);
+EVMDK_EXPORT int evmdk_hook_cleanup(const char* request_json, char** result_json,
+                                    char** error_message);
 
 /* `erofs-vmdk verify`. Request:
  *   {"target": "DIR or disk.vmdk", "digest": false, "expect": "FILE", "verity": false,
  *    "direct": false, "threads": 0, "chunk_size": 4194304, "queue_depth": 8}
  * Only "target" is required. EVMDK_ERR_INCOMPLETE when a check failed (the report's
  * "problems"); the report is returned either way. */
-EVMDK_EXPORT int evmdk_verify(const char *request_json, char **result_json, char **error_message);
+EVMDK_EXPORT int evmdk_verify(const char* request_json, char** result_json, char** error_message);
 
 #ifdef __cplusplus
 }

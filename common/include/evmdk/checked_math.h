@@ -61,8 +61,8 @@ constexpr std::optional<T> parse_decimal(std::string_view text,
 
 // parse_decimal that throws an Error naming `what` and the allowed range.
 template <typename T = uint64_t>
-T parse_decimal_or_throw(std::string_view text, std::string_view what,
-                         T min = 0, T max = std::numeric_limits<T>::max()) {
+T parse_decimal_or_throw(std::string_view text, std::string_view what, T min = 0,
+                         T max = std::numeric_limits<T>::max()) {
   auto value = parse_decimal<T>(text, max);
   if (!value || *value < min) {
     throw Error("{}: '{}' is not a whole number in {}..{}", what, text, min, max);

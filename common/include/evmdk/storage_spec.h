@@ -2,7 +2,6 @@
 // The Kata-compatible Storage object (kata-agent's protobuf `Storage`) that the host emits and
 // the guest driver consumes, plus helpers for the `X-kata.*` option markers.
 #include <nlohmann/json.hpp>
-
 #include <optional>
 #include <string>
 #include <string_view>

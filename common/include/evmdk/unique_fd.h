@@ -37,6 +37,7 @@ void pread_exact(int fd, void* buffer, size_t size, uint64_t offset, const std::
 // Reads up to `size` bytes at `offset`, returns bytes read (short only at EOF).
 size_t pread_full(int fd, void* buffer, size_t size, uint64_t offset, const std::string& what);
 // Writes all of `size` bytes at `offset` (or at the current position when offset < 0).
-void write_all(int fd, const void* buffer, size_t size, const std::string& what, int64_t offset = -1);
+void write_all(int fd, const void* buffer, size_t size, const std::string& what,
+               int64_t offset = -1);
 
 }  // namespace evmdk

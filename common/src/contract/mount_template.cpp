@@ -21,7 +21,8 @@ constexpr std::string_view kClose = "}}";
 
 // Splits the body between "{{" and "}}" into words. Canonical syntax: one space before each
 // word and one after the last, nothing else.
-std::optional<std::vector<std::string_view>> words_of(std::string_view body, TemplateSyntax syntax) {
+std::optional<std::vector<std::string_view>> words_of(std::string_view body,
+                                                      TemplateSyntax syntax) {
   std::vector<std::string_view> words;
   size_t pos = 0;
   while (pos < body.size()) {
@@ -34,8 +35,8 @@ std::optional<std::vector<std::string_view>> words_of(std::string_view body, Tem
     if (words.size() > 3) return std::nullopt;  // no template has more; stop early
     pos = end;
   }
-  if (syntax == TemplateSyntax::Canonical && (body.empty() || body.back() != ' ' ||
-                                              (body.size() >= 2 && body[body.size() - 2] == ' '))) {
+  if (syntax == TemplateSyntax::Canonical &&
+      (body.empty() || body.back() != ' ' || (body.size() >= 2 && body[body.size() - 2] == ' '))) {
     return std::nullopt;
   }
   return words;
@@ -64,11 +65,13 @@ MountTemplate parse_one(std::string_view templ, std::string_view text, size_t mo
       refuse(context, text, templ, fmt::format("'{}' is not a number (a mount index)", word));
     }
     if (*value >= mount_count) {
-      refuse(context, text, templ,
-             mount_count == 0
-                 ? fmt::format("refers to mount {}, which does not exist (the list is empty)", *value)
-                 : fmt::format("refers to mount {}, which does not exist (the list has {} mounts, 0..{})", *value,
-                               mount_count, mount_count - 1));
+      refuse(
+          context, text, templ,
+          mount_count == 0
+              ? fmt::format("refers to mount {}, which does not exist (the list is empty)", *value)
+              : fmt::format(
+                    "refers to mount {}, which does not exist (the list has {} mounts, 0..{})",
+                    *value, mount_count, mount_count - 1));
     }
     return *value;
   };
@@ -139,8 +142,8 @@ std::optional<std::string> normalise_below(std::string_view path) {
   size_t start = 0;
   while (start <= path.size()) {
     size_t slash = path.find('/', start);
-    std::string_view component =
-        path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    std::string_view component = path.substr(
+        start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
     if (component == "..") return std::nullopt;
     if (!component.empty() && component != ".") {
       if (!out.empty()) out += '/';
@@ -156,14 +159,17 @@ std::optional<std::string> normalise_below(std::string_view path) {
 
 BindSpec parse_bind_spec(std::string_view spec, size_t mount_count) {
   auto refuse = [&](std::string_view why) {
-    return Error("rootfs bind source '{}': {} (only '{{{{ mount N }}}}' or "
-                 "'{{{{ mount 0 }}}}/<path inside the upper>' are accepted)", spec, why);
+    return Error(
+        "rootfs bind source '{}': {} (only '{{{{ mount N }}}}' or "
+        "'{{{{ mount 0 }}}}/<path inside the upper>' are accepted)",
+        spec, why);
   };
   if (auto nul = spec.find('\0'); nul != std::string_view::npos) {
     // Quoted only up to the NUL: an error message is a C string.
     throw Error("rootfs bind source '{}\\0...': NUL byte in the template", spec.substr(0, nul));
   }
-  auto lead = parse_leading_mount(spec, mount_count, "rootfs bind source", TemplateSyntax::Canonical);
+  auto lead =
+      parse_leading_mount(spec, mount_count, "rootfs bind source", TemplateSyntax::Canonical);
   BindSpec out;
   out.mount_index = lead.index;
   if (lead.rest.empty()) return out;
@@ -184,8 +190,8 @@ MkdirSpec parse_mkdir_spec(std::string_view spec, size_t mount_count) {
   std::string_view rest = lead.rest;
   for (size_t start = 0;;) {
     size_t colon = rest.find(':', start);
-    fields.push_back(rest.substr(start, colon == std::string_view::npos ? std::string_view::npos
-                                                                        : colon - start));
+    fields.push_back(rest.substr(
+        start, colon == std::string_view::npos ? std::string_view::npos : colon - start));
     if (colon == std::string_view::npos || fields.size() > 4) break;
     start = colon + 1;
   }

@@ -73,9 +73,10 @@ UniqueFd open_directory_nofollow(const std::string& directory) {
   struct open_how how {};
   how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
   how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, directory.c_str(), &how,
-                                          sizeof how)));
-  if (!fd) throw_errno("host lowerdir {}: cannot open it as a directory without symlinks", directory);
+  UniqueFd fd(
+      static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, directory.c_str(), &how, sizeof how)));
+  if (!fd)
+    throw_errno("host lowerdir {}: cannot open it as a directory without symlinks", directory);
   return fd;
 }
 
@@ -89,16 +90,18 @@ struct LoopBacking {
 // is block device `device` (mountinfo names it; the name is not trusted).
 LoopBacking loop_backing(const std::string& directory, const std::string& source, dev_t device) {
   if (major(device) != kLoopMajor) {
-    throw Error("host lowerdir {}: its EROFS filesystem is on device {}:{} ({}), not a loop "
-                "device. {}", directory, major(device), minor(device), source, kRemedy);
+    throw Error(
+        "host lowerdir {}: its EROFS filesystem is on device {}:{} ({}), not a loop "
+        "device. {}",
+        directory, major(device), minor(device), source, kRemedy);
   }
   UniqueFd fd(::open(source.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!fd) throw_errno("host lowerdir {}: cannot open its loop device {}", directory, source);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw_errno("host lowerdir {}: fstat {}", directory, source);
   if (!S_ISBLK(st.st_mode) || st.st_rdev != device) {
-    throw Error("host lowerdir {}: {} is not the block device {}:{} the mount is on",
-                directory, source, major(device), minor(device));
+    throw Error("host lowerdir {}: {} is not the block device {}:{} the mount is on", directory,
+                source, major(device), minor(device));
   }
   struct loop_info64 info {};
   if (::ioctl(fd.get(), LOOP_GET_STATUS64, &info) != 0) {
@@ -140,9 +143,11 @@ HostLowerLayer resolve_one(const std::string& directory) {
                                    InputKind::RegularFile, /*follow_symlinks=*/false);
   if (static_cast<uint64_t>(file.st.st_dev) != backing.device ||
       static_cast<uint64_t>(file.st.st_ino) != backing.inode) {
-    throw Error("host lowerdir {}: its loop device {} is backed by device {} inode {}, not by {} "
-                "(device {} inode {}). {}", directory, mount->source, backing.device,
-                backing.inode, layer, file.st.st_dev, file.st.st_ino, kRemedy);
+    throw Error(
+        "host lowerdir {}: its loop device {} is backed by device {} inode {}, not by {} "
+        "(device {} inode {}). {}",
+        directory, mount->source, backing.device, backing.inode, layer, file.st.st_dev,
+        file.st.st_ino, kRemedy);
   }
   if (backing.offset != 0) {
     throw Error("host lowerdir {}: its loop device {} starts at offset {} of {}, not at 0",
@@ -157,8 +162,10 @@ HostLowerLayer resolve_one(const std::string& directory) {
 std::vector<std::string> split_host_lowerdir(const std::string& value, const std::string& context) {
   if (value.empty()) throw Error("{}: empty lowerdir", context);
   if (value.find('\\') != std::string::npos) {
-    throw Error("{}: lowerdir '{}' has an overlayfs escape ('\\'); host paths with escapes are "
-                "not supported", context, value);
+    throw Error(
+        "{}: lowerdir '{}' has an overlayfs escape ('\\'); host paths with escapes are "
+        "not supported",
+        context, value);
   }
   std::vector<std::string> out;
   size_t start = 0;

@@ -21,10 +21,10 @@ struct MappedExtent {
 };
 
 struct MapLocation {
-  size_t index = 0;             // into ExtentMap::extents()
+  size_t index = 0;  // into ExtentMap::extents()
   const MappedExtent* extent = nullptr;
-  uint64_t file_offset = 0;     // bytes into extent->path for the looked-up virtual offset
-  uint64_t bytes_left = 0;      // bytes until the end of this extent
+  uint64_t file_offset = 0;  // bytes into extent->path for the looked-up virtual offset
+  uint64_t bytes_left = 0;   // bytes until the end of this extent
 };
 
 class ExtentMap {

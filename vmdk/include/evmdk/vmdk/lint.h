@@ -14,7 +14,6 @@
 //   warnings: relative-path, extent-count-fd-limit, virtualbox-line-limit,
 //             extent-trailing-text, non-flat-create-type, extent-over-2gib, unknown-line
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <string_view>
 #include <vector>

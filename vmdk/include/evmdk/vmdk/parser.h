@@ -19,8 +19,8 @@ namespace evmdk::vmdk {
 
 // What QEMU's extent-line scan made of the text starting at one line.
 struct QemuExtentLine {
-  size_t line = 0;   // 1-based line where the scan started
-  int matches = 0;   // sscanf's return value (-1 at end of input)
+  size_t line = 0;  // 1-based line where the scan started
+  int matches = 0;  // sscanf's return value (-1 at end of input)
   std::string access;
   int64_t sectors = 0;
   std::string type;
@@ -31,25 +31,25 @@ struct QemuExtentLine {
 
 // An extent QEMU adds to the disk.
 struct QemuExtent {
-  size_t line = 0;             // 1-based line where the scan started (may be a blank line)
-  size_t last_line = 0;        // line the scan ended on (the real extent line)
-  std::string type;            // FLAT, VMFS, SPARSE, VMFSSPARSE, SESPARSE
-  std::string path;            // as written
-  std::string resolved_path;   // absolute, or glued onto the descriptor path's dirname
+  size_t line = 0;            // 1-based line where the scan started (may be a blank line)
+  size_t last_line = 0;       // line the scan ended on (the real extent line)
+  std::string type;           // FLAT, VMFS, SPARSE, VMFSSPARSE, SESPARSE
+  std::string path;           // as written
+  std::string resolved_path;  // absolute, or glued onto the descriptor path's dirname
   int64_t sectors = 0;
-  int64_t offset = 0;          // in sectors into the file (0 for VMFS)
+  int64_t offset = 0;  // in sectors into the file (0 for VMFS)
 };
 
 struct QemuReading {
-  size_t file_bytes = 0;       // size of the input
-  size_t bytes_read = 0;       // what QEMU parses: cut at 1,048,575 bytes and at the first NUL
-  bool truncated = false;      // the 1,048,575-byte cut removed something
+  size_t file_bytes = 0;   // size of the input
+  size_t bytes_read = 0;   // what QEMU parses: cut at 1,048,575 bytes and at the first NUL
+  bool truncated = false;  // the 1,048,575-byte cut removed something
   std::optional<size_t> nul_offset;  // first NUL byte inside the parsed part
 
-  std::optional<std::string> create_type;  // value as QEMU extracts it (may be garbage)
+  std::optional<std::string> create_type;    // value as QEMU extracts it (may be garbage)
   std::optional<size_t> create_type_offset;  // byte offset of the first "createType"
   std::optional<uint32_t> cid;
-  std::optional<size_t> cid_offset;          // byte offset of the first "CID" in the window
+  std::optional<size_t> cid_offset;  // byte offset of the first "CID" in the window
   std::optional<uint32_t> parent_cid;
   std::optional<size_t> parent_cid_offset;
   std::optional<std::string> parent_file_name_hint;  // QEMU would open this as a backing file
@@ -77,9 +77,9 @@ struct SpecExtent {
   size_t line = 0;
   std::string access;  // as written; compare case-insensitively
   uint64_t sectors = 0;
-  std::string type;    // as written
+  std::string type;  // as written
   std::optional<std::string> path;
-  char quote = '"';    // '"', '\'' or 0 for an unquoted name
+  char quote = '"';  // '"', '\'' or 0 for an unquoted name
   std::optional<uint64_t> offset;
   bool sectors_hex = false;
   bool offset_hex = false;
@@ -89,8 +89,8 @@ struct SpecExtent {
 struct SpecEntry {
   size_t line = 0;
   std::string key;
-  std::string value;   // unquoted
-  bool spaced = false; // whitespace around '='
+  std::string value;    // unquoted
+  bool spaced = false;  // whitespace around '='
   bool quoted = false;
 };
 
