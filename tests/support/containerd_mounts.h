@@ -1,5 +1,5 @@
 #pragma once
-// Mount lists as containerd's EROFS snapshotter returns them (shared/notes), for tests that
+// Mount lists as containerd's EROFS snapshotter returns them (docs/runtime-integration.md), for tests that
 // feed the hook the real shapes.
 #include <cstdint>
 #include <string>

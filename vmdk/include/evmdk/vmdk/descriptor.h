@@ -1,6 +1,6 @@
 #pragma once
 // The flat VMDK descriptor model and the QEMU-safe writer.
-// See ../shared/notes/qemu-vmdk.md: every trap listed there is refused by render().
+// See vmdk/README.md: every QEMU trap listed there is refused by render().
 #include <cstdint>
 #include <string>
 #include <string_view>

@@ -6,7 +6,7 @@
 //  - read_as_spec(): what the VMware Virtual Disk Format spec says the lines mean (line based,
 //    blank lines and comments ignored, RDONLY/NOACCESS/ZERO extents part of the disk).
 // The linter reports where the two differ; the extent map is built from the QEMU reading.
-// See ../shared/notes/qemu-vmdk.md.
+// See vmdk/README.md ("How QEMU reads a descriptor").
 #include <cstdint>
 #include <optional>
 #include <string>
