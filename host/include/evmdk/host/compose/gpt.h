@@ -31,13 +31,8 @@ Guid parse_guid(const std::string& text);  // throws evmdk::Error
 // Linux filesystem data: 0FC63DAF-8483-4772-8E79-3D69D8477DE4.
 Guid linux_filesystem_type();
 
-struct Partition {
-  Guid type{};
-  Guid unique{};
-  uint64_t first_lba = 0;
-  uint64_t last_lba = 0;  // inclusive
-  uint64_t attributes = 0;
-  std::string name;  // ASCII, at most 36 characters (stored as UTF-16LE)
+// A partition is its on-disk entry plus where it stands in the table.
+struct Partition : ondisk::GptEntry {
   // Its entry number (1-based) when that is not its place in Table::partitions, as in a table
   // read with empty entries before it; 0: partitions[N-1] is entry (partition) N.
   uint32_t number = 0;
