@@ -41,8 +41,7 @@ class TarIndexQemu : public QemuTest {
             GuestConfig& boot) {
     std::string mounts = path(id + "-mounts.json");
     test::write_file(mounts, test::read_fixture_list(test::containerd22_list(list), snapshots));
-    auto result =
-        test::cli({"hook", "--id", id, "--state-dir", path("state"), "--mounts", mounts});
+    auto result = test::cli({"hook", "--id", id, "--state-dir", path("state"), "--mounts", mounts});
     EXPECT_EQ(result.exit_code, 0) << list << ": " << result.out << result.err;
     if (result.exit_code != 0) return json::array();
     json output = json::parse(result.out);
@@ -61,8 +60,8 @@ std::string merged_view_checks(const std::string& prefix, std::vector<std::strin
   size_t i = 0;
   for (const auto& [file, contents] : test::tarindex_merged_files()) {
     (void)contents;
-    script += fmt::format("evmdk_check {0}-file-{1} cmp \"$R/{2}\" /job/expected-{1}\n", prefix,
-                          i, file);
+    script +=
+        fmt::format("evmdk_check {0}-file-{1} cmp \"$R/{2}\" /job/expected-{1}\n", prefix, i, file);
     names.push_back(fmt::format("{}-file-{}", prefix, i++));
   }
   i = 0;
@@ -99,10 +98,10 @@ TEST_F(TarIndexQemu, HookOutputOfTheRealListsMountsOnGuestKernel) {
     job.files[fmt::format("expected-{}", i++)] = contents;
   }
 
-  std::vector<std::string> checks{"active-mount", "active-write", "view-mount",
-                                  "view-write-refused", "one-mount", "one-content",
-                                  "one-sha256-big", "tar-slices", "teardown-active",
-                                  "teardown-view", "teardown-one"};
+  std::vector<std::string> checks{"active-mount",       "active-write", "view-mount",
+                                  "view-write-refused", "one-mount",    "one-content",
+                                  "one-sha256-big",     "tar-slices",   "teardown-active",
+                                  "teardown-view",      "teardown-one"};
   auto active_paths = mount_path_checks(env_, "ti-active", FlatPath::kNative, "active-");
   auto view_paths = mount_path_checks(env_, "ti-view", FlatPath::kNative, "view-");
   auto one_paths = mount_path_checks(env_, "ti-one", FlatPath::kNative, "one-");
@@ -127,7 +126,8 @@ evmdk_check view-write-refused sh -c "! echo x > $R/etc/hostname 2>/dev/null"
 R=/run/containers/ti-one/rootfs
 EVMDK_STORAGES=/job/one.json
 evmdk_check one-mount evmdk_guest_mount ti-one "$R" || exit 1
-)SH" + one_paths.script + R"SH(
+)SH" + one_paths.script +
+                  R"SH(
 evmdk_expect_eq one-content "$(cat $R/etc/hostname)" base
 evmdk_expect_eq one-sha256-big "$(sha256sum $R/big.bin | cut -d' ' -f1)" 73ebf14290b3e7df859910a033d20cf8fc24306527e754f96d872c3f4cb2da1c
 bound=0
@@ -141,7 +141,8 @@ evmdk_check_clean after-teardown
   auto outcome = run_guest(env_, boot, job);
   print_mount_paths(env_, outcome, "tar-index");
   if (const auto* bound = outcome.find("tar-slices")) {
-    std::fprintf(stderr, "[mount path] tar-index, guest kernel %s: %s loop slices for 9 layers (%s)\n",
+    std::fprintf(stderr,
+                 "[mount path] tar-index, guest kernel %s: %s loop slices for 9 layers (%s)\n",
                  env_.kernel_version.c_str(), bound->detail.c_str(),
                  active_paths.native ? "direct: flat-device mode" : "loop slice + device=");
   }

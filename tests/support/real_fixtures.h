@@ -80,4 +80,38 @@ inline const std::map<std::string, std::string>& tarindex_file_digests() {
   return digests;
 }
 
+// erofs-utils 1.8.10 (rebuild mode): erofs-utils-1.8.10/{fsmeta,top,middle,base}.erofs and
+// merged.vmdk, its own flat descriptor over them (relative extent names).
+inline std::string erofs_utils_dir() { return fixtures_dir() + "/erofs-utils-1.8.10"; }
+inline const std::vector<std::string>& erofs_utils_flat_files() {
+  static const std::vector<std::string> names{"fsmeta.erofs", "top.erofs", "middle.erofs",
+                                              "base.erofs"};
+  return names;
+}
+// Copies the fsmeta, its three layers and merged.vmdk into `dir` (so the descriptor's relative
+// names resolve there); returns the fsmeta first, then the layers in device order.
+inline std::vector<std::string> copy_erofs_utils_flat(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  std::vector<std::string> copied;
+  for (const auto& name : erofs_utils_flat_files()) {
+    std::filesystem::copy_file(erofs_utils_dir() + "/" + name, dir + "/" + name);
+    copied.push_back(dir + "/" + name);
+  }
+  std::filesystem::copy_file(erofs_utils_dir() + "/merged.vmdk", dir + "/merged.vmdk");
+  return copied;
+}
+// The tree the fsmeta shows (mkfs.erofs 1.8.10 merged the three layers' directories).
+inline const std::map<std::string, std::string>& erofs_utils_fsmeta_files() {
+  static const std::map<std::string, std::string> files{
+      {"etc/motd", "base layer greeting\n"},
+      {"etc/os-release", "NAME=\"erofs-vmdk example base\"\n"},
+      {"opt/app/legacy.conf", "old config from base\n"},
+      {"opt/app/tool", "middle layer tool\n"},
+      {"opt/app/version", "v1\n"},
+      {"opt/app/config/app.conf", "setting=1\n"},
+      {"usr/share/doc/app/README", "documentation shipped in the base layer\n"},
+  };
+  return files;
+}
+
 }  // namespace evmdk::test
