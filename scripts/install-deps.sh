@@ -13,6 +13,8 @@ packages=(
   # runtime and test tools
   erofs-utils e2fsprogs util-linux mount qemu-utils qemu-system-x86 linux-image-amd64
   busybox-static cpio gdisk fdisk attr cryptsetup-bin kmod procps psmisc
+  # raw images assembled by reflink (tests/host/raw_image_root_test.cpp, bench/raw_image_bench)
+  xfsprogs btrfs-progs
   # packaging checks (scripts/check-package.sh): man --warnings, script(1) for a terminal,
   # file and dpkg-shlibdeps for cpack -G DEB, zsh to check the zsh completion's syntax
   man-db bsdutils file dpkg-dev zsh

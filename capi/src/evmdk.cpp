@@ -267,7 +267,7 @@ Outcome compose(Request& request) {
   auto policy = request.parsed("verity", [&] { return host::parse_verity_policy(verity); });
   request.finish();
   host::apply_verity_policy(options, policy);
-  return {EVMDK_OK, host::compose(options).layout, {}};
+  return {EVMDK_OK, host::to_json(host::compose(options).layout), {}};
 }
 
 Outcome hook(Request& request) {

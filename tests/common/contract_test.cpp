@@ -288,7 +288,7 @@ TEST_F(HostToGuest, ComposedGptStoragesDecodeToTheComposedLayers) {
   options.output_dir = temp / "out";
   for (const auto& layer : layers) {
     options.layers.push_back(
-        {layer, host::verity_options_for_layer(layer, host::VerityPolicy::kAuto)});
+        {layer, host::verity_layer_under_policy(layer, host::VerityPolicy::kAuto, layer)});
   }
   host::ComposeResult composed = host::plan_compose(options);
   ASSERT_EQ(composed.storages.size(), 3u);

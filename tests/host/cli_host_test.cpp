@@ -1,9 +1,12 @@
 // `erofs-vmdk inspect` and `erofs-vmdk compose` as a user runs them.
+#include <fcntl.h>
 #include <gmock/gmock.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "evmdk/host/compose/gpt.h"
+#include "evmdk/unique_fd.h"
 #include "layer_fixtures.h"
 
 namespace evmdk {
@@ -37,7 +40,8 @@ TEST_F(CliHostTest, InspectPrintsTheSuperblock) {
 
 TEST_F(CliHostTest, ComposeThenInspectTheDescriptorAndTheRawDisk) {
   std::string out = dir / "out";
-  auto compose = test::cli({"compose", "--mode", "gpt", "-o", out, dir / "top.erofs", dir / "base.erofs"});
+  auto compose =
+      test::cli({"compose", "--mode", "gpt", "-o", out, dir / "top.erofs", dir / "base.erofs"});
   ASSERT_EQ(compose.exit_code, 0) << compose.err;
   EXPECT_THAT(compose.out, AllOf(HasSubstr("gpt mode"), HasSubstr("partition 2")));
   EXPECT_TRUE(fs::exists(out + "/disk.vmdk"));
@@ -50,13 +54,50 @@ TEST_F(CliHostTest, ComposeThenInspectTheDescriptorAndTheRawDisk) {
 
   std::string raw = dir / "disk.raw";
   ASSERT_EQ(test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw", out + "/disk.vmdk", raw})
-                .exit_code, 0);
+                .exit_code,
+            0);
   auto disk = test::cli({"inspect", "--json", raw});
   ASSERT_EQ(disk.exit_code, 0) << disk.err;
   auto table = nlohmann::json::parse(disk.out);
   ASSERT_EQ(table["partitions"].size(), 2u);
   EXPECT_EQ(table["partitions"][0]["erofs"]["uuid"], "00000000-0000-4000-8000-00000000000a");
   EXPECT_EQ(table["partitions"][0]["partuuid"], layout["layers"][0]["partuuid"]);
+}
+
+// A GPT with an empty entry between two partitions: inspect names each partition by its entry
+// number (the number Linux and the guest give it), not by its place in the list.
+TEST_F(CliHostTest, InspectNumbersPartitionsAfterAnEmptyEntryByTheirEntry) {
+  std::string out = dir / "out";
+  ASSERT_EQ(
+      test::cli({"compose", "--mode", "gpt", "-o", out, dir / "top.erofs", dir / "base.erofs"})
+          .exit_code,
+      0);
+  std::string raw = dir / "disk.raw";
+  ASSERT_EQ(test::run({"qemu-img", "convert", "-f", "vmdk", "-O", "raw", out + "/disk.vmdk", raw})
+                .exit_code,
+            0);
+  host::gpt::Table table;
+  {
+    UniqueFd fd = open_or_throw(raw, O_RDONLY);
+    table = host::gpt::read_table(fd.get(), raw);
+  }
+  ASSERT_EQ(table.partitions.size(), 2u);
+  table.partitions[1].number = 3;  // entry 2 left empty
+  test::write_bytes(raw, 0, host::gpt::render_head(table, host::gpt::kFirstPartitionLba));
+  test::write_bytes(raw, (table.total_sectors - host::gpt::tail_sectors(table.entry_count)) * 512,
+                    host::gpt::render_tail(table));
+
+  auto disk = test::cli({"inspect", "--json", raw});
+  ASSERT_EQ(disk.exit_code, 0) << disk.err;
+  auto partitions = nlohmann::json::parse(disk.out)["partitions"];
+  ASSERT_EQ(partitions.size(), 2u);
+  EXPECT_EQ(partitions[0]["number"], 1);
+  EXPECT_EQ(partitions[1]["number"], 3);
+  EXPECT_EQ(partitions[1]["erofs"]["uuid"], "00000000-0000-4000-8000-00000000000b");
+  auto text = test::cli({"inspect", raw});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out,
+              AllOf(HasSubstr("partition 3 'layer-1'"), ::testing::Not(HasSubstr("partition 2 "))));
 }
 
 TEST_F(CliHostTest, BadLayerFailsNamingItAndWritesNothing) {

@@ -1,10 +1,10 @@
 // GPT writer/reader: round trip, CRCs, and sgdisk's opinion of what we write.
-#include <gmock/gmock.h>
+#include "evmdk/host/compose/gpt.h"
 
 #include <fcntl.h>
+#include <gmock/gmock.h>
 
 #include "evmdk/error.h"
-#include "evmdk/host/compose/gpt.h"
 #include "layer_fixtures.h"
 
 namespace evmdk::host::gpt {
@@ -68,6 +68,32 @@ TEST(Gpt, RoundTripsThroughTheReader) {
   EXPECT_EQ(read.disk_guid, table.disk_guid);
   EXPECT_EQ(read.total_sectors, table.total_sectors);
   EXPECT_EQ(read.partitions, table.partitions);
+}
+
+// A table with empty entries: each partition keeps its entry number (what Linux numbers it),
+// written where that number says and read back the same.
+TEST(Gpt, EmptyEntriesKeepLaterPartitionsNumbers) {
+  test::TempDir dir;
+  Table table = make_table(3, 100);
+  table.partitions[1].number = 3;
+  table.partitions[2].number = 7;
+  std::string path = write_disk(dir, table);
+  UniqueFd fd = open_or_throw(path, O_RDONLY);
+  Table read = read_table(fd.get(), path);
+  ASSERT_EQ(read.partitions.size(), 3u);
+  EXPECT_EQ(read.partition_number(0), 1u);
+  EXPECT_EQ(read.partition_number(1), 3u);
+  EXPECT_EQ(read.partition_number(2), 7u);
+  EXPECT_EQ(read.partitions[2].name, "layer-2");
+  EXPECT_EQ(read.partitions, table.partitions);
+
+  table.partitions[2].number = 3;  // not after the one before
+  EXPECT_THAT(
+      [&] { render_head(table, kFirstPartitionLba); },
+      ::testing::ThrowsMessage<Error>(HasSubstr("partition 3 must come after partition 3")));
+  table.partitions[2].number = 129;  // past the entry array
+  EXPECT_THAT([&] { render_tail(table); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("within the 128 entries")));
 }
 
 TEST(Gpt, ReaderCatchesACorruptEntryAndACorruptBackup) {

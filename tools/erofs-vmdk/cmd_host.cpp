@@ -51,9 +51,10 @@ bool starts_with(const InputFile& file, const std::string& path, uint64_t offset
 nlohmann::json inspect_composed(const std::string& descriptor) {
   auto layout_path = (fs::path(descriptor).parent_path() / host::kLayoutName).string();
   if (!fs::exists(layout_path)) {
-    throw Error("{}: a VMDK descriptor without {} beside it; inspect the layers, or the raw "
-                "image (qemu-img convert -O raw)",
-                descriptor, host::kLayoutName);
+    throw Error(
+        "{}: a VMDK descriptor without {} beside it; inspect the layers, or the raw "
+        "image (qemu-img convert -O raw)",
+        descriptor, host::kLayoutName);
   }
   host::Layout layout = host::read_layout(layout_path);
   nlohmann::json layers = nlohmann::json::array();
@@ -65,8 +66,11 @@ nlohmann::json inspect_composed(const std::string& descriptor) {
     }
     layers.push_back(std::move(entry));
   }
-  return {{"path", descriptor}, {"type", "composed"}, {"mode", layout.mode},
-          {"serial", layout.serial}, {"layers", layers}};
+  return {{"path", descriptor},
+          {"type", "composed"},
+          {"mode", layout.mode},
+          {"serial", layout.serial},
+          {"layers", layers}};
 }
 
 nlohmann::json inspect_gpt_disk(const std::string& path) {
@@ -76,8 +80,9 @@ nlohmann::json inspect_gpt_disk(const std::string& path) {
   nlohmann::json partitions = nlohmann::json::array();
   for (size_t i = 0; i < table.partitions.size(); ++i) {
     const auto& p = table.partitions[i];
-    std::string name = fmt::format("{} partition {}", path, i + 1);
-    nlohmann::json entry{{"number", i + 1},
+    const uint32_t number = table.partition_number(i);
+    std::string name = fmt::format("{} partition {}", path, number);
+    nlohmann::json entry{{"number", number},
                          {"first_lba", p.first_lba},
                          {"last_lba", p.last_lba},
                          {"partuuid", host::gpt::format_guid(p.unique)},
@@ -204,12 +209,11 @@ void run_compose(const ComposeArgs& args) {
   }
   if (args.quiet) return;
   if (args.json) {
-    fmt::print("{}\n", result.layout.dump(2));
+    fmt::print("{}\n", host::to_json(result.layout).dump(2));
     return;
   }
-  fmt::print("composed {} layer(s) in {} mode: {} ({} sectors, serial {})\n",
-             result.layers.size(), host::to_string(result.mode), result.disk_path,
-             result.disk_sectors, result.serial);
+  fmt::print("composed {} layer(s) in {} mode: {} ({} sectors, serial {})\n", result.layers.size(),
+             host::to_string(result.mode), result.disk_path, result.disk_sectors, result.serial);
   for (const auto& layer : result.layers) {
     if (layer.partition_number) {
       fmt::print("  partition {} LBA {}+{} PARTUUID {} <- {}\n", *layer.partition_number,
@@ -247,15 +251,17 @@ void register_host_commands(CLI::App& app) {
   compose->add_option("--first-fdset", args->first_fdset, "fdset id of the first file")
       ->capture_default_str();
   compose->add_option("--serial", args->serial, "virtio serial (default: derived from layers)");
-  compose->add_option("--verity", args->verity,
-                      "dm-verity: off|auto (protect layers that have a .dmverity sidecar)|on "
-                      "(refuse a layer without one); see docs/verity.md")
+  compose
+      ->add_option("--verity", args->verity,
+                   "dm-verity: off|auto (protect layers that have a .dmverity sidecar)|on "
+                   "(refuse a layer without one); see docs/verity.md")
       ->check(CLI::IsMember({"off", "auto", "on"}))
       ->capture_default_str();
   compose->add_flag("--json", args->json, "print layout.json");
   add_quiet_flag(compose, args->quiet);
-  compose->add_option("LAYER", args->layers,
-                      "layer images (flat mode: the fsmeta, then its device blobs in slot order)")
+  compose
+      ->add_option("LAYER", args->layers,
+                   "layer images (flat mode: the fsmeta, then its device blobs in slot order)")
       ->required();
   compose->callback([args] { run_compose(*args); });
 }

@@ -1,24 +1,26 @@
 #include "evmdk/host/compose/compose.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
 
 #include "evmdk/atomic_file.h"
+#include "evmdk/contract/markers.h"
+#include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/gpt.h"
 #include "evmdk/host/compose/layout.h"
 #include "evmdk/host/verity/verity.h"
 #include "evmdk/input_file.h"
+#include "evmdk/ondisk/erofs.h"
+#include "evmdk/qemu.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::host {
@@ -32,37 +34,6 @@ constexpr size_t kMaxDescriptorPath = 511;
 uint64_t sectors_for(uint64_t bytes) { return (bytes + kSectorSize - 1) / kSectorSize; }
 uint64_t align_up(uint64_t value, uint64_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
-}
-
-struct Sha256 {
-  struct Deleter {
-    void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-  };
-  std::unique_ptr<EVP_MD_CTX, Deleter> ctx{EVP_MD_CTX_new()};
-  Sha256() {
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-      throw Error("SHA-256 init failed");
-    }
-  }
-  Sha256& add(const void* data, size_t size) {
-    if (EVP_DigestUpdate(ctx.get(), data, size) != 1) throw Error("SHA-256 update failed");
-    return *this;
-  }
-  Sha256& add(std::string_view text) { return add(text.data(), text.size()); }
-  std::array<uint8_t, 32> finish() {
-    std::array<uint8_t, 32> digest{};
-    unsigned length = 0;
-    if (EVP_DigestFinal_ex(ctx.get(), digest.data(), &length) != 1) {
-      throw Error("SHA-256 final failed");
-    }
-    return digest;
-  }
-};
-
-std::string hex(const uint8_t* data, size_t size) {
-  std::string out;
-  for (size_t i = 0; i < size; ++i) out += fmt::format("{:02x}", data[i]);
-  return out;
 }
 
 // A name-based GUID (RFC 9562 version 8 layout) from a digest.
@@ -80,23 +51,25 @@ gpt::Guid guid_from_digest(const std::array<uint8_t, 32>& digest) {
 gpt::Guid partuuid_for(const ErofsInfo& info, size_t position) {
   std::string label = fmt::format("erofs-vmdk partuuid v1 position {}", position);
   return guid_from_digest(Sha256()
-                              .add(label)
-                              .add(info.identity.data(), info.identity.size())
-                              .add(info.uuid.data(), info.uuid.size())
+                              .update(label)
+                              .update(info.identity.data(), info.identity.size())
+                              .update(info.uuid.data(), info.uuid.size())
                               .finish());
 }
 
 void check_descriptor_path(const std::string& path, const std::string& what) {
   if (path.size() > kMaxDescriptorPath) {
-    throw Error("{}: path is {} bytes; a VMDK descriptor holds at most {} (use --fdset or a "
-                "shorter path)",
-                what, path.size(), kMaxDescriptorPath);
+    throw Error(
+        "{}: path is {} bytes; a VMDK descriptor holds at most {} (use --fdset or a "
+        "shorter path)",
+        what, path.size(), kMaxDescriptorPath);
   }
   for (char c : path) {
     if (c == '"' || c == '\n' || c == '\r' || c == '\0') {
-      throw Error("{}: path contains {} which a VMDK descriptor cannot hold (use --fdset or "
-                  "rename it)",
-                  what, c == '"' ? "a double quote" : "a line break or NUL");
+      throw Error(
+          "{}: path contains {} which a VMDK descriptor cannot hold (use --fdset or "
+          "rename it)",
+          what, c == '"' ? "a double quote" : "a line break or NUL");
     }
   }
 }
@@ -108,24 +81,10 @@ bool valid_serial(const std::string& serial) {
   });
 }
 
-// QEMU option syntax doubles commas inside a value.
-std::string qemu_escape(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    out += c;
-    if (c == ',') out += ',';
-  }
-  return out;
-}
-
 bool has_erofs_magic(const InputFile& file, const std::string& path) {
   uint8_t magic[4];
   size_t got = pread_full(file.fd.get(), magic, sizeof magic, kSuperblockOffset, path);
-  if (got < sizeof magic) return false;
-  uint32_t value = static_cast<uint32_t>(magic[0]) | (static_cast<uint32_t>(magic[1]) << 8) |
-                   (static_cast<uint32_t>(magic[2]) << 16) |
-                   (static_cast<uint32_t>(magic[3]) << 24);
-  return value == kErofsMagic;
+  return ondisk::has_erofs_magic(std::span(magic, got));
 }
 
 std::string absolute_path(const std::string& path) {
@@ -133,9 +92,10 @@ std::string absolute_path(const std::string& path) {
 }
 
 [[noreturn]] void throw_too_many(size_t layers) {
-  throw Error("too many layers: {} (a GPT disk holds at most {}: Linux reads no partition past "
-              "number {})",
-              layers, gpt::kMaxPartitions, gpt::kMaxPartitions);
+  throw Error(
+      "too many layers: {} (a GPT disk holds at most {}: Linux reads no partition past "
+      "number {})",
+      layers, gpt::kMaxPartitions, gpt::kMaxPartitions);
 }
 
 struct Planner {
@@ -172,14 +132,16 @@ struct Planner {
 
   std::vector<std::string> lower_options(size_t index, const ComposedLayer& layer,
                                          const std::vector<std::string>& extra) const {
-    std::vector<std::string> opts{"ro", "X-kata.multi-layer=true", "X-kata.overlay-lower"};
+    using contract::make_option;
+    std::vector<std::string> opts{"ro", make_option(marker::kMultiLayer, "true"),
+                                  std::string(marker::kOverlayLower)};
     if (layer.partition_number) {
-      opts.push_back("X-kata.gpt-partitioned=true");
-      opts.push_back(fmt::format("X-kata.partition-number={}", *layer.partition_number));
+      opts.push_back(make_option(marker::kGptPartitioned, "true"));
+      opts.push_back(make_option(marker::kPartitionNumber, *layer.partition_number));
     }
-    opts.push_back(fmt::format("X-erofs-vmdk.layer-index={}", index));
-    if (!layer.partuuid.empty()) opts.push_back(fmt::format("X-erofs-vmdk.partuuid={}", layer.partuuid));
-    opts.push_back(fmt::format("X-erofs-vmdk.erofs-uuid={}", layer.info.uuid_string));
+    opts.push_back(make_option(marker::kLayerIndex, index));
+    if (!layer.partuuid.empty()) opts.push_back(make_option(marker::kPartUuid, layer.partuuid));
+    opts.push_back(make_option(marker::kErofsUuid, layer.info.uuid_string));
     opts.insert(opts.end(), extra.begin(), extra.end());
     return opts;
   }
@@ -197,13 +159,13 @@ struct Planner {
 
   std::string make_serial() const {
     Sha256 sha;
-    sha.add(fmt::format("erofs-vmdk serial v1 {}", to_string(result.mode)));
+    sha.update(fmt::format("erofs-vmdk serial v1 {}", to_string(result.mode)));
     for (const auto& layer : result.layers) {
-      sha.add(layer.info.identity.data(), layer.info.identity.size());
-      sha.add(layer.partuuid);
+      sha.update(layer.info.identity.data(), layer.info.identity.size());
+      sha.update(layer.partuuid);
     }
     auto digest = sha.finish();
-    return "evmdk-" + hex(digest.data(), 7);  // 6 + 14 = 20 bytes
+    return "evmdk-" + to_hex(digest.data(), 7);  // 6 + 14 = 20 bytes
   }
 
   void plan_raw(const std::vector<ComposedLayer>& layers) {
@@ -244,8 +206,8 @@ struct Planner {
     uint64_t tail_start = result.disk_sectors;
     table.total_sectors = tail_start + gpt::tail_sectors(table.entry_count);
     Sha256 disk_sha;
-    disk_sha.add("erofs-vmdk disk guid v1");
-    for (const auto& layer : result.layers) disk_sha.add(layer.partuuid);
+    disk_sha.update("erofs-vmdk disk guid v1");
+    for (const auto& layer : result.layers) disk_sha.update(layer.partuuid);
     table.disk_guid = guid_from_digest(disk_sha.finish());
     result.disk_guid = gpt::format_guid(table.disk_guid);
     head = gpt::render_head(table, gpt::kFirstPartitionLba);
@@ -262,9 +224,10 @@ struct Planner {
     const ErofsInfo& meta = layers[0].info;
     uint64_t block = meta.block_size();
     if (layers.size() - 1 != meta.devices.size()) {
-      throw Error("flat mode: fsmeta {} has {} devices in its device table but {} device "
-                  "blobs were given",
-                  layers[0].path, meta.devices.size(), layers.size() - 1);
+      throw Error(
+          "flat mode: fsmeta {} has {} devices in its device table but {} device "
+          "blobs were given",
+          layers[0].path, meta.devices.size(), layers.size() - 1);
     }
     layers[0].sectors = meta.fs_size / kSectorSize;
     add_extent("fsmeta", layers[0].sectors, layers[0].path, 0);
@@ -276,29 +239,32 @@ struct Planner {
         throw Error("flat mode: {}: its device table slot says 0 blocks", name);
       }
       if (blob.is_erofs && blob.info.blkszbits != meta.blkszbits) {
-        throw Error("flat mode: {}: block size {} differs from the fsmeta's {} (mixed block "
-                    "sizes)",
-                    name, blob.info.block_size(), block);
+        throw Error(
+            "flat mode: {}: block size {} differs from the fsmeta's {} (mixed block "
+            "sizes)",
+            name, blob.info.block_size(), block);
       }
       uint64_t slot_bytes = slot.blocks * block;
       if (blob.info.file_size < slot_bytes) {
-        throw Error("flat mode: {}: the slot needs {} blocks ({} bytes) but the file has only {} "
-                    "bytes",
-                    name, slot.blocks, slot_bytes, blob.info.file_size);
+        throw Error(
+            "flat mode: {}: the slot needs {} blocks ({} bytes) but the file has only {} "
+            "bytes",
+            name, slot.blocks, slot_bytes, blob.info.file_size);
       }
       if (blob.is_erofs && blob.info.fs_size != slot_bytes) {
-        throw Error("flat mode: {}: the slot says {} blocks but the device's EROFS superblock "
-                    "says {}",
-                    name, slot.blocks, blob.info.blocks);
+        throw Error(
+            "flat mode: {}: the slot says {} blocks but the device's EROFS superblock "
+            "says {}",
+            name, slot.blocks, blob.info.blocks);
       }
       uint64_t start = slot.mapped_blkaddr * block / kSectorSize;
       uint64_t filled = result.disk_sectors;
       if (start < filled) {
         const char* what = i == 1 ? "the fsmeta" : "the previous device";
-        throw Error("flat mode: {}: mapped_blkaddr {} (byte {}) overlaps {}, which ends at byte "
-                    "{} (slots must be in order and must not overlap)",
-                    name, slot.mapped_blkaddr, slot.mapped_blkaddr * block, what,
-                    filled * kSectorSize);
+        throw Error(
+            "flat mode: {}: mapped_blkaddr {} (byte {}) overlaps {}, which ends at byte "
+            "{} (slots must be in order and must not overlap)",
+            name, slot.mapped_blkaddr, slot.mapped_blkaddr * block, what, filled * kSectorSize);
       }
       add_gap(start - filled);
       blob.first_lba = start;
@@ -318,81 +284,64 @@ struct Planner {
   void place_flat_verity_trees() {
     for (size_t i = 0; i < result.layers.size(); ++i) {
       auto& layer = result.layers[i];
-      auto& extra = extra_options_[i];
-      if (std::none_of(extra.begin(), extra.end(),
-                       [](const std::string& o) { return is_dmverity_option(o); })) {
-        continue;
-      }
+      if (!inputs_[i].verity) continue;
+      const VerityLayerInfo& info = *inputs_[i].verity;
       std::string name = i == 0 ? fmt::format("fsmeta ({})", layer.path)
                                 : fmt::format("device {} ({})", i, layer.path);
-      std::optional<VerityLayerInfo> info;
-      try {
-        info = inspect_verity_layer(layer.path);
-      } catch (const std::exception& error) {
-        throw Error("flat mode: {}: {}", name, error.what());
-      }
-      if (!info) {
-        throw Error("flat mode: {}: X-kata.dmverity options were given but there is no "
-                    "dm-verity sidecar {}",
-                    name, verity_sidecar_path(layer.path));
-      }
-      auto root_hash = option_value(extra, marker::kDmverityRoothash);
-      auto hash_offset = option_value(extra, marker::kDmverityHashoffset);
-      if (root_hash != info->sidecar.root_hash ||
-          hash_offset != std::to_string(info->sidecar.hash_offset)) {
-        throw Error("flat mode: {}: its X-kata.dmverity options (roothash {}, hashoffset {}) "
-                    "disagree with its sidecar (roothash {}, hashoffset {})",
-                    name, root_hash.value_or("none"), hash_offset.value_or("none"),
-                    info->sidecar.root_hash, info->sidecar.hash_offset);
-      }
-      const VeritySuperblock& sb = info->superblock;
+      const VeritySuperblock& sb = info.superblock;
       uint64_t data_bytes = sb.data_blocks * sb.data_block_size;
       uint64_t extent_bytes = layer.sectors * kSectorSize;
       if (data_bytes != extent_bytes) {
-        throw Error("flat mode: {}: dm-verity covers {} bytes ({} blocks of {}) but its area on "
-                    "the disk is {} bytes (its {}); re-format it with `erofs-vmdk verity format "
-                    "--force --hash-offset {}`",
-                    name, data_bytes, sb.data_blocks, sb.data_block_size, extent_bytes,
-                    i == 0 ? "filesystem size" : "device slot", extent_bytes);
+        throw Error(
+            "flat mode: {}: dm-verity covers {} bytes ({} blocks of {}) but its area on "
+            "the disk is {} bytes (its {}); re-format it with `erofs-vmdk verity format "
+            "--force --hash-offset {}`",
+            name, data_bytes, sb.data_blocks, sb.data_block_size, extent_bytes,
+            i == 0 ? "filesystem size" : "device slot", extent_bytes);
       }
-      if (info->sidecar.hash_offset % kSectorSize != 0) {
+      if (info.sidecar.hash_offset % kSectorSize != 0) {
         throw Error("flat mode: {}: hashoffset {} is not a multiple of {} bytes", name,
-                    info->sidecar.hash_offset, kSectorSize);
+                    info.sidecar.hash_offset, kSectorSize);
       }
       uint64_t start =
           align_up(result.disk_sectors * kSectorSize, sb.hash_block_size) / kSectorSize;
       add_gap(start - result.disk_sectors);
-      add_extent("verity", (info->hash_end - info->sidecar.hash_offset) / kSectorSize,
-                 layer.path, i, info->sidecar.hash_offset / kSectorSize);
-      layer.verity_root_hash = info->sidecar.root_hash;
-      layer.verity_hash_offset = info->sidecar.hash_offset;
+      add_extent("verity", (info.hash_end - info.sidecar.hash_offset) / kSectorSize, layer.path, i,
+                 info.sidecar.hash_offset / kSectorSize);
+      layer.verity_root_hash = info.sidecar.root_hash;
+      layer.verity_hash_offset = info.sidecar.hash_offset;
       layer.verity_hash_disk_offset = start * kSectorSize;
-      for (auto& option : extra) {
-        if (option.rfind(std::string(marker::kDmverityHashoffset) + "=", 0) == 0) {
-          option = fmt::format("{}={}", marker::kDmverityHashoffset, start * kSectorSize);
-        }
-      }
     }
   }
 
   // raw/gpt: the hash area stays inside the layer's extent, at the sidecar's hashoffset.
   void note_layer_verity() {
     for (size_t i = 0; i < result.layers.size(); ++i) {
+      if (!inputs_[i].verity) continue;
       auto& layer = result.layers[i];
-      auto root_hash = option_value(extra_options_[i], marker::kDmverityRoothash);
-      auto hash_offset = option_value(extra_options_[i], marker::kDmverityHashoffset);
-      if (!root_hash || !hash_offset) continue;
-      uint64_t offset = 0;
-      auto [end, error] = std::from_chars(hash_offset->data(),
-                                          hash_offset->data() + hash_offset->size(), offset);
-      if (error != std::errc() || end != hash_offset->data() + hash_offset->size()) {
-        throw Error("layer {} ({}): {}={} is not a number", i, layer.path,
-                    marker::kDmverityHashoffset, *hash_offset);
-      }
-      layer.verity_root_hash = *root_hash;
-      layer.verity_hash_offset = offset;
-      layer.verity_hash_disk_offset = layer.first_lba * kSectorSize + offset;
+      layer.verity_root_hash = inputs_[i].verity->sidecar.root_hash;
+      layer.verity_hash_offset = inputs_[i].verity->sidecar.hash_offset;
+      layer.verity_hash_disk_offset = layer.first_lba * kSectorSize + *layer.verity_hash_offset;
     }
+  }
+
+  // Layer i's Storage options past the markers: its dm-verity options (hashoffset where the
+  // guest finds the hash area: in the layer, or on the flat disk), then the caller's extras.
+  std::vector<std::string> layer_options(size_t i) const {
+    std::vector<std::string> out;
+    if (const auto& verity = inputs_[i].verity) {
+      try {
+        out = verity_options(*verity, result.mode == ComposeMode::Flat
+                                          ? *result.layers[i].verity_hash_disk_offset
+                                          : verity->sidecar.hash_offset);
+      } catch (const std::exception& error) {
+        throw_with_context(error, fmt::format("layer {} ({})", i, result.layers[i].path));
+      }
+    }
+    if (result.mode != ComposeMode::Flat || i == 0) {
+      out.insert(out.end(), inputs_[i].extra_options.begin(), inputs_[i].extra_options.end());
+    }
+    return out;
   }
 
   void finish_outputs() {
@@ -427,29 +376,27 @@ struct Planner {
     // Storage objects: one per layer (gpt/raw), one for the whole flat disk, which also
     // carries each protected device's dm-verity options under its slot number.
     if (result.mode == ComposeMode::Flat) {
-      std::vector<std::string> extra = extra_options_[0];
+      std::vector<std::string> extra = layer_options(0);
       for (size_t i = 1; i < result.layers.size(); ++i) {
-        auto device = to_device_verity_options(extra_options_[i], static_cast<unsigned>(i));
+        auto device = to_device_verity_options(layer_options(i), static_cast<unsigned>(i));
         extra.insert(extra.end(), device.begin(), device.end());
       }
       result.storages.push_back(lower_storage(0, result.layers[0], extra));
     } else {
       note_layer_verity();
       for (size_t i = 0; i < result.layers.size(); ++i) {
-        result.storages.push_back(lower_storage(i, result.layers[i], extra_options_[i]));
+        result.storages.push_back(lower_storage(i, result.layers[i], layer_options(i)));
       }
     }
 
     std::string node = result.serial;
     std::string format = result.disk_format;
-    nlohmann::json blockdev{{"driver", format},
-                            {"node-name", node},
-                            {"read-only", true},
-                            {"force-share", true},
-                            {"file",
-                             {{"driver", "file"},
-                              {"filename", result.disk_path},
-                              {"read-only", true}}}};
+    nlohmann::json blockdev{
+        {"driver", format},
+        {"node-name", node},
+        {"read-only", true},
+        {"force-share", true},
+        {"file", {{"driver", "file"}, {"filename", result.disk_path}, {"read-only", true}}}};
     std::string device = fmt::format("virtio-blk-pci,drive={},serial={}", node, result.serial);
     std::string drive = fmt::format("file={},format={},if=none,id={},readonly=on,force-share=on",
                                     qemu_escape(result.disk_path), format, node);
@@ -459,20 +406,21 @@ struct Planner {
                         {"path", result.fdset_files[i]},
                         {"read-only", true}});
     }
-    result.qemu = {{"disk", result.disk_path},
-                   {"format", format},
-                   {"serial", result.serial},
-                   {"blockdev-add", blockdev},
-                   {"device_add",
-                    {{"driver", "virtio-blk-pci"}, {"drive", node}, {"serial", result.serial}}},
-                   {"blockdev_args", {"-blockdev", blockdev.dump(), "-device", device}},
-                   {"drive_args", {"-drive", drive, "-device", device}},
-                   {"drive", drive},
-                   {"fdsets", fdsets}};
+    result.qemu = {
+        {"disk", result.disk_path},
+        {"format", format},
+        {"serial", result.serial},
+        {"blockdev-add", blockdev},
+        {"device_add", {{"driver", "virtio-blk-pci"}, {"drive", node}, {"serial", result.serial}}},
+        {"blockdev_args", {"-blockdev", blockdev.dump(), "-device", device}},
+        {"drive_args", {"-drive", drive, "-device", device}},
+        {"drive", drive},
+        {"fdsets", fdsets}};
 
     Layout layout;
     for (const auto& e : result.extents) {
-      layout.extents.push_back({e.role, e.first_lba, e.sectors, e.path, e.file_offset, e.layer_index});
+      layout.extents.push_back(
+          {e.role, e.first_lba, e.sectors, e.path, e.file_offset, e.layer_index});
     }
     for (const auto& l : result.layers) {
       LayoutLayer j;
@@ -508,11 +456,58 @@ struct Planner {
     layout.disk_sectors = result.disk_sectors;
     layout.disk_guid = result.disk_guid;
     layout.entry_count = entry_count_;
-    result.layout = to_json(layout);
+    result.layout = std::move(layout);
   }
 
-  std::vector<std::vector<std::string>> extra_options_;  // per layer, top first
-  std::optional<uint32_t> entry_count_;                   // gpt
+  std::vector<LayerInput> inputs_;       // top first (flat: fsmeta, then the blobs in slot order)
+  std::optional<uint32_t> entry_count_;  // gpt
+
+  // Opens the layer once, without blocking (a FIFO or device is refused before the first read),
+  // and takes everything from that one file: EROFS image or blob, its identity, and that its
+  // dm-verity description is of this very file.
+  ComposedLayer load_layer(size_t i, const LayerInput& input,
+                           const std::vector<ComposedLayer>& earlier) const {
+    ComposedLayer layer;
+    layer.index = i;
+    layer.path = absolute_path(input.path);
+    std::string what = fmt::format("layer {} ({})", i, input.path);
+    try {
+      // Flat-mode blobs need not be EROFS images (erofs-utils' --blobdev writes raw chunks).
+      bool maybe_blob = i > 0 && (options.mode == ComposeMode::Flat ||
+                                  (options.mode == ComposeMode::Auto && !earlier.empty() &&
+                                   earlier[0].info.extra_devices > 0));
+      InputFile file = open_input_file(layer.path, "file");
+      if (maybe_blob && !has_erofs_magic(file, layer.path)) {
+        layer.is_erofs = false;
+        layer.identity = blob_identity(file, layer.path);
+        layer.path = file.resolved_path;
+        layer.info.path = layer.path;
+        layer.info.file_size = layer.identity.size;
+        layer.info.device = layer.identity.device;
+        layer.info.inode = layer.identity.inode;
+        Sha256 sha;
+        sha.update(fmt::format("erofs-vmdk blob identity v1 {}", layer.identity.size));
+        layer.info.identity = sha.finish();
+      } else {
+        layer.info = probe_layer(file, layer.path, ProbeOptions{options.check_blkid});
+        // What QEMU opens must be what was probed: the resolved file, not a symlink to it.
+        layer.path = layer.info.resolved_path;
+        layer.info.path = layer.path;
+        layer.identity = {layer.info.device, layer.info.inode, layer.info.file_size,
+                          to_hex(layer.info.identity.data(), layer.info.identity.size())};
+      }
+      if (input.verity && (input.verity->device != static_cast<uint64_t>(file.st.st_dev) ||
+                           input.verity->inode != static_cast<uint64_t>(file.st.st_ino))) {
+        throw Error(
+            "its dm-verity description is of another file (device:inode {}:{}, this "
+            "file is {}:{})",
+            input.verity->device, input.verity->inode, file.st.st_dev, file.st.st_ino);
+      }
+    } catch (const std::exception& error) {
+      throw_with_context(error, what);
+    }
+    return layer;
+  }
 
   ComposeResult plan() {
     if (options.layers.empty()) throw Error("compose: no layers given");
@@ -520,47 +515,17 @@ struct Planner {
     result.output_dir = absolute_path(options.output_dir);
 
     // Inputs in top-first order (flat mode: fsmeta first, blobs in slot order, as given).
-    std::vector<LayerInput> inputs = options.layers;
+    inputs_ = options.layers;
+    const std::vector<LayerInput>& inputs = inputs_;
     bool flat_order = options.mode == ComposeMode::Flat;
     if (!flat_order && options.order == LayerOrder::BottomFirst) {
-      std::reverse(inputs.begin(), inputs.end());
+      std::reverse(inputs_.begin(), inputs_.end());
     }
 
     std::vector<ComposedLayer> layers;
     for (size_t i = 0; i < inputs.size(); ++i) {
-      ComposedLayer layer;
-      layer.index = i;
-      layer.path = absolute_path(inputs[i].path);
+      ComposedLayer layer = load_layer(i, inputs[i], layers);
       std::string what = fmt::format("layer {} ({})", i, inputs[i].path);
-      try {
-        // Flat-mode blobs need not be EROFS images (erofs-utils' --blobdev writes raw chunks).
-        bool maybe_blob = i > 0 && (options.mode == ComposeMode::Flat ||
-                                    (options.mode == ComposeMode::Auto && !layers.empty() &&
-                                     layers[0].info.extra_devices > 0));
-        // Opened once, without blocking: a FIFO or device is refused before the first read.
-        InputFile file = open_input_file(layer.path, "file");
-        if (maybe_blob && !has_erofs_magic(file, layer.path)) {
-          layer.is_erofs = false;
-          layer.identity = blob_identity(file, layer.path);
-          layer.path = file.resolved_path;
-          layer.info.path = layer.path;
-          layer.info.file_size = layer.identity.size;
-          layer.info.device = layer.identity.device;
-          layer.info.inode = layer.identity.inode;
-          Sha256 sha;
-          sha.add(fmt::format("erofs-vmdk blob identity v1 {}", layer.identity.size));
-          layer.info.identity = sha.finish();
-        } else {
-          layer.info = probe_layer(layer.path, ProbeOptions{options.check_blkid});
-          // What QEMU opens must be what was probed: the resolved file, not a symlink to it.
-          layer.path = layer.info.resolved_path;
-          layer.info.path = layer.path;
-          layer.identity = {layer.info.device, layer.info.inode, layer.info.file_size,
-                            hex(layer.info.identity.data(), layer.info.identity.size())};
-        }
-      } catch (const std::exception& error) {
-        throw Error(with_context(what, error));
-      }
       for (const auto& other : layers) {
         if (other.info.device == layer.info.device && other.info.inode == layer.info.inode) {
           throw Error("{}: the same file as layer {} ({}); a layer may appear only once", what,
@@ -568,7 +533,6 @@ struct Planner {
         }
       }
       layers.push_back(std::move(layer));
-      extra_options_.push_back(inputs[i].extra_options);
       // Refuse an oversized GPT before probing hundreds of files.
       if (i == 0 && inputs.size() > gpt::kMaxPartitions && options.mode != ComposeMode::Flat &&
           !(options.mode == ComposeMode::Auto && layers[0].info.extra_devices > 0)) {
@@ -594,32 +558,34 @@ struct Planner {
           throw Error("raw mode takes exactly one layer, {} given (use gpt)", layers.size());
         }
         if (first.extra_devices > 0) {
-          throw Error("layer 0 ({}): a multi-device image ({} devices) needs flat mode with its "
-                      "device blobs",
-                      layers[0].path, first.extra_devices);
+          throw Error(
+              "layer 0 ({}): a multi-device image ({} devices) needs flat mode with its "
+              "device blobs",
+              layers[0].path, first.extra_devices);
         }
         plan_raw(layers);
         break;
       case ComposeMode::Gpt:
         for (const auto& layer : layers) {
           if (layer.info.extra_devices > 0) {
-            throw Error("layer {} ({}): a multi-device image ({} devices) cannot be one GPT "
-                        "partition; compose it in flat mode with its device blobs",
-                        layer.index, layer.path, layer.info.extra_devices);
+            throw Error(
+                "layer {} ({}): a multi-device image ({} devices) cannot be one GPT "
+                "partition; compose it in flat mode with its device blobs",
+                layer.index, layer.path, layer.info.extra_devices);
           }
         }
         plan_gpt(layers);
         break;
       case ComposeMode::Flat:
         if (!layers[0].is_erofs || first.extra_devices == 0) {
-          throw Error("flat mode: the first input ({}) must be a multi-device EROFS image (a "
-                      "merged fsmeta with a device table)",
-                      layers[0].path);
+          throw Error(
+              "flat mode: the first input ({}) must be a multi-device EROFS image (a "
+              "merged fsmeta with a device table)",
+              layers[0].path);
         }
         plan_flat(std::move(layers));
         break;
-      case ComposeMode::Auto:
-        break;
+      case ComposeMode::Auto: break;
     }
     finish_outputs();
     return std::move(result);
@@ -671,7 +637,7 @@ ComposeResult compose(const ComposeOptions& options) {
   }
   transaction.add(kStorageName, to_json(result.storages).dump(2) + "\n");
   transaction.add(kQemuName, result.qemu.dump(2) + "\n");
-  transaction.add(kLayoutName, result.layout.dump(2) + "\n");
+  transaction.add(kLayoutName, to_json(result.layout).dump(2) + "\n");
   transaction.commit();
   return result;
 }

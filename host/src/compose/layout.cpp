@@ -1,10 +1,8 @@
 #include "evmdk/host/compose/layout.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
-#include <memory>
 
+#include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
 
@@ -15,26 +13,10 @@ using nlohmann::json;
 
 constexpr uint64_t kMaxLayoutBytes = 64u << 20;
 
-std::string sha256_hex(std::string_view label, const std::string& bytes) {
-  struct Deleter {
-    void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-  };
-  std::unique_ptr<EVP_MD_CTX, Deleter> ctx(EVP_MD_CTX_new());
-  unsigned char digest[32];
-  unsigned length = 0;
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1 ||
-      EVP_DigestUpdate(ctx.get(), label.data(), label.size()) != 1 ||
-      EVP_DigestUpdate(ctx.get(), bytes.data(), bytes.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), digest, &length) != 1) {
-    throw Error("SHA-256 failed");
-  }
-  std::string out;
-  for (unsigned char b : digest) out += fmt::format("{:02x}", b);
-  return out;
-}
-
 json identity_json(const FileIdentity& id) {
-  return {{"device", id.device}, {"inode", id.inode}, {"size", id.size},
+  return {{"device", id.device},
+          {"inode", id.inode},
+          {"size", id.size},
           {"head_sha256", id.head_sha256}};
 }
 
@@ -47,7 +29,8 @@ FileIdentity blob_identity(const InputFile& file, const std::string& name) {
   id.size = static_cast<uint64_t>(file.st.st_size);
   std::string head(std::min<uint64_t>(id.size, 4096), '\0');
   head.resize(pread_full(file.fd.get(), head.data(), head.size(), 0, name));
-  id.head_sha256 = sha256_hex(fmt::format("erofs-vmdk blob head v1 {} ", id.size), head);
+  id.head_sha256 = to_hex(
+      Sha256().update(fmt::format("erofs-vmdk blob head v1 {} ", id.size)).update(head).finish());
   return id;
 }
 
@@ -65,12 +48,9 @@ json to_json(const Layout& layout) {
   }
   json layers = json::array();
   for (const auto& l : layout.layers) {
-    json j{{"index", l.index},
-           {"path", l.path},
-           {"first_lba", l.first_lba},
-           {"last_lba", l.first_lba + l.sectors - 1},
-           {"sectors", l.sectors},
-           {"file_size", l.file_size},
+    json j{{"index", l.index},         {"path", l.path},
+           {"first_lba", l.first_lba}, {"last_lba", l.first_lba + l.sectors - 1},
+           {"sectors", l.sectors},     {"file_size", l.file_size},
            {"erofs", l.erofs}};
     if (l.erofs) {
       j["erofs_uuid"] = l.erofs_uuid;
@@ -115,7 +95,8 @@ Layout layout_from_json(const json& document, const std::string& name) {
     layout.serial = document.value("serial", "");
     layout.disk_sectors = document.value("disk_sectors", uint64_t{0});
     layout.disk_guid = document.value("disk_guid", "");
-    if (document.contains("entry_count")) layout.entry_count = document.at("entry_count").get<uint32_t>();
+    if (document.contains("entry_count"))
+      layout.entry_count = document.at("entry_count").get<uint32_t>();
     for (const auto& l : document.at("layers")) {
       LayoutLayer layer;
       layer.index = l.at("index").get<size_t>();
@@ -130,9 +111,9 @@ Layout layout_from_json(const json& document, const std::string& name) {
       layer.volume_name = l.value("volume_name", "");
       if (l.contains("identity")) {
         const auto& id = l.at("identity");
-        layer.identity = FileIdentity{id.at("device").get<uint64_t>(), id.at("inode").get<uint64_t>(),
-                                      id.at("size").get<uint64_t>(),
-                                      id.at("head_sha256").get<std::string>()};
+        layer.identity =
+            FileIdentity{id.at("device").get<uint64_t>(), id.at("inode").get<uint64_t>(),
+                         id.at("size").get<uint64_t>(), id.at("head_sha256").get<std::string>()};
       }
       if (l.contains("partition")) layer.partition = l.at("partition").get<uint32_t>();
       layer.partition_first_lba = l.value("partition_first_lba", layer.first_lba);
@@ -166,11 +147,7 @@ Layout layout_from_json(const json& document, const std::string& name) {
 }
 
 Layout read_layout(const std::string& path) {
-  InputFile file = open_input_file(path, "layout");
-  const auto size = static_cast<uint64_t>(file.st.st_size);
-  if (size > kMaxLayoutBytes) throw Error("layout {}: {} bytes is too large", path, size);
-  std::string text(size, '\0');
-  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
+  std::string text = read_input_file(path, "layout", kMaxLayoutBytes);
   json document;
   try {
     document = json::parse(text);

@@ -2,7 +2,6 @@
 
 #include <blkid/blkid.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,30 +15,26 @@
 #include <sstream>
 
 #include "evmdk/atomic_file.h"
+#include "evmdk/blkid_ptr.h"
 #include "evmdk/contract/container_id.h"
+#include "evmdk/contract/markers.h"
+#include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/compose.h"
 #include "evmdk/input_file.h"
 #include "evmdk/process.h"
+#include "evmdk/qemu.h"
 #include "evmdk/unique_fd.h"
-
+#include "hook_files.h"
 
 namespace evmdk::host {
 namespace {
 
 namespace fs = std::filesystem;
+using hook_detail::load_hook_state;
 using nlohmann::json;
 
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  if (EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr) != 1) {
-    throw Error("SHA-256 failed");
-  }
-  std::string out;
-  for (unsigned i = 0; i < size; ++i) out += fmt::format("{:02x}", digest[i]);
-  return out;
-}
+std::string sha256_hex(const std::string& data) { return to_hex(sha256(data)); }
 
 // Per-container serials: two containers of one image in the same VM must not share one.
 std::string serial_for(const std::string& id, const std::string& role) {
@@ -49,8 +44,8 @@ std::string serial_for(const std::string& id, const std::string& role) {
 json mounts_to_json(const std::vector<ContainerdMount>& mounts) {
   json out = json::array();
   for (const auto& m : mounts) {
-    out.push_back({{"type", m.type}, {"source", m.source}, {"target", m.target},
-                   {"options", m.options}});
+    out.push_back(
+        {{"type", m.type}, {"source", m.source}, {"target", m.target}, {"options", m.options}});
   }
   return out;
 }
@@ -61,14 +56,14 @@ std::string describe_mount(const std::vector<ContainerdMount>& mounts, size_t in
 
 // libblkid's view of a file: TYPE, or empty when it finds no filesystem.
 std::string blkid_type(const std::string& path) {
-  std::unique_ptr<blkid_struct_probe, void (*)(blkid_probe)> probe(
-      blkid_new_probe_from_filename(path.c_str()), blkid_free_probe);
+  BlkidProbePtr probe(blkid_new_probe_from_filename(path.c_str()));
   if (!probe) throw Error("{}: libblkid cannot open it", path);
   blkid_probe_enable_superblocks(probe.get(), 1);
   blkid_probe_set_superblocks_flags(probe.get(), BLKID_SUBLKS_TYPE);
   if (blkid_do_safeprobe(probe.get()) != 0) return {};
   const char* type = nullptr;
-  if (blkid_probe_lookup_value(probe.get(), "TYPE", &type, nullptr) != 0 || type == nullptr) return {};
+  if (blkid_probe_lookup_value(probe.get(), "TYPE", &type, nullptr) != 0 || type == nullptr)
+    return {};
   return type;
 }
 
@@ -77,15 +72,16 @@ class NewExt4Image {
  public:
   NewExt4Image(const std::string& final_path, uint64_t size) : final_path_(final_path) {
     fs::path target(final_path);
-    std::string pattern = (target.parent_path() / ("." + target.filename().string() + ".evmdk-XXXXXX")).string();
+    std::string pattern =
+        (target.parent_path() / ("." + target.filename().string() + ".evmdk-XXXXXX")).string();
     UniqueFd fd(::mkstemp(pattern.data()));
     if (!fd) throw_errno("cannot create the upper image next to {}", final_path);
     temp_path_ = pattern;
     if (::fchmod(fd.get(), 0600) != 0 || ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
       int saved = errno;
       ::unlink(temp_path_.c_str());
-      throw_errno_message(saved, fmt::format("cannot size the upper image {} to {} bytes",
-                                             final_path, size));
+      throw_errno_message(
+          saved, fmt::format("cannot size the upper image {} to {} bytes", final_path, size));
     }
     fd.reset();
     ProcessResult mkfs;
@@ -125,11 +121,6 @@ class NewExt4Image {
   bool kept_ = false;
 };
 
-bool is_safe_name(const std::string& name) {
-  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-         name.find('\0') == std::string::npos;
-}
-
 // Removes the hook directory (created by this run) if the run fails before committing.
 class DirectoryGuard {
  public:
@@ -148,17 +139,19 @@ class DirectoryGuard {
 };
 
 struct LowerGroup {
-  std::string name;        // subdirectory and role: "lowers" or "flat-<k>"
-  std::string role;        // "lowers" or "flat"
+  std::string name;                   // subdirectory and role: "lowers" or "flat-<k>"
+  std::string role;                   // "lowers" or "flat"
   std::vector<size_t> guest_indices;  // guest lower index of each storage the group yields
   ComposeOptions options;
 };
 
-std::vector<std::string> without_key(const std::vector<std::string>& options, std::string_view key) {
+std::vector<std::string> without_key(const std::vector<std::string>& options,
+                                     std::string_view key) {
   std::vector<std::string> out;
   for (const auto& option : options) {
     std::string_view view = option;
-    if (view.substr(0, key.size()) == key && (view.size() == key.size() || view[key.size()] == '=')) {
+    if (view.substr(0, key.size()) == key &&
+        (view.size() == key.size() || view[key.size()] == '=')) {
       continue;
     }
     out.push_back(option);
@@ -168,18 +161,9 @@ std::vector<std::string> without_key(const std::vector<std::string>& options, st
 
 json disk_json(const std::string& role, const std::string& path, const std::string& format,
                bool read_only, const std::string& serial, bool created, json qemu) {
-  return json{{"role", role},     {"path", path},     {"format", format},
+  return json{{"role", role},           {"path", path},     {"format", format},
               {"read_only", read_only}, {"serial", serial}, {"created", created},
               {"qemu", std::move(qemu)}};
-}
-
-std::string qemu_escape(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    out += c;
-    if (c == ',') out += ',';  // QEMU option syntax doubles commas
-  }
-  return out;
 }
 
 json upper_qemu(const std::string& path, const std::string& serial) {
@@ -249,41 +233,26 @@ json rootfs_json(const HookPlan& plan) {
 std::vector<std::string> rootfs_markers(const HookPlan& plan) {
   std::vector<std::string> out;
   for (const auto& spec : plan.mkdir_specs) {
-    out.push_back(std::string(marker::kContainerdMkdirPath) + "=" + spec);
+    out.push_back(contract::make_option(marker::kContainerdMkdirPath, spec));
   }
   if (plan.rootfs == RootfsKind::Overlay) {
     for (const auto& option : plan.overlay_options) {
-      out.push_back("X-erofs-vmdk.overlay-option=" + option);
+      out.push_back(contract::make_option(marker::kOverlayOption, option));
     }
   } else if (plan.rootfs == RootfsKind::Bind) {
-    out.push_back("X-erofs-vmdk.rootfs-bind=" + plan.bind_source);
+    out.push_back(contract::make_option(marker::kRootfsBind, plan.bind_source));
   }
-  if (plan.read_only) out.push_back("X-erofs-vmdk.rootfs-readonly=true");
+  if (plan.read_only) out.push_back(contract::make_option(marker::kRootfsReadonly, "true"));
   return out;
 }
 
-// Reads a file the hook wrote in its own directory: never through a symlink, never a FIFO or
-// device, never more than `limit` bytes.
-std::string read_own_file(const std::string& path, const std::string& what, size_t limit) {
-  InputFile file = open_input_file(path, what, InputKind::RegularFile, /*follow_symlinks=*/false);
-  const auto size = static_cast<uint64_t>(file.st.st_size);
-  if (size > limit) throw Error("{} {}: {} bytes, more than the {} allowed", what, path, size, limit);
-  std::string text(size, '\0');
-  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
-  return text;
-}
-
 nlohmann::json load_json(const std::string& path) {
-  std::string text = read_own_file(path, "hook output", 64u << 20);
+  std::string text = read_input_file(path, "hook output", 64u << 20, /*follow_symlinks=*/false);
   try {
     return json::parse(text);
   } catch (const json::exception& error) {
     throw Error("{}: not valid JSON: {}", path, error.what());
   }
-}
-
-HookState load_state(const std::string& path) {
-  return parse_hook_state(read_own_file(path, "hook state file", kMaxHookStateBytes), path);
 }
 
 // Creates the state directory (and missing parents); returns the directories it created,
@@ -320,445 +289,353 @@ class CreatedDirs {
   std::vector<std::string> dirs_;
 };
 
-}  // namespace
+// One hook run, phase by phase. Everything is validated (layers, sidecars, the planned disks,
+// the upper) before the first file is written; then the disks, the upper and the documents
+// are made, and the state file records every file for `hook cleanup`.
+class HookRun {
+ public:
+  explicit HookRun(const HookRequest& request) : request_(request) {
+    contract::validate_container_id(request.id);
+    if (request.state_dir.empty()) throw Error("--state-dir is empty");
+    state_dir_ = fs::absolute(request.state_dir).lexically_normal().string();
+    dir_ = (fs::path(state_dir_) / request.id).string();
+    plan_ = plan_mounts(request.mounts);
+    input_digest_ = sha256_hex(mounts_to_json(request.mounts).dump() +
+                               "\nverity=" + std::string(to_string(request.verity)));
+  }
 
-HookState parse_hook_state(std::string_view text, const std::string& path) {
-  if (text.size() > kMaxHookStateBytes) {
-    throw Error("hook state file {}: {} bytes, more than the {} allowed", path, text.size(),
-                kMaxHookStateBytes);
+  json run() {
+    if (auto stored = stored_output()) return *stored;
+    check_lowers();
+    group_lowers();
+    check_groups();
+    check_upper();
+    return write();
   }
-  json document;
-  try {
-    document = json::parse(text);
-  } catch (const json::exception& error) {
-    throw Error("hook state file {}: not valid JSON: {}", path, error.what());
-  }
-  if (!document.is_object()) throw Error("hook state file {}: expected a JSON object", path);
-  auto field = [&](const char* name) -> const json* {
-    auto found = document.find(name);
-    return found == document.end() || found->is_null() ? nullptr : &*found;
-  };
-  auto string_field = [&](const char* name, bool required) -> std::string {
-    const json* value = field(name);
-    if (value == nullptr) {
-      if (required) throw Error("hook state file {}: missing string field '{}'", path, name);
-      return {};
-    }
-    if (!value->is_string()) throw Error("hook state file {}: field '{}' must be a string", path, name);
-    return value->get<std::string>();
-  };
-  auto names_field = [&](const char* name) {
-    std::vector<std::string> out;
-    const json* value = field(name);
-    if (value == nullptr) return out;
-    if (!value->is_array()) throw Error("hook state file {}: field '{}' must be an array", path, name);
-    for (const auto& item : *value) {
-      if (!item.is_string()) {
-        throw Error("hook state file {}: field '{}' must hold only strings", path, name);
-      }
-      out.push_back(item.get<std::string>());
-    }
-    return out;
-  };
-  HookState state;
-  if (const json* version = field("version")) {
-    if (!version->is_number_unsigned() || version->get<uint64_t>() != 1) {
-      throw Error("hook state file {}: unsupported version {}", path, version->dump());
-    }
-  }
-  state.id = string_field("id", true);
-  state.status = string_field("status", true);
-  if (state.status != "building" && state.status != "complete") {
-    throw Error("hook state file {}: status '{}' is neither 'building' nor 'complete'", path,
-                state.status);
-  }
-  state.input_sha256 = string_field("input_sha256", false);
-  state.dirs = names_field("dirs");
-  state.files = names_field("files");
-  if (field("created_upper") != nullptr) state.created_upper = string_field("created_upper", false);
-  return state;
-}
 
-nlohmann::json to_json(const HookState& state) {
-  json out{{"version", state.version}, {"id", state.id}, {"status", state.status},
-           {"input_sha256", state.input_sha256}, {"dirs", state.dirs}};
-  if (state.status == "complete") out["files"] = state.files;
-  if (state.status == "complete") {
-    out["created_upper"] = state.created_upper ? json(*state.created_upper) : json(nullptr);
-  }
-  return out;
-}
+ private:
+  // A lower's dm-verity, decided before anything is written.
+  struct LowerVerity {
+    std::optional<VerityLayerInfo> image;
+    std::vector<std::optional<VerityLayerInfo>> devices;  // an fsmeta's device= blobs
+  };
 
-json run_hook(const HookRequest& request) {
-  contract::validate_container_id(request.id);
-  if (request.state_dir.empty()) throw Error("--state-dir is empty");
-  const std::string state_dir = fs::absolute(request.state_dir).lexically_normal().string();
-  const std::string dir = (fs::path(state_dir) / request.id).string();
-  const HookPlan plan = plan_mounts(request.mounts);
-  const json input = mounts_to_json(request.mounts);
-  const std::string input_digest =
-      sha256_hex(input.dump() + "\nverity=" + std::string(to_string(request.verity)));
+  std::string describe(size_t mount_index) const {
+    return describe_mount(request_.mounts, mount_index);
+  }
 
   // An existing directory: the same list again returns the stored answer (runtimes retry).
-  struct stat existing {};
-  if (::lstat(dir.c_str(), &existing) == 0) {
-    if (!S_ISDIR(existing.st_mode)) throw Error("{} exists and is not a directory", dir);
-    const std::string state_path = (fs::path(dir) / kHookStateName).string();
-    const std::string output_path = (fs::path(dir) / kHookOutputName).string();
+  std::optional<json> stored_output() const {
+    struct stat existing {};
+    if (::lstat(dir_.c_str(), &existing) != 0) return std::nullopt;
+    if (!S_ISDIR(existing.st_mode)) throw Error("{} exists and is not a directory", dir_);
+    const std::string state_path = (fs::path(dir_) / kHookStateName).string();
+    const std::string output_path = (fs::path(dir_) / kHookOutputName).string();
     if (::access(output_path.c_str(), F_OK) == 0 && ::access(state_path.c_str(), F_OK) == 0) {
-      HookState state = load_state(state_path);
-      if (state.input_sha256 == input_digest) return load_json(output_path);
-      throw Error("container {} already has hook state in {} for a different mount list; run "
-                  "`erofs-vmdk hook cleanup` first", request.id, dir);
+      HookState state = load_hook_state(state_path);
+      if (state.input_sha256 == input_digest_) return load_json(output_path);
+      throw Error(
+          "container {} already has hook state in {} for a different mount list; run "
+          "`erofs-vmdk hook cleanup` first",
+          request_.id, dir_);
     }
-    throw Error("{} exists but holds no finished hook output (an interrupted run?); run "
-                "`erofs-vmdk hook cleanup` first", dir);
+    throw Error(
+        "{} exists but holds no finished hook output (an interrupted run?); run "
+        "`erofs-vmdk hook cleanup` first",
+        dir_);
   }
 
-  // Validate everything before writing anything: sidecars, layers (plan_compose writes
-  // nothing), the upper image.
-  std::vector<std::vector<std::string>> extra_options(plan.lowers.size());
-  std::vector<std::vector<std::vector<std::string>>> device_options(plan.lowers.size());
-  for (size_t i = 0; i < plan.lowers.size(); ++i) {
-    const auto& lower = plan.lowers[i];
-    const std::string what = describe_mount(request.mounts, lower.mount_index);
-    // Probe each image here so a bad one is named by its own mount.
-    try {
-      (void)probe_layer(lower.image);
-      for (const auto& device : lower.devices) {
-        // Never blocks on a FIFO; only a regular file can be a device= blob.
-        (void)open_input_file(device, "device= blob");
-      }
-    } catch (const std::exception& error) {
-      throw Error("{}: {}", what, error.what());
-    }
-    // The image's own dm-verity options: X-containerd.dmverity names its sidecar and makes it
-    // required; otherwise the policy decides. An fsmeta's device blobs (containerd's
-    // layer.erofs files, each with its own sidecar) get theirs under the policy; compose puts
-    // their trees on the flat disk.
-    try {
-      if (lower.dmverity_sidecar && request.verity != VerityPolicy::kOff) {
-        if (*lower.dmverity_sidecar != verity_sidecar_path(lower.image)) {
-          throw Error("X-containerd.dmverity={} must be the layer's own sidecar {}",
-                      *lower.dmverity_sidecar, verity_sidecar_path(lower.image));
-        }
-        extra_options[i] = verity_options_for_layer(lower.image, VerityPolicy::kOn);
-      } else {
-        extra_options[i] = verity_options_for_layer(lower.image, request.verity);
-      }
-    } catch (const std::exception& error) {
-      throw Error("{}: {}", what, error.what());
-    }
-    device_options[i].resize(lower.devices.size());
-    for (size_t d = 0; d < lower.devices.size(); ++d) {
+  // Each image probed here, so a bad one is named by its own mount, and each layer's dm-verity:
+  // X-containerd.dmverity names its sidecar and makes it required; otherwise the policy decides.
+  // An fsmeta's device blobs (containerd's layer.erofs files, each with its own sidecar) get
+  // theirs under the policy; compose puts their trees on the flat disk.
+  void check_lowers() {
+    verity_.resize(plan_.lowers.size());
+    for (size_t i = 0; i < plan_.lowers.size(); ++i) {
+      const auto& lower = plan_.lowers[i];
+      const std::string what = describe(lower.mount_index);
+      InputFile image;
+      std::vector<InputFile> devices;
       try {
-        device_options[i][d] = verity_options_for_layer(lower.devices[d], request.verity);
+        image = open_input_file(lower.image, "file");
+        (void)probe_layer(image, lower.image);
+        for (const auto& device : lower.devices) {
+          // Never blocks on a FIFO; only a regular file can be a device= blob.
+          devices.push_back(open_input_file(device, "device= blob"));
+        }
       } catch (const std::exception& error) {
-        throw Error("{}: device={}: {}", what, lower.devices[d], error.what());
+        throw_with_context(error, what);
+      }
+      try {
+        VerityPolicy policy = request_.verity;
+        if (lower.dmverity_sidecar && request_.verity != VerityPolicy::kOff) {
+          if (*lower.dmverity_sidecar != verity_sidecar_path(lower.image)) {
+            throw Error("{}={} must be the layer's own sidecar {}", marker::kContainerdDmverity,
+                        *lower.dmverity_sidecar, verity_sidecar_path(lower.image));
+          }
+          policy = VerityPolicy::kOn;
+        }
+        verity_[i].image =
+            verity_layer_under_policy(image, lower.image, policy, "layer " + lower.image);
+      } catch (const std::exception& error) {
+        throw_with_context(error, what);
+      }
+      for (size_t d = 0; d < lower.devices.size(); ++d) {
+        try {
+          verity_[i].devices.push_back(verity_layer_under_policy(
+              devices[d], lower.devices[d], request_.verity, "layer " + lower.devices[d]));
+        } catch (const std::exception& error) {
+          throw_with_context(error, fmt::format("{}: device={}", what, lower.devices[d]));
+        }
       }
     }
-    for (const auto& option : lower.mount_options) extra_options[i].push_back(option);
   }
 
   // Plain layers share one disk (raw for one, gpt for several); each fsmeta group is its own
   // flat disk. Guest lower order is kept through X-erofs-vmdk.layer-index, not disk order.
-  std::vector<LowerGroup> groups;
-  {
+  void group_lowers() {
     LowerGroup plain;
     plain.name = "lowers";
     plain.role = "lowers";
     size_t flat_count = 0;
-    for (size_t i = 0; i < plan.lowers.size(); ++i) {
-      const auto& lower = plan.lowers[i];
+    for (size_t i = 0; i < plan_.lowers.size(); ++i) {
+      const auto& lower = plan_.lowers[i];
       if (lower.is_fsmeta()) {
         LowerGroup flat;
         flat.name = fmt::format("flat-{}", flat_count++);
         flat.role = "flat";
         flat.guest_indices.push_back(i);
         flat.options.mode = ComposeMode::Flat;
-        flat.options.layers.push_back({lower.image, extra_options[i]});
+        flat.options.layers.push_back({lower.image, verity_[i].image, lower.mount_options});
         for (size_t d = 0; d < lower.devices.size(); ++d) {
-          flat.options.layers.push_back({lower.devices[d], device_options[i][d]});
+          flat.options.layers.push_back({lower.devices[d], verity_[i].devices[d], {}});
         }
-        groups.push_back(std::move(flat));
+        groups_.push_back(std::move(flat));
       } else {
         plain.guest_indices.push_back(i);
-        plain.options.layers.push_back({lower.image, extra_options[i]});
+        plain.options.layers.push_back({lower.image, verity_[i].image, lower.mount_options});
       }
     }
     if (!plain.options.layers.empty()) {
       plain.options.mode = plain.options.layers.size() == 1 ? ComposeMode::Raw : ComposeMode::Gpt;
-      groups.insert(groups.begin(), std::move(plain));
+      groups_.insert(groups_.begin(), std::move(plain));
     }
-  }
-  for (auto& group : groups) {
-    group.options.order = LayerOrder::TopFirst;
-    group.options.output_dir = (fs::path(dir) / group.name).string();
-    group.options.serial = serial_for(request.id, group.name);
-    try {
-      (void)plan_compose(group.options);
-    } catch (const std::exception& error) {
-      std::string which;
-      for (size_t index : group.guest_indices) {
-        which += (which.empty() ? "" : ", ") +
-                 describe_mount(request.mounts, plan.lowers[index].mount_index);
-      }
-      throw Error("{}: {}", which, error.what());
+    for (auto& group : groups_) {
+      group.options.order = LayerOrder::TopFirst;
+      group.options.output_dir = (fs::path(dir_) / group.name).string();
+      group.options.serial = serial_for(request_.id, group.name);
     }
   }
 
-  bool create_upper = false;
-  std::string upper_image;  // what QEMU opens read-write: the resolved file, never a symlink
-  if (plan.upper) {
+  // Every disk planned (plan_compose writes nothing), errors naming the group's mounts.
+  void check_groups() const {
+    for (const auto& group : groups_) {
+      try {
+        (void)plan_compose(group.options);
+      } catch (const std::exception& error) {
+        std::string which;
+        for (size_t index : group.guest_indices) {
+          which += (which.empty() ? "" : ", ") + describe(plan_.lowers[index].mount_index);
+        }
+        throw_with_context(error, which);
+      }
+    }
+  }
+
+  // The upper image: an existing one must hold ext4; a missing one is made (mkfs) in write().
+  void check_upper() {
+    if (!plan_.upper) return;
     struct stat st {};
-    const std::string what = describe_mount(request.mounts, plan.upper->mount_index);
-    upper_image = plan.upper->image;
-    if (::lstat(plan.upper->image.c_str(), &st) == 0) {
-      InputFile image = open_input_file(plan.upper->image, what + ": upper image");
-      upper_image = image.resolved_path;
-      std::string type = blkid_type(upper_image);
+    const std::string what = describe(plan_.upper->mount_index);
+    upper_image_ = plan_.upper->image;
+    if (::lstat(plan_.upper->image.c_str(), &st) == 0) {
+      InputFile image = open_input_file(plan_.upper->image, what + ": upper image");
+      upper_image_ = image.resolved_path;
+      std::string type = blkid_type(upper_image_);
       if (type != "ext4") {
-        throw Error("{}: {} exists but holds {}, not ext4", what, plan.upper->image,
+        throw Error("{}: {} exists but holds {}, not ext4", what, plan_.upper->image,
                     type.empty() ? std::string("no filesystem") : type);
       }
-    } else if (errno == ENOENT && plan.upper->mkfs_size) {
-      create_upper = true;
+    } else if (errno == ENOENT && plan_.upper->mkfs_size) {
+      create_upper_ = true;
       struct stat parent {};
-      std::string parent_dir = fs::path(plan.upper->image).parent_path().string();
+      std::string parent_dir = fs::path(plan_.upper->image).parent_path().string();
       if (::stat(parent_dir.c_str(), &parent) != 0 || !S_ISDIR(parent.st_mode)) {
         throw Error("{}: directory {} for the upper image does not exist", what, parent_dir);
       }
     } else {
-      throw_errno("{}: cannot use the upper image {}", what, plan.upper->image);
+      throw_errno("{}: cannot use the upper image {}", what, plan_.upper->image);
     }
   }
 
-  // Write: the hook directory (exclusively ours), the disks, then the documents.
-  CreatedDirs created_state_dirs(make_state_dir(state_dir));
-  if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("cannot create {}", dir);
-  DirectoryGuard guard(dir);
-  std::vector<std::string> subdirs;
-  for (const auto& group : groups) subdirs.push_back(group.name);
-  HookState state;
-  state.id = request.id;
-  state.status = "building";
-  state.input_sha256 = input_digest;
-  state.dirs = subdirs;
-  write_file_atomic((fs::path(dir) / kHookStateName).string(), to_json(state).dump(2) + "\n", 0600);
-
-  json disks = json::array();
-  std::vector<Storage> storages;
-  std::vector<std::pair<size_t, Storage>> lower_storages;  // (guest index, storage)
-  for (const auto& group : groups) {
-    ComposeResult composed = compose(group.options);
-    disks.push_back(disk_json(group.role, composed.disk_path, composed.disk_format, true,
-                              composed.serial, false, with_device_id(composed.qemu, composed.serial)));
-    if (composed.storages.size() != group.guest_indices.size()) {
-      throw Error("compose of {} returned {} storages for {} lowers", group.name,
-                  composed.storages.size(), group.guest_indices.size());
+  // The lower disks, one per group, and their Storage objects in guest lower order.
+  void compose_groups() {
+    for (const auto& group : groups_) {
+      ComposeResult composed = compose(group.options);
+      disks_.push_back(disk_json(group.role, composed.disk_path, composed.disk_format, true,
+                                 composed.serial, false,
+                                 with_device_id(composed.qemu, composed.serial)));
+      if (composed.storages.size() != group.guest_indices.size()) {
+        throw Error("compose of {} returned {} storages for {} lowers", group.name,
+                    composed.storages.size(), group.guest_indices.size());
+      }
+      for (size_t k = 0; k < composed.storages.size(); ++k) {
+        Storage storage = composed.storages[k];
+        const size_t guest_index = group.guest_indices[k];
+        storage.options = without_key(storage.options, marker::kLayerIndex);
+        storage.options = without_key(storage.options, marker::kMultiLayer);
+        storage.options.insert(storage.options.begin(), std::string(marker::kMultiLayer) + "=true");
+        storage.options.push_back(fmt::format("{}={}", marker::kLayerIndex, guest_index));
+        storage.mount_point = fmt::format("lower-{}", guest_index);
+        lower_storages_.emplace_back(guest_index, std::move(storage));
+      }
     }
-    for (size_t k = 0; k < composed.storages.size(); ++k) {
-      Storage storage = composed.storages[k];
-      const size_t guest_index = group.guest_indices[k];
-      storage.options = without_key(storage.options, marker::kLayerIndex);
-      storage.options = without_key(storage.options, marker::kMultiLayer);
-      storage.options.insert(storage.options.begin(), std::string(marker::kMultiLayer) + "=true");
-      storage.options.push_back(fmt::format("{}={}", marker::kLayerIndex, guest_index));
-      storage.mount_point = fmt::format("lower-{}", guest_index);
-      lower_storages.emplace_back(guest_index, std::move(storage));
-    }
+    std::sort(lower_storages_.begin(), lower_storages_.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
   }
-  std::sort(lower_storages.begin(), lower_storages.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
 
-  std::unique_ptr<NewExt4Image> new_upper;
-  if (plan.upper) {
-    if (create_upper) new_upper = std::make_unique<NewExt4Image>(plan.upper->image, *plan.upper->mkfs_size);
-    const std::string serial = serial_for(request.id, "upper");
-    disks.push_back(disk_json("upper", upper_image, "raw", false, serial, create_upper,
-                              with_device_id(upper_qemu(upper_image, serial), serial)));
+  // The upper disk (made now when it is missing) and its Storage.
+  void add_upper() {
+    if (!plan_.upper) return;
+    if (create_upper_) {
+      new_upper_ = std::make_unique<NewExt4Image>(plan_.upper->image, *plan_.upper->mkfs_size);
+    }
+    const std::string serial = serial_for(request_.id, "upper");
+    disks_.push_back(disk_json("upper", upper_image_, "raw", false, serial, create_upper_,
+                               with_device_id(upper_qemu(upper_image_, serial), serial)));
     Storage upper;
     upper.driver = "blk";
     upper.source = "serial:" + serial;
     upper.fstype = "ext4";
-    upper.options = {std::string(marker::kMultiLayer) + "=true", std::string(marker::kOverlayUpper)};
+    upper.options = {std::string(marker::kMultiLayer) + "=true",
+                     std::string(marker::kOverlayUpper)};
     upper.mount_point = "upper";
-    storages.push_back(std::move(upper));
+    storages_.push_back(std::move(upper));
   }
-  json shares = json::array();
-  if (plan.rootfs == RootfsKind::HostShare) {
-    // A directory snapshot with no parents: the VM reaches it through a shared directory.
-    const std::string tag = serial_for(request.id, "share");
-    shares.push_back({{"tag", tag}, {"source", plan.host_share_source}, {"read_only", plan.read_only}});
+
+  // A directory snapshot with no parents: the VM reaches it through a shared directory.
+  void add_share() {
+    if (plan_.rootfs != RootfsKind::HostShare) return;
+    const std::string tag = serial_for(request_.id, "share");
+    shares_.push_back(
+        {{"tag", tag}, {"source", plan_.host_share_source}, {"read_only", plan_.read_only}});
     Storage share;
     share.driver = "virtio-fs";
     share.source = tag;
     share.fstype = "virtiofs";
-    share.options = {plan.read_only ? "ro" : "rw"};
-    for (const auto& option : plan.bind_options) share.options.push_back(option);
+    share.options = {plan_.read_only ? "ro" : "rw"};
+    for (const auto& option : plan_.bind_options) share.options.push_back(option);
     share.mount_point = "rootfs";
-    storages.push_back(std::move(share));
-  }
-  for (auto& [index, storage] : lower_storages) storages.push_back(std::move(storage));
-  // Rootfs-wide markers go once, on the first storage (the upper when there is one).
-  if (!storages.empty()) {
-    for (auto& option : rootfs_markers(plan)) storages.front().options.push_back(option);
+    storages_.push_back(std::move(share));
   }
 
-  json notes = json::array();
-  if (plan.upper_kind == UpperKind::GuestMemory) {
-    notes.push_back(fmt::format("directory mode: the host upperdir {} and workdir {} are not "
-                                "visible in the VM; the guest uses a memory-backed upper",
-                                plan.host_upperdir, plan.host_workdir));
-  }
   // Lowers mounted without dm-verity, so an operator sees what `auto` left unprotected.
-  json unprotected = json::array();
-  auto is_protected = [](const std::vector<std::string>& options) {
-    return std::any_of(options.begin(), options.end(),
-                       [](const std::string& o) { return is_dmverity_option(o); });
-  };
-  for (size_t i = 0; i < plan.lowers.size(); ++i) {
-    if (!is_protected(extra_options[i])) unprotected.push_back(plan.lowers[i].image);
-    for (size_t d = 0; d < plan.lowers[i].devices.size(); ++d) {
-      if (!is_protected(device_options[i][d])) unprotected.push_back(plan.lowers[i].devices[d]);
+  json unprotected_lowers() const {
+    json unprotected = json::array();
+    for (size_t i = 0; i < plan_.lowers.size(); ++i) {
+      const auto& lower = plan_.lowers[i];
+      bool passed_on = std::any_of(lower.mount_options.begin(), lower.mount_options.end(),
+                                   [](const std::string& o) { return is_dmverity_option(o); });
+      if (!verity_[i].image && !passed_on) unprotected.push_back(lower.image);
+      for (size_t d = 0; d < lower.devices.size(); ++d) {
+        if (!verity_[i].devices[d]) unprotected.push_back(lower.devices[d]);
+      }
     }
-  }
-  json output{{"id", request.id},
-              {"dir", dir},
-              {"disks", disks},
-              {"storages", to_json(storages)},
-              {"rootfs", rootfs_json(plan)},
-              {"shares", shares},
-              {"notes", notes},
-              {"verity", {{"policy", std::string(to_string(request.verity))},
-                          {"unprotected", unprotected}}}};
-  if (plan.upper_kind == UpperKind::GuestMemory) {
-    output["rootfs"]["host_upperdir"] = plan.host_upperdir;
-    output["rootfs"]["host_workdir"] = plan.host_workdir;
+    return unprotected;
   }
 
-  // Every file this run made inside dir, for cleanup to remove exactly these.
-  state.status = "complete";
-  for (const auto& group : groups) {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(fs::path(dir) / group.name)) {
-      names.push_back(group.name + "/" + entry.path().filename().string());
+  json output_document() const {
+    json notes = json::array();
+    if (plan_.upper_kind == UpperKind::GuestMemory) {
+      notes.push_back(
+          fmt::format("directory mode: the host upperdir {} and workdir {} are not "
+                      "visible in the VM; the guest uses a memory-backed upper",
+                      plan_.host_upperdir, plan_.host_workdir));
     }
-    std::sort(names.begin(), names.end());
-    for (auto& name : names) state.files.push_back(name);
-  }
-  state.files.push_back(kHookStorageName);
-  state.files.push_back(kHookOutputName);
-  state.files.push_back(kHookStateName);
-  if (create_upper) state.created_upper = plan.upper->image;
-
-  OutputTransaction transaction(dir);
-  transaction.add(kHookStorageName, to_json(storages).dump(2) + "\n");
-  transaction.add(kHookOutputName, output.dump(2) + "\n");
-  transaction.add(kHookStateName, to_json(state).dump(2) + "\n", 0600);
-  if (new_upper) new_upper->publish();
-  transaction.commit();
-  if (new_upper) new_upper->keep();
-  guard.release();
-  created_state_dirs.release();
-  return output;
-}
-
-CleanupReport cleanup_hook(const std::string& id, const std::string& state_dir) {
-  contract::validate_container_id(id);
-  if (state_dir.empty()) throw Error("--state-dir is empty");
-  const fs::path dir = fs::absolute(state_dir).lexically_normal() / id;
-  CleanupReport report;
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) {
-    if (errno == ENOENT) return report;  // nothing there: already clean
-    throw_errno("cannot inspect {}", dir.string());
-  }
-  if (S_ISLNK(st.st_mode)) throw Error("{} is a symlink; refusing to clean it", dir.string());
-  if (!S_ISDIR(st.st_mode)) throw Error("{} is not a directory; refusing to clean it", dir.string());
-  report.existed = true;
-
-  const fs::path state_path = dir / kHookStateName;
-  HookState state;
-  if (::lstat(state_path.c_str(), &st) == 0) {
-    state = load_state(state_path.string());
-    if (state.id != id) {
-      throw Error("{} belongs to id '{}', not '{}'", state_path.string(), state.id, id);
+    json output{{"id", request_.id},
+                {"dir", dir_},
+                {"disks", disks_},
+                {"storages", to_json(storages_)},
+                {"rootfs", rootfs_json(plan_)},
+                {"shares", shares_},
+                {"notes", notes},
+                {"verity",
+                 {{"policy", std::string(to_string(request_.verity))},
+                  {"unprotected", unprotected_lowers()}}}};
+    if (plan_.upper_kind == UpperKind::GuestMemory) {
+      output["rootfs"]["host_upperdir"] = plan_.host_upperdir;
+      output["rootfs"]["host_workdir"] = plan_.host_workdir;
     }
-  } else {
-    // No state file: the hook never got past creating the directory.
+    return output;
+  }
+
+  // Write: the hook directory (exclusively ours), the disks, then the documents.
+  json write() {
+    CreatedDirs created_state_dirs(make_state_dir(state_dir_));
+    if (::mkdir(dir_.c_str(), 0700) != 0) throw_errno("cannot create {}", dir_);
+    DirectoryGuard guard(dir_);
+    HookState state;
+    state.id = request_.id;
     state.status = "building";
-  }
-  auto remove_path = [&](const fs::path& path) {
-    if (::unlink(path.c_str()) == 0) {
-      report.removed.push_back(path.string());
-    } else if (errno != ENOENT) {
-      report.left.push_back(fmt::format("{}: {}", path.string(), std::strerror(errno)));
-    }
-  };
-  auto checked_subdir = [&](const std::string& name) -> std::optional<fs::path> {
-    if (!is_safe_name(name)) {
-      report.left.push_back(fmt::format("{}: unsafe name '{}' in the state file", dir.string(), name));
-      return std::nullopt;
-    }
-    fs::path sub = dir / name;
-    struct stat sub_st {};
-    if (::lstat(sub.c_str(), &sub_st) != 0) return std::nullopt;
-    if (!S_ISDIR(sub_st.st_mode)) {
-      report.left.push_back(fmt::format("{}: not a directory the hook made", sub.string()));
-      return std::nullopt;
-    }
-    return sub;
-  };
+    state.input_sha256 = input_digest_;
+    for (const auto& group : groups_) state.dirs.push_back(group.name);
+    write_file_atomic((fs::path(dir_) / kHookStateName).string(), to_json(state).dump(2) + "\n",
+                      0600);
 
-  const bool complete = state.status == "complete";
-  const std::vector<std::string>& dirs = state.dirs;
-  if (complete) {
-    for (const std::string& relative : state.files) {
-      if (relative == kHookStateName) continue;  // last, so an interrupted cleanup can resume
-      auto slash = relative.find('/');
-      if (slash == std::string::npos) {
-        if (is_safe_name(relative)) remove_path(dir / relative);
-      } else if (auto sub = checked_subdir(relative.substr(0, slash))) {
-        std::string name = relative.substr(slash + 1);
-        if (is_safe_name(name)) remove_path(*sub / name);
+    compose_groups();
+    add_upper();
+    add_share();
+    for (auto& [index, storage] : lower_storages_) storages_.push_back(std::move(storage));
+    // Rootfs-wide markers go once, on the first storage (the upper when there is one).
+    if (!storages_.empty()) {
+      for (auto& option : rootfs_markers(plan_)) storages_.front().options.push_back(option);
+    }
+    json output = output_document();
+
+    // Every file this run made inside dir, for cleanup to remove exactly these.
+    state.status = "complete";
+    for (const auto& group : groups_) {
+      std::vector<std::string> names;
+      for (const auto& entry : fs::directory_iterator(fs::path(dir_) / group.name)) {
+        names.push_back(group.name + "/" + entry.path().filename().string());
       }
+      std::sort(names.begin(), names.end());
+      for (auto& name : names) state.files.push_back(name);
     }
-  } else {
-    // Interrupted hook: its subdirectories were created fresh by it, so all they hold is
-    // its own (possibly partial) compose output; also its staged temp files.
-    for (const auto& name : dirs) {
-      auto sub = checked_subdir(name);
-      if (!sub) continue;
-      for (const auto& entry : fs::directory_iterator(*sub)) {
-        if (entry.is_symlink() || !entry.is_directory()) remove_path(entry.path());
-      }
-    }
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      std::string name = entry.path().filename().string();
-      bool staged = name.size() > 1 && name[0] == '.' && name.find(".tmp-") != std::string::npos;
-      bool ours = name == kHookOutputName || name == kHookStorageName;
-      if ((staged || ours) && !entry.is_directory()) remove_path(entry.path());
-    }
+    state.files.push_back(kHookStorageName);
+    state.files.push_back(kHookOutputName);
+    state.files.push_back(kHookStateName);
+
+    OutputTransaction transaction(dir_);
+    transaction.add(kHookStorageName, to_json(storages_).dump(2) + "\n");
+    transaction.add(kHookOutputName, output.dump(2) + "\n");
+    transaction.add(kHookStateName, to_json(state).dump(2) + "\n", 0600);
+    if (new_upper_) new_upper_->publish();
+    transaction.commit();
+    if (new_upper_) new_upper_->keep();
+    guard.release();
+    created_state_dirs.release();
+    return output;
   }
-  for (const auto& name : dirs) {
-    if (!is_safe_name(name)) continue;
-    fs::path sub = dir / name;
-    if (::rmdir(sub.c_str()) == 0) {
-      report.removed.push_back(sub.string());
-    } else if (errno != ENOENT) {
-      report.left.push_back(fmt::format("{}: {}", sub.string(), std::strerror(errno)));
-    }
-  }
-  remove_path(state_path);
-  if (::rmdir(dir.c_str()) == 0) {
-    report.removed.push_back(dir.string());
-  } else if (errno == ENOTEMPTY || errno == EEXIST) {
-    report.kept.push_back(fmt::format("{}: holds files the hook did not create", dir.string()));
-  } else if (errno != ENOENT) {
-    report.left.push_back(fmt::format("{}: {}", dir.string(), std::strerror(errno)));
-  }
-  return report;
-}
+
+  const HookRequest& request_;
+  std::string state_dir_;
+  std::string dir_;  // <state-dir>/<id>
+  HookPlan plan_;
+  std::string input_digest_;         // of the mount list and the verity policy
+  std::vector<LowerVerity> verity_;  // per planned lower
+  std::vector<LowerGroup> groups_;
+  bool create_upper_ = false;
+  std::string upper_image_;  // what QEMU opens read-write: the resolved file, never a symlink
+  std::unique_ptr<NewExt4Image> new_upper_;
+  json disks_ = json::array();
+  std::vector<Storage> storages_;
+  std::vector<std::pair<size_t, Storage>> lower_storages_;  // (guest index, storage)
+  json shares_ = json::array();
+};
+
+}  // namespace
+
+json run_hook(const HookRequest& request) { return HookRun(request).run(); }
 
 }  // namespace evmdk::host

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <set>
 
+#include "evmdk/contract/markers.h"
 #include "evmdk/contract/mount_template.h"
 #include "evmdk/error.h"
 
@@ -101,7 +102,7 @@ void check_guest_spec(Parse parse, const std::string& guest_text, const HookPlan
   try {
     (void)parse(guest_text, plan.lowers.size() + 1);  // the guest's mounts: upper + lowers
   } catch (const Error& error) {
-    throw Error("{}: {}", describe_option(mounts, index, option), error.what());
+    throw_with_context(error, describe_option(mounts, index, option));
   }
 }
 
@@ -133,10 +134,12 @@ PlannedLower plan_lower(const std::vector<ContainerdMount>& mounts, size_t index
         throw Error("{}: option '{}' must name an absolute path", describe(mounts, index), option);
       }
       lower.devices.push_back(*device);
-    } else if (auto sidecar = value_after(option, "X-containerd.dmverity")) {
-      if (sidecar->empty()) throw Error("{}: empty X-containerd.dmverity=", describe(mounts, index));
+    } else if (auto sidecar = value_after(option, marker::kContainerdDmverity)) {
+      if (sidecar->empty()) {
+        throw Error("{}: empty {}=", describe(mounts, index), marker::kContainerdDmverity);
+      }
       lower.dmverity_sidecar = *sidecar;
-    } else if (starts_with(option, "X-containerd.")) {
+    } else if (starts_with(option, marker::kContainerdPrefix)) {
       throw Error("{}: unsupported option '{}'", describe(mounts, index), option);
     } else {
       lower.mount_options.push_back(option);
@@ -159,16 +162,16 @@ PlannedUpper plan_upper(const std::vector<ContainerdMount>& mounts, size_t index
     if (option == "ro") {
       throw Error("{}: option 'ro': the upper must be writable", describe(mounts, index));
     }
-    if (auto fs_type = value_after(option, "X-containerd.mkfs.fs")) {
+    if (auto fs_type = value_after(option, marker::kContainerdMkfsFs)) {
       if (*fs_type != "ext4") {
-        throw Error("{}: X-containerd.mkfs.fs={} is not supported (only ext4)",
-                    describe(mounts, index), *fs_type);
+        throw Error("{}: {}={} is not supported (only ext4)", describe(mounts, index),
+                    marker::kContainerdMkfsFs, *fs_type);
       }
-    } else if (auto size = value_after(option, "X-containerd.mkfs.size")) {
+    } else if (auto size = value_after(option, marker::kContainerdMkfsSize)) {
       auto bytes = parse_u64(*size);
       if (!bytes || *bytes == 0) {
-        throw Error("{}: X-containerd.mkfs.size='{}' is not a positive byte count",
-                    describe(mounts, index), *size);
+        throw Error("{}: {}='{}' is not a positive byte count", describe(mounts, index),
+                    marker::kContainerdMkfsSize, *size);
       }
       upper.mkfs_size = *bytes;
     } else {
@@ -176,7 +179,7 @@ PlannedUpper plan_upper(const std::vector<ContainerdMount>& mounts, size_t index
     }
   }
   if (mkfs && !upper.mkfs_size) {
-    throw Error("{}: missing X-containerd.mkfs.size=", describe(mounts, index));
+    throw Error("{}: missing {}=", describe(mounts, index), marker::kContainerdMkfsSize);
   }
   return upper;
 }
@@ -236,7 +239,8 @@ std::vector<ContainerdMount> parse_mount_list(const json& input) {
   return mounts;
 }
 
-std::vector<ContainerdMount> parse_mount_list_text(std::string_view text, const std::string& origin) {
+std::vector<ContainerdMount> parse_mount_list_text(std::string_view text,
+                                                   const std::string& origin) {
   json parsed;
   try {
     parsed = json::parse(text);
@@ -246,7 +250,7 @@ std::vector<ContainerdMount> parse_mount_list_text(std::string_view text, const 
   try {
     return parse_mount_list(parsed);
   } catch (const Error& error) {
-    throw Error("{}: {}", origin, error.what());
+    throw_with_context(error, origin);
   }
 }
 
@@ -282,16 +286,14 @@ std::string renumber_templates(const std::string& text, const TemplateMap& map,
   return out;
 }
 
-HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
-  if (mounts.empty()) throw Error("mount list is empty");
-  HookPlan plan;
-  const size_t final_index = mounts.size() - 1;
-  const ContainerdMount& final_mount = mounts[final_index];
-  const MountType final_type = split_type(final_mount.type);
+namespace {
 
-  // Mounts before the last one are what the final mount is built from.
+// Mounts before the last one are what the final mount is built from: erofs lowers (returned,
+// in list order) and at most one ext4 upper (into plan.upper).
+std::vector<size_t> plan_earlier_mounts(const std::vector<ContainerdMount>& mounts,
+                                        HookPlan& plan) {
   std::vector<size_t> erofs_indices;
-  for (size_t i = 0; i < final_index; ++i) {
+  for (size_t i = 0; i + 1 < mounts.size(); ++i) {
     const auto type = split_type(mounts[i].type);
     if (type.format || type.mkdir) {
       throw Error("{}: only the last mount may be a format/ or mkdir/ mount", describe(mounts, i));
@@ -305,224 +307,285 @@ HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
       }
       plan.upper = plan_upper(mounts, i, type.base == "mkfs/ext4");
     } else {
-      throw Error("{}: unsupported mount type before the final mount (expected erofs, mkfs/ext4 "
-                  "or ext4)", describe(mounts, i));
+      throw Error(
+          "{}: unsupported mount type before the final mount (expected erofs, mkfs/ext4 "
+          "or ext4)",
+          describe(mounts, i));
     }
   }
+  return erofs_indices;
+}
 
-  // Single mount: a committed layer or view (erofs), or a directory-mode bind of fs/.
-  if (mounts.size() == 1) {
-    if (final_type.base == "erofs" && !final_type.format && !final_type.mkdir) {
-      plan.lowers.push_back(plan_lower(mounts, 0));
-      plan.rootfs = RootfsKind::Bind;
-      plan.bind_source = mount_template(1);
-      plan.read_only = true;
-      plan.upper_kind = UpperKind::None;
-      return plan;
-    }
-    if (final_type.base == "bind" && !final_type.format) {
-      if (final_mount.source.empty() || final_mount.source.front() != '/') {
-        throw Error("{}: source '{}' must be an absolute host directory", describe(mounts, 0),
-                    final_mount.source);
-      }
-      plan.rootfs = RootfsKind::HostShare;
-      plan.host_share_source = final_mount.source;
-      for (const auto& option : final_mount.options) {
-        if (option == "ro") {
-          plan.read_only = true;
-        } else if (option == "rw") {
-          plan.read_only = false;
-        } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
-          throw Error("{}: mkdir directive '{}' on a host directory", describe(mounts, 0), option);
-        } else if (starts_with(option, "X-containerd.")) {
-          throw Error("{}: unsupported option '{}'", describe(mounts, 0), option);
-        } else if (option.find("{{") != std::string::npos) {
-          // Nothing in the guest resolves a template against a shared host directory.
-          throw Error("{}: template in option '{}' of a host directory bind",
-                      describe_option(mounts, 0, option), option);
-        } else {
-          plan.bind_options.push_back(option);
-        }
-      }
-      plan.upper_kind = UpperKind::None;  // writes go to the shared host directory itself
-      return plan;
-    }
+// Single mount: a committed layer or view (erofs), or a directory-mode bind of fs/.
+void plan_only_mount(const std::vector<ContainerdMount>& mounts, HookPlan& plan) {
+  const ContainerdMount& mount = mounts[0];
+  const MountType type = split_type(mount.type);
+  if (type.base == "erofs" && !type.format && !type.mkdir) {
+    plan.lowers.push_back(plan_lower(mounts, 0));
+    plan.rootfs = RootfsKind::Bind;
+    plan.bind_source = mount_template(1);
+    plan.read_only = true;
+    plan.upper_kind = UpperKind::None;
+    return;
+  }
+  if (type.base != "bind" || type.format) {
     throw Error("{}: unsupported as the only mount (expected erofs or bind)", describe(mounts, 0));
   }
+  if (mount.source.empty() || mount.source.front() != '/') {
+    throw Error("{}: source '{}' must be an absolute host directory", describe(mounts, 0),
+                mount.source);
+  }
+  plan.rootfs = RootfsKind::HostShare;
+  plan.host_share_source = mount.source;
+  for (const auto& option : mount.options) {
+    if (option == "ro") {
+      plan.read_only = true;
+    } else if (option == "rw") {
+      plan.read_only = false;
+    } else if (auto spec = value_after(option, marker::kContainerdMkdirPath)) {
+      throw Error("{}: mkdir directive '{}' on a host directory", describe(mounts, 0), option);
+    } else if (starts_with(option, marker::kContainerdPrefix)) {
+      throw Error("{}: unsupported option '{}'", describe(mounts, 0), option);
+    } else if (option.find("{{") != std::string::npos) {
+      // Nothing in the guest resolves a template against a shared host directory.
+      throw Error("{}: template in option '{}' of a host directory bind",
+                  describe_option(mounts, 0, option), option);
+    } else {
+      plan.bind_options.push_back(option);
+    }
+  }
+  plan.upper_kind = UpperKind::None;  // writes go to the shared host directory itself
+}
 
-  if (final_type.base == "overlay") {
-    std::optional<std::string> lowerdir, upperdir, workdir;
-    std::vector<std::string> mkdir_raw;
-    for (const auto& option : final_mount.options) {
-      if (auto value = value_after(option, "lowerdir")) {
-        lowerdir = *value;
-      } else if (auto value = value_after(option, "upperdir")) {
-        upperdir = *value;
-      } else if (auto value = value_after(option, "workdir")) {
-        workdir = *value;
-      } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
-        mkdir_raw.push_back(*spec);
-      } else if (starts_with(option, "X-containerd.")) {
-        throw Error("{}: unsupported option '{}'", describe(mounts, final_index), option);
-      } else {
-        plan.overlay_options.push_back(option);
-      }
+// The final overlay's own options; the rest pass through to the guest's overlay.
+struct OverlayOptions {
+  std::optional<std::string> lowerdir, upperdir, workdir;
+  std::vector<std::string> mkdir_raw;  // X-containerd.mkdir.path values, host numbering
+};
+
+OverlayOptions split_overlay_options(const std::vector<ContainerdMount>& mounts, size_t index,
+                                     HookPlan& plan) {
+  OverlayOptions out;
+  for (const auto& option : mounts[index].options) {
+    if (auto value = value_after(option, "lowerdir")) {
+      out.lowerdir = *value;
+    } else if (auto value = value_after(option, "upperdir")) {
+      out.upperdir = *value;
+    } else if (auto value = value_after(option, "workdir")) {
+      out.workdir = *value;
+    } else if (auto spec = value_after(option, marker::kContainerdMkdirPath)) {
+      out.mkdir_raw.push_back(*spec);
+    } else if (starts_with(option, marker::kContainerdPrefix)) {
+      throw Error("{}: unsupported option '{}'", describe(mounts, index), option);
+    } else {
+      plan.overlay_options.push_back(option);
     }
-    if (!lowerdir || lowerdir->empty()) {
-      throw Error("{}: no lowerdir= option", describe(mounts, final_index));
+  }
+  return out;
+}
+
+// lowerdir order is the guest's lower order: its first entry is the top layer. Every entry is
+// a template of earlier erofs mounts, and every erofs mount appears exactly once.
+void plan_lowerdir(const std::vector<ContainerdMount>& mounts, size_t final_index,
+                   const std::string& lowerdir, const std::vector<size_t>& erofs_indices,
+                   HookPlan& plan) {
+  std::set<size_t> seen;
+  size_t start = 0;
+  while (start <= lowerdir.size()) {
+    size_t colon = lowerdir.find(':', start);
+    std::string element =
+        lowerdir.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    auto pieces = split_templates(element, mounts.size(),
+                                  describe_option(mounts, final_index, "lowerdir=" + lowerdir));
+    if (pieces.size() != 1 || !pieces[0].templ) {
+      throw Error(
+          "{}: lowerdir entry '{}' is not a {{{{ mount N }}}} or {{{{ overlay A B }}}} "
+          "template of an earlier erofs mount (host paths are not visible in the VM)",
+          describe(mounts, final_index), element);
     }
-    // lowerdir order is the guest's lower order: its first entry is the top layer.
-    std::set<size_t> seen;
-    size_t start = 0;
-    while (start <= lowerdir->size()) {
-      size_t colon = lowerdir->find(':', start);
-      std::string element = lowerdir->substr(start, colon == std::string::npos ? std::string::npos
-                                                                              : colon - start);
-      auto pieces = split_templates(element, mounts.size(),
-                                    describe_option(mounts, final_index, "lowerdir=" + *lowerdir));
-      if (pieces.size() != 1 || !pieces[0].templ) {
-        throw Error("{}: lowerdir entry '{}' is not a {{{{ mount N }}}} or {{{{ overlay A B }}}} "
-                    "template of an earlier erofs mount (host paths are not visible in the VM)",
-                    describe(mounts, final_index), element);
+    const MountTemplate& range = *pieces[0].templ;
+    for (size_t k = 0; k < range.count(); ++k) {
+      const size_t index = range.at(k);
+      if (index >= final_index || split_type(mounts[index].type).base != "erofs") {
+        throw Error("{}: lowerdir entry '{}' refers to mount {}, which is not an erofs mount",
+                    describe(mounts, final_index), element, index);
       }
-      const MountTemplate& range = *pieces[0].templ;
-      for (size_t k = 0; k < range.count(); ++k) {
-        const size_t index = range.at(k);
-        if (index >= final_index || split_type(mounts[index].type).base != "erofs") {
-          throw Error("{}: lowerdir entry '{}' refers to mount {}, which is not an erofs mount",
-                      describe(mounts, final_index), element, index);
-        }
-        if (!seen.insert(index).second) {
-          throw Error("{}: lowerdir names mount {} twice", describe(mounts, final_index), index);
-        }
-        plan.lowers.push_back(plan_lower(mounts, index));
+      if (!seen.insert(index).second) {
+        throw Error("{}: lowerdir names mount {} twice", describe(mounts, final_index), index);
       }
-      if (colon == std::string::npos) break;
-      start = colon + 1;
+      plan.lowers.push_back(plan_lower(mounts, index));
+    }
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  for (size_t index : erofs_indices) {
+    if (!seen.count(index)) {
+      throw Error("{}: not used in the overlay's lowerdir", describe(mounts, index));
+    }
+  }
+}
+
+// Where the overlay writes: the ext4 upper disk, a memory-backed upper in the guest (directory
+// mode), or nowhere (read-only).
+void plan_overlay_upper(const std::vector<ContainerdMount>& mounts, size_t final_index,
+                        const OverlayOptions& options, HookPlan& plan) {
+  const auto& upperdir = options.upperdir;
+  const auto& workdir = options.workdir;
+  if (plan.upper) {
+    const std::string expected_upper = mount_template(plan.upper->mount_index) + "/upper";
+    const std::string expected_work = mount_template(plan.upper->mount_index) + "/work";
+    if (upperdir != expected_upper || workdir != expected_work) {
+      throw Error(
+          "{}: with an ext4 upper the guest layout needs upperdir={} and workdir={} "
+          "(got upperdir={} workdir={})",
+          describe(mounts, final_index), expected_upper, expected_work, upperdir.value_or("<none>"),
+          workdir.value_or("<none>"));
+    }
+    plan.upper_kind = UpperKind::Ext4Disk;
+    plan.guest_upperdir = mount_template(0) + "/upper";
+    plan.guest_workdir = mount_template(0) + "/work";
+  } else if (upperdir || workdir) {
+    if (!upperdir || !workdir) {
+      throw Error("{}: upperdir= and workdir= must come together", describe(mounts, final_index));
+    }
+    if (upperdir->find("{{") != std::string::npos || workdir->find("{{") != std::string::npos) {
+      throw Error("{}: upperdir/workdir templates need an ext4 upper mount in the list",
+                  describe(mounts, final_index));
+    }
+    // Directory mode: containerd's upper is a host directory the VM cannot reach.
+    plan.upper_kind = UpperKind::GuestMemory;
+    plan.host_upperdir = *upperdir;
+    plan.host_workdir = *workdir;
+  } else {
+    plan.upper_kind = UpperKind::None;
+    plan.read_only = true;
+  }
+}
+
+// Final overlay: lowers from lowerdir, the upper, then options and mkdir directives renumbered
+// for the guest.
+void plan_overlay(const std::vector<ContainerdMount>& mounts,
+                  const std::vector<size_t>& erofs_indices, HookPlan& plan) {
+  const size_t final_index = mounts.size() - 1;
+  OverlayOptions options = split_overlay_options(mounts, final_index, plan);
+  if (!options.lowerdir || options.lowerdir->empty()) {
+    throw Error("{}: no lowerdir= option", describe(mounts, final_index));
+  }
+  plan_lowerdir(mounts, final_index, *options.lowerdir, erofs_indices, plan);
+  TemplateMap map = make_map(mounts, plan);
+  plan.guest_lowerdir = guest_lowerdir_for(plan.lowers.size());
+  plan_overlay_upper(mounts, final_index, options, plan);
+  for (const auto& option : plan.overlay_options) {
+    if (option == "ro") plan.read_only = true;
+  }
+  for (auto& option : plan.overlay_options) {
+    option = renumber(option, map, mounts, final_index, option);
+  }
+  for (const auto& spec : options.mkdir_raw) {
+    if (spec.find("{{") == std::string::npos) {
+      throw Error("{}: mkdir directive '{}' names a host path", describe(mounts, final_index),
+                  spec);
+    }
+    const std::string option = contract::make_option(marker::kContainerdMkdirPath, spec);
+    plan.mkdir_specs.push_back(renumber(spec, map, mounts, final_index, option));
+    check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts, final_index,
+                     option);
+  }
+  plan.rootfs = RootfsKind::Overlay;
+}
+
+// Final bind (or rbind) of one earlier mount: the upper (block mode without parents) or the
+// only erofs lower (a read-only view).
+void plan_bind(const std::vector<ContainerdMount>& mounts, const std::vector<size_t>& erofs_indices,
+               HookPlan& plan) {
+  const size_t final_index = mounts.size() - 1;
+  const ContainerdMount& final_mount = mounts[final_index];
+  const std::string& source = final_mount.source;
+  auto pieces = split_templates(
+      source, mounts.size(), fmt::format("{} source '{}'", describe(mounts, final_index), source));
+  if (pieces.empty() || !pieces[0].templ || pieces[0].templ->overlay) {
+    throw Error("{}: source '{}' must start with {{{{ mount N }}}} of an earlier mount",
+                describe(mounts, final_index), source);
+  }
+  for (size_t i = 1; i < pieces.size(); ++i) {
+    if (pieces[i].templ) {
+      throw Error("{}: source '{}' has more than one template", describe(mounts, final_index),
+                  source);
+    }
+  }
+  const size_t target = pieces[0].templ->first;
+  if (target >= final_index) {
+    throw Error("{}: source '{}' refers to mount {}, which does not come before it",
+                describe(mounts, final_index), source, target);
+  }
+  if (plan.upper && target == plan.upper->mount_index) {
+    if (!erofs_indices.empty()) {
+      throw Error("{}: not used by the final bind of the upper",
+                  describe(mounts, erofs_indices[0]));
+    }
+    plan.upper_kind = UpperKind::Ext4Disk;
+  } else {
+    if (split_type(mounts[target].type).base != "erofs") {
+      throw Error("{}: bind source refers to mount {}, which is neither erofs nor the upper",
+                  describe(mounts, final_index), target);
     }
     for (size_t index : erofs_indices) {
-      if (!seen.count(index)) {
-        throw Error("{}: not used in the overlay's lowerdir", describe(mounts, index));
-      }
+      if (index != target) throw Error("{}: not used by the final bind", describe(mounts, index));
     }
-    TemplateMap map = make_map(mounts, plan);
-    plan.guest_lowerdir = guest_lowerdir_for(plan.lowers.size());
-
     if (plan.upper) {
-      const std::string expected_upper = mount_template(plan.upper->mount_index) + "/upper";
-      const std::string expected_work = mount_template(plan.upper->mount_index) + "/work";
-      if (upperdir != expected_upper || workdir != expected_work) {
-        throw Error("{}: with an ext4 upper the guest layout needs upperdir={} and workdir={} "
-                    "(got upperdir={} workdir={})",
-                    describe(mounts, final_index), expected_upper, expected_work,
-                    upperdir.value_or("<none>"), workdir.value_or("<none>"));
-      }
-      plan.upper_kind = UpperKind::Ext4Disk;
-      plan.guest_upperdir = mount_template(0) + "/upper";
-      plan.guest_workdir = mount_template(0) + "/work";
-    } else if (upperdir || workdir) {
-      if (!upperdir || !workdir) {
-        throw Error("{}: upperdir= and workdir= must come together", describe(mounts, final_index));
-      }
-      if (upperdir->find("{{") != std::string::npos || workdir->find("{{") != std::string::npos) {
-        throw Error("{}: upperdir/workdir templates need an ext4 upper mount in the list",
+      throw Error("{}: the upper is not used by the final bind",
+                  describe(mounts, plan.upper->mount_index));
+    }
+    plan.lowers.push_back(plan_lower(mounts, target));
+    plan.upper_kind = UpperKind::None;
+    plan.read_only = true;
+  }
+  TemplateMap map = make_map(mounts, plan);
+  plan.bind_source = renumber(source, map, mounts, final_index, "source=" + source);
+  check_guest_spec(contract::parse_bind_spec, plan.bind_source, plan, mounts, final_index,
+                   "source=" + source);
+  for (const auto& option : final_mount.options) {
+    if (option == "ro") {
+      plan.read_only = true;
+    } else if (option == "rw") {
+      if (plan.upper_kind != UpperKind::Ext4Disk) {
+        throw Error("{}: option 'rw' on a bind of a read-only EROFS layer",
                     describe(mounts, final_index));
       }
-      // Directory mode: containerd's upper is a host directory the VM cannot reach.
-      plan.upper_kind = UpperKind::GuestMemory;
-      plan.host_upperdir = *upperdir;
-      plan.host_workdir = *workdir;
-    } else {
-      plan.upper_kind = UpperKind::None;
-      plan.read_only = true;
-    }
-    for (const auto& option : plan.overlay_options) {
-      if (option == "ro") plan.read_only = true;
-    }
-    for (auto& option : plan.overlay_options) {
-      option = renumber(option, map, mounts, final_index, option);
-    }
-    for (const auto& spec : mkdir_raw) {
-      if (spec.find("{{") == std::string::npos) {
-        throw Error("{}: mkdir directive '{}' names a host path", describe(mounts, final_index), spec);
-      }
-      const std::string option = "X-containerd.mkdir.path=" + spec;
-      plan.mkdir_specs.push_back(renumber(spec, map, mounts, final_index, option));
+    } else if (auto spec = value_after(option, marker::kContainerdMkdirPath)) {
+      plan.mkdir_specs.push_back(renumber(*spec, map, mounts, final_index, option));
       check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
                        final_index, option);
-    }
-    plan.rootfs = RootfsKind::Overlay;
-    return plan;
-  }
-
-  if (final_type.base == "bind" || final_type.base == "rbind") {
-    const std::string& source = final_mount.source;
-    auto pieces = split_templates(source, mounts.size(),
-                                  fmt::format("{} source '{}'", describe(mounts, final_index), source));
-    if (pieces.empty() || !pieces[0].templ || pieces[0].templ->overlay) {
-      throw Error("{}: source '{}' must start with {{{{ mount N }}}} of an earlier mount",
-                  describe(mounts, final_index), source);
-    }
-    for (size_t i = 1; i < pieces.size(); ++i) {
-      if (pieces[i].templ) {
-        throw Error("{}: source '{}' has more than one template", describe(mounts, final_index),
-                    source);
-      }
-    }
-    const size_t target = pieces[0].templ->first;
-    if (target >= final_index) {
-      throw Error("{}: source '{}' refers to mount {}, which does not come before it",
-                  describe(mounts, final_index), source, target);
-    }
-    if (plan.upper && target == plan.upper->mount_index) {
-      if (!erofs_indices.empty()) {
-        throw Error("{}: not used by the final bind of the upper", describe(mounts, erofs_indices[0]));
-      }
-      plan.upper_kind = UpperKind::Ext4Disk;
+    } else if (starts_with(option, marker::kContainerdPrefix)) {
+      throw Error("{}: unsupported option '{}'", describe(mounts, final_index), option);
     } else {
-      if (split_type(mounts[target].type).base != "erofs") {
-        throw Error("{}: bind source refers to mount {}, which is neither erofs nor the upper",
-                    describe(mounts, final_index), target);
-      }
-      for (size_t index : erofs_indices) {
-        if (index != target) throw Error("{}: not used by the final bind", describe(mounts, index));
-      }
-      if (plan.upper) {
-        throw Error("{}: the upper is not used by the final bind",
-                    describe(mounts, plan.upper->mount_index));
-      }
-      plan.lowers.push_back(plan_lower(mounts, target));
-      plan.upper_kind = UpperKind::None;
-      plan.read_only = true;
+      plan.bind_options.push_back(renumber(option, map, mounts, final_index, option));
     }
-    TemplateMap map = make_map(mounts, plan);
-    plan.bind_source = renumber(source, map, mounts, final_index, "source=" + source);
-    check_guest_spec(contract::parse_bind_spec, plan.bind_source, plan, mounts, final_index,
-                     "source=" + source);
-    for (const auto& option : final_mount.options) {
-      if (option == "ro") {
-        plan.read_only = true;
-      } else if (option == "rw") {
-        if (plan.upper_kind != UpperKind::Ext4Disk) {
-          throw Error("{}: option 'rw' on a bind of a read-only EROFS layer",
-                      describe(mounts, final_index));
-        }
-      } else if (auto spec = value_after(option, "X-containerd.mkdir.path")) {
-        plan.mkdir_specs.push_back(renumber(*spec, map, mounts, final_index, option));
-        check_guest_spec(contract::parse_mkdir_spec, plan.mkdir_specs.back(), plan, mounts,
-                         final_index, option);
-      } else if (starts_with(option, "X-containerd.")) {
-        throw Error("{}: unsupported option '{}'", describe(mounts, final_index), option);
-      } else {
-        plan.bind_options.push_back(renumber(option, map, mounts, final_index, option));
-      }
-    }
-    plan.rootfs = RootfsKind::Bind;
+  }
+  plan.rootfs = RootfsKind::Bind;
+}
+
+}  // namespace
+
+HookPlan plan_mounts(const std::vector<ContainerdMount>& mounts) {
+  if (mounts.empty()) throw Error("mount list is empty");
+  HookPlan plan;
+  const std::vector<size_t> erofs_indices = plan_earlier_mounts(mounts, plan);
+  if (mounts.size() == 1) {
+    plan_only_mount(mounts, plan);
     return plan;
   }
-
-  throw Error("{}: unsupported final mount (expected overlay or bind after {} earlier mounts)",
-              describe(mounts, final_index), final_index);
+  const size_t final_index = mounts.size() - 1;
+  const std::string base = split_type(mounts[final_index].type).base;
+  if (base == "overlay") {
+    plan_overlay(mounts, erofs_indices, plan);
+  } else if (base == "bind" || base == "rbind") {
+    plan_bind(mounts, erofs_indices, plan);
+  } else {
+    throw Error("{}: unsupported final mount (expected overlay or bind after {} earlier mounts)",
+                describe(mounts, final_index), final_index);
+  }
+  return plan;
 }
 
 }  // namespace evmdk::host

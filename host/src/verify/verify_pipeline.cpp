@@ -1,68 +1,11 @@
 #include "evmdk/host/verify/verify_pipeline.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <cstring>
 
 #include "evmdk/error.h"
 
 namespace evmdk::host {
-
-std::string to_hex(const Sha256Digest& digest) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(64);
-  for (uint8_t byte : digest) {
-    hex.push_back(kDigits[byte >> 4]);
-    hex.push_back(kDigits[byte & 0xF]);
-  }
-  return hex;
-}
-
-std::optional<Sha256Digest> sha256_from_hex(std::string_view hex) {
-  if (hex.size() != 64) return std::nullopt;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  Sha256Digest digest{};
-  for (size_t i = 0; i < 32; ++i) {
-    int high = nibble(hex[2 * i]), low = nibble(hex[2 * i + 1]);
-    if (high < 0 || low < 0) return std::nullopt;
-    digest[i] = static_cast<uint8_t>(high << 4 | low);
-  }
-  return digest;
-}
-
-struct Sha256::Context {
-  EVP_MD_CTX* ctx = nullptr;
-  ~Context() { EVP_MD_CTX_free(ctx); }
-};
-
-Sha256::Sha256() : context_(std::make_unique<Context>()) {
-  context_->ctx = EVP_MD_CTX_new();
-  if (context_->ctx == nullptr || EVP_DigestInit_ex(context_->ctx, EVP_sha256(), nullptr) != 1) {
-    throw Error("verify: cannot initialise SHA-256 (OpenSSL)");
-  }
-}
-
-Sha256::~Sha256() = default;
-
-void Sha256::update(const void* data, size_t size) {
-  if (EVP_DigestUpdate(context_->ctx, data, size) != 1) throw Error("verify: SHA-256 update failed");
-}
-
-Sha256Digest Sha256::finish() {
-  Sha256Digest digest{};
-  unsigned length = 0;
-  if (EVP_DigestFinal_ex(context_->ctx, digest.data(), &length) != 1 || length != digest.size()) {
-    throw Error("verify: SHA-256 final failed");
-  }
-  return digest;
-}
 
 void ZeroCheck::consume(const std::byte* data, size_t size, uint64_t stream_offset) {
   if (first_nonzero_) return;

@@ -20,13 +20,14 @@ std::string format_bytes(double bytes) {
 
 std::string render_progress_line(const std::string& label, uint64_t done, uint64_t total,
                                  double bytes_per_second, int width) {
-  double fraction = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
+  double fraction =
+      total == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
   int filled = static_cast<int>(fraction * width);
   std::string bar(static_cast<size_t>(filled), '#');
   bar.append(static_cast<size_t>(width - filled), '-');
   return fmt::format("{} [{}] {:3.0f}%  {} / {}  {}/s", label, bar, fraction * 100.0,
-                     format_bytes(static_cast<double>(done)), format_bytes(static_cast<double>(total)),
-                     format_bytes(bytes_per_second));
+                     format_bytes(static_cast<double>(done)),
+                     format_bytes(static_cast<double>(total)), format_bytes(bytes_per_second));
 }
 
 ProgressBar::ProgressBar(std::string label, uint64_t total, int fd, bool enabled)

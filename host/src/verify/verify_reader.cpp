@@ -89,8 +89,10 @@ struct UringReader::State {
   }
 };
 
-UringReader::UringReader(ReaderOptions options) : options_(options), state_(std::make_unique<State>()) {
-  options_.chunk_size = std::max<size_t>(align_up(std::max<size_t>(options_.chunk_size, 1), kDirectAlign), kDirectAlign);
+UringReader::UringReader(ReaderOptions options)
+    : options_(options), state_(std::make_unique<State>()) {
+  options_.chunk_size = std::max<size_t>(
+      align_up(std::max<size_t>(options_.chunk_size, 1), kDirectAlign), kDirectAlign);
   options_.queue_depth = std::clamp(options_.queue_depth, 1u, 256u);
   options_.consumer_buffers = std::max(options_.consumer_buffers, 1u);
   options_.parallel_streams = std::max(options_.parallel_streams, 1u);
@@ -108,8 +110,8 @@ UringReader::UringReader(ReaderOptions options) : options_(options), state_(std:
   }
   // Registered buffers save the kernel pinning pages on every read; without them (e.g. a low
   // RLIMIT_MEMLOCK) plain reads work just as well, only a little slower.
-  state_->registered =
-      io_uring_register_buffers(&state_->ring, iovecs.data(), static_cast<unsigned>(iovecs.size())) == 0;
+  state_->registered = io_uring_register_buffers(&state_->ring, iovecs.data(),
+                                                 static_cast<unsigned>(iovecs.size())) == 0;
 }
 
 UringReader::~UringReader() = default;
@@ -152,14 +154,61 @@ struct StreamCursor {
 
 }  // namespace
 
-ReadStats UringReader::run(const std::vector<ReadStream>& streams, const Consumer& consume,
-                           const std::function<void(uint64_t)>& progress) {
-  State& state = *state_;
-  ReadStats stats;
-  std::map<std::string, OpenFile> files;
-  auto open_file = [&](const std::string& path) -> OpenFile& {
-    auto found = files.find(path);
-    if (found != files.end()) return found->second;
+// One run() over a set of streams: the files, each stream's cursor, the reads in flight, and
+// the phases of the loop (issue reads, wait, settle completions, deliver in stream order).
+class UringReader::Run {
+ public:
+  Run(UringReader& reader, const std::vector<ReadStream>& streams, const Consumer& consume,
+      const std::function<void(uint64_t)>& progress)
+      : reader_(reader),
+        options_(reader.options_),
+        state_(*reader.state_),
+        streams_(streams),
+        consume_(consume),
+        progress_(progress),
+        cursors_(streams.size()) {}
+
+  ReadStats run() {
+    for (size_t i = 0; i < streams_.size(); ++i) cursors_[i].total = streams_[i].length();
+    // Open everything up front so a missing layer file is reported before any reading.
+    for (const auto& stream : streams_) {
+      for (const auto& segment : stream.segments) {
+        if (segment.length > 0) open_file(segment.path);
+      }
+    }
+    refill_active();
+    try {
+      for (;;) {
+        issue_reads();
+        if (in_flight_.empty()) {
+          if (active_.empty()) break;  // everything issued and delivered
+          // Every buffer is with the consumer: wait until one comes back.
+          std::unique_lock lock(state_.mutex);
+          state_.buffer_freed.wait(lock, [&] { return !state_.free_buffers.empty(); });
+          continue;
+        }
+        settle_completions();
+        if (progress_) progress_(stats_.bytes);
+      }
+    } catch (...) {
+      // The kernel may still be writing into buffers: wait for every read before they can go.
+      drain_in_flight();
+      for (auto& cursor : cursors_) {
+        for (auto& [sequence, chunk] : cursor.completed) return_buffer(chunk.buffer);
+        cursor.completed.clear();
+      }
+      wait_all_buffers();
+      throw;
+    }
+    // Consumers may still hold leases (e.g. digest workers): the buffers must outlive them.
+    wait_all_buffers();
+    return stats_;
+  }
+
+ private:
+  OpenFile& open_file(const std::string& path) {
+    auto found = files_.find(path);
+    if (found != files_.end()) return found->second;
     OpenFile file;
     InputFile input = open_input_file(path, "verify: extent file");
     file.size = static_cast<uint64_t>(input.st.st_size);
@@ -171,34 +220,22 @@ ReadStats UringReader::run(const std::vector<ReadStream>& streams, const Consume
       int fd = ::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
       if (fd >= 0) file.direct.reset(fd);
     }
-    return files.emplace(path, std::move(file)).first->second;
-  };
+    return files_.emplace(path, std::move(file)).first->second;
+  }
 
-  std::vector<StreamCursor> cursors(streams.size());
-  for (size_t i = 0; i < streams.size(); ++i) cursors[i].total = streams[i].length();
-  // Open everything up front so a missing layer file is reported before any reading.
-  for (const auto& stream : streams) {
-    for (const auto& segment : stream.segments) {
-      if (segment.length > 0) open_file(segment.path);
+  void refill_active() {
+    while (active_.size() < options_.parallel_streams && next_stream_ < streams_.size()) {
+      if (cursors_[next_stream_].total > 0) active_.push_back(next_stream_);
+      ++next_stream_;
     }
   }
 
-  std::vector<size_t> active;  // streams being issued, round-robin
-  size_t next_stream = 0;
-  size_t round_robin = 0;
-  auto refill_active = [&] {
-    while (active.size() < options_.parallel_streams && next_stream < streams.size()) {
-      if (cursors[next_stream].total > 0) active.push_back(next_stream);
-      ++next_stream;
-    }
-  };
-  refill_active();
-
-  // Builds the next chunk of stream `index`, or nullopt when it is fully issued.
-  auto next_chunk = [&](size_t index) -> std::optional<PendingChunk> {
-    StreamCursor& cursor = cursors[index];
-    const auto& segments = streams[index].segments;
-    while (cursor.segment < segments.size() && cursor.segment_done >= segments[cursor.segment].length) {
+  // The next chunk of stream `index`, or nullopt when it is fully issued.
+  std::optional<PendingChunk> next_chunk(size_t index) {
+    StreamCursor& cursor = cursors_[index];
+    const auto& segments = streams_[index].segments;
+    while (cursor.segment < segments.size() &&
+           cursor.segment_done >= segments[cursor.segment].length) {
       ++cursor.segment;
       cursor.segment_done = 0;
     }
@@ -235,183 +272,193 @@ ReadStats UringReader::run(const std::vector<ReadStream>& streams, const Consume
     chunk.to_read = static_cast<size_t>(std::min<uint64_t>(size, readable));
     // O_DIRECT can read past EOF as long as the request itself is aligned: the kernel returns a
     // short count, and the rest is zero-filled like any past-EOF byte.
-    if (direct && chunk.to_read % kDirectAlign != 0) chunk.to_read = static_cast<size_t>(align_up(chunk.to_read, kDirectAlign));
+    if (direct && chunk.to_read % kDirectAlign != 0) {
+      chunk.to_read = static_cast<size_t>(align_up(chunk.to_read, kDirectAlign));
+    }
     chunk.direct = direct;
     cursor.segment_done += size;
     cursor.stream_offset += size;
     chunk.last = cursor.stream_offset == cursor.total;
     return chunk;
-  };
+  }
 
-  std::map<unsigned, PendingChunk> in_flight;  // keyed by buffer
-  auto submit_read = [&](PendingChunk& chunk) {
-    io_uring_sqe* sqe = io_uring_get_sqe(&state.ring);
+  // The next chunk of the active streams, round-robin; nullopt when all are fully issued.
+  std::optional<PendingChunk> next_round_robin_chunk() {
+    std::optional<PendingChunk> chunk;
+    while (!active_.empty() && !chunk) {
+      round_robin_ %= active_.size();
+      chunk = next_chunk(active_[round_robin_]);
+      if (!chunk) {
+        active_.erase(active_.begin() + static_cast<std::ptrdiff_t>(round_robin_));
+        refill_active();
+      } else {
+        ++round_robin_;
+      }
+    }
+    return chunk;
+  }
+
+  void submit_read(PendingChunk& chunk) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&state_.ring);
     if (sqe == nullptr) throw Error("verify: io_uring submission queue full");
-    std::byte* destination = state.buffers[chunk.buffer].get() + chunk.done;
+    std::byte* destination = state_.buffers[chunk.buffer].get() + chunk.done;
     int fd = chunk.direct ? chunk.file->direct.get() : chunk.file->buffered.get();
     unsigned length = static_cast<unsigned>(chunk.to_read - chunk.done);
     uint64_t offset = chunk.file_offset + chunk.done;
-    if (state.registered) {
-      io_uring_prep_read_fixed(sqe, fd, destination, length, offset, static_cast<int>(chunk.buffer));
+    if (state_.registered) {
+      io_uring_prep_read_fixed(sqe, fd, destination, length, offset,
+                               static_cast<int>(chunk.buffer));
     } else {
       io_uring_prep_read(sqe, fd, destination, length, offset);
     }
     io_uring_sqe_set_data64(sqe, chunk.buffer);
-  };
+  }
 
-  auto deliver_ready = [&](size_t index) {
-    StreamCursor& cursor = cursors[index];
+  // Issues as many reads as there are free slots and buffers.
+  void issue_reads() {
+    unsigned queued = 0;
+    while (in_flight_.size() < options_.queue_depth && !active_.empty()) {
+      std::optional<unsigned> buffer = take_free_buffer();
+      if (!buffer) break;
+      std::optional<PendingChunk> chunk = next_round_robin_chunk();
+      if (!chunk) {
+        return_buffer(*buffer);
+        break;
+      }
+      chunk->buffer = *buffer;
+      if (chunk->to_read == 0) {
+        // Entirely past EOF: nothing to read, only zeros to present.
+        cursors_[chunk->stream].completed.emplace(chunk->sequence, *chunk);
+        deliver_ready(chunk->stream);
+        continue;
+      }
+      auto& stored = in_flight_.emplace(*buffer, *chunk).first->second;
+      submit_read(stored);
+      ++queued;
+    }
+    if (queued > 0) io_uring_submit(&state_.ring);
+  }
+
+  // Waits for completions, then settles every one consumed (so none is left waiting in
+  // in_flight if something throws), then reports the first error, then delivers.
+  void settle_completions() {
+    io_uring_cqe* cqe = nullptr;
+    int rc = io_uring_wait_cqe(&state_.ring, &cqe);
+    if (rc < 0) throw_errno_message(-rc, "verify: io_uring_wait_cqe failed");
+    std::vector<std::pair<unsigned, int>> completions;
+    unsigned head = 0;
+    io_uring_for_each_cqe(&state_.ring, head, cqe) {
+      completions.emplace_back(static_cast<unsigned>(io_uring_cqe_get_data64(cqe)), cqe->res);
+    }
+    io_uring_cq_advance(&state_.ring, static_cast<unsigned>(completions.size()));
+
+    bool resubmitted = false;
+    std::optional<SystemError> read_error;
+    std::vector<size_t> touched_streams;
+    for (auto [buffer, result] : completions) {
+      auto it = in_flight_.find(buffer);
+      if (it == in_flight_.end()) continue;
+      PendingChunk& chunk = it->second;
+      ++stats_.reads;
+      if (result < 0) {
+        uint64_t offset = chunk.file_offset + chunk.done;
+        if (!read_error) {
+          read_error.emplace(
+              -result, fmt::format("verify: reading {} bytes of {} at offset {}{}: {}",
+                                   chunk.to_read - chunk.done, *chunk.path, offset,
+                                   chunk.direct ? " (O_DIRECT)" : "", std::strerror(-result)));
+        }
+        return_buffer(buffer);
+        in_flight_.erase(it);
+        continue;
+      }
+      chunk.done += static_cast<size_t>(result);
+      bool at_eof = result == 0 || chunk.file_offset + chunk.done >= chunk.file->size;
+      if (chunk.done < chunk.to_read && !at_eof) {
+        // A short read before EOF: read the rest (buffered, since the remainder may no longer
+        // be aligned for O_DIRECT).
+        chunk.direct = false;
+        submit_read(chunk);
+        resubmitted = true;
+        continue;
+      }
+      chunk.done = std::min(chunk.done, chunk.size);
+      PendingChunk finished = chunk;
+      in_flight_.erase(it);
+      cursors_[finished.stream].completed.emplace(finished.sequence, finished);
+      touched_streams.push_back(finished.stream);
+    }
+    if (resubmitted) io_uring_submit(&state_.ring);
+    if (read_error) throw *read_error;
+    for (size_t stream : touched_streams) deliver_ready(stream);
+  }
+
+  // Hands out the stream's completed chunks that are next in its order.
+  void deliver_ready(size_t index) {
+    StreamCursor& cursor = cursors_[index];
     for (auto it = cursor.completed.find(cursor.next_deliver); it != cursor.completed.end();
          it = cursor.completed.find(cursor.next_deliver)) {
       PendingChunk chunk = it->second;
       cursor.completed.erase(it);
       ++cursor.next_deliver;
-      std::byte* data = state.buffers[chunk.buffer].get();
+      std::byte* data = state_.buffers[chunk.buffer].get();
       if (chunk.done < chunk.size) std::memset(data + chunk.done, 0, chunk.size - chunk.done);
-      stats.bytes += chunk.size;
-      if (chunk.direct) stats.direct_bytes += chunk.size;
+      stats_.bytes += chunk.size;
+      if (chunk.direct) stats_.direct_bytes += chunk.size;
       Chunk view{chunk.stream, chunk.stream_offset, data, chunk.size, chunk.last};
-      consume(view, ChunkLease(this, chunk.buffer));
+      consume_(view, ChunkLease(&reader_, chunk.buffer));
     }
-  };
+  }
 
-  auto take_free_buffer = [&]() -> std::optional<unsigned> {
-    std::lock_guard lock(state.mutex);
-    if (state.free_buffers.empty()) return std::nullopt;
-    unsigned buffer = state.free_buffers.back();
-    state.free_buffers.pop_back();
+  std::optional<unsigned> take_free_buffer() {
+    std::lock_guard lock(state_.mutex);
+    if (state_.free_buffers.empty()) return std::nullopt;
+    unsigned buffer = state_.free_buffers.back();
+    state_.free_buffers.pop_back();
     return buffer;
-  };
-  auto return_buffer = [&](unsigned buffer) {
-    std::lock_guard lock(state.mutex);
-    state.free_buffers.push_back(buffer);
-  };
+  }
 
-  auto drain_in_flight = [&]() noexcept {
-    if (!in_flight.empty()) io_uring_submit(&state.ring);
-    while (!in_flight.empty()) {
+  void return_buffer(unsigned buffer) {
+    std::lock_guard lock(state_.mutex);
+    state_.free_buffers.push_back(buffer);
+  }
+
+  void drain_in_flight() noexcept {
+    if (!in_flight_.empty()) io_uring_submit(&state_.ring);
+    while (!in_flight_.empty()) {
       io_uring_cqe* cqe = nullptr;
-      if (io_uring_wait_cqe(&state.ring, &cqe) < 0) break;
+      if (io_uring_wait_cqe(&state_.ring, &cqe) < 0) break;
       unsigned buffer = static_cast<unsigned>(io_uring_cqe_get_data64(cqe));
-      io_uring_cqe_seen(&state.ring, cqe);
-      in_flight.erase(buffer);
+      io_uring_cqe_seen(&state_.ring, cqe);
+      in_flight_.erase(buffer);
       return_buffer(buffer);
     }
-  };
-  auto wait_all_buffers = [&] {
-    std::unique_lock lock(state.mutex);
-    state.buffer_freed.wait(lock, [&] { return state.free_buffers.size() == state.buffers.size(); });
-  };
-
-  try {
-    for (;;) {
-      // Issue as many reads as there are free slots and buffers.
-      unsigned queued = 0;
-      while (in_flight.size() < options_.queue_depth && !active.empty()) {
-        std::optional<unsigned> buffer = take_free_buffer();
-        if (!buffer) break;
-        std::optional<PendingChunk> chunk;
-        while (!active.empty() && !chunk) {
-          round_robin %= active.size();
-          chunk = next_chunk(active[round_robin]);
-          if (!chunk) {
-            active.erase(active.begin() + static_cast<std::ptrdiff_t>(round_robin));
-            refill_active();
-          } else {
-            ++round_robin;
-          }
-        }
-        if (!chunk) {
-          return_buffer(*buffer);
-          break;
-        }
-        chunk->buffer = *buffer;
-        if (chunk->to_read == 0) {
-          // Entirely past EOF: nothing to read, only zeros to present.
-          cursors[chunk->stream].completed.emplace(chunk->sequence, *chunk);
-          deliver_ready(chunk->stream);
-          continue;
-        }
-        auto& stored = in_flight.emplace(*buffer, *chunk).first->second;
-        submit_read(stored);
-        ++queued;
-      }
-      if (queued > 0) io_uring_submit(&state.ring);
-
-      if (in_flight.empty()) {
-        if (active.empty()) break;  // everything issued and delivered
-        // Every buffer is with the consumer: wait until one comes back.
-        std::unique_lock lock(state.mutex);
-        state.buffer_freed.wait(lock, [&] { return !state.free_buffers.empty(); });
-        continue;
-      }
-
-      io_uring_cqe* cqe = nullptr;
-      int rc = io_uring_wait_cqe(&state.ring, &cqe);
-      if (rc < 0) throw_errno_message(-rc, "verify: io_uring_wait_cqe failed");
-      std::vector<std::pair<unsigned, int>> completions;
-      unsigned head = 0;
-      io_uring_for_each_cqe(&state.ring, head, cqe) {
-        completions.emplace_back(static_cast<unsigned>(io_uring_cqe_get_data64(cqe)), cqe->res);
-      }
-      io_uring_cq_advance(&state.ring, static_cast<unsigned>(completions.size()));
-
-      // First settle every consumed completion (so none is left waiting in in_flight if
-      // something throws), then report errors, then deliver.
-      bool resubmitted = false;
-      std::optional<SystemError> read_error;
-      std::vector<size_t> touched_streams;
-      for (auto [buffer, result] : completions) {
-        auto it = in_flight.find(buffer);
-        if (it == in_flight.end()) continue;
-        PendingChunk& chunk = it->second;
-        ++stats.reads;
-        if (result < 0) {
-          uint64_t offset = chunk.file_offset + chunk.done;
-          if (!read_error) {
-            read_error.emplace(-result, fmt::format("verify: reading {} bytes of {} at offset {}{}: {}",
-                                                    chunk.to_read - chunk.done, *chunk.path, offset,
-                                                    chunk.direct ? " (O_DIRECT)" : "",
-                                                    std::strerror(-result)));
-          }
-          return_buffer(buffer);
-          in_flight.erase(it);
-          continue;
-        }
-        chunk.done += static_cast<size_t>(result);
-        bool at_eof = result == 0 || chunk.file_offset + chunk.done >= chunk.file->size;
-        if (chunk.done < chunk.to_read && !at_eof) {
-          // A short read before EOF: read the rest (buffered, since the remainder may no longer
-          // be aligned for O_DIRECT).
-          chunk.direct = false;
-          submit_read(chunk);
-          resubmitted = true;
-          continue;
-        }
-        chunk.done = std::min(chunk.done, chunk.size);
-        PendingChunk finished = chunk;
-        in_flight.erase(it);
-        cursors[finished.stream].completed.emplace(finished.sequence, finished);
-        touched_streams.push_back(finished.stream);
-      }
-      if (resubmitted) io_uring_submit(&state.ring);
-      if (read_error) throw *read_error;
-      for (size_t stream : touched_streams) deliver_ready(stream);
-      if (progress) progress(stats.bytes);
-    }
-  } catch (...) {
-    // The kernel may still be writing into buffers: wait for every read before they can go.
-    drain_in_flight();
-    for (auto& cursor : cursors) {
-      for (auto& [sequence, chunk] : cursor.completed) return_buffer(chunk.buffer);
-      cursor.completed.clear();
-    }
-    wait_all_buffers();
-    throw;
   }
-  // Consumers may still hold leases (e.g. digest workers): the buffers must outlive them.
-  wait_all_buffers();
-  return stats;
+
+  void wait_all_buffers() {
+    std::unique_lock lock(state_.mutex);
+    state_.buffer_freed.wait(lock,
+                             [&] { return state_.free_buffers.size() == state_.buffers.size(); });
+  }
+
+  UringReader& reader_;
+  const ReaderOptions& options_;
+  State& state_;
+  const std::vector<ReadStream>& streams_;
+  const Consumer& consume_;
+  const std::function<void(uint64_t)>& progress_;
+  ReadStats stats_;
+  std::map<std::string, OpenFile> files_;
+  std::vector<StreamCursor> cursors_;
+  std::vector<size_t> active_;  // streams being issued, round-robin
+  size_t next_stream_ = 0;
+  size_t round_robin_ = 0;
+  std::map<unsigned, PendingChunk> in_flight_;  // keyed by buffer
+};
+
+ReadStats UringReader::run(const std::vector<ReadStream>& streams, const Consumer& consume,
+                           const std::function<void(uint64_t)>& progress) {
+  return Run(*this, streams, consume, progress).run();
 }
 
 }  // namespace evmdk::host

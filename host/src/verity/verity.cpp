@@ -21,47 +21,20 @@
 
 #include "evmdk/atomic_file.h"
 #include "evmdk/checked_math.h"
+#include "evmdk/contract/verity_options.h"
 #include "evmdk/error.h"
 #include "evmdk/input_file.h"
+#include "evmdk/ondisk/erofs.h"
+#include "evmdk/openssl_ptr.h"
 #include "evmdk/storage_spec.h"
 #include "evmdk/unique_fd.h"
+#include "evmdk/uuid.h"
 
 namespace evmdk::host {
 namespace {
 
-constexpr char kSignature[8] = {'v', 'e', 'r', 'i', 't', 'y', 0, 0};
-constexpr uint32_t kErofsMagic = 0xE0F5E1E2;
-constexpr uint64_t kErofsSuperblockOffset = 1024;
-
-uint32_t load_le32(const uint8_t* p) {
-  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-}
-uint64_t load_le64(const uint8_t* p) { return load_le32(p) | uint64_t(load_le32(p + 4)) << 32; }
-void store_le32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-void store_le64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-
-// Superblock field offsets (dm-verity on-disk format, 512 bytes).
-namespace sb_off {
-constexpr size_t kVersion = 8, kHashType = 12, kUuid = 16, kAlgorithm = 32, kDataBlockSize = 64,
-                 kHashBlockSize = 68, kDataBlocks = 72, kSaltSize = 80, kSalt = 88;
-constexpr size_t kAlgorithmSize = 32, kSaltMax = 256;
-}  // namespace sb_off
-
-struct MdDeleter {
-  void operator()(EVP_MD* md) const { EVP_MD_free(md); }
-};
-struct CtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-using MdPtr = std::unique_ptr<EVP_MD, MdDeleter>;
-using CtxPtr = std::unique_ptr<EVP_MD_CTX, CtxDeleter>;
-
-MdPtr fetch_digest(const std::string& algorithm) {
-  MdPtr md(EVP_MD_fetch(nullptr, algorithm.c_str(), nullptr));
+EvpMdPtr fetch_digest(const std::string& algorithm) {
+  EvpMdPtr md(EVP_MD_fetch(nullptr, algorithm.c_str(), nullptr));
   if (!md) throw Error("unknown hash algorithm '{}'", algorithm);
   return md;
 }
@@ -75,9 +48,11 @@ class BlockHasher {
   }
   void hash(const uint8_t* data, size_t size, uint8_t* out) {
     bool ok = EVP_DigestInit_ex2(ctx_.get(), md_, nullptr) == 1;
-    if (salt_first_ && !salt_.empty()) ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
+    if (salt_first_ && !salt_.empty())
+      ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
     ok = ok && EVP_DigestUpdate(ctx_.get(), data, size) == 1;
-    if (!salt_first_ && !salt_.empty()) ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
+    if (!salt_first_ && !salt_.empty())
+      ok = ok && EVP_DigestUpdate(ctx_.get(), salt_.data(), salt_.size()) == 1;
     unsigned int length = 0;
     ok = ok && EVP_DigestFinal_ex(ctx_.get(), out, &length) == 1;
     if (!ok) throw Error("digest computation failed");
@@ -85,7 +60,7 @@ class BlockHasher {
 
  private:
   const EVP_MD* md_;
-  CtxPtr ctx_;
+  EvpMdCtxPtr ctx_;
   std::span<const uint8_t> salt_;
   bool salt_first_;
 };
@@ -96,15 +71,12 @@ uint64_t round_up(uint64_t value, uint64_t multiple) {
 
 // EROFS filesystem size from its superblock, or nullopt when the file is not EROFS.
 std::optional<uint64_t> erofs_image_size(int fd, const std::string& path, uint64_t file_size) {
-  if (file_size < kErofsSuperblockOffset + 128) return std::nullopt;
-  uint8_t sb[128];
-  pread_exact(fd, sb, sizeof sb, kErofsSuperblockOffset, path);
-  if (load_le32(sb) != kErofsMagic) return std::nullopt;
-  unsigned blkszbits = sb[12];
-  if (blkszbits < 9 || blkszbits > 16) {
-    throw Error("{}: EROFS superblock has an invalid block size (blkszbits {})", path, blkszbits);
-  }
-  uint64_t size = uint64_t(load_le32(sb + 36)) << blkszbits;
+  namespace erofs = ondisk::erofs;
+  if (file_size < erofs::kSuperblockOffset + erofs::kSuperblockSize) return std::nullopt;
+  std::array<uint8_t, erofs::kSuperblockSize> bytes{};
+  pread_exact(fd, bytes.data(), bytes.size(), erofs::kSuperblockOffset, path);
+  if (!ondisk::has_erofs_magic(bytes)) return std::nullopt;
+  uint64_t size = ondisk::parse_erofs_superblock(bytes, path).fs_size();
   if (size > file_size) {
     throw Error("{}: EROFS image claims {} bytes but the file has only {}", path, size, file_size);
   }
@@ -161,8 +133,9 @@ struct BuiltTree {
   std::vector<uint8_t> root;
 };
 
-BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb, unsigned threads) {
-  MdPtr md = fetch_digest(sb.algorithm);
+BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb,
+                     unsigned threads) {
+  EvpMdPtr md = fetch_digest(sb.algorithm);
   VerityGeometry geometry = verity_geometry(sb);
   const size_t hbs = sb.hash_block_size;
   const size_t slot = hbs >> geometry.hashes_per_block_bits;
@@ -177,7 +150,9 @@ BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb
     BlockHasher(md.get(), salt, sb.hash_type).hash(block.data(), block.size(), built.root.data());
     return built;
   }
-  auto level_ptr = [&](size_t level) { return built.tree.data() + geometry.level_start[level] * hbs; };
+  auto level_ptr = [&](size_t level) {
+    return built.tree.data() + geometry.level_start[level] * hbs;
+  };
   hash_blocks_from_file(fd, path, 0, sb.data_blocks, sb.data_block_size, md.get(), salt,
                         sb.hash_type, level_ptr(0), slot, threads);
   BlockHasher hasher(md.get(), salt, sb.hash_type);
@@ -192,28 +167,7 @@ BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb
   return built;
 }
 
-void validate_superblock_fields(const VeritySuperblock& sb, const std::string& context) {
-  auto bad_block_size = [](uint32_t size) { return size < 512 || size > (1u << 20) || !std::has_single_bit(size); };
-  if (sb.version != 1) throw Error("{}: unsupported dm-verity superblock version {}", context, sb.version);
-  if (sb.hash_type > 1) throw Error("{}: unsupported dm-verity hash type {}", context, sb.hash_type);
-  if (bad_block_size(sb.data_block_size)) throw Error("{}: invalid data block size {}", context, sb.data_block_size);
-  if (bad_block_size(sb.hash_block_size)) throw Error("{}: invalid hash block size {}", context, sb.hash_block_size);
-  if (sb.data_blocks == 0) throw Error("{}: dm-verity superblock says 0 data blocks", context);
-  if (sb.salt.size() > sb_off::kSaltMax) throw Error("{}: salt of {} bytes is longer than 256", context, sb.salt.size());
-  if (sb.algorithm.empty() || sb.algorithm.size() >= sb_off::kAlgorithmSize) {
-    throw Error("{}: invalid hash algorithm name '{}'", context, sb.algorithm);
-  }
-  if (!verity_algorithm_allowed(sb.algorithm)) {
-    throw Error("{}: dm-verity hash algorithm '{}' is not allowed (only sha256 and sha512)", context,
-                sb.algorithm);
-  }
-}
-
 }  // namespace
-
-bool verity_algorithm_allowed(std::string_view algorithm) {
-  return algorithm == "sha256" || algorithm == "sha512";
-}
 
 // ---- sidecar ----
 
@@ -226,16 +180,19 @@ VeritySidecar parse_verity_sidecar(std::string_view json_text, const std::string
   } catch (const std::exception& error) {
     throw Error("{}: not valid JSON: {}", path, error.what());
   }
-  if (!json.is_object()) throw Error("{}: expected a JSON object with roothash and hashoffset", path);
+  if (!json.is_object())
+    throw Error("{}: expected a JSON object with roothash and hashoffset", path);
   VeritySidecar sidecar;
   auto root = json.find("roothash");
-  if (root == json.end() || !root->is_string()) throw Error("{}: missing string field \"roothash\"", path);
+  if (root == json.end() || !root->is_string())
+    throw Error("{}: missing string field \"roothash\"", path);
   auto hex = root->get<std::string>();
   if (hex.empty() || hex.size() % 2 != 0 ||
       !std::all_of(hex.begin(), hex.end(), [](unsigned char c) { return std::isxdigit(c) != 0; })) {
     throw Error("{}: \"roothash\" {} is not a hex string", path, hex);
   }
-  std::transform(hex.begin(), hex.end(), hex.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  std::transform(hex.begin(), hex.end(), hex.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
   sidecar.root_hash = hex;
   auto offset = json.find("hashoffset");
   if (offset == json.end() || !offset->is_number_unsigned()) {
@@ -246,12 +203,7 @@ VeritySidecar parse_verity_sidecar(std::string_view json_text, const std::string
 }
 
 VeritySidecar read_verity_sidecar(const std::string& path) {
-  InputFile file = open_input_file(path, "dm-verity sidecar");
-  uint64_t size = static_cast<uint64_t>(file.st.st_size);
-  if (size > (1u << 20)) throw Error("{}: {} bytes is too large for a dm-verity sidecar", path, size);
-  std::string text(size, '\0');
-  pread_exact(file.fd.get(), text.data(), text.size(), 0, path);
-  return parse_verity_sidecar(text, path);
+  return parse_verity_sidecar(read_input_file(path, "dm-verity sidecar", 1u << 20), path);
 }
 
 std::string verity_sidecar_json(const VeritySidecar& sidecar) {
@@ -265,45 +217,6 @@ void write_verity_sidecar(const std::string& path, const VeritySidecar& sidecar)
 
 // ---- superblock ----
 
-VeritySuperblock parse_verity_superblock(std::span<const uint8_t> bytes, const std::string& context) {
-  if (bytes.size() < kVeritySuperblockSize) throw Error("{}: dm-verity superblock truncated", context);
-  if (std::memcmp(bytes.data(), kSignature, sizeof kSignature) != 0) {
-    throw Error("{}: no dm-verity superblock (signature \"verity\" missing)", context);
-  }
-  const uint8_t* p = bytes.data();
-  VeritySuperblock sb;
-  sb.version = load_le32(p + sb_off::kVersion);
-  sb.hash_type = load_le32(p + sb_off::kHashType);
-  std::memcpy(sb.uuid.data(), p + sb_off::kUuid, sb.uuid.size());
-  const char* algorithm = reinterpret_cast<const char*>(p + sb_off::kAlgorithm);
-  sb.algorithm.assign(algorithm, strnlen(algorithm, sb_off::kAlgorithmSize));
-  sb.data_block_size = load_le32(p + sb_off::kDataBlockSize);
-  sb.hash_block_size = load_le32(p + sb_off::kHashBlockSize);
-  sb.data_blocks = load_le64(p + sb_off::kDataBlocks);
-  uint32_t salt_size = uint32_t(p[sb_off::kSaltSize]) | uint32_t(p[sb_off::kSaltSize + 1]) << 8;
-  if (salt_size > sb_off::kSaltMax) throw Error("{}: salt size {} is larger than 256", context, salt_size);
-  sb.salt.assign(p + sb_off::kSalt, p + sb_off::kSalt + salt_size);
-  validate_superblock_fields(sb, context);
-  return sb;
-}
-
-std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const VeritySuperblock& sb) {
-  validate_superblock_fields(sb, "dm-verity superblock");
-  std::array<uint8_t, kVeritySuperblockSize> out{};
-  std::memcpy(out.data(), kSignature, sizeof kSignature);
-  store_le32(out.data() + sb_off::kVersion, sb.version);
-  store_le32(out.data() + sb_off::kHashType, sb.hash_type);
-  std::memcpy(out.data() + sb_off::kUuid, sb.uuid.data(), sb.uuid.size());
-  std::memcpy(out.data() + sb_off::kAlgorithm, sb.algorithm.data(), sb.algorithm.size());
-  store_le32(out.data() + sb_off::kDataBlockSize, sb.data_block_size);
-  store_le32(out.data() + sb_off::kHashBlockSize, sb.hash_block_size);
-  store_le64(out.data() + sb_off::kDataBlocks, sb.data_blocks);
-  out[sb_off::kSaltSize] = uint8_t(sb.salt.size());
-  out[sb_off::kSaltSize + 1] = uint8_t(sb.salt.size() >> 8);
-  if (!sb.salt.empty()) std::memcpy(out.data() + sb_off::kSalt, sb.salt.data(), sb.salt.size());
-  return out;
-}
-
 VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_offset) {
   InputFile file = open_input_file(path, "dm-verity protected layer");
   UniqueFd fd = std::move(file.fd);
@@ -315,55 +228,24 @@ VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_o
   return parse_verity_superblock(bytes, context);
 }
 
-std::string to_hex(std::span<const uint8_t> bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (uint8_t b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
-
-std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what) {
-  if (hex.size() % 2 != 0) throw Error("{} '{}' has an odd number of hex digits", what, hex);
-  std::vector<uint8_t> out;
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    uint8_t value = 0;
-    auto [end, ec] = std::from_chars(hex.data() + i, hex.data() + i + 2, value, 16);
-    if (ec != std::errc() || end != hex.data() + i + 2) throw Error("{} '{}' is not hex", what, hex);
-    out.push_back(value);
-  }
-  return out;
-}
-
-
 std::array<uint8_t, 16> parse_uuid(std::string_view text) {
-  std::string hex;
-  for (size_t i = 0; i < text.size(); ++i) {
-    bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash_position != (text[i] == '-')) throw Error("malformed UUID '{}'", text);
-    if (!dash_position) hex += text[i];
-  }
-  if (text.size() != 36) throw Error("malformed UUID '{}'", text);
-  auto bytes = from_hex(hex, "UUID");
-  std::array<uint8_t, 16> out{};
-  std::copy(bytes.begin(), bytes.end(), out.begin());
-  return out;
+  auto uuid = parse_uuid_text(text);
+  if (!uuid) throw Error("malformed UUID '{}'", text);
+  return *uuid;
 }
 
 // ---- tree ----
 
 VerityGeometry verity_geometry(const VeritySuperblock& sb) {
-  MdPtr md = fetch_digest(sb.algorithm);
+  EvpMdPtr md = fetch_digest(sb.algorithm);
   VerityGeometry g;
   g.digest_size = static_cast<uint32_t>(EVP_MD_get_size(md.get()));
   if (g.digest_size == 0 || g.digest_size > sb.hash_block_size / 2) {
     throw Error("hash algorithm {} digest of {} bytes does not fit a {}-byte hash block twice",
                 sb.algorithm, g.digest_size, sb.hash_block_size);
   }
-  g.hashes_per_block_bits = static_cast<uint32_t>(std::bit_width(sb.hash_block_size / g.digest_size) - 1);
+  g.hashes_per_block_bits =
+      static_cast<uint32_t>(std::bit_width(sb.hash_block_size / g.digest_size) - 1);
   const uint32_t bits = g.hashes_per_block_bits;
   size_t levels = 0;
   while (bits * levels < 64 && ((sb.data_blocks - 1) >> (bits * levels)) != 0) ++levels;
@@ -395,12 +277,14 @@ VerityLayout verity_layout(const VeritySuperblock& sb, uint64_t hash_offset, uin
   }
   out.data_bytes = *data_bytes;
   auto tree_bytes = mul_checked<uint64_t>(out.geometry.tree_blocks, sb.hash_block_size);
-  auto hash_bytes = tree_bytes ? add_checked<uint64_t>(*tree_bytes, sb.hash_block_size) : std::nullopt;
+  auto hash_bytes =
+      tree_bytes ? add_checked<uint64_t>(*tree_bytes, sb.hash_block_size) : std::nullopt;
   auto hash_end = hash_bytes ? add_checked<uint64_t>(hash_offset, *hash_bytes) : std::nullopt;
   if (!hash_end || *hash_end > file_size) {
-    throw Error("{}: the hash tree ({} blocks of {} after the superblock at {}) ends past the "
-                "file's {} bytes (truncated, or a superblock claiming more data than there is)",
-                context, out.geometry.tree_blocks, sb.hash_block_size, hash_offset, file_size);
+    throw Error(
+        "{}: the hash tree ({} blocks of {} after the superblock at {}) ends past the "
+        "file's {} bytes (truncated, or a superblock claiming more data than there is)",
+        context, out.geometry.tree_blocks, sb.hash_block_size, hash_offset, file_size);
   }
   out.hash_end = *hash_end;
   return out;
@@ -420,19 +304,19 @@ VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
   for (uint64_t done = 0; done < built.tree.size(); done += stored.size()) {
     size_t step = static_cast<size_t>(std::min<uint64_t>(stored.size(), built.tree.size() - done));
     size_t got = pread_full(fd.get(), stored.data(), step, tree_start + done, path);
-    auto [mine, theirs] = std::mismatch(built.tree.begin() + static_cast<ptrdiff_t>(done),
-                                        built.tree.begin() + static_cast<ptrdiff_t>(done + got),
-                                        stored.begin());
+    auto [mine, theirs] =
+        std::mismatch(built.tree.begin() + static_cast<ptrdiff_t>(done),
+                      built.tree.begin() + static_cast<ptrdiff_t>(done + got), stored.begin());
     if (mine != built.tree.begin() + static_cast<ptrdiff_t>(done + got) || got < step) {
-      check.first_bad_tree_byte =
-          tree_start + static_cast<uint64_t>(mine - built.tree.begin());
+      check.first_bad_tree_byte = tree_start + static_cast<uint64_t>(mine - built.tree.begin());
       break;
     }
   }
   return check;
 }
 
-VerityFormatResult verity_format(const std::string& layer_path, const VerityFormatOptions& options) {
+VerityFormatResult verity_format(const std::string& layer_path,
+                                 const VerityFormatOptions& options) {
   std::string sidecar_path = verity_sidecar_path(layer_path);
   std::optional<VeritySidecar> existing;
   if (std::filesystem::exists(sidecar_path)) {
@@ -463,7 +347,8 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
   if (options.uuid) {
     sb.uuid = *options.uuid;
   } else {
-    if (RAND_bytes(sb.uuid.data(), static_cast<int>(sb.uuid.size())) != 1) throw Error("cannot generate a random UUID");
+    if (RAND_bytes(sb.uuid.data(), static_cast<int>(sb.uuid.size())) != 1)
+      throw Error("cannot generate a random UUID");
     sb.uuid[6] = uint8_t((sb.uuid[6] & 0x0F) | 0x40);
     sb.uuid[8] = uint8_t((sb.uuid[8] & 0x3F) | 0x80);
   }
@@ -484,7 +369,7 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
                 layer_path, hash_offset, sb.data_block_size, sb.hash_block_size);
   }
   sb.data_blocks = hash_offset / sb.data_block_size;
-  validate_superblock_fields(sb, layer_path);
+  ondisk::validate_verity_superblock(sb, layer_path);
   VerityGeometry geometry = verity_geometry(sb);
   if (!std::has_single_bit(geometry.digest_size)) {
     throw Error("{}: hash algorithm {} ({}-byte digests) is not supported; use sha256 or sha512",
@@ -519,25 +404,36 @@ VerityFormatResult verity_format(const std::string& layer_path, const VerityForm
 
 // ---- compose's view ----
 
-std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path) {
+namespace {
+
+// The layer's sidecar, nullopt when there is none (any other failure to read it throws).
+std::optional<VeritySidecar> find_verity_sidecar(const std::string& layer_path) {
   std::string sidecar_path = verity_sidecar_path(layer_path);
   struct stat sidecar_st {};
   if (::lstat(sidecar_path.c_str(), &sidecar_st) != 0 && errno == ENOENT) return std::nullopt;
+  return read_verity_sidecar(sidecar_path);
+}
+
+VerityLayerInfo check_verity_layer(const InputFile& file, const std::string& layer_path,
+                                   VeritySidecar sidecar) {
   VerityLayerInfo info;
-  info.sidecar = read_verity_sidecar(sidecar_path);
-  std::string context = fmt::format("layer {} (dm-verity sidecar {})", layer_path, sidecar_path);
-  InputFile file = open_input_file(layer_path, "layer");
+  info.sidecar = std::move(sidecar);
+  info.device = file.st.st_dev;
+  info.inode = file.st.st_ino;
+  std::string context =
+      fmt::format("layer {} (dm-verity sidecar {})", layer_path, verity_sidecar_path(layer_path));
   const uint64_t size = static_cast<uint64_t>(file.st.st_size);
   try {
     std::array<uint8_t, kVeritySuperblockSize> bytes{};
-    if (pread_full(file.fd.get(), bytes.data(), bytes.size(), info.sidecar.hash_offset, layer_path) !=
-        bytes.size()) {
-      throw Error("file ends before the dm-verity superblock at offset {}", info.sidecar.hash_offset);
+    if (pread_full(file.fd.get(), bytes.data(), bytes.size(), info.sidecar.hash_offset,
+                   layer_path) != bytes.size()) {
+      throw Error("file ends before the dm-verity superblock at offset {}",
+                  info.sidecar.hash_offset);
     }
-    info.superblock = parse_verity_superblock(bytes, fmt::format("superblock at offset {}",
-                                                                 info.sidecar.hash_offset));
+    info.superblock = parse_verity_superblock(
+        bytes, fmt::format("superblock at offset {}", info.sidecar.hash_offset));
   } catch (const std::exception& error) {
-    throw Error("{}: {}", context, error.what());
+    throw_with_context(error, context);
   }
   const auto& sb = info.superblock;
   VerityLayout layout = verity_layout(sb, info.sidecar.hash_offset, size, context);
@@ -550,14 +446,17 @@ std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_pat
   // the rest of the image unchecked in the guest.
   if (auto fs_size = erofs_image_size(file.fd.get(), layer_path, size);
       fs_size && layout.data_bytes < *fs_size) {
-    throw Error("{}: dm-verity covers {} bytes ({} blocks of {}) but the EROFS filesystem is {} "
-                "bytes", context, layout.data_bytes, sb.data_blocks, sb.data_block_size, *fs_size);
+    throw Error(
+        "{}: dm-verity covers {} bytes ({} blocks of {}) but the EROFS filesystem is {} "
+        "bytes",
+        context, layout.data_bytes, sb.data_blocks, sb.data_block_size, *fs_size);
   }
   info.hash_end = layout.hash_end;
   // The root hash must be the hash of the tree's top block (of the only data block when the
   // layer is one block long); one block is cheap to check and catches a stale sidecar.
-  MdPtr md = fetch_digest(sb.algorithm);
-  uint64_t top_offset = geometry.level_start.empty() ? 0 : info.sidecar.hash_offset + sb.hash_block_size;
+  EvpMdPtr md = fetch_digest(sb.algorithm);
+  uint64_t top_offset =
+      geometry.level_start.empty() ? 0 : info.sidecar.hash_offset + sb.hash_block_size;
   size_t top_size = geometry.level_start.empty() ? sb.data_block_size : sb.hash_block_size;
   std::vector<uint8_t> block(top_size);
   pread_exact(file.fd.get(), block.data(), block.size(), top_offset, layer_path);
@@ -568,6 +467,22 @@ std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_pat
                 context, info.sidecar.root_hash, to_hex(digest));
   }
   return info;
+}
+
+}  // namespace
+
+std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path) {
+  auto sidecar = find_verity_sidecar(layer_path);
+  if (!sidecar) return std::nullopt;
+  InputFile file = open_input_file(layer_path, "layer");
+  return check_verity_layer(file, layer_path, std::move(*sidecar));
+}
+
+std::optional<VerityLayerInfo> inspect_verity_layer(const InputFile& layer,
+                                                    const std::string& layer_path) {
+  auto sidecar = find_verity_sidecar(layer_path);
+  if (!sidecar) return std::nullopt;
+  return check_verity_layer(layer, layer_path, std::move(*sidecar));
 }
 
 VerityPolicy parse_verity_policy(std::string_view text) {
@@ -587,38 +502,62 @@ std::string_view to_string(VerityPolicy policy) {
 }
 
 std::vector<std::string> verity_options(const VerityLayerInfo& info) {
-  const auto& sb = info.superblock;
-  return {
-      fmt::format("{}=true", marker::kDmverityEnabled),
-      fmt::format("{}={}", marker::kDmverityRoothash, info.sidecar.root_hash),
-      fmt::format("{}={}", marker::kDmverityHashoffset, info.sidecar.hash_offset),
-      fmt::format("{}={}", marker::kDmverityBlocksize, sb.data_block_size),
-      fmt::format("{}={}", marker::kDmverityHashsize, sb.hash_block_size),
-      fmt::format("{}={}", marker::kDmverityAlgorithm, sb.algorithm),
-      fmt::format("{}={}", marker::kDmveritySalt, sb.salt.empty() ? std::string("-") : to_hex(sb.salt)),
-      fmt::format("{}={}", marker::kDmverityHashtype, sb.hash_type),
-  };
+  return verity_options(info, info.sidecar.hash_offset);
 }
 
-std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& layer_path,
-                                                         VerityPolicy policy,
-                                                         const std::string& context) {
+std::vector<std::string> verity_options(const VerityLayerInfo& info, uint64_t hash_offset) {
+  const auto& sb = info.superblock;
+  contract::VerityOptions options;
+  options.root_hash = info.sidecar.root_hash;
+  options.hash_offset = hash_offset;
+  options.data_block_size = sb.data_block_size;
+  options.hash_block_size = sb.hash_block_size;
+  options.algorithm = sb.algorithm;
+  options.salt = to_hex(sb.salt);
+  options.hash_type = sb.hash_type;
+  return contract::encode_verity_options(options);
+}
+
+namespace {
+
+template <typename Inspect>
+std::optional<VerityLayerInfo> under_policy(Inspect inspect, const std::string& layer_path,
+                                            VerityPolicy policy, const std::string& context) {
   if (policy == VerityPolicy::kOff) return std::nullopt;
   std::optional<VerityLayerInfo> info;
   try {
-    info = inspect_verity_layer(layer_path);
+    info = inspect();
   } catch (const std::exception& error) {
     throw Error("{}: broken dm-verity data: {}", context, error.what());
   }
   if (!info && policy == VerityPolicy::kOn) {
-    throw Error("{} has no dm-verity data ({} not found) and --verity=on; run "
-                "`erofs-vmdk verity format {}` or use --verity=auto",
-                context, verity_sidecar_path(layer_path), layer_path);
+    throw Error(
+        "{} has no dm-verity data ({} not found) and --verity=on; run "
+        "`erofs-vmdk verity format {}` or use --verity=auto",
+        context, verity_sidecar_path(layer_path), layer_path);
   }
   return info;
 }
 
-std::vector<std::string> verity_options_for_layer(const std::string& layer_path, VerityPolicy policy) {
+}  // namespace
+
+std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& layer_path,
+                                                         VerityPolicy policy,
+                                                         const std::string& context) {
+  return under_policy([&] { return inspect_verity_layer(layer_path); }, layer_path, policy,
+                      context);
+}
+
+std::optional<VerityLayerInfo> verity_layer_under_policy(const InputFile& layer,
+                                                         const std::string& layer_path,
+                                                         VerityPolicy policy,
+                                                         const std::string& context) {
+  return under_policy([&] { return inspect_verity_layer(layer, layer_path); }, layer_path, policy,
+                      context);
+}
+
+std::vector<std::string> verity_options_for_layer(const std::string& layer_path,
+                                                  VerityPolicy policy) {
   auto info = verity_layer_under_policy(layer_path, policy, "layer " + layer_path);
   return info ? verity_options(*info) : std::vector<std::string>{};
 }

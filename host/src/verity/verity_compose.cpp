@@ -38,20 +38,19 @@ VerityPolicyReport apply_verity_policy(ComposeOptions& options, VerityPolicy pol
     std::erase_if(layer.extra_options,
                   [](const std::string& option) { return is_dmverity_option(option); });
     // A missing, unreadable or special layer file is the first and only error, before any
-    // word about its dm-verity data.
+    // word about its dm-verity data; the file opened here is the one inspected.
+    InputFile file;
     try {
-      (void)open_input_file(layer.path, "file");
+      file = open_input_file(layer.path, "file");
     } catch (const std::exception& error) {
-      throw Error("layer {} ({}): {}", i, layer.path, error.what());
+      throw_with_context(error, fmt::format("layer {} ({})", i, layer.path));
     }
-    auto info = verity_layer_under_policy(layer.path, policy,
-                                          fmt::format("layer {} ({})", i, layer.path));
-    if (info) {
-      auto extra = verity_options(*info);
-      layer.extra_options.insert(layer.extra_options.end(), extra.begin(), extra.end());
+    layer.verity = verity_layer_under_policy(file, layer.path, policy,
+                                             fmt::format("layer {} ({})", i, layer.path));
+    if (layer.verity) {
       status.is_protected = true;
-      status.root_hash = info->sidecar.root_hash;
-      status.hash_end = info->hash_end;
+      status.root_hash = layer.verity->sidecar.root_hash;
+      status.hash_end = layer.verity->hash_end;
     }
     report.layers.push_back(std::move(status));
   }

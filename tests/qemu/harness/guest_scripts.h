@@ -29,15 +29,20 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo "EVMDK-BOOTED uptime=$(evmdk_uptime)"
 # Module order comes from the host (dependencies first). A failing insmod is reported, not
 # fatal: the scenario's own checks then say what is missing.
-while read -r module; do
-  [ -n "$module" ] || continue
-  if ! out=$(insmod "/lib/modules/$module" 2>&1); then
-    case "$out" in
-      *"File exists"*) ;;
-      *) echo "EVMDK-INSMOD-FAILED $module: $out" ;;
-    esac
-  fi
-done < /etc/evmdk/modules
+# A run's extra modules (GuestConfig::extra_modules, e.g. virtio-pmem's) come in its job
+# archive as /job/modules, loaded after the base list.
+for list in /etc/evmdk/modules /job/modules; do
+  [ -f "$list" ] || continue
+  while read -r module; do
+    [ -n "$module" ] || continue
+    if ! out=$(insmod "/lib/modules/$module" 2>&1); then
+      case "$out" in
+        *"File exists"*) ;;
+        *) echo "EVMDK-INSMOD-FAILED $module: $out" ;;
+      esac
+    fi
+  done < "$list"
+done
 echo "EVMDK-MODULES-LOADED uptime=$(evmdk_uptime)"
 status=0
 if [ -f /job/scenario.sh ]; then
@@ -131,6 +136,18 @@ evmdk_wait_serial() {
   done
   echo "no disk with serial $1 appeared" >&2
   return 1
+}
+
+# evmdk_wait_path PATH [SECONDS]: waits until PATH exists (e.g. /dev/pmem0p2, whose node
+# devtmpfs creates once the driver has probed the device and read its partition table).
+evmdk_wait_path() {
+  tries=$(( ${2:-20} * 10 ))
+  while [ ! -e "$1" ]; do
+    [ "$tries" -gt 0 ] || { echo "$1 did not appear" >&2; return 1; }
+    usleep 100000
+    tries=$((tries - 1))
+  done
+  echo "$1"
 }
 
 # What a clean teardown must leave: no overlay/erofs/ext4 mounts, no bound loop device, no

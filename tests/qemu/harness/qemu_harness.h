@@ -47,6 +47,15 @@ inline const std::vector<std::string>& guest_module_names() {
   return names;
 }
 
+// What a virtio-pmem guest loads on top of guest_module_names(), only when a run asks for it
+// (GuestConfig::extra_modules): the NVDIMM core, the pmem block driver (nd_btt is its
+// dependency, from modules.dep), the virtio flush glue and the virtio-pmem driver itself. The
+// same names on 6.1 (plain .ko) and 6.12 (.ko.xz; dax.ko is built into both).
+inline const std::vector<std::string>& pmem_module_names() {
+  static const std::vector<std::string> names{"libnvdimm", "nd_pmem", "nd_virtio", "virtio_pmem"};
+  return names;
+}
+
 // Splits a ':'-separated list (EVMDK_QEMU_DATADIRS), dropping empty entries.
 inline std::vector<fs::path> split_path_list(const std::string& list) {
   std::vector<fs::path> out;
@@ -209,6 +218,45 @@ inline std::vector<std::string> ordered_modules(const fs::path& modules_dir,
   return order;
 }
 
+// Adds the modules (paths relative to modules_dir, in load order) under lib/modules/ and
+// returns the load list /init reads (one path below /lib/modules per line). busybox's insmod
+// reads only plain .ko files; newer kernels (6.12) ship .ko.xz, decompressed in scratch.
+inline std::string pack_modules(CpioWriter& cpio, const fs::path& modules_dir,
+                                const std::vector<std::string>& modules, const fs::path& scratch) {
+  std::string module_list;
+  for (const auto& module : modules) {
+    std::string in_guest = module;
+    fs::path source = modules_dir / module;
+    if (module.size() > 3 && module.compare(module.size() - 3, 3, ".xz") == 0) {
+      in_guest = module.substr(0, module.size() - 3);
+      fs::path packed = scratch / "modules" / module;
+      fs::create_directories(packed.parent_path());
+      fs::copy_file(source, packed, fs::copy_options::overwrite_existing);
+      auto unxz = run_command({"xz", "--decompress", "--force", packed.string()}, scratch);
+      if (unxz.status != 0) {
+        throw HarnessError("xz --decompress " + source.string() + " failed: " + unxz.output);
+      }
+      source = scratch / "modules" / in_guest;
+    }
+    cpio.file_from("lib/modules/" + in_guest, source, 0644);
+    module_list += in_guest + "\n";
+  }
+  return module_list;
+}
+
+// The modules `names` need (with dependencies, in load order) that the base initramfs does not
+// already load: what a run's extra_modules add to its job archive.
+inline std::vector<std::string> modules_beyond_base(const fs::path& modules_dir,
+                                                    const std::vector<std::string>& names) {
+  auto base = ordered_modules(modules_dir, guest_module_names());
+  std::set<std::string> loaded(base.begin(), base.end());
+  std::vector<std::string> extra;
+  for (const auto& module : ordered_modules(modules_dir, names)) {
+    if (!loaded.count(module)) extra.push_back(module);
+  }
+  return extra;
+}
+
 // Shared libraries of a dynamically linked binary, as ldd resolves them (including the loader).
 inline std::vector<fs::path> shared_libraries(const fs::path& binary, const fs::path& scratch) {
   auto ldd = run_command({"ldd", binary.string()}, scratch, std::chrono::seconds(60));
@@ -287,26 +335,7 @@ inline fs::path base_initramfs(const GuestEnvironment& env) {
   for (const auto& library : detail::shared_libraries(env.cli, staging)) {
     cpio.file_from(library.string(), library, 0755);
   }
-  std::string module_list;
-  for (const auto& module : modules) {
-    // busybox's insmod reads only plain .ko files; newer kernels (6.12) ship .ko.xz.
-    std::string in_guest = module;
-    fs::path source = env.modules_dir / module;
-    if (module.size() > 3 && module.compare(module.size() - 3, 3, ".xz") == 0) {
-      in_guest = module.substr(0, module.size() - 3);
-      fs::path packed = staging / "modules" / module;
-      fs::create_directories(packed.parent_path());
-      fs::copy_file(source, packed, fs::copy_options::overwrite_existing);
-      auto unxz = run_command({"xz", "--decompress", "--force", packed.string()}, staging);
-      if (unxz.status != 0) {
-        throw HarnessError("xz --decompress " + source.string() + " failed: " + unxz.output);
-      }
-      source = staging / "modules" / in_guest;
-    }
-    cpio.file_from("lib/modules/" + in_guest, source, 0644);
-    module_list += in_guest + "\n";
-  }
-  cpio.file("etc/evmdk/modules", module_list);
+  cpio.file("etc/evmdk/modules", detail::pack_modules(cpio, env.modules_dir, modules, staging));
   cpio.finish();
   fs::rename(archive_temp, target);
 
@@ -323,12 +352,38 @@ inline fs::path base_initramfs(const GuestEnvironment& env) {
   return target;
 }
 
+namespace detail {
+
+// QEMU option values use ',' as separator; a literal comma is written twice.
+inline std::string qemu_escape(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    out += c;
+    if (c == ',') out += ',';
+  }
+  return out;
+}
+
+}  // namespace detail
+
 // A virtio-blk disk attached to the guest.
 struct Drive {
   fs::path file;
   std::string format = "raw";  // "raw" or "vmdk"
   bool read_only = true;
   std::string serial;          // /sys/block/vdX/serial in the guest (at most 20 bytes)
+};
+
+// A file attached as a virtio-pmem device (guest: /dev/pmemN, and its partitions). QEMU maps
+// the file into the guest's physical address space (memory-backend-file, share=on: the guest
+// reads the host's page-cache pages, no copy); readonly=on makes that mapping read-only.
+// The guest's nd_pmem maps the device in 2 MiB sections: a size that is not a multiple of
+// 2 MiB gives "misaligned, unable to map" and no device (the harness passes it anyway, so a
+// test can show that). QEMU wants the file at least `size` bytes, a multiple of 4 KiB.
+struct PmemDevice {
+  fs::path file;
+  uint64_t size = 0;     // bytes mapped; 0: the file's size
+  std::string pci_addr;  // optional PCI slot ("0x10"): pmemN numbering follows PCI probe order
 };
 
 struct GuestConfig {
@@ -340,7 +395,61 @@ struct GuestConfig {
   std::chrono::seconds timeout{240};       // hard limit for the whole boot
   std::string extra_kernel_args;
   fs::path qmp_socket;                     // non-empty: a QMP server there (-qmp unix:...)
+  std::vector<PmemDevice> pmem_devices;    // attached after the drives, in order
+  // Modules (by name, dependencies resolved) loaded after the base ones, e.g.
+  // pmem_module_names(); they travel in this run's job archive, so the base stays the same.
+  std::vector<std::string> extra_modules;
 };
+
+// The -m value and the -object/-device arguments that attach `devices` to a guest with
+// memory_mib of RAM. A virtio-pmem device is a memory device: QEMU maps it into the guest's
+// device-memory region, which lies above RAM (at 4 GiB for a 512 MiB guest) and whose usable
+// size is maxmem - RAM. Seen on QEMU 7.2 and 10: the devices are placed back to back from the
+// region's start in command-line order, and a device that does not fit is refused ("not
+// enough space, currently 0x800000 in use of total space for memory devices 0xd00000"), so
+// maxmem = RAM + sum(sizes) is the least that works (rounded up to a MiB, the unit of -m).
+// slots= counts pc-dimm hot-plug slots: virtio-pmem takes none and neither QEMU needs it for
+// maxmem, but the attach line states one per device (harmless: a slot reserves guest-physical
+// address space, no memory). Back to back placement is also why every size should be a
+// multiple of 2 MiB: a 3 MiB device puts the next one at +3 MiB, and the guest's nd_pmem maps
+// in 2 MiB sections.
+struct PmemAttachArgs {
+  std::string memory;             // the -m value
+  std::vector<std::string> args;  // -object ... -device ... per device
+};
+
+inline PmemAttachArgs pmem_attach_args(int memory_mib, const std::vector<PmemDevice>& devices) {
+  PmemAttachArgs out;
+  if (devices.empty()) {
+    out.memory = std::to_string(memory_mib);
+    return out;
+  }
+  uint64_t total = 0;
+  int index = 0;
+  for (const auto& device : devices) {
+    uint64_t size = device.size;
+    if (size == 0) {
+      std::error_code ec;
+      size = fs::file_size(device.file, ec);
+      if (ec) throw HarnessError("pmem device " + device.file.string() + ": " + ec.message());
+    }
+    if (size == 0) throw HarnessError("pmem device " + device.file.string() + " is empty");
+    if (total + size < total) throw HarnessError("pmem devices: total size overflows");
+    total += size;
+    std::string id = fmt::format("pmem{}", index++);
+    out.args.push_back("-object");
+    out.args.push_back(
+        fmt::format("memory-backend-file,id={}-mem,share=on,readonly=on,mem-path={},size={}", id,
+                    detail::qemu_escape(device.file.string()), size));
+    out.args.push_back("-device");
+    out.args.push_back(fmt::format("virtio-pmem-pci,memdev={}-mem,id={}{}", id, id,
+                                   device.pci_addr.empty() ? "" : ",addr=" + device.pci_addr));
+  }
+  uint64_t total_mib = (total + (1u << 20) - 1) >> 20;
+  out.memory = fmt::format("{}M,slots={},maxmem={}M", memory_mib, devices.size(),
+                           static_cast<uint64_t>(memory_mib) + total_mib);
+  return out;
+}
 
 // The per-run part of the initramfs, unpacked under /job in the guest.
 struct GuestJob {
@@ -410,16 +519,6 @@ struct GuestOutcome {
 
 namespace detail {
 
-// QEMU option values use ',' as separator; a literal comma is written twice.
-inline std::string qemu_escape(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    out += c;
-    if (c == ',') out += ',';
-  }
-  return out;
-}
-
 inline void parse_results(const std::string& text, GuestOutcome& outcome) {
   static const std::regex result_line(R"(EVMDK-RESULT ([A-Za-z0-9_.:/@+-]+) (PASS|FAIL)(?: (.*))?)");
   static const std::regex value_line(R"(EVMDK-VALUE ([A-Za-z0-9_.:/@+-]+) (-?[0-9]+(?:\.[0-9]+)?))");
@@ -474,6 +573,20 @@ class GuestRun {
       cpio.file("job/scenario.sh", job.scenario, 0755);
       for (const auto& [name, contents] : job.files) cpio.file("job/" + name, contents);
       for (const auto& [name, path] : job.host_files) cpio.file_from("job/" + name, path, 0644);
+      if (!config.extra_modules.empty()) {
+        // /init loads /job/modules after the base list (dependencies first, as there).
+        fs::path scratch = config.work_dir / (config.name + ".modules");
+        struct Cleanup {
+          fs::path dir;
+          ~Cleanup() {
+            std::error_code ignored;
+            fs::remove_all(dir, ignored);
+          }
+        } cleanup{scratch};
+        fs::create_directories(scratch);
+        auto modules = detail::modules_beyond_base(env.modules_dir, config.extra_modules);
+        cpio.file("job/modules", detail::pack_modules(cpio, env.modules_dir, modules, scratch));
+      }
       cpio.finish();
     }
     initrd_ = config.work_dir / (config.name + ".initrd");
@@ -497,6 +610,8 @@ class GuestRun {
       fs::remove(config.qmp_socket, ignored);
     }
 
+    // Without pmem devices this is just the RAM size, as always.
+    PmemAttachArgs pmem = pmem_attach_args(config.memory_mib, config.pmem_devices);
     std::vector<std::string> argv{env.qemu.string(), "-nodefaults", "-no-user-config",
                                   "-nographic", "-no-reboot"};
     // Firmware search path: QEMU 10's Debian data package has no bios-256k.bin, SeaBIOS's has.
@@ -507,7 +622,7 @@ class GuestRun {
       argv.insert(argv.end(), {"-accel", "tcg", "-cpu", "max"});
     }
     argv.insert(argv.end(),
-                {"-m", std::to_string(config.memory_mib), "-smp", "1", "-kernel", env.kernel.string(),
+                {"-m", pmem.memory, "-smp", "1", "-kernel", env.kernel.string(),
                  "-initrd", initrd_.string(), "-append",
                  "console=ttyS0 rdinit=/init panic=-1 loglevel=4 no_timer_check " + config.extra_kernel_args,
                  "-serial", "file:" + console_.string(), "-serial", "file:" + results_.string()});
@@ -524,6 +639,7 @@ class GuestRun {
       argv.push_back(fmt::format("virtio-blk-pci,drive={}{}", id,
                                  drive.serial.empty() ? "" : ",serial=" + drive.serial));
     }
+    argv.insert(argv.end(), pmem.args.begin(), pmem.args.end());
     argv.insert(argv.end(), config.extra_qemu_args.begin(), config.extra_qemu_args.end());
 
     for (const auto& arg : argv) {
@@ -539,6 +655,9 @@ class GuestRun {
 
   // The guest console so far.
   std::string console() const { return read_text(console_); }
+
+  // qemu's process id while it runs (e.g. for /proc/PID/smaps), -1 after finish().
+  pid_t qemu_pid() const { return qemu_ ? qemu_->pid() : -1; }
 
   // Waits until the guest console holds `text` (true), or qemu ended or the run's hard timeout
   // or `limit` passed (false).

@@ -4,14 +4,14 @@
 // layer). Writes the VMDK descriptor, GPT head/tail, zero filler, storage.json, qemu.json
 // and layout.json into the output directory atomically. See docs/compose.md.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "evmdk/host/compose/layout.h"
 #include "evmdk/host/erofs/probe.h"
+#include "evmdk/host/verity/verity.h"
 #include "evmdk/storage_spec.h"
 #include "evmdk/vmdk/descriptor.h"
 
@@ -26,11 +26,14 @@ LayerOrder parse_layer_order(const std::string& text);    // top-first|bottom-fi
 
 struct LayerInput {
   std::string path;
-  // Extra options appended to this layer's Storage (e.g. X-kata.dmverity.* from the verity
-  // code or the hook). Flat mode: the fsmeta's go on the disk's one Storage; of a device
-  // blob's (which has no Storage of its own) only X-kata.dmverity* are used: compose puts the
-  // blob's hash tree on the disk and passes them as X-erofs-vmdk.device.<slot>.dmverity*.
-  std::vector<std::string> extra_options;
+  // The layer's dm-verity protection (apply_verity_policy or the hook fill it in): compose puts
+  // the hash area on the disk and encodes its X-kata.dmverity.* options. Flat mode: a device
+  // blob's (which has no Storage of its own) go on the disk's one Storage as
+  // X-erofs-vmdk.device.<slot>.dmverity.*, every hashoffset naming the tree's disk offset.
+  std::optional<VerityLayerInfo> verity;
+  // Other options appended to this layer's Storage, after the dm-verity ones (e.g. the hook's
+  // mount options). Flat mode: the fsmeta's go on the disk's one Storage; a blob's are unused.
+  std::vector<std::string> extra_options = {};
 };
 
 struct ComposeOptions {
@@ -49,13 +52,6 @@ struct ComposeOptions {
   bool check_blkid = true;  // passed to probe_layer
 };
 
-inline constexpr const char* kDescriptorName = "disk.vmdk";
-inline constexpr const char* kGptHeadName = "gpt-head.img";
-inline constexpr const char* kGptTailName = "gpt-tail.img";
-inline constexpr const char* kZeroName = "zero.img";
-inline constexpr const char* kStorageName = "storage.json";
-inline constexpr const char* kQemuName = "qemu.json";
-inline constexpr const char* kLayoutName = "layout.json";
 inline constexpr size_t kMaxSerialBytes = 20;
 
 // A span of the virtual disk and where its bytes come from.
@@ -63,16 +59,16 @@ struct DiskExtent {
   std::string role;  // "gpt-head", "layer", "zero", "gpt-tail", "fsmeta", "device", "verity"
   uint64_t first_lba = 0;
   uint64_t sectors = 0;
-  std::string path;          // the backing file
-  uint64_t file_offset = 0;  // in sectors
-  std::optional<size_t> layer_index;   // gpt/raw: 0 = top; flat: 0 = fsmeta, i = device i
+  std::string path;                   // the backing file
+  uint64_t file_offset = 0;           // in sectors
+  std::optional<size_t> layer_index;  // gpt/raw: 0 = top; flat: 0 = fsmeta, i = device i
 };
 
 struct ComposedLayer {
-  size_t index = 0;  // 0 = top layer (gpt/raw); flat: 0 = fsmeta, i = device slot i
-  std::string path;  // absolute, symlinks resolved: the file that was probed
+  size_t index = 0;       // 0 = top layer (gpt/raw); flat: 0 = fsmeta, i = device slot i
+  std::string path;       // absolute, symlinks resolved: the file that was probed
   FileIdentity identity;  // recorded in layout.json for verify
-  ErofsInfo info;    // blobs that are not EROFS images carry only path/file_size
+  ErofsInfo info;         // blobs that are not EROFS images carry only path/file_size
   bool is_erofs = true;
   std::optional<uint32_t> partition_number;  // gpt only
   std::string partuuid;                      // gpt only
@@ -105,7 +101,7 @@ struct ComposeResult {
   std::vector<DiskExtent> extents;
   std::vector<Storage> storages;
   nlohmann::json qemu;  // contents of qemu.json
-  nlohmann::json layout;  // contents of layout.json
+  Layout layout;        // layout.json (to_json(layout) is its contents)
 };
 
 // Probes every layer, plans the disk and returns it without writing anything.

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "evmdk/ondisk/gpt.h"
+
 namespace evmdk::host::gpt {
 
 inline constexpr uint64_t kSectorSize = 512;
@@ -19,11 +21,12 @@ inline constexpr uint32_t kMaxPartitions = 255;
 
 // A GUID in its canonical string byte order (as printed: 00112233-4455-...). On disk the
 // first three fields are little-endian (mixed-endian), to_disk/from_disk convert.
-using Guid = std::array<uint8_t, 16>;
-std::string format_guid(const Guid& guid);
+// The on-disk records are common's (evmdk/ondisk/gpt.h).
+using ondisk::format_guid;
+using ondisk::Guid;
+using ondisk::guid_from_disk;
+using ondisk::guid_to_disk;
 Guid parse_guid(const std::string& text);  // throws evmdk::Error
-std::array<uint8_t, 16> guid_to_disk(const Guid& guid);
-Guid guid_from_disk(const uint8_t* bytes);
 
 // Linux filesystem data: 0FC63DAF-8483-4772-8E79-3D69D8477DE4.
 Guid linux_filesystem_type();
@@ -35,6 +38,9 @@ struct Partition {
   uint64_t last_lba = 0;  // inclusive
   uint64_t attributes = 0;
   std::string name;  // ASCII, at most 36 characters (stored as UTF-16LE)
+  // Its entry number (1-based) when that is not its place in Table::partitions, as in a table
+  // read with empty entries before it; 0: partitions[N-1] is entry (partition) N.
+  uint32_t number = 0;
 
   bool operator==(const Partition&) const = default;
 };
@@ -43,7 +49,10 @@ struct Table {
   Guid disk_guid{};
   uint64_t total_sectors = 0;  // whole disk, including both GPTs
   uint32_t entry_count = kMinEntries;
-  std::vector<Partition> partitions;  // partition N = partitions[N-1]
+  std::vector<Partition> partitions;  // in entry order; empty entries are left out
+
+  // The partition number Linux gives partitions[index]: its entry number.
+  uint32_t partition_number(size_t index) const;
 };
 
 // Entry count for n partitions: at least 128, rounded up to fill whole sectors.

@@ -4,15 +4,23 @@
 // (layout_from_json) for all three. verify trusts a descriptor only as far as this file lists
 // its files, and detects a layer file that is no longer the one composed by its identity.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "evmdk/input_file.h"
 
 namespace evmdk::host {
+
+// The files of a compose output directory (layout.json's `disk` names the descriptor).
+inline constexpr const char* kDescriptorName = "disk.vmdk";
+inline constexpr const char* kGptHeadName = "gpt-head.img";
+inline constexpr const char* kGptTailName = "gpt-tail.img";
+inline constexpr const char* kZeroName = "zero.img";
+inline constexpr const char* kStorageName = "storage.json";
+inline constexpr const char* kQemuName = "qemu.json";
+inline constexpr const char* kLayoutName = "layout.json";
 
 // Who a file is: st_dev/st_ino (a replaced file or retargeted name), its size, and a SHA-256 of
 // its head (EROFS: the superblock block and sizes, probe's identity; other blobs: the first
@@ -49,6 +57,7 @@ struct LayoutLayer {
   uint64_t partition_last_lba = 0;
   std::string partuuid;
   std::string partition_name;
+  bool operator==(const LayoutLayer&) const = default;
 };
 
 struct LayoutExtent {
@@ -58,6 +67,7 @@ struct LayoutExtent {
   std::string path;
   uint64_t file_offset_sectors = 0;
   std::optional<size_t> layer_index;
+  bool operator==(const LayoutExtent&) const = default;
 };
 
 struct Layout {
@@ -70,6 +80,7 @@ struct Layout {
   std::optional<uint32_t> entry_count;  // gpt
   std::vector<LayoutLayer> layers;
   std::vector<LayoutExtent> extents;
+  bool operator==(const Layout&) const = default;
 };
 
 nlohmann::json to_json(const Layout& layout);

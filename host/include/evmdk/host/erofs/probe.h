@@ -1,54 +1,37 @@
 #pragma once
 // Probing EROFS layer images: read and validate the superblock (magic, block size, feature
 // bits, CRC32C checksum, size against the file) and the device table of multi-device images.
-// Offsets and fields: ../shared/notes/erofs-format.md.
+// The format itself is parsed by evmdk/ondisk/erofs.h; this adds what the host accepts.
 #include <array>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include "evmdk/input_file.h"
+#include "evmdk/ondisk/erofs.h"
+#include "evmdk/uuid.h"
 
 namespace evmdk::host {
 
-inline constexpr uint32_t kErofsMagic = 0xE0F5E1E2;
-inline constexpr uint64_t kSuperblockOffset = 1024;
-inline constexpr uint64_t kDeviceSlotSize = 128;
-
-namespace erofs_feature {
-inline constexpr uint32_t kCompatSbChksum = 0x1;
-inline constexpr uint32_t kCompatMtime = 0x2;
-inline constexpr uint32_t kCompatXattrFilter = 0x4;
-
-inline constexpr uint32_t kIncompatZeroPadding = 0x1;
-inline constexpr uint32_t kIncompatComprCfgs = 0x2;
-inline constexpr uint32_t kIncompatChunkedFile = 0x4;
-inline constexpr uint32_t kIncompatDeviceTable = 0x8;
-inline constexpr uint32_t kIncompatZtailpacking = 0x10;
-inline constexpr uint32_t kIncompatFragments = 0x20;
-inline constexpr uint32_t kIncompatXattrPrefixes = 0x40;
-inline constexpr uint32_t kIncompat48Bit = 0x80;
-// Every incompatible bit this prober understands; any other bit is refused.
-inline constexpr uint32_t kIncompatKnown = 0xFF;
-}  // namespace erofs_feature
+// The on-disk layout is common's (evmdk/ondisk/erofs.h, docs/erofs-format.md); these are its
+// names as the host has always spelled them.
+inline constexpr uint32_t kErofsMagic = ondisk::erofs::kMagic;
+inline constexpr uint64_t kSuperblockOffset = ondisk::erofs::kSuperblockOffset;
+inline constexpr uint64_t kDeviceSlotSize = ondisk::erofs::kDeviceSlotSize;
+namespace erofs_feature = ondisk::erofs::feature;
 
 // One 128-byte device table slot (device id = index + 1).
-struct DeviceSlot {
-  std::string tag;              // printable tag, trailing NULs removed
-  uint64_t blocks = 0;          // blocks (| blocks_hi << 32 with 48BIT)
-  uint64_t mapped_blkaddr = 0;  // where flat-device mode reads this device from the primary
-
-  bool operator==(const DeviceSlot&) const = default;
-};
+using DeviceSlot = ondisk::ErofsDeviceSlot;
 
 struct ErofsInfo {
   std::string path;
   uint8_t blkszbits = 0;
-  uint64_t blocks = 0;      // filesystem size in blocks
-  uint64_t fs_size = 0;     // blocks << blkszbits
-  uint64_t file_size = 0;   // may exceed fs_size (an appended dm-verity tree)
-  uint64_t device = 0;      // st_dev / st_ino: "the same file twice" detection
+  uint64_t blocks = 0;     // filesystem size in blocks
+  uint64_t fs_size = 0;    // blocks << blkszbits
+  uint64_t file_size = 0;  // may exceed fs_size (an appended dm-verity tree)
+  uint64_t device = 0;     // st_dev / st_ino: "the same file twice" detection
   uint64_t inode = 0;
   std::string resolved_path;  // probe_layer: the file actually opened, symlinks resolved
   std::array<uint8_t, 16> uuid{};
@@ -81,13 +64,17 @@ struct ProbeOptions {
 // file, not EROFS, bad checksum, unsupported block size / dirblkbits / feature bits, a
 // truncated image (file shorter than the filesystem), or a malformed device table.
 ErofsInfo probe_layer(const std::string& path, const ProbeOptions& options = {});
+// Same, on a file already opened with open_input_file (of a kind `options` accepts), so a caller
+// that opened the layer once (compose, verify) probes that very file; `path` names it in errors.
+ErofsInfo probe_layer(const InputFile& file, const std::string& path,
+                      const ProbeOptions& options = {});
 
 // Same checks on an image at `offset` bytes inside an open file (a partition of a raw disk);
 // `size` bounds the image (the partition size). file_size is set to `size`.
 ErofsInfo probe_image_at(int fd, uint64_t offset, uint64_t size, const std::string& name);
 
-// Canonical lower-case 8-4-4-4-12 text of a UUID.
-std::string format_uuid(const std::array<uint8_t, 16>& uuid);
+// Canonical lower-case 8-4-4-4-12 text of a UUID (evmdk/uuid.h).
+using evmdk::format_uuid;
 std::string feature_names(uint32_t compat, uint32_t incompat);
 nlohmann::json to_json(const ErofsInfo& info);
 

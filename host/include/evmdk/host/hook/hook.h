@@ -4,9 +4,8 @@
 // ext4 upper (creating it as containerd's mount manager would), and returns the disks to
 // attach plus the Storage list for the guest. Everything lives in <state-dir>/<id>/;
 // `cleanup_hook` removes exactly that. See docs/runtime-integration.md and docs/storage-spec.md.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,11 +49,10 @@ nlohmann::json run_hook(const HookRequest& request);
 struct HookState {
   uint64_t version = 1;
   std::string id;
-  std::string status;                        // "building" or "complete"
-  std::string input_sha256;                  // of the mount list and the verity policy
-  std::vector<std::string> dirs;             // subdirectories the run created
-  std::vector<std::string> files;            // "<name>" or "<dir>/<name>" (complete only)
-  std::optional<std::string> created_upper;  // an upper image the run created
+  std::string status;              // "building" or "complete"
+  std::string input_sha256;        // of the mount list and the verity policy
+  std::vector<std::string> dirs;   // subdirectories the run created
+  std::vector<std::string> files;  // "<name>" or "<dir>/<name>" (complete only)
   bool operator==(const HookState&) const = default;
 };
 inline constexpr size_t kMaxHookStateBytes = 1u << 20;

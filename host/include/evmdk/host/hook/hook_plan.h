@@ -3,10 +3,9 @@
 // (containerd's Mount: type, source, target, options; capitalised or lower-case field names)
 // and classify it into what the VM needs: read-only EROFS lowers (guest order, lower-0 = top),
 // an optional ext4 upper disk, and how the guest builds the rootfs. Pure: no file is touched.
-#include <nlohmann/json.hpp>
-
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,7 +23,8 @@ struct ContainerdMount {
 // Accepts a JSON array of mounts, or an object with a "mounts"/"Mounts" array. Errors name the
 // mount index and the field.
 std::vector<ContainerdMount> parse_mount_list(const nlohmann::json& json);
-std::vector<ContainerdMount> parse_mount_list_text(std::string_view text, const std::string& origin);
+std::vector<ContainerdMount> parse_mount_list_text(std::string_view text,
+                                                   const std::string& origin);
 
 // One read-only lower as the guest sees it.
 struct PlannedLower {
@@ -40,14 +40,14 @@ struct PlannedLower {
 // The writable ext4 upper (block mode): a raw disk attached read-write.
 struct PlannedUpper {
   size_t mount_index = 0;
-  std::string image;                // rwlayer.img
+  std::string image;                  // rwlayer.img
   std::optional<uint64_t> mkfs_size;  // set for mkfs/ext4: create when missing
 };
 
 enum class RootfsKind {
-  Overlay,  // overlay of the lowers (+ upper)
-  Bind,     // bind mount of a guest path (bind_source)
-  HostShare // a host directory (containerd `bind` of fs/), shared into the guest
+  Overlay,   // overlay of the lowers (+ upper)
+  Bind,      // bind mount of a guest path (bind_source)
+  HostShare  // a host directory (containerd `bind` of fs/), shared into the guest
 };
 
 enum class UpperKind {
@@ -64,10 +64,10 @@ struct HookPlan {
   bool read_only = false;
 
   // Guest templates ({{ mount 0 }} = upper root, {{ mount N }} = lower-(N-1)).
-  std::string guest_lowerdir;  // "{{ overlay 1 N }}" or "{{ mount 1 }}" (Overlay)
-  std::string guest_upperdir;  // "{{ mount 0 }}/upper" (Ext4Disk)
-  std::string guest_workdir;   // "{{ mount 0 }}/work" (Ext4Disk)
-  std::string bind_source;     // Bind: guest template path
+  std::string guest_lowerdir;                // "{{ overlay 1 N }}" or "{{ mount 1 }}" (Overlay)
+  std::string guest_upperdir;                // "{{ mount 0 }}/upper" (Ext4Disk)
+  std::string guest_workdir;                 // "{{ mount 0 }}/work" (Ext4Disk)
+  std::string bind_source;                   // Bind: guest template path
   std::vector<std::string> mkdir_specs;      // renumbered X-containerd.mkdir.path values
   std::vector<std::string> overlay_options;  // passed through (uidmap=, index=off, ...)
   std::vector<std::string> bind_options;     // Bind / HostShare: rbind, ... (not ro/rw)

@@ -4,11 +4,10 @@
 // the guest finds it, UUIDs and PARTUUIDs against layout.json, the GPT head and tail, zero gaps,
 // optional per-layer SHA-256 against expected digests). See docs/verify.md.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "evmdk/host/verify/verify_pipeline.h"
 #include "evmdk/host/verify/verify_reader.h"
@@ -21,8 +20,8 @@ struct VerifyOptions {
   std::string target;
   bool digest = false;                     // per-layer SHA-256 (implied by expect_path)
   std::optional<std::string> expect_path;  // expected digests; format in parse_expected_digests
-  bool direct = false;                     // O_DIRECT reads (cold-cache measurement, no cache churn)
-  bool progress = true;                    // progress bar on stderr when it is a terminal
+  bool direct = false;   // O_DIRECT reads (cold-cache measurement, no cache churn)
+  bool progress = true;  // progress bar on stderr when it is a terminal
   // For every layer layout.json marks as dm-verity protected: recompute its hash tree from the
   // data and compare the root with the one the guest gets and the tree with the stored one,
   // so a disk the guest's dm-verity would refuse (or fail reads on) is caught on the host.
@@ -30,22 +29,22 @@ struct VerifyOptions {
   // A descriptor with no layout.json beside it is refused (it alone would decide which files
   // are read as root); true reads the files it names anyway (--trust-descriptor).
   bool trust_descriptor = false;
-  unsigned threads = 0;                    // digest threads; 0 = one per core
+  unsigned threads = 0;  // digest threads; 0 = one per core
   size_t chunk_size = 4u << 20;
   unsigned queue_depth = 8;
 };
 
 struct VerifiedLayer {
-  size_t index = 0;                       // 0 = top layer (flat: 0 = fsmeta, i = device i)
-  std::string path;                       // the layer file (from layout.json, else the extent's)
-  uint64_t disk_offset = 0;               // bytes into the virtual disk
-  uint64_t length = 0;                    // bytes digested: the layer file as mapped
-  std::optional<uint32_t> partition;      // gpt
-  std::string partuuid;                   // gpt, as found on the disk
-  std::string erofs_uuid;                 // as found on the disk
-  std::string sha256;                     // hex, when digesting
-  std::string expected_sha256;            // hex, when the expect file names this layer
-  std::string verity;                     // check_verity: "verified", "failed"; empty: not protected
+  size_t index = 0;                   // 0 = top layer (flat: 0 = fsmeta, i = device i)
+  std::string path;                   // the layer file (from layout.json, else the extent's)
+  uint64_t disk_offset = 0;           // bytes into the virtual disk
+  uint64_t length = 0;                // bytes digested: the layer file as mapped
+  std::optional<uint32_t> partition;  // gpt
+  std::string partuuid;               // gpt, as found on the disk
+  std::string erofs_uuid;             // as found on the disk
+  std::string sha256;                 // hex, when digesting
+  std::string expected_sha256;        // hex, when the expect file names this layer
+  std::string verity;                 // check_verity: "verified", "failed"; empty: not protected
   bool ok = true;
 
   // "layer 1 (/path/layer.erofs)": how every message names it.
@@ -79,7 +78,8 @@ struct ExpectedDigest {
   std::string key;
   Sha256Digest digest{};
 };
-std::vector<ExpectedDigest> parse_expected_digests(const std::string& text, const std::string& name);
+std::vector<ExpectedDigest> parse_expected_digests(const std::string& text,
+                                                   const std::string& name);
 
 // The expect-file JSON for a report (every digested layer by path), for --write-expect.
 std::string render_expected_digests(const VerifyReport& report);

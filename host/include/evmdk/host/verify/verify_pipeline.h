@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "evmdk/digest.h"
 #include "evmdk/host/verify/verify_reader.h"
 
 namespace evmdk::host {
@@ -31,25 +32,20 @@ class StreamSink {
   virtual void consume(const std::byte* data, size_t size, uint64_t stream_offset) = 0;
 };
 
-using Sha256Digest = std::array<uint8_t, 32>;
-std::string to_hex(const Sha256Digest& digest);
-// Parses 64 hex digits (either case); nullopt for anything else.
-std::optional<Sha256Digest> sha256_from_hex(std::string_view hex);
+// SHA-256 and hex text are common's (evmdk/digest.h).
+using evmdk::sha256_from_hex;
+using evmdk::Sha256Digest;
+using evmdk::to_hex;
 
-// Incremental SHA-256 (OpenSSL libcrypto).
+// A stream's SHA-256 (evmdk::Sha256 fed from the pool).
 class Sha256 final : public StreamSink {
  public:
-  Sha256();
-  ~Sha256() override;
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void update(const void* data, size_t size);
-  Sha256Digest finish();
+  void update(const void* data, size_t size) { digest_.update(data, size); }
+  Sha256Digest finish() { return digest_.finish(); }
   void consume(const std::byte* data, size_t size, uint64_t) override { update(data, size); }
 
  private:
-  struct Context;
-  std::unique_ptr<Context> context_;
+  evmdk::Sha256 digest_;
 };
 
 // Checks that a stream is all zeros; remembers the stream offset of the first non-zero byte.

@@ -47,7 +47,7 @@ struct Chunk {
   uint64_t stream_offset = 0;  // offset of data[0] within the stream
   const std::byte* data = nullptr;
   size_t size = 0;
-  bool last = false;           // the final chunk of its stream
+  bool last = false;  // the final chunk of its stream
 };
 
 class UringReader;
@@ -96,6 +96,7 @@ class UringReader {
   friend class ChunkLease;
   void release_buffer(unsigned buffer);
   struct State;
+  class Run;  // one run(): its cursors, reads in flight and phases
   ReaderOptions options_;
   std::unique_ptr<State> state_;
 };

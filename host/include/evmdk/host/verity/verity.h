@@ -11,14 +11,17 @@
 #include <string_view>
 #include <vector>
 
+#include "evmdk/digest.h"
 #include "evmdk/host/erofs/probe.h"  // format_uuid
+#include "evmdk/input_file.h"
+#include "evmdk/ondisk/verity.h"
 
 namespace evmdk::host {
 
 // ---- containerd sidecar: {"roothash": "<hex>", "hashoffset": <bytes>} ----
 struct VeritySidecar {
-  std::string root_hash;    // lowercase hex
-  uint64_t hash_offset = 0; // bytes into layer.erofs where the verity superblock starts
+  std::string root_hash;     // lowercase hex
+  uint64_t hash_offset = 0;  // bytes into layer.erofs where the verity superblock starts
   bool operator==(const VeritySidecar&) const = default;
 };
 
@@ -29,29 +32,17 @@ VeritySidecar read_verity_sidecar(const std::string& path);
 std::string verity_sidecar_json(const VeritySidecar& sidecar);
 void write_verity_sidecar(const std::string& path, const VeritySidecar& sidecar);  // atomic
 
-// ---- dm-verity superblock (512 bytes, little-endian, at hashoffset) ----
-inline constexpr size_t kVeritySuperblockSize = 512;
-struct VeritySuperblock {
-  uint32_t version = 1;
-  uint32_t hash_type = 1;
-  std::array<uint8_t, 16> uuid{};
-  std::string algorithm = "sha256";
-  uint32_t data_block_size = 4096;
-  uint32_t hash_block_size = 4096;
-  uint64_t data_blocks = 0;
-  std::vector<uint8_t> salt;  // at most 256 bytes
-  bool operator==(const VeritySuperblock&) const = default;
-};
-
-// Throws evmdk::Error naming `context` for a bad signature, version, sizes or salt length.
-VeritySuperblock parse_verity_superblock(std::span<const uint8_t> bytes, const std::string& context);
-std::array<uint8_t, kVeritySuperblockSize> serialize_verity_superblock(const VeritySuperblock& sb);
+// ---- dm-verity superblock (512 bytes, little-endian, at hashoffset): evmdk/ondisk/verity.h ----
+using ondisk::kVeritySuperblockSize;
+using ondisk::parse_verity_superblock;
+using ondisk::serialize_verity_superblock;
+using ondisk::VeritySuperblock;
 VeritySuperblock read_verity_superblock(const std::string& path, uint64_t hash_offset);
 
-// format_uuid() comes from probe.h.
+// format_uuid() comes from probe.h; hex text from evmdk/digest.h.
 std::array<uint8_t, 16> parse_uuid(std::string_view text);  // throws on a malformed UUID
-std::string to_hex(std::span<const uint8_t> bytes);
-std::vector<uint8_t> from_hex(std::string_view hex, std::string_view what);  // throws naming `what`
+using evmdk::from_hex;                                      // throws naming `what`
+using evmdk::to_hex;
 
 // ---- the hash tree ----
 // Geometry of a tree: where each level lives, in hash blocks from the tree start (the block
@@ -80,7 +71,7 @@ VerityLayout verity_layout(const VeritySuperblock& sb, uint64_t hash_offset, uin
 // The hash algorithms a dm-verity superblock may name: sha256 and sha512 (what the guest's
 // kernel is known to carry and the tools here are tested with). Every parse, format and
 // serialisation refuses any other.
-bool verity_algorithm_allowed(std::string_view algorithm);
+using ondisk::verity_algorithm_allowed;
 
 struct VerityFormatOptions {
   // Where the superblock goes. Default: the EROFS image size from its superblock (so a second
@@ -92,10 +83,10 @@ struct VerityFormatOptions {
   uint32_t hash_block_size = 4096;
   uint32_t hash_type = 1;
   std::vector<uint8_t> salt = std::vector<uint8_t>(32, 0);  // containerd's default
-  std::optional<std::array<uint8_t, 16>> uuid;               // default: random (v4)
-  unsigned threads = 0;       // 0: one per core
-  bool write_sidecar = true;  // <layer>.dmverity
-  bool force = false;         // re-format a layer that already has a sidecar
+  std::optional<std::array<uint8_t, 16>> uuid;              // default: random (v4)
+  unsigned threads = 0;                                     // 0: one per core
+  bool write_sidecar = true;                                // <layer>.dmverity
+  bool force = false;  // re-format a layer that already has a sidecar
 };
 
 struct VerityFormatResult {
@@ -121,15 +112,23 @@ VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
                                   const VeritySuperblock& sb, unsigned threads = 0);
 
 // ---- a protected layer, as compose sees it ----
+// The typed dm-verity description of one layer: what compose puts on the disk and encodes into
+// the layer's Storage (ComposeOptions' LayerInput::verity).
 struct VerityLayerInfo {
   VeritySidecar sidecar;
   VeritySuperblock superblock;
   uint64_t hash_end = 0;  // byte just past the tree: the layer's extent must reach this far
+  // The layer file inspected (st_dev, st_ino): compose refuses the description for another file.
+  uint64_t device = 0;
+  uint64_t inode = 0;
 };
 // Reads the sidecar and the superblock and cross-checks them with the file: the data area lies
 // before hashoffset, the tree fits in the file, and the root hash matches the tree's top
 // block (a cheap check: one block is hashed). nullopt when the layer has no sidecar.
 std::optional<VerityLayerInfo> inspect_verity_layer(const std::string& layer_path);
+// Same, for a layer the caller already opened (open_input_file) as `layer_path`.
+std::optional<VerityLayerInfo> inspect_verity_layer(const InputFile& layer,
+                                                    const std::string& layer_path);
 
 enum class VerityPolicy { kOff, kAuto, kOn };
 VerityPolicy parse_verity_policy(std::string_view text);  // "off" | "auto" | "on"
@@ -140,6 +139,10 @@ std::string_view to_string(VerityPolicy policy);
 // "layer 1 (path)") for on without verity data, and for a sidecar that is present but broken
 // under any policy but off.
 std::optional<VerityLayerInfo> verity_layer_under_policy(const std::string& layer_path,
+                                                         VerityPolicy policy,
+                                                         const std::string& context);
+std::optional<VerityLayerInfo> verity_layer_under_policy(const InputFile& layer,
+                                                         const std::string& layer_path,
                                                          VerityPolicy policy,
                                                          const std::string& context);
 
@@ -153,5 +156,8 @@ std::vector<std::string> verity_options_for_layer(const std::string& layer_path,
                                                   VerityPolicy policy);
 // Same, from an already inspected layer.
 std::vector<std::string> verity_options(const VerityLayerInfo& info);
+// With the hash area at `hash_offset` instead of the sidecar's (flat mode moves every tree
+// after the last device and names its disk offset).
+std::vector<std::string> verity_options(const VerityLayerInfo& info, uint64_t hash_offset);
 
 }  // namespace evmdk::host

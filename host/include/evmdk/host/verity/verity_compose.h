@@ -2,10 +2,9 @@
 // The --verity off|auto|on policy applied to a compose: fills each layer's extra_options with
 // its X-kata.dmverity.* options (host::verity_options_for_layer) and reports which layers are
 // protected, so an unprotected layer is visible instead of silently mounted. See docs/verity.md.
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "evmdk/host/compose/compose.h"
 #include "evmdk/host/verity/verity.h"
