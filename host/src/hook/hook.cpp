@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 
@@ -18,9 +19,11 @@
 #include "evmdk/blkid_ptr.h"
 #include "evmdk/contract/container_id.h"
 #include "evmdk/contract/markers.h"
+#include "evmdk/contract/mount_template.h"
 #include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/compose.h"
+#include "evmdk/host/hook/host_lowerdirs.h"
 #include "evmdk/input_file.h"
 #include "evmdk/process.h"
 #include "evmdk/qemu.h"
@@ -70,7 +73,11 @@ std::string blkid_type(const std::string& path) {
 // A freshly made ext4 image at a temp name next to its final path; removed unless published.
 class NewExt4Image {
  public:
-  NewExt4Image(const std::string& final_path, uint64_t size) : final_path_(final_path) {
+  // `directories` (read-only views only): made in the new filesystem by mkfs itself, since a
+  // disk attached read-only can never gain them in the guest.
+  NewExt4Image(const std::string& final_path, uint64_t size,
+               const std::vector<contract::MkdirSpec>& directories = {})
+      : final_path_(final_path) {
     fs::path target(final_path);
     std::string pattern =
         (target.parent_path() / ("." + target.filename().string() + ".evmdk-XXXXXX")).string();
@@ -86,8 +93,17 @@ class NewExt4Image {
     fd.reset();
     ProcessResult mkfs;
     try {
-      mkfs = run_process({"mkfs.ext4", "-q", temp_path_});
+      std::vector<std::string> argv{"mkfs.ext4", "-q"};
+      if (!directories.empty()) {
+        staging_ = temp_path_ + ".d";
+        make_staging_tree(directories);
+        argv.insert(argv.end(), {"-d", staging_});
+      }
+      argv.push_back(temp_path_);
+      mkfs = run_process(argv);
+      remove_staging_tree();
     } catch (...) {
+      remove_staging_tree();
       ::unlink(temp_path_.c_str());
       throw;
     }
@@ -115,7 +131,39 @@ class NewExt4Image {
   void keep() { kept_ = true; }
 
  private:
+  // The directories as the guest's mkdir directives would make them: each component created
+  // with exactly the mode, and uid:gid when given.
+  void make_staging_tree(const std::vector<contract::MkdirSpec>& directories) {
+    if (::mkdir(staging_.c_str(), 0700) != 0) throw_errno("cannot create {}", staging_);
+    if (::chmod(staging_.c_str(), 0755) != 0) throw_errno("cannot chmod {}", staging_);
+    for (const auto& directory : directories) {
+      fs::path path = staging_;
+      for (const auto& component : fs::path(directory.path)) {
+        path /= component;
+        if (::mkdir(path.c_str(), 0700) != 0) {
+          if (errno == EEXIST) continue;  // made by an earlier directive: left as it is
+          throw_errno("cannot create {} for the read-only upper", path.string());
+        }
+        if (::chmod(path.c_str(), static_cast<mode_t>(directory.mode)) != 0) {
+          throw_errno("cannot chmod {}", path.string());
+        }
+        if (directory.uid && ::chown(path.c_str(), static_cast<uid_t>(*directory.uid),
+                                     static_cast<gid_t>(directory.gid.value_or(0))) != 0) {
+          throw_errno("cannot chown {} to {}:{}", path.string(), *directory.uid,
+                      directory.gid.value_or(0));
+        }
+      }
+    }
+  }
+  void remove_staging_tree() {
+    if (staging_.empty()) return;
+    std::error_code ignored;
+    fs::remove_all(staging_, ignored);  // made by this run, holds only directories
+    staging_.clear();
+  }
+
   std::string final_path_;
+  std::string staging_;  // the tree mkfs.ext4 -d copies in
   std::string temp_path_;
   bool published_ = false;
   bool kept_ = false;
@@ -166,13 +214,14 @@ json disk_json(const std::string& role, const std::string& path, const std::stri
               {"qemu", std::move(qemu)}};
 }
 
-json upper_qemu(const std::string& path, const std::string& serial) {
+json upper_qemu(const std::string& path, const std::string& serial, bool read_only) {
   json blockdev{{"driver", "raw"},
                 {"node-name", serial},
-                {"read-only", false},
-                {"file", {{"driver", "file"}, {"filename", path}, {"read-only", false}}}};
+                {"read-only", read_only},
+                {"file", {{"driver", "file"}, {"filename", path}, {"read-only", read_only}}}};
   std::string device = fmt::format("virtio-blk-pci,drive={},serial={}", serial, serial);
-  std::string drive = fmt::format("file={},format=raw,if=none,id={}", qemu_escape(path), serial);
+  std::string drive = fmt::format("file={},format=raw,if=none,id={}{}", qemu_escape(path), serial,
+                                  read_only ? ",readonly=on" : "");
   return json{{"disk", path},
               {"format", "raw"},
               {"serial", serial},
@@ -306,6 +355,7 @@ class HookRun {
 
   json run() {
     if (auto stored = stored_output()) return *stored;
+    map_host_lowerdirs();
     check_lowers();
     group_lowers();
     check_groups();
@@ -345,6 +395,28 @@ class HookRun {
         dir_);
   }
 
+  // containerd 2.1's host lowerdirs -> their layer files, only where the mount table proves it
+  // (host_lowerdirs.h); check_lowers then opens exactly those files.
+  void map_host_lowerdirs() {
+    std::vector<std::string> directories;
+    for (const auto& lower : plan_.lowers) {
+      if (!lower.host_directory.empty()) directories.push_back(lower.host_directory);
+    }
+    if (directories.empty()) return;
+    std::vector<HostLowerLayer> layers;
+    try {
+      layers = resolve_host_lowerdirs(directories);
+    } catch (const std::exception& error) {
+      throw_with_context(error, describe(plan_.lowers.front().mount_index));
+    }
+    size_t k = 0;
+    for (auto& lower : plan_.lowers) {
+      if (lower.host_directory.empty()) continue;
+      lower.image = layers[k].layer_path;
+      host_layers_.emplace(lower.image, layers[k++]);
+    }
+  }
+
   // Each image probed here, so a bad one is named by its own mount, and each layer's dm-verity:
   // X-containerd.dmverity names its sidecar and makes it required; otherwise the policy decides.
   // An fsmeta's device blobs (containerd's layer.erofs files, each with its own sidecar) get
@@ -358,6 +430,13 @@ class HookRun {
       std::vector<InputFile> devices;
       try {
         image = open_input_file(lower.image, "file");
+        if (auto mapped = host_layers_.find(lower.image);
+            mapped != host_layers_.end() &&
+            (static_cast<uint64_t>(image.st.st_dev) != mapped->second.device ||
+             static_cast<uint64_t>(image.st.st_ino) != mapped->second.inode)) {
+          throw Error("{} is no longer the file mounted on {}", lower.image,
+                      mapped->second.directory);
+        }
         (void)probe_layer(image, lower.image);
         for (const auto& device : lower.devices) {
           // Never blocks on a FIFO; only a regular file can be a device= blob.
@@ -497,18 +576,31 @@ class HookRun {
   // The upper disk (made now when it is missing) and its Storage.
   void add_upper() {
     if (!plan_.upper) return;
+    const bool read_only = plan_.upper->read_only;
     if (create_upper_) {
-      new_upper_ = std::make_unique<NewExt4Image>(plan_.upper->image, *plan_.upper->mkfs_size);
+      // A read-only view's new image gets the directories its mkdir directives name on the
+      // upper now: the guest sees it through a read-only disk and cannot make them.
+      std::vector<contract::MkdirSpec> directories;
+      if (read_only) {
+        for (const auto& spec : plan_.mkdir_specs) {
+          auto parsed = contract::parse_mkdir_spec(spec, plan_.lowers.size() + 1);
+          if (parsed.mount_index == 0) directories.push_back(std::move(parsed));
+        }
+      }
+      new_upper_ =
+          std::make_unique<NewExt4Image>(plan_.upper->image, *plan_.upper->mkfs_size, directories);
     }
     const std::string serial = serial_for(request_.id, "upper");
-    disks_.push_back(disk_json("upper", upper_image_, "raw", false, serial, create_upper_,
-                               with_device_id(upper_qemu(upper_image_, serial), serial)));
+    disks_.push_back(
+        disk_json("upper", upper_image_, "raw", read_only, serial, create_upper_,
+                  with_device_id(upper_qemu(upper_image_, serial, read_only), serial)));
     Storage upper;
     upper.driver = "blk";
     upper.source = "serial:" + serial;
     upper.fstype = "ext4";
     upper.options = {std::string(marker::kMultiLayer) + "=true",
                      std::string(marker::kOverlayUpper)};
+    if (read_only) upper.options.insert(upper.options.begin(), "ro");
     upper.mount_point = "upper";
     storages_.push_back(std::move(upper));
   }
@@ -625,6 +717,7 @@ class HookRun {
   std::string input_digest_;         // of the mount list and the verity policy
   std::vector<LowerVerity> verity_;  // per planned lower
   std::vector<LowerGroup> groups_;
+  std::map<std::string, HostLowerLayer> host_layers_;  // containerd 2.1: layer file -> its mount
   bool create_upper_ = false;
   std::string upper_image_;  // what QEMU opens read-write: the resolved file, never a symlink
   std::unique_ptr<NewExt4Image> new_upper_;
