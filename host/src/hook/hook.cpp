@@ -1,6 +1,5 @@
 #include "evmdk/host/hook/hook.h"
 
-#include <blkid/blkid.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -13,10 +12,10 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "evmdk/atomic_file.h"
-#include "evmdk/blkid_ptr.h"
 #include "evmdk/contract/container_id.h"
 #include "evmdk/contract/markers.h"
 #include "evmdk/contract/mount_template.h"
@@ -25,16 +24,17 @@
 #include "evmdk/host/compose/compose.h"
 #include "evmdk/host/hook/host_lowerdirs.h"
 #include "evmdk/input_file.h"
-#include "evmdk/process.h"
 #include "evmdk/qemu.h"
-#include "evmdk/unique_fd.h"
 #include "hook_files.h"
+#include "upper_image.h"
 
 namespace evmdk::host {
 namespace {
 
 namespace fs = std::filesystem;
+using hook_detail::blkid_type;
 using hook_detail::load_hook_state;
+using hook_detail::NewExt4Image;
 using nlohmann::json;
 
 std::string sha256_hex(const std::string& data) { return to_hex(sha256(data)); }
@@ -56,118 +56,6 @@ json mounts_to_json(const std::vector<ContainerdMount>& mounts) {
 std::string describe_mount(const std::vector<ContainerdMount>& mounts, size_t index) {
   return fmt::format("mount {} (type '{}')", index, mounts[index].type);
 }
-
-// libblkid's view of a file: TYPE, or empty when it finds no filesystem.
-std::string blkid_type(const std::string& path) {
-  BlkidProbePtr probe(blkid_new_probe_from_filename(path.c_str()));
-  if (!probe) throw Error("{}: libblkid cannot open it", path);
-  blkid_probe_enable_superblocks(probe.get(), 1);
-  blkid_probe_set_superblocks_flags(probe.get(), BLKID_SUBLKS_TYPE);
-  if (blkid_do_safeprobe(probe.get()) != 0) return {};
-  const char* type = nullptr;
-  if (blkid_probe_lookup_value(probe.get(), "TYPE", &type, nullptr) != 0 || type == nullptr)
-    return {};
-  return type;
-}
-
-// A freshly made ext4 image at a temp name next to its final path; removed unless published.
-class NewExt4Image {
- public:
-  // `directories` (read-only views only): made in the new filesystem by mkfs itself, since a
-  // disk attached read-only can never gain them in the guest.
-  NewExt4Image(const std::string& final_path, uint64_t size,
-               const std::vector<contract::MkdirSpec>& directories = {})
-      : final_path_(final_path) {
-    fs::path target(final_path);
-    std::string pattern =
-        (target.parent_path() / ("." + target.filename().string() + ".evmdk-XXXXXX")).string();
-    UniqueFd fd(::mkstemp(pattern.data()));
-    if (!fd) throw_errno("cannot create the upper image next to {}", final_path);
-    temp_path_ = pattern;
-    if (::fchmod(fd.get(), 0600) != 0 || ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
-      int saved = errno;
-      ::unlink(temp_path_.c_str());
-      throw_errno_message(
-          saved, fmt::format("cannot size the upper image {} to {} bytes", final_path, size));
-    }
-    fd.reset();
-    ProcessResult mkfs;
-    try {
-      std::vector<std::string> argv{"mkfs.ext4", "-q"};
-      if (!directories.empty()) {
-        staging_ = temp_path_ + ".d";
-        make_staging_tree(directories);
-        argv.insert(argv.end(), {"-d", staging_});
-      }
-      argv.push_back(temp_path_);
-      mkfs = run_process(argv);
-      remove_staging_tree();
-    } catch (...) {
-      remove_staging_tree();
-      ::unlink(temp_path_.c_str());
-      throw;
-    }
-    if (mkfs.exit_code != 0) {
-      ::unlink(temp_path_.c_str());
-      throw Error("mkfs.ext4 of the upper {} failed (exit {}): {}", final_path, mkfs.exit_code,
-                  mkfs.err.empty() ? mkfs.out : mkfs.err);
-    }
-  }
-  NewExt4Image(const NewExt4Image&) = delete;
-  NewExt4Image& operator=(const NewExt4Image&) = delete;
-  ~NewExt4Image() {
-    if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
-    if (published_ && !kept_) ::unlink(final_path_.c_str());
-  }
-  // Moves it to its final name, never replacing a file that appeared meanwhile.
-  void publish() {
-    if (::link(temp_path_.c_str(), final_path_.c_str()) != 0) {
-      throw_errno("cannot create the upper image {}", final_path_);
-    }
-    published_ = true;
-    ::unlink(temp_path_.c_str());
-    temp_path_.clear();
-  }
-  void keep() { kept_ = true; }
-
- private:
-  // The directories as the guest's mkdir directives would make them: each component created
-  // with exactly the mode, and uid:gid when given.
-  void make_staging_tree(const std::vector<contract::MkdirSpec>& directories) {
-    if (::mkdir(staging_.c_str(), 0700) != 0) throw_errno("cannot create {}", staging_);
-    if (::chmod(staging_.c_str(), 0755) != 0) throw_errno("cannot chmod {}", staging_);
-    for (const auto& directory : directories) {
-      fs::path path = staging_;
-      for (const auto& component : fs::path(directory.path)) {
-        path /= component;
-        if (::mkdir(path.c_str(), 0700) != 0) {
-          if (errno == EEXIST) continue;  // made by an earlier directive: left as it is
-          throw_errno("cannot create {} for the read-only upper", path.string());
-        }
-        if (::chmod(path.c_str(), static_cast<mode_t>(directory.mode)) != 0) {
-          throw_errno("cannot chmod {}", path.string());
-        }
-        if (directory.uid && ::chown(path.c_str(), static_cast<uid_t>(*directory.uid),
-                                     static_cast<gid_t>(directory.gid.value_or(0))) != 0) {
-          throw_errno("cannot chown {} to {}:{}", path.string(), *directory.uid,
-                      directory.gid.value_or(0));
-        }
-      }
-    }
-  }
-  void remove_staging_tree() {
-    if (staging_.empty()) return;
-    std::error_code ignored;
-    fs::remove_all(staging_, ignored);  // made by this run, holds only directories
-    staging_.clear();
-  }
-
-  std::string final_path_;
-  std::string staging_;  // the tree mkfs.ext4 -d copies in
-  std::string temp_path_;
-  bool published_ = false;
-  bool kept_ = false;
-};
 
 // Removes the hook directory (created by this run) if the run fails before committing.
 class DirectoryGuard {
@@ -513,7 +401,9 @@ class HookRun {
         (void)plan_compose(group.options);
       } catch (const std::exception& error) {
         std::string which;
+        std::set<size_t> named;  // containerd 2.1's lowers all come from its one mount
         for (size_t index : group.guest_indices) {
+          if (!named.insert(plan_.lowers[index].mount_index).second) continue;
           which += (which.empty() ? "" : ", ") + describe(plan_.lowers[index].mount_index);
         }
         throw_with_context(error, which);
