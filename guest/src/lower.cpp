@@ -160,6 +160,12 @@ class LowerVerityDevices {
 // ---------------------------------------------------------------------------------------
 // One lower, step by step.
 
+// Where one extra device of a multi-device image lies on the device holding the image.
+struct DeviceRange {
+  uint64_t offset = 0;  // bytes
+  uint64_t size = 0;
+};
+
 class LowerMount {
  public:
   LowerMount(MountSession& session, DiskCache& cache, const LowerPlan& lower,
@@ -254,21 +260,24 @@ class LowerMount {
     session_.mounted(target_);
   }
 
-  // ---- a multi-device (fsmeta) image on one flat disk. Kernels 6.4+ read the extra devices
+  // ---- a multi-device image whose extra devices lie on the device holding it: an fsmeta
+  // with its blobs on one flat disk, or a tar-index layer (its one device is the tar appended
+  // to the index in the same file) on a disk or partition. Kernels 6.4+ read the extra devices
   // from the primary device at mapped_blkaddr when no device= is given; older ones refuse such
-  // a mount (EINVAL), and then get read-only loop slices plus device= options. With dm-verity
-  // every device must be read through its verity device, so only the device= form will do.
+  // a mount (EINVAL; 6.1 also refuses the tar-index layer's empty device tag), and then get
+  // read-only loop slices plus device= options. With dm-verity every device must be read
+  // through its verity device, so only the device= form will do.
   void mount_multi_device() {
     check_device_table_verity();
+    check_device_ranges();
     bool any_verity = lower_.verity || !lower_.device_verity.empty();
     std::string flat_error =
         any_verity ? "not tried: dm-verity needs device= options" : "not tried";
     if (request_.try_flat_device_mode && !any_verity && mount_flat_device_mode(flat_error)) {
       return;
     }
-    disk_bytes_ = block_device_size(device_);
     std::string source = set_up_fsmeta();
-    std::string data = device_options(flat_error);
+    std::string data = device_options();
     if (!mount_erofs(source, data)) {
       std::string error = mount_error("EROFS", source, target_, data);
       throw Error("{} (flat-device mount failed first: {}){}", error, flat_error,
@@ -310,6 +319,39 @@ class LowerMount {
     }
   }
 
+  // Every extra device must be mapped (mapped_blkaddr and blocks) inside what holds the image
+  // -- the partition, the disk, or its loop slice -- before either mount is tried: the blobs
+  // after a flat disk's fsmeta, or the tar a tar-index layer appends to its own index. Without
+  // a mapping, flat-device mode would make the kernel open each device by its tag instead.
+  void check_device_ranges() {
+    uint64_t holder_bytes = block_device_size(device_);
+    std::string holder =
+        partition_ ? fmt::format("partition {}", device_) : fmt::format("disk {}", device_);
+    if (holder_bytes == 0) {
+      throw Error("cannot tell the size of {}, so the device table's ranges cannot be checked",
+                  holder);
+    }
+    device_ranges_.clear();
+    for (size_t i = 0; i < superblock_.devices.size(); ++i) {
+      const ErofsDevice& entry = superblock_.devices[i];
+      std::string slot_name = fmt::format("{} device {}", device_, i + 1);
+      if (entry.mapped_blkaddr == 0 || entry.blocks == 0) {
+        throw Error(
+            "{} is a multi-device EROFS image but device {} has no mapped_blkaddr/blocks in its "
+            "device table, so it cannot be read from the {} that holds the image",
+            device_, i + 1, partition_ ? "partition" : "disk");
+      }
+      uint64_t offset = superblock_.bytes(entry.mapped_blkaddr, slot_name + " offset");
+      uint64_t size = superblock_.bytes(entry.blocks, slot_name + " size");
+      uint64_t end = add_or_throw(offset, size, slot_name + " end");
+      if (end > holder_bytes) {
+        throw Error("{}: bytes {}..{} lie beyond the end of the {} ({} bytes)", slot_name, offset,
+                    end, holder, holder_bytes);
+      }
+      device_ranges_.push_back({offset, size});
+    }
+  }
+
   // True when the kernel mounted the image from the one disk; otherwise `why_not` says why.
   bool mount_flat_device_mode(std::string& why_not) {
     if (!mount_erofs(device_, lower_.mount.data)) {
@@ -334,33 +376,20 @@ class LowerMount {
 
   // The mount data with one device=<path> per extra device: a loop slice of the disk at the
   // slot's mapped_blkaddr, or a dm-verity device over one.
-  std::string device_options(const std::string& flat_error) {
+  std::string device_options() {
     std::string data = lower_.mount.data;
     for (size_t i = 0; i < superblock_.devices.size(); ++i) {
       unsigned slot = static_cast<unsigned>(i + 1);
-      std::string path = set_up_device_slot(slot, superblock_.devices[i], flat_error);
+      std::string path = set_up_device_slot(slot, superblock_.devices[i], device_ranges_.at(i));
       data += (data.empty() ? "" : ",") + ("device=" + path);
     }
     return data;
   }
 
+  // A loop slice (or a dm-verity device over one) of the checked range of device `slot`.
   std::string set_up_device_slot(unsigned slot, const ErofsDevice& entry,
-                                 const std::string& flat_error) {
-    if (entry.mapped_blkaddr == 0 || entry.blocks == 0) {
-      throw Error(
-          "{} is a multi-device EROFS image but device {} has no mapped_blkaddr/blocks "
-          "in its device table, so it cannot be read from one flat disk (flat-device "
-          "mount failed: {})",
-          device_, slot, flat_error);
-    }
-    std::string slot_name = fmt::format("{} device {}", device_, slot);
-    uint64_t offset = superblock_.bytes(entry.mapped_blkaddr, slot_name + " offset");
-    uint64_t size = superblock_.bytes(entry.blocks, slot_name + " size");
-    uint64_t end = add_or_throw(offset, size, slot_name + " end");
-    if (disk_bytes_ != 0 && end > disk_bytes_) {
-      throw Error("{}: bytes {}..{} lie beyond the end of the disk ({} bytes)", slot_name, offset,
-                  end, disk_bytes_);
-    }
+                                 const DeviceRange& range) {
+    auto [offset, size] = range;
     auto params = lower_.device_verity.find(slot);
     if (params == lower_.device_verity.end()) return attach_slice(offset, size);
     try {
@@ -413,8 +442,8 @@ class LowerMount {
   std::string disk_;
   std::optional<PartitionInfo> partition_;
   std::string device_;  // what holds the image: the disk, its partition, or a slice of it
-  uint64_t disk_bytes_ = 0;
-  ErofsImage superblock_;  // the image's superblock and device table
+  std::vector<DeviceRange> device_ranges_;  // of each extra device, checked to lie on device_
+  ErofsImage superblock_;                   // the image's superblock and device table
   LowersOutcome outcome_;
   // Declared before the verity devices, so those (which read through the slices) go first.
   LoopDevice partition_slice_;

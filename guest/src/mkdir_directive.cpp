@@ -69,6 +69,13 @@ void apply_mkdir_directive(const std::string& root, const MkdirDirective& direct
     }
     prefix += (prefix.empty() ? "" : "/") + component;
     bool created = ::mkdirat(parent.get(), component.c_str(), directive.mode) == 0;
+    if (!created && errno == EROFS) {
+      // A read-only lower or a read-only upper (a read-only view) cannot gain a directory.
+      throw Error(
+          "mkdir directive '{}': {}/{} does not exist and cannot be created: the mount is "
+          "read-only (its image must already hold the directory)",
+          spec, root, prefix);
+    }
     if (!created && errno != EEXIST)
       throw_errno("mkdir directive '{}': cannot create {}/{}", spec, root, prefix);
     UniqueFd dir(open_beneath(root_fd.get(), prefix));

@@ -445,6 +445,22 @@ void sort_lowers_by_index(Plan& plan) {
   }
 }
 
+// A read-only upper (the storage's 'ro': block mode's read-only view without parents, whose
+// disk is attached read-only) can only be seen through a read-only bind of it.
+void check_read_only_upper(const Plan& plan) {
+  if (plan.upper == nullptr || (plan.upper_mount.flags & MS_RDONLY) == 0) return;
+  const char* why = nullptr;
+  if (plan.kind == RootfsKind::Overlay) {
+    why = "a writable overlay needs a writable upper";
+  } else if (plan.kind == RootfsKind::Bind && plan.bind.mount_index == 0 && !plan.read_only) {
+    why = "its bind must be read-only too";
+  }
+  if (why != nullptr) {
+    throw Error("upper storage '{}' is read-only (option 'ro'): {} ({}=true)", plan.upper->source,
+                why, marker::kRootfsReadonly);
+  }
+}
+
 void check_mkdir_targets(const Plan& plan) {
   for (const auto& [spec, directive] : plan.mkdirs) {
     if (directive.mount_index > plan.lowers.size()) {
@@ -474,6 +490,7 @@ Plan make_plan(const std::vector<Storage>& storages) {
   }
   sort_lowers_by_index(plan);
   choose_rootfs_kind(plan, storages, binds);
+  check_read_only_upper(plan);
   check_mkdir_targets(plan);
   return plan;
 }

@@ -22,6 +22,23 @@ void check_info(const evmdk::host::ErofsInfo& info, uint64_t size) {
   check(info.devices.size() == info.extra_devices || info.extra_devices == 0 ||
             !(info.feature_incompat & evmdk::host::erofs_feature::kIncompatDeviceTable),
         "every announced device slot is read");
+  // Devices inside the file (a tar-index layer's tar) are part of the layer: each lies wholly
+  // in the file, and the layer ends at the last of them (or the filesystem).
+  check(info.device_in_file.size() == info.devices.size(), "every device is classified");
+  check(info.layer_end >= info.fs_size && info.layer_end <= size, "the layer fits the file");
+  size_t outside = 0;
+  for (size_t i = 0; i < info.devices.size(); ++i) {
+    const auto& slot = info.devices[i];
+    if (!info.device_in_file[i]) {
+      ++outside;
+      continue;
+    }
+    check(slot.mapped_blkaddr > 0 && slot.blocks > 0, "an in-file device is mapped");
+    check((slot.mapped_blkaddr + slot.blocks) << info.blkszbits <= info.layer_end,
+          "an in-file device ends within the layer");
+  }
+  check(outside == info.devices_outside_file(), "devices outside the file counted");
+  check(outside == 0 || !info.first_device_outside_file().empty(), "the first outside is named");
   (void)evmdk::host::to_json(info).dump();
 }
 

@@ -106,6 +106,27 @@ class GptLayerDisk {
       if (prepare) prepare(i, images.back());
       erofs_uuids_.push_back(erofs_uuid(i));
     }
+    lay_out(images);
+  }
+  // Ready-made layer images (e.g. the real tar-index layers of tests/data/fixtures), image i in
+  // partition i+1; the partitions keep the PARTUUIDs part_uuid(i).
+  static GptLayerDisk from_images(const TempDir& temp, const std::vector<std::string>& images) {
+    GptLayerDisk disk;
+    disk.image_ = temp / "disk.img";
+    disk.lay_out(images);
+    return disk;
+  }
+  static std::string erofs_uuid(size_t i) { return test_uuid(1, static_cast<unsigned>(i)); }
+  static std::string part_uuid(size_t i) { return test_uuid(2, static_cast<unsigned>(i)); }
+  const std::string& image() const { return image_; }
+  size_t layers() const { return part_uuids_.size(); }
+
+ private:
+  GptLayerDisk() = default;
+
+  // The raw disk: a GPT with one partition per image (rounded up to 1 MiB), each image
+  // written at its partition's start.
+  void lay_out(const std::vector<std::string>& images) {
     const uint64_t mib = 1 << 20;
     std::vector<uint64_t> sizes;
     uint64_t total = mib;  // partitions start at 1 MiB
@@ -120,7 +141,7 @@ class GptLayerDisk {
     }
     std::filesystem::resize_file(image_, total);
     std::vector<std::string> argv{"sgdisk", "-o"};
-    if (layers.size() > 128) argv.push_back(fmt::format("--resize-table={}", (layers.size() + 3) / 4 * 4));
+    if (images.size() > 128) argv.push_back(fmt::format("--resize-table={}", (images.size() + 3) / 4 * 4));
     uint64_t sector = 2048;
     for (size_t i = 0; i < images.size(); ++i) {
       uint64_t sectors = sizes[i] / 512;
@@ -143,12 +164,7 @@ class GptLayerDisk {
     }
     ::close(fd);
   }
-  static std::string erofs_uuid(size_t i) { return test_uuid(1, static_cast<unsigned>(i)); }
-  static std::string part_uuid(size_t i) { return test_uuid(2, static_cast<unsigned>(i)); }
-  const std::string& image() const { return image_; }
-  size_t layers() const { return part_uuids_.size(); }
 
- private:
   std::string image_;
   std::vector<uint64_t> offsets_;
   std::vector<std::string> part_uuids_;

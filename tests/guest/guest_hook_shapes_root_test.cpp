@@ -14,6 +14,7 @@
 
 #include "evmdk/host/hook/hook.h"
 #include "guest_fixture.h"
+#include "real_fixtures.h"
 
 namespace evmdk::test {
 namespace {
@@ -175,6 +176,39 @@ TEST_F(GuestHookShapes, BlockModeWithoutParentsBindsTheUpperDirectoryWritable) {
   std::string written = read_file(check + "/upper/written-in-guest");
   ::umount2(check.c_str(), 0);
   EXPECT_EQ(written, "kept\n");
+}
+
+// containerd 2.2.4's own lists (issue 14): the tar-index active snapshot (four tar-index
+// layers on the hook's GPT disk, memory-backed upper) and block mode's read-only view without
+// parents (the hook creates the image with upper/ in it; the guest binds it read-only).
+TEST_F(GuestHookShapes, RealContainerdListsTarIndexAndReadOnlyView) {
+  std::string snapshots = work / "real-snapshots";
+  for (int n = 1; n <= kTarIndexLayers; ++n) {
+    fs::create_directories(fmt::format("{}/{}", snapshots, n));
+    fs::copy_file(tarindex_layer(n), fmt::format("{}/{}/layer.erofs", snapshots, n));
+  }
+  for (int n : {5, 10}) fs::create_directories(fmt::format("{}/{}/fs", snapshots, n));
+  json active = json::parse(read_fixture_list(containerd22_list("tarindex-active-4layers"), snapshots));
+  json mounted = hook_then_guest_mount("ti", active);
+  ASSERT_FALSE(mounted.is_null());
+  EXPECT_EQ(mounted.at("rootfs_kind"), "overlay");
+  for (const auto& [path, contents] : tarindex_merged_files()) {
+    EXPECT_EQ(read_file(rootfs() + "/" + path), contents) << path;
+  }
+  for (const auto& path : tarindex_hidden_paths()) {
+    EXPECT_FALSE(fs::exists(rootfs() + "/" + path)) << path;
+  }
+  teardown_with_cli("ti");
+
+  json view = json::parse(read_fixture_list(containerd22_list("block-view-noparent"), snapshots));
+  mounted = hook_then_guest_mount("rov", view);
+  ASSERT_FALSE(mounted.is_null());
+  EXPECT_EQ(mounted.at("rootfs_kind"), "bind");
+  EXPECT_EQ(mounted.at("read_only"), true);
+  EXPECT_TRUE(read_only_mount(base() + "/rov/multi-layer/upper"));
+  EXPECT_TRUE(fs::is_empty(rootfs()));
+  expect_read_only_rootfs();
+  teardown_with_cli("rov");
 }
 
 }  // namespace

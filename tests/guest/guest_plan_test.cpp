@@ -116,6 +116,38 @@ TEST(GuestPlan, RefusesOptionsOutsideEachRolesAllowlist) {
             "<accepted>");
 }
 
+// Issue 14 item 2: block mode's read-only view without parents. The upper disk is attached
+// read-only and its storage says 'ro'; the rootfs can only be a read-only bind of it.
+TEST(GuestPlan, ReadOnlyUpperOnlyBehindAReadOnlyBind) {
+  auto read_only_upper = [](std::vector<std::string> extra) {
+    Storage s{"blk", {}, "/dev/vdc", "ext4", {"ro", "X-kata.overlay-upper"}, ""};
+    s.options.insert(s.options.end(), extra.begin(), extra.end());
+    return s;
+  };
+  std::vector<Storage> view{read_only_upper({"X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                                             "X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper",
+                                             "X-erofs-vmdk.rootfs-readonly=true"})};
+  Plan plan = make_plan(view);
+  EXPECT_EQ(plan.kind, RootfsKind::Bind);
+  EXPECT_TRUE(plan.read_only);
+  EXPECT_EQ(plan.bind.mount_index, 0u);
+  EXPECT_EQ(plan.bind.path, "upper");
+  EXPECT_EQ(plan.upper_mount.flags & (MS_RDONLY | MS_NODEV | MS_NOSUID),
+            static_cast<unsigned long>(MS_RDONLY | MS_NODEV | MS_NOSUID));
+
+  // A writable bind or a writable overlay of a read-only upper is a contradiction.
+  std::string what = refusal({read_only_upper({"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper"})});
+  EXPECT_NE(what.find("upper storage '/dev/vdc' is read-only (option 'ro')"), std::string::npos)
+      << what;
+  EXPECT_NE(what.find("X-erofs-vmdk.rootfs-readonly=true"), std::string::npos) << what;
+  what = refusal({lower(), read_only_upper({})});
+  EXPECT_NE(what.find("a writable overlay needs a writable upper"), std::string::npos) << what;
+  // The writable upper's bind stays writable.
+  Plan writable = make_plan({upper({"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper"})});
+  EXPECT_FALSE(writable.read_only);
+  EXPECT_EQ(writable.upper_mount.flags & MS_RDONLY, 0u);
+}
+
 TEST(GuestPolicy, DefaultAllowsUnprotectedLowersButNotWeakHashes) {
   Policy policy;
   EXPECT_EQ(refusal({lower(), upper()}, &policy), "<accepted>");

@@ -292,6 +292,60 @@ TEST_F(GuestRootfsShapes, ReadOnlyMarkerMakesEvenAWritableUpperBindReadOnly) {
   teardown_and_expect_nothing_left("robind", base(), rootfs());
 }
 
+// Block mode's read-only view without parents (issue 14 item 2; containerd 2.2.4's
+// block-view-noparent list): the upper disk is attached read-only, its ext4 mounted 'ro', and
+// the rootfs is a read-only bind of {{ mount 0 }}/upper. The mkdir directive is satisfied by the
+// directory the image already holds.
+TEST_F(GuestRootfsShapes, ReadOnlyUpperViewIsAReadOnlyBindOfTheReadOnlyExt4) {
+  std::string upper_image = make_ext4_image(temp);
+  with_ext4(temp, upper_image, [](const std::string& dir) {
+    fs::create_directories(dir + "/upper/etc");
+    write_file(dir + "/upper/etc/hostname", "made before the view\n");
+  });
+  std::vector<std::string> view_options{"ro", "X-containerd.mkdir.path={{ mount 0 }}/upper:0755",
+                                        "X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper",
+                                        "X-erofs-vmdk.rootfs-readonly=true"};
+  {
+    AttachedImage upper(upper_image, false, /*read_only=*/true);
+    TeardownGuard guard(base(), "roview", rootfs());
+    auto result =
+        guest::mount_rootfs(mount_request({ext4_upper(upper.device(), view_options)}, "roview",
+                                          rootfs(), base()));
+    EXPECT_EQ(result.rootfs_kind, "bind");
+    EXPECT_TRUE(result.read_only);
+    EXPECT_EQ(result.bind_source, base() + "/roview/multi-layer/upper/upper");
+    EXPECT_TRUE(mount_is_read_only(base() + "/roview/multi-layer/upper"));  // the ext4 itself
+    EXPECT_TRUE(mount_is_read_only(rootfs()));
+    EXPECT_EQ(fstype_at(rootfs()), "ext4");
+    EXPECT_EQ(read_file(rootfs() + "/etc/hostname"), "made before the view\n");
+    EXPECT_EQ(create_errno(rootfs() + "/new"), EROFS);
+    teardown_and_expect_nothing_left("roview", base(), rootfs());
+  }
+  with_ext4(temp, upper_image, [](const std::string& dir) {
+    EXPECT_FALSE(fs::exists(dir + "/upper/new"));
+    EXPECT_EQ(read_file(dir + "/upper/etc/hostname"), "made before the view\n");
+  });
+
+  // An image without the directory cannot gain it on a read-only disk: refused naming the
+  // directive, and rolled back.
+  std::string empty_image = make_ext4_image(temp, "empty-upper.img");
+  AttachedImage empty(empty_image, false, true);
+  try {
+    guest::mount_rootfs(
+        mount_request({ext4_upper(empty.device(), view_options)}, "bad", rootfs(), base()));
+    ADD_FAILURE() << "mounted a read-only view whose directory is missing";
+  } catch (const Error& error) {
+    std::string what = error.what();
+    for (const char* needle : {"mkdir directive '{{ mount 0 }}/upper:0755'",
+                               "does not exist and cannot be created: the mount is read-only",
+                               "rolled back"}) {
+      EXPECT_NE(what.find(needle), std::string::npos) << what;
+    }
+  }
+  expect_nothing_left(base(), rootfs());
+  EXPECT_FALSE(fs::exists(guest::journal_path(base(), "bad")));
+}
+
 // The journal covers the new shapes: killed after any mount step (through the CLI), a
 // teardown undoes exactly what was done and keeps what the container wrote in the upper.
 TEST_F(GuestRootfsShapes, CrashAtEveryStepOfAnUpperBindThenTeardownIsClean) {

@@ -11,6 +11,7 @@
 
 #include "evmdk/error.h"
 #include "evmdk/host/hook/hook.h"
+#include "hook_golden.h"
 #include "layer_fixtures.h"
 #include "test_support.h"
 
@@ -19,36 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string replace_all(std::string text, const std::string& from, const std::string& to) {
-  for (size_t pos = 0; (pos = text.find(from, pos)) != std::string::npos; pos += to.size()) {
-    text.replace(pos, from.size(), to);
-  }
-  return text;
-}
-
-// What a golden file pins down: the disks to attach and the guest storages (paths relative to
-// the work dir), the rootfs description, shares and notes.
-json project(const json& output, const std::string& work) {
-  json disks = json::array();
-  for (const auto& disk : output["disks"]) {
-    disks.push_back({{"role", disk["role"]},
-                     {"path", disk["path"]},
-                     {"format", disk["format"]},
-                     {"read_only", disk["read_only"]},
-                     {"serial", disk["serial"]},
-                     {"created", disk["created"]},
-                     {"blockdev-add", disk["qemu"]["blockdev-add"]},
-                     {"device_add", disk["qemu"]["device_add"]}});
-  }
-  json projected{{"disks", disks},
-                 {"storages", output["storages"]},
-                 {"rootfs", output["rootfs"]},
-                 {"shares", output["shares"]},
-                 {"notes", output["notes"]},
-                 {"verity", output["verity"]}};
-  return json::parse(replace_all(projected.dump(), work, "@WORK@"));
-}
 
 class HookGolden : public ::testing::Test {
  protected:
@@ -112,18 +83,7 @@ class HookGolden : public ::testing::Test {
     }
     EXPECT_EQ(json::parse(test::read_file(output["dir"].get<std::string>() + "/storage.json")),
               output["storages"]);
-    json actual = project(output, work_.path());
-    std::string golden_path = test::source_dir() + "/tests/host/golden/hook/" + shape + ".json";
-    const char* update = std::getenv("EVMDK_UPDATE_GOLDEN");
-    if (update != nullptr && std::string(update) == "1") {
-      fs::create_directories(fs::path(golden_path).parent_path());
-      test::write_file(golden_path, actual.dump(2) + "\n");
-      return;
-    }
-    ASSERT_TRUE(fs::exists(golden_path)) << "missing golden file " << golden_path
-                                         << " (run with EVMDK_UPDATE_GOLDEN=1)";
-    json expected = json::parse(test::read_file(golden_path));
-    EXPECT_EQ(actual, expected) << "golden " << shape << " differs; actual:\n" << actual.dump(2);
+    test::expect_hook_golden(shape, test::project_hook_output(output, work_.path()));
   }
 
   test::TempDir work_;

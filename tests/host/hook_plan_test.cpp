@@ -200,6 +200,94 @@ TEST(HookPlan, DirectoryModeTemplatesInOptionsFollowTheGuestNumbering) {
   EXPECT_THAT(plan.mkdir_specs, ElementsAre("{{ mount 1 }}/etc:0700:0:0"));
 }
 
+// Issue 14 item 2: block mode's read-only view without parents (containerd 2.2.4's
+// block-view-noparent list): the ext4 upper carries 'ro' and is only ever bound read-only.
+TEST(HookPlan, ReadOnlyViewWithoutParentsBindsTheReadOnlyUpper) {
+  HookPlan plan = plan_of(R"([
+    {"type":"mkfs/ext4","source":"/s/10/rwlayer.img",
+     "options":["X-containerd.mkfs.fs=ext4","X-containerd.mkfs.size=67108864","ro","loop"]},
+    {"type":"format/mkdir/bind","source":"{{ mount 0 }}/upper",
+     "options":["X-containerd.mkdir.path={{ mount 0 }}/upper:0755","ro","rbind"]}])");
+  ASSERT_TRUE(plan.upper);
+  EXPECT_TRUE(plan.upper->read_only);
+  EXPECT_EQ(plan.upper->mkfs_size, 67108864u);
+  EXPECT_EQ(plan.rootfs, RootfsKind::Bind);
+  EXPECT_EQ(plan.upper_kind, UpperKind::Ext4Disk);
+  EXPECT_TRUE(plan.read_only);
+  EXPECT_EQ(plan.bind_source, "{{ mount 0 }}/upper");
+  EXPECT_THAT(plan.mkdir_specs, ElementsAre("{{ mount 0 }}/upper:0755"));
+  // Even without 'ro' on the bind, a read-only upper makes the bind read-only.
+  HookPlan implied = plan_of(R"([
+    {"type":"mkfs/ext4","source":"/r","options":["X-containerd.mkfs.size=4096","ro"]},
+    {"type":"format/bind","source":"{{ mount 0 }}/upper","options":["rbind"]}])");
+  EXPECT_TRUE(implied.read_only);
+  // The writable case is unchanged.
+  HookPlan writable = plan_of(R"([
+    {"type":"mkfs/ext4","source":"/r","options":["X-containerd.mkfs.size=4096","rw"]},
+    {"type":"format/bind","source":"{{ mount 0 }}/upper","options":["rw","rbind"]}])");
+  EXPECT_FALSE(writable.upper->read_only);
+  EXPECT_FALSE(writable.read_only);
+}
+
+TEST(HookPlan, ReadOnlyUpperIsRefusedWhereItWouldHaveToBeWritten) {
+  EXPECT_THAT(error_of(R"([
+    {"type":"mkfs/ext4","source":"/r","options":["X-containerd.mkfs.size=4096","ro"]},
+    {"type":"erofs","source":"/a"},
+    {"type":"format/mkdir/overlay","options":["upperdir={{ mount 0 }}/upper","workdir={{ mount 0 }}/work","lowerdir={{ mount 1 }}"]}])"),
+              AllOf(HasSubstr("mount 0 (type 'mkfs/ext4'): option 'ro'"),
+                    HasSubstr("not be an overlay's upperdir")));
+  EXPECT_THAT(error_of(R"([
+    {"type":"mkfs/ext4","source":"/r","options":["X-containerd.mkfs.size=4096","ro"]},
+    {"type":"format/bind","source":"{{ mount 0 }}/upper","options":["rw","rbind"]}])"),
+              AllOf(HasSubstr("mount 1 (type 'format/bind'): option 'rw' on a bind of the "
+                              "read-only upper"),
+                    HasSubstr("mount 0 (type 'mkfs/ext4') has 'ro'")));
+}
+
+// Issue 14 item 3: containerd 2.1 hands over ONE overlay of host directories. Planning keeps
+// the directories (the hook maps them to layer files through the mount table).
+TEST(HookPlan, Containerd21OverlayOfHostLowerdirs) {
+  HookPlan active = plan_of(R"([{"type":"overlay","source":"overlay","options":[
+    "workdir=/s/5/work","upperdir=/s/5/fs","lowerdir=/s/4/fs:/s/3/fs:/s/2/fs:/s/1/fs"]}])");
+  ASSERT_EQ(active.lowers.size(), 4u);
+  std::vector<std::string> directories;
+  for (const auto& lower : active.lowers) {
+    directories.push_back(lower.host_directory);
+    EXPECT_TRUE(lower.image.empty());
+    EXPECT_EQ(lower.mount_index, 0u);
+  }
+  EXPECT_THAT(directories, ElementsAre("/s/4/fs", "/s/3/fs", "/s/2/fs", "/s/1/fs"));
+  EXPECT_EQ(active.rootfs, RootfsKind::Overlay);
+  EXPECT_EQ(active.upper_kind, UpperKind::GuestMemory);
+  EXPECT_EQ(active.host_upperdir, "/s/5/fs");
+  EXPECT_EQ(active.guest_lowerdir, "{{ overlay 1 4 }}");
+  EXPECT_FALSE(active.read_only);
+
+  HookPlan view = plan_of(R"([{"type":"overlay","source":"overlay","options":[
+    "lowerdir=/s/4/fs:/s/3/fs"]}])");
+  EXPECT_EQ(view.lowers.size(), 2u);
+  EXPECT_EQ(view.upper_kind, UpperKind::None);
+  EXPECT_TRUE(view.read_only);
+  HookPlan one = plan_of(R"([{"type":"overlay","source":"overlay","options":[
+    "workdir=/s/7/work","upperdir=/s/7/fs","lowerdir=/s/1/fs"]}])");
+  EXPECT_EQ(one.guest_lowerdir, "{{ mount 1 }}");
+
+  // What cannot be a 2.1 list, named.
+  EXPECT_THAT(error_of(R"([{"type":"overlay","options":["lowerdir={{ mount 0 }}"]}])"),
+              HasSubstr("a template, but no mount of the list comes before it"));
+  EXPECT_THAT(error_of(R"([{"type":"overlay","options":["lowerdir=s/1/fs"]}])"),
+              HasSubstr("mount 0 (type 'overlay') option 'lowerdir=s/1/fs'"));
+  EXPECT_THAT(error_of(R"([{"type":"overlay","options":["upperdir=/u","workdir=/w"]}])"),
+              HasSubstr("no lowerdir= option"));
+  EXPECT_THAT(error_of(R"([{"type":"overlay","options":["lowerdir=/s/1/fs",
+                            "X-containerd.mkdir.path={{ mount 0 }}/x:0755"]}])"),
+              HasSubstr("mkdir directive"));
+  EXPECT_THAT(error_of(R"([{"type":"overlay","options":["lowerdir=/s/1/fs","upperdir=/u"]}])"),
+              HasSubstr("upperdir= and workdir= must come together"));
+  EXPECT_THAT(error_of(R"([{"type":"format/overlay","options":["lowerdir=/s/1/fs"]}])"),
+              HasSubstr("expected erofs, bind, or containerd 2.1's overlay of host lowerdirs"));
+}
+
 TEST(HookPlan, RefusesShapesItDoesNotUnderstandNamingTheMount) {
   EXPECT_THAT(error_of(R"([{"type":"tmpfs","source":"none"}])"),
               HasSubstr("mount 0 (type 'tmpfs')"));

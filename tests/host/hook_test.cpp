@@ -13,6 +13,7 @@
 #include "evmdk/host/verity/verity.h"
 #include "evmdk/storage_spec.h"
 #include "layer_fixtures.h"
+#include "real_fixtures.h"
 #include "test_support.h"
 
 namespace evmdk::host {
@@ -164,6 +165,42 @@ TEST_F(Hook, FsmetaAndItsDeviceBlobsAreProtectedOnTheFlatDisk) {
             read_verity_sidecar(fixture.blob + ".dmverity").root_hash);
   EXPECT_EQ(output["verity"]["unprotected"], json::array());
   cleanup_hook("c1", state_);
+}
+
+// Issue 14 item 2, containerd 2.2.4's own block-view-noparent list: the image is created as for
+// the writable case (sparse, of the size, ext4), with upper/ already in it (the guest sees the
+// disk read-only and cannot make it), attached read-only, and kept by cleanup; an existing
+// image is used as is.
+TEST_F(Hook, ReadOnlyViewWithoutParentsCreatesItsImageAndAttachesItReadOnly) {
+  EVMDK_REQUIRE_TOOLS("debugfs", "blkid");
+  std::string snapshots = work_ / "snapshots";
+  fs::create_directories(snapshots + "/10");
+  std::string list =
+      test::read_fixture_list(test::containerd22_list("block-view-noparent"), snapshots);
+  json output = hook("rov", list);
+  const std::string image = snapshots + "/10/rwlayer.img";
+  ASSERT_TRUE(fs::exists(image));
+  EXPECT_EQ(fs::file_size(image), 67108864u);
+  EXPECT_EQ(test::run({"blkid", "-o", "value", "-s", "TYPE", image}).out, "ext4\n");
+  auto stat_upper = test::run({"debugfs", "-R", "stat /upper", image});
+  EXPECT_THAT(stat_upper.out, HasSubstr("Type: directory"));
+  EXPECT_THAT(stat_upper.out, HasSubstr("Mode:  0755"));
+  ASSERT_EQ(output["disks"].size(), 1u);
+  const json& disk = output["disks"][0];
+  EXPECT_TRUE(disk["read_only"].get<bool>());
+  EXPECT_TRUE(disk["created"].get<bool>());
+  EXPECT_EQ(disk["qemu"]["blockdev-add"]["read-only"], true);
+  EXPECT_EQ(disk["qemu"]["blockdev-add"]["file"]["read-only"], true);
+  EXPECT_THAT(disk["qemu"]["drive_args"][1].get<std::string>(), HasSubstr(",readonly=on"));
+  EXPECT_TRUE(output["rootfs"]["read_only"].get<bool>());
+  EXPECT_EQ(output["storages"][0]["options"][0], "ro");
+  ASSERT_EQ(test::cli({"hook", "cleanup", "--id", "rov", "--state-dir", state_}).exit_code, 0);
+  EXPECT_TRUE(fs::exists(image)) << "the image is containerd's snapshot, not the hook's";
+
+  // Now it exists: used as is, not created again.
+  json again = hook("rov2", list);
+  EXPECT_FALSE(again["disks"][0]["created"].get<bool>());
+  EXPECT_TRUE(again["disks"][0]["read_only"].get<bool>());
 }
 
 TEST_F(Hook, CleanupRemovesExactlyWhatTheHookCreatedAndIsIdempotent) {

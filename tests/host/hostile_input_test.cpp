@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "evmdk/checksum.h"
 #include "layer_fixtures.h"
+#include "real_fixtures.h"
 
 namespace evmdk {
 namespace {
@@ -336,6 +338,108 @@ TEST_F(HostileVerityTest, DataAreaSmallerThanTheFilesystemIsRefused) {
   EXPECT_EQ(compose.exit_code, 1);
   EXPECT_THAT(compose.err, AllOf(HasSubstr("layer " + layer), HasSubstr("dm-verity covers 4096 bytes"),
                                  HasSubstr("EROFS filesystem is")));
+}
+
+}  // namespace
+}  // namespace evmdk
+
+// ---- issue 14: the new shapes (tar-index devices, read-only uppers, containerd 2.1 lists) ----
+
+namespace evmdk {
+namespace {
+
+// A copy of tar-index layer 1 whose device slot says `blocks` blocks at `mapped_blkaddr`,
+// with the superblock checksum (it covers the 512-byte block holding the slot) recomputed.
+std::string tarindex_with_slot(const std::string& path, uint32_t blocks, uint32_t mapped_blkaddr) {
+  std::string image = test::read_file(test::tarindex_layer(1));
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) image[at + static_cast<size_t>(i)] = static_cast<char>(v >> (8 * i));
+  };
+  const size_t slot = 9 * 128;  // devt_slotoff 9
+  put32(slot + 64, blocks);
+  put32(slot + 68, mapped_blkaddr);
+  std::string covered = image.substr(1024, 512);
+  covered[4] = covered[5] = covered[6] = covered[7] = 0;
+  put32(1024 + 4, crc32c_update(~0u, covered.data(), covered.size()));
+  test::write_file(path, image);
+  return path;
+}
+
+// A tar-index layer whose device runs past its file, or maps the largest 32-bit address, is
+// still a layer that needs its device: refused in the hook naming the mount, the device and
+// the range, with nothing written.
+TEST_F(HostileInputTest, TarIndexDeviceBeyondItsFileIsRefusedNamingMountAndRange) {
+  fs::create_directories(dir / "s/1");
+  struct Case {
+    uint32_t blocks, mapped;
+    std::string range;
+  } cases[] = {{4000, 8, "bytes 4096..2052096"},
+               {0xFFFFFFFFu, 0xFFFFFFFFu, "bytes 2199023255040..4398046510080"}};
+  for (const auto& c : cases) {
+    std::string layer = tarindex_with_slot(dir / "s/1/layer.erofs", c.blocks, c.mapped);
+    auto result = hook(R"([{"type":"erofs","source":")" + layer + R"(","options":["ro","loop"]}])");
+    EXPECT_EQ(result.exit_code, 1) << result.out;
+    EXPECT_THAT(result.err, AllOf(HasSubstr("mount 0 (type 'erofs')"),
+                                  HasSubstr("device 1 is mapped at " + c.range),
+                                  HasSubstr("beyond the file's 1079296 bytes")));
+    EXPECT_FALSE(fs::exists(state())) << "nothing may be written";
+  }
+}
+
+// A read-only upper can never become writable: not as an overlay's upperdir, not through a
+// writable bind.
+TEST_F(HostileInputTest, ReadOnlyUpperIsNeverWritable) {
+  auto overlay = hook(R"([{"type":"mkfs/ext4","source":"/s/rw.img","options":["X-containerd.mkfs.size=67108864","ro"]},
+    {"type":"erofs","source":"/s/1/layer.erofs"},
+    {"type":"format/mkdir/overlay","source":"overlay","options":["workdir={{ mount 0 }}/work",
+     "upperdir={{ mount 0 }}/upper","lowerdir={{ mount 1 }}"]}])");
+  EXPECT_EQ(overlay.exit_code, 1);
+  EXPECT_THAT(overlay.err, HasSubstr("mount 0 (type 'mkfs/ext4'): option 'ro'"));
+  auto bind = hook(R"([{"type":"mkfs/ext4","source":"/s/rw.img","options":["X-containerd.mkfs.size=67108864","ro"]},
+    {"type":"format/bind","source":"{{ mount 0 }}/upper","options":["rbind","rw"]}])");
+  EXPECT_EQ(bind.exit_code, 1);
+  EXPECT_THAT(bind.err, HasSubstr("option 'rw' on a bind of the read-only upper"));
+  EXPECT_FALSE(fs::exists(state()));
+}
+
+// containerd 2.1's overlay of host directories: a host path the mount table does not prove to
+// be that snapshot's own EROFS mount is refused naming it and saying which containerd gives
+// the VM the layer files; hostile values never reach the file system. (The accepted shape, over
+// real loop mounts, is hook_real_lists_golden_root_test.cpp.)
+TEST_F(HostileInputTest, Containerd21HostLowerdirsAreMappedOnlyWhenProven) {
+  fs::create_directories(dir / "s/1/fs");
+  test::write_file(dir / "s/1/layer.erofs", test::read_file(test::tarindex_layer(1)));
+  fs::create_directory_symlink(dir / "s/1/fs", dir / "s/2");
+  auto overlay = [&](const std::string& lowerdir) {
+    return hook(R"([{"type":"overlay","source":"overlay","options":["workdir=/s/5/work",
+      "upperdir=/s/5/fs","lowerdir=)" + lowerdir + R"("]}])");
+  };
+  struct Case {
+    std::string lowerdir;
+    std::vector<std::string> needles;
+  } cases[] = {
+      {dir / "s/1/fs", {dir / "s/1/fs", "not a mount point", "containerd 2.2"}},
+      {dir / "s/2", {dir / "s/2", "without symlinks"}},
+      {dir / "s/9/fs", {dir / "s/9/fs"}},
+      {"/proc/self/root", {"/proc/self/root"}},
+      {"s/1/fs", {"option 'lowerdir=s/1/fs'"}},
+      {dir / "s/1/fs::/x", {"mount 0 (type 'overlay')"}},
+      {std::string(dir / "s/1/fs") + "\\\\:x", {"mount 0 (type 'overlay')"}},
+      {"{{ overlay 0 4000000000 }}", {"no mount of the list comes before it"}},
+  };
+  for (const auto& c : cases) {
+    auto result = overlay(c.lowerdir);
+    EXPECT_EQ(result.exit_code, 1) << c.lowerdir << "\n" << result.out;
+    EXPECT_NE(result.exit_code, 137) << c.lowerdir << ": hung";
+    for (const auto& needle : c.needles) EXPECT_THAT(result.err, HasSubstr(needle)) << c.lowerdir;
+    EXPECT_FALSE(fs::exists(state())) << c.lowerdir << ": nothing may be written";
+  }
+  // A long list is refused at its first unproven entry, in bounded time and memory.
+  std::string many;
+  for (int i = 0; i < 20000; ++i) many += (i ? ":" : "") + std::string(dir / "s/1/fs");
+  auto result = overlay(many);
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, AllOf(HasSubstr("not a mount point"), Not(HasSubstr("bad_alloc"))));
 }
 
 }  // namespace

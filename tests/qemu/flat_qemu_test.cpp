@@ -3,6 +3,7 @@
 // slices of the disk passed as device= options; 6.12 (the newer lane) reads the devices from
 // the disk at their mapped_blkaddr itself, and no loop device is needed.
 #include "flat_fixture.h"
+#include "real_fixtures.h"
 #include "scenario.h"
 
 namespace evmdk::qemu {
@@ -77,6 +78,45 @@ evmdk_check_clean after-teardown
   std::vector<std::string> checks{"mount",          "content-first.bin", "content-second.bin",
                                   "content-hostname", "one-erofs-mount",
                                   paths.native ? "no-loop-slices" : "loop-slices-bound", "teardown"};
+  checks.insert(checks.end(), paths.names.begin(), paths.names.end());
+  EVMDK_EXPECT_GUEST_PASSED(outcome, expected_checks(checks, {"after-teardown"}));
+}
+
+// The real tool's flat layout (issue 14 item 4): erofs-utils 1.8.10's rebuild-mode fsmeta over
+// its three layers, composed in flat mode (the same bytes as erofs-utils' own merged.vmdk,
+// tests/host/compose_real_fixtures_test.cpp), mounted by the guest: flat-device mode on 6.12,
+// three loop slices + device= on 6.1.
+TEST_F(FlatDisk, ErofsUtilsRebuildFsmetaMountsOnGuestKernel) {
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  compose(host::ComposeMode::Flat, test::copy_erofs_utils_flat(path("erofs-utils")));
+  std::map<std::string, std::string> expected;
+  std::string script = R"SH(
+R=/run/containers/eu/rootfs
+evmdk_check mount evmdk_guest_mount eu "$R" || exit 1
+)SH";
+  std::vector<std::string> checks{"mount", "one-erofs-mount", "teardown"};
+  auto paths = mount_path_checks(env_, "eu", FlatPath::kNative);
+  script += paths.script;
+  size_t i = 0;
+  for (const auto& [file, contents] : test::erofs_utils_fsmeta_files()) {
+    expected[fmt::format("expected-{}", i)] = contents;
+    script += fmt::format("evmdk_check content-{0} cmp \"$R/{1}\" /job/expected-{0}\n", i, file);
+    checks.push_back(fmt::format("content-{}", i++));
+  }
+  script += R"SH(
+evmdk_expect_eq one-erofs-mount "$(grep -c ' erofs ' /proc/mounts)" "1"
+bound=0
+for b in /sys/block/loop*/loop/backing_file; do [ -f "$b" ] && bound=$((bound + 1)); done
+)SH";
+  script += paths.native ? "evmdk_expect_eq device-slices \"$bound\" 0\n"
+                         : "evmdk_expect_eq device-slices \"$bound\" 3\n";
+  checks.push_back("device-slices");
+  script += R"SH(
+evmdk_check teardown evmdk_guest_teardown eu "$R"
+evmdk_check_clean after-teardown
+)SH";
+  auto outcome = boot(disk_config("erofs-utils-flat"), script, expected);
+  print_mount_paths(env_, outcome, "erofs-utils 1.8.10 fsmeta");
   checks.insert(checks.end(), paths.names.begin(), paths.names.end());
   EVMDK_EXPECT_GUEST_PASSED(outcome, expected_checks(checks, {"after-teardown"}));
 }

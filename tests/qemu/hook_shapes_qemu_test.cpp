@@ -9,6 +9,7 @@
 // Teardown must leave nothing.
 #include <filesystem>
 
+#include "real_fixtures.h"
 #include "scenario.h"
 
 namespace evmdk::qemu {
@@ -117,6 +118,81 @@ evmdk_check nothing-under-base sh -c "! ls -A $EVMDK_BASE | grep ."
     auto cleanup = test::cli({"hook", "cleanup", "--id", id, "--state-dir", path("state")});
     EXPECT_EQ(cleanup.exit_code, 0) << id << ": " << cleanup.out << cleanup.err;
   }
+}
+
+// Block mode's read-only view without parents (issue 14 item 2), containerd 2.2.4's own list
+// (block-view-noparent.json: mkfs/ext4 with 'ro', format/mkdir/bind {{ mount 0 }}/upper with
+// 'ro,rbind'): the upper disk is attached read-only and the guest binds upper/ read-only. Once
+// with no image yet (the hook creates it, as for the writable case) and once with an image
+// whose upper/ already holds a file.
+TEST_F(HookShapesQemu, ReadOnlyViewWithoutParentsFromTheRealList) {
+  EVMDK_REQUIRE_ROOT();
+  EVMDK_REQUIRE_TOOLS("mkfs.ext4", "debugfs");
+  EVMDK_REQUIRE_CLI("guest", "mount");
+  EVMDK_REQUIRE_CLI("hook");
+  const std::string snapshots = path("snapshots");
+  const std::string fresh = snapshots + "/10/rwlayer.img";
+  const std::string existing = snapshots + "/11/rwlayer.img";
+  fs::create_directories(snapshots + "/10");
+  fs::create_directories(snapshots + "/11");
+  test::make_tree(path("existing-tree"), {{"upper/etc/hostname", "made before the view\n"}});
+  auto made = test::run({"mkfs.ext4", "-q", "-d", path("existing-tree"), existing, "64M"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+
+  std::string list = test::read_fixture_list(test::containerd22_list("block-view-noparent"), snapshots);
+  json fresh_list = json::parse(list);
+  json existing_list = fresh_list;
+  existing_list[0]["source"] = existing;
+  GuestConfig boot = config("hook-ro-view");
+  json fresh_storages = hook("rov-new", fresh_list, boot);
+  json existing_storages = hook("rov-old", existing_list, boot);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_TRUE(fs::exists(fresh)) << "the hook did not create the upper image";
+  for (const auto& id : {"rov-new", "rov-old"}) {
+    json output = json::parse(test::read_file(path(std::string("state/") + id + "/hook.json")));
+    ASSERT_EQ(output.at("disks").size(), 1u) << output.dump(2);
+    EXPECT_EQ(output["disks"][0]["role"], "upper");
+    EXPECT_TRUE(output["disks"][0]["read_only"].get<bool>()) << output.dump(2);
+    EXPECT_TRUE(output["rootfs"]["read_only"].get<bool>()) << output.dump(2);
+  }
+
+  auto job = scenario_job(fresh_storages.dump(2), R"SH(
+evmdk_write_refused() {  # FILE: fails unless the write fails with EROFS
+  if (echo x > "$1") 2>/tmp/err; then echo "write to $1 succeeded"; return 1; fi
+  cat /tmp/err; grep -q 'Read-only file system' /tmp/err
+}
+N=/run/containers/rov-new/rootfs
+evmdk_check new-mount evmdk_guest_mount rov-new "$N" || exit 1
+evmdk_expect_eq new-read-only "$(evmdk_mount_field rov-new read_only)" true
+evmdk_check new-is-read-only-ext4 sh -c "grep -E ' $N ext4 ro[ ,]' /proc/mounts"
+evmdk_check new-upper-read-only sh -c "grep -E ' $EVMDK_BASE/rov-new/multi-layer/upper ext4 ro[ ,]' /proc/mounts"
+evmdk_check new-is-empty sh -c "test -z \"\$(ls -A $N)\""
+evmdk_check new-write-refused evmdk_write_refused "$N/new"
+O=/run/containers/rov-old/rootfs
+EVMDK_STORAGES=/job/existing.json
+evmdk_check old-mount evmdk_guest_mount rov-old "$O" || exit 1
+evmdk_expect_eq old-content "$(cat $O/etc/hostname)" "made before the view"
+evmdk_check old-write-refused evmdk_write_refused "$O/etc/hostname"
+evmdk_check new-teardown evmdk_guest_teardown rov-new "$N"
+evmdk_check old-teardown evmdk_guest_teardown rov-old "$O"
+evmdk_check_clean after-teardown
+)SH");
+  job.files["existing.json"] = existing_storages.dump(2);
+  auto outcome = run_guest(env_, boot, job);
+  EVMDK_EXPECT_GUEST_PASSED(
+      outcome, expected_checks({"new-mount", "new-read-only", "new-is-read-only-ext4",
+                                "new-upper-read-only", "new-is-empty", "new-write-refused",
+                                "old-mount", "old-content", "old-write-refused", "new-teardown",
+                                "old-teardown"},
+                               {"after-teardown"}));
+  // Nothing was written to either image.
+  auto kept = test::run({"debugfs", "-R", "cat /upper/etc/hostname", existing});
+  EXPECT_EQ(kept.out, "made before the view\n") << kept.err;
+  for (const char* id : {"rov-new", "rov-old"}) {
+    auto cleanup = test::cli({"hook", "cleanup", "--id", id, "--state-dir", path("state")});
+    EXPECT_EQ(cleanup.exit_code, 0) << id << ": " << cleanup.out << cleanup.err;
+  }
+  EXPECT_TRUE(fs::exists(fresh)) << "the upper image is containerd's snapshot, not the hook's";
 }
 
 }  // namespace

@@ -181,10 +181,12 @@ inline std::string scenario_prelude() {
 EVMDK_BASE=/run/erofs-vmdk
 # guest mount's JSON report (which paths it took) is kept in /run/evmdk-mount-ID.json for
 # evmdk_mount_field. EVMDK_MOUNT_TIMEOUT_MS, when set, bounds the wait for disks (hot-plug);
-# EVMDK_MOUNT_PARALLEL, when set, is --parallel (lowers mounted at once).
+# EVMDK_MOUNT_PARALLEL, when set, is --parallel (lowers mounted at once); EVMDK_STORAGES, when
+# set, is the storage list (several containers in one guest), else /job/storage.json.
 evmdk_guest_mount() {  # ID ROOTFS
   local mount_out mount_rc
-  mount_out=$(erofs-vmdk guest mount --storages /job/storage.json --id "$1" --rootfs "$2" \
+  mount_out=$(erofs-vmdk guest mount --storages "${EVMDK_STORAGES:-/job/storage.json}" \
+    --id "$1" --rootfs "$2" \
     --base "$EVMDK_BASE" ${EVMDK_MOUNT_TIMEOUT_MS:+--timeout-ms "$EVMDK_MOUNT_TIMEOUT_MS"} \
     ${EVMDK_MOUNT_PARALLEL:+--parallel "$EVMDK_MOUNT_PARALLEL"})
   mount_rc=$?
@@ -250,22 +252,38 @@ inline bool kernel_has_native_mount_paths(const GuestEnvironment& env) {
                      " (lanes are 6.1 and 6.12)");
 }
 
+// `prefix` goes before each check's name (several containers in one guest).
 inline MountPathChecks mount_path_checks(const GuestEnvironment& env, const std::string& id,
-                                         FlatPath flat) {
+                                         FlatPath flat, const std::string& prefix = "") {
   MountPathChecks checks;
   checks.native = kernel_has_native_mount_paths(env);
   checks.script = fmt::format(
-      "evmdk_expect_eq overlay-method \"$(evmdk_mount_field {} overlay_method)\" \"{}\"\n", id,
-      checks.native ? "fsconfig lowerdir+" : "mount(2) relative paths");
-  checks.names.push_back("overlay-method");
+      "evmdk_expect_eq {}overlay-method \"$(evmdk_mount_field {} overlay_method)\" \"{}\"\n",
+      prefix, id, checks.native ? "fsconfig lowerdir+" : "mount(2) relative paths");
+  checks.names.push_back(prefix + "overlay-method");
   if (flat != FlatPath::kNone) {
     bool expected = flat == FlatPath::kNative && checks.native;
     checks.script += fmt::format(
-        "evmdk_expect_eq flat-device-mode \"$(evmdk_mount_field {} flat_device_mode)\" {}\n", id,
-        expected ? "true" : "false");
-    checks.names.push_back("flat-device-mode");
+        "evmdk_expect_eq {}flat-device-mode \"$(evmdk_mount_field {} flat_device_mode)\" {}\n",
+        prefix, id, expected ? "true" : "false");
+    checks.names.push_back(prefix + "flat-device-mode");
   }
   return checks;
+}
+
+// Prints (to the test's output) which mount paths the guest took, as its report said: the
+// detail of each check whose name ends in "overlay-method" or "flat-device-mode".
+inline void print_mount_paths(const GuestEnvironment& env, const GuestOutcome& outcome,
+                              const std::string& scenario) {
+  for (const auto& result : outcome.results) {
+    for (std::string_view suffix : {"overlay-method", "flat-device-mode"}) {
+      if (result.name.size() >= suffix.size() &&
+          result.name.compare(result.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        std::fprintf(stderr, "[mount path] %s, guest kernel %s: %s = %s\n", scenario.c_str(),
+                     env.kernel_version.c_str(), result.name.c_str(), result.detail.c_str());
+      }
+    }
+  }
 }
 
 inline GuestJob scenario_job(const std::string& storage_json, const std::string& body) {

@@ -459,6 +459,22 @@ struct Planner {
     result.layout = std::move(layout);
   }
 
+  // Layers whose devices all lie inside their own file (tar-index layers) go on a raw disk or
+  // one partition whole (sized from the file, which holds layer_end), so the guest finds each
+  // device at its mapped offset. dm-verity of such a layer would have to cover the devices too, and
+  // the guest reads a protected multi-device lower's devices only through per-device trees: refused
+  // for now.
+  void check_in_file_devices(const std::vector<ComposedLayer>& layers) const {
+    for (const auto& layer : layers) {
+      if (!layer.info.devices.empty() && inputs_[layer.index].verity) {
+        throw Error(
+            "layer {} ({}): dm-verity for a layer whose device table maps devices inside its "
+            "own file (a tar-index layer) is not supported; compose it without verity",
+            layer.index, layer.path);
+      }
+    }
+  }
+
   std::vector<LayerInput> inputs_;       // top first (flat: fsmeta, then the blobs in slot order)
   std::optional<uint32_t> entry_count_;  // gpt
 
@@ -475,7 +491,7 @@ struct Planner {
       // Flat-mode blobs need not be EROFS images (erofs-utils' --blobdev writes raw chunks).
       bool maybe_blob = i > 0 && (options.mode == ComposeMode::Flat ||
                                   (options.mode == ComposeMode::Auto && !earlier.empty() &&
-                                   earlier[0].info.extra_devices > 0));
+                                   earlier[0].info.devices_outside_file() > 0));
       InputFile file = open_input_file(layer.path, "file");
       if (maybe_blob && !has_erofs_magic(file, layer.path)) {
         layer.is_erofs = false;
@@ -535,7 +551,7 @@ struct Planner {
       layers.push_back(std::move(layer));
       // Refuse an oversized GPT before probing hundreds of files.
       if (i == 0 && inputs.size() > gpt::kMaxPartitions && options.mode != ComposeMode::Flat &&
-          !(options.mode == ComposeMode::Auto && layers[0].info.extra_devices > 0)) {
+          !(options.mode == ComposeMode::Auto && layers[0].info.devices_outside_file() > 0)) {
         throw_too_many(inputs.size());
       }
     }
@@ -543,7 +559,8 @@ struct Planner {
     ComposeMode mode = options.mode;
     const ErofsInfo& first = layers[0].info;
     if (mode == ComposeMode::Auto) {
-      if (first.extra_devices > 0) {
+      // A tar-index layer's device is inside its own file: one layer like any other.
+      if (first.devices_outside_file() > 0) {
         mode = ComposeMode::Flat;
       } else if (layers.size() == 1) {
         mode = ComposeMode::Raw;
@@ -557,23 +574,26 @@ struct Planner {
         if (layers.size() != 1) {
           throw Error("raw mode takes exactly one layer, {} given (use gpt)", layers.size());
         }
-        if (first.extra_devices > 0) {
+        if (first.devices_outside_file() > 0) {
           throw Error(
               "layer 0 ({}): a multi-device image ({} devices) needs flat mode with its "
-              "device blobs",
-              layers[0].path, first.extra_devices);
+              "device blobs ({})",
+              layers[0].path, first.extra_devices, first.first_device_outside_file());
         }
+        check_in_file_devices(layers);
         plan_raw(layers);
         break;
       case ComposeMode::Gpt:
         for (const auto& layer : layers) {
-          if (layer.info.extra_devices > 0) {
+          if (layer.info.devices_outside_file() > 0) {
             throw Error(
                 "layer {} ({}): a multi-device image ({} devices) cannot be one GPT "
-                "partition; compose it in flat mode with its device blobs",
-                layer.index, layer.path, layer.info.extra_devices);
+                "partition; compose it in flat mode with its device blobs ({})",
+                layer.index, layer.path, layer.info.extra_devices,
+                layer.info.first_device_outside_file());
           }
         }
+        check_in_file_devices(layers);
         plan_gpt(layers);
         break;
       case ComposeMode::Flat:

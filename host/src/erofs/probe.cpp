@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "evmdk/blkid_ptr.h"
+#include "evmdk/checked_math.h"
 #include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/input_file.h"
@@ -59,6 +60,31 @@ void check_with_blkid(int fd, uint64_t offset, uint64_t size, const ErofsInfo& i
     }
   } else if (!zero_uuid) {
     throw Error("{}: libblkid reports no UUID, the superblock says {}", name, info.uuid_string);
+  }
+}
+
+// Bytes [offset, end) device slot `i` maps on the primary device, checked; nullopt when the slot
+// has no mapping (mapped_blkaddr or blocks 0: the kernel then opens the device by its tag).
+std::optional<std::pair<uint64_t, uint64_t>> mapped_range(const ErofsInfo& info, size_t i,
+                                                          const std::string& name) {
+  const DeviceSlot& slot = info.devices[i];
+  if (slot.mapped_blkaddr == 0 || slot.blocks == 0) return std::nullopt;
+  std::string what = fmt::format("{}: device {}", name, i + 1);
+  uint64_t offset =
+      mul_or_throw<uint64_t>(slot.mapped_blkaddr, info.block_size(), what + " offset");
+  uint64_t size = mul_or_throw<uint64_t>(slot.blocks, info.block_size(), what + " size");
+  return std::pair{offset, add_or_throw(offset, size, what + " end")};
+}
+
+// Which devices lie inside the file (part of the layer) and where the layer's bytes end.
+void classify_devices(ErofsInfo& info, const std::string& name) {
+  info.layer_end = info.fs_size;
+  info.device_in_file.assign(info.devices.size(), false);
+  for (size_t i = 0; i < info.devices.size(); ++i) {
+    auto range = mapped_range(info, i, name);
+    if (!range || range->second > info.file_size) continue;
+    info.device_in_file[i] = true;
+    info.layer_end = std::max(info.layer_end, range->second);
   }
 }
 
@@ -125,11 +151,28 @@ ErofsInfo parse_superblock(int fd, uint64_t offset, uint64_t size, const std::st
   }
   // Extra devices without the DEVICE_TABLE feature are refused here.
   info.devices = ondisk::parse_erofs_device_table(ondisk::byte_view(table), sb, name);
+  classify_devices(info, name);
   info.identity = sha256_identity(block, info.fs_size, info.file_size);
   return info;
 }
 
 }  // namespace
+
+size_t ErofsInfo::devices_outside_file() const {
+  return static_cast<size_t>(std::count(device_in_file.begin(), device_in_file.end(), false)) +
+         (devices.size() - std::min(devices.size(), device_in_file.size()));
+}
+
+std::string ErofsInfo::first_device_outside_file() const {
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (i < device_in_file.size() && device_in_file[i]) continue;
+    auto range = mapped_range(*this, i, path);
+    if (!range) return fmt::format("device {} has no mapped_blkaddr/blocks", i + 1);
+    return fmt::format("device {} is mapped at bytes {}..{}, beyond the file's {} bytes", i + 1,
+                       range->first, range->second, file_size);
+  }
+  return {};
+}
 
 std::string feature_names(uint32_t compat, uint32_t incompat) {
   return ondisk::erofs_feature_names(compat, incompat);
@@ -172,7 +215,8 @@ nlohmann::json to_json(const ErofsInfo& info) {
     devices.push_back({{"id", i + 1},
                        {"tag", d.tag},
                        {"blocks", d.blocks},
-                       {"mapped_blkaddr", d.mapped_blkaddr}});
+                       {"mapped_blkaddr", d.mapped_blkaddr},
+                       {"in_file", i < info.device_in_file.size() && info.device_in_file[i]}});
   }
   return nlohmann::json{
       {"path", info.path},
@@ -182,6 +226,7 @@ nlohmann::json to_json(const ErofsInfo& info) {
       {"blocks", info.blocks},
       {"fs_size", info.fs_size},
       {"file_size", info.file_size},
+      {"layer_end", info.layer_end},
       {"uuid", info.uuid_string},
       {"volume_name", info.volume_name},
       {"feature_compat", info.feature_compat},

@@ -1,6 +1,5 @@
 #include "evmdk/host/hook/hook.h"
 
-#include <blkid/blkid.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -11,27 +10,31 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "evmdk/atomic_file.h"
-#include "evmdk/blkid_ptr.h"
 #include "evmdk/contract/container_id.h"
 #include "evmdk/contract/markers.h"
+#include "evmdk/contract/mount_template.h"
 #include "evmdk/digest.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/compose.h"
+#include "evmdk/host/hook/host_lowerdirs.h"
 #include "evmdk/input_file.h"
-#include "evmdk/process.h"
 #include "evmdk/qemu.h"
-#include "evmdk/unique_fd.h"
 #include "hook_files.h"
+#include "upper_image.h"
 
 namespace evmdk::host {
 namespace {
 
 namespace fs = std::filesystem;
+using hook_detail::blkid_type;
 using hook_detail::load_hook_state;
+using hook_detail::NewExt4Image;
 using nlohmann::json;
 
 std::string sha256_hex(const std::string& data) { return to_hex(sha256(data)); }
@@ -53,73 +56,6 @@ json mounts_to_json(const std::vector<ContainerdMount>& mounts) {
 std::string describe_mount(const std::vector<ContainerdMount>& mounts, size_t index) {
   return fmt::format("mount {} (type '{}')", index, mounts[index].type);
 }
-
-// libblkid's view of a file: TYPE, or empty when it finds no filesystem.
-std::string blkid_type(const std::string& path) {
-  BlkidProbePtr probe(blkid_new_probe_from_filename(path.c_str()));
-  if (!probe) throw Error("{}: libblkid cannot open it", path);
-  blkid_probe_enable_superblocks(probe.get(), 1);
-  blkid_probe_set_superblocks_flags(probe.get(), BLKID_SUBLKS_TYPE);
-  if (blkid_do_safeprobe(probe.get()) != 0) return {};
-  const char* type = nullptr;
-  if (blkid_probe_lookup_value(probe.get(), "TYPE", &type, nullptr) != 0 || type == nullptr)
-    return {};
-  return type;
-}
-
-// A freshly made ext4 image at a temp name next to its final path; removed unless published.
-class NewExt4Image {
- public:
-  NewExt4Image(const std::string& final_path, uint64_t size) : final_path_(final_path) {
-    fs::path target(final_path);
-    std::string pattern =
-        (target.parent_path() / ("." + target.filename().string() + ".evmdk-XXXXXX")).string();
-    UniqueFd fd(::mkstemp(pattern.data()));
-    if (!fd) throw_errno("cannot create the upper image next to {}", final_path);
-    temp_path_ = pattern;
-    if (::fchmod(fd.get(), 0600) != 0 || ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
-      int saved = errno;
-      ::unlink(temp_path_.c_str());
-      throw_errno_message(
-          saved, fmt::format("cannot size the upper image {} to {} bytes", final_path, size));
-    }
-    fd.reset();
-    ProcessResult mkfs;
-    try {
-      mkfs = run_process({"mkfs.ext4", "-q", temp_path_});
-    } catch (...) {
-      ::unlink(temp_path_.c_str());
-      throw;
-    }
-    if (mkfs.exit_code != 0) {
-      ::unlink(temp_path_.c_str());
-      throw Error("mkfs.ext4 of the upper {} failed (exit {}): {}", final_path, mkfs.exit_code,
-                  mkfs.err.empty() ? mkfs.out : mkfs.err);
-    }
-  }
-  NewExt4Image(const NewExt4Image&) = delete;
-  NewExt4Image& operator=(const NewExt4Image&) = delete;
-  ~NewExt4Image() {
-    if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
-    if (published_ && !kept_) ::unlink(final_path_.c_str());
-  }
-  // Moves it to its final name, never replacing a file that appeared meanwhile.
-  void publish() {
-    if (::link(temp_path_.c_str(), final_path_.c_str()) != 0) {
-      throw_errno("cannot create the upper image {}", final_path_);
-    }
-    published_ = true;
-    ::unlink(temp_path_.c_str());
-    temp_path_.clear();
-  }
-  void keep() { kept_ = true; }
-
- private:
-  std::string final_path_;
-  std::string temp_path_;
-  bool published_ = false;
-  bool kept_ = false;
-};
 
 // Removes the hook directory (created by this run) if the run fails before committing.
 class DirectoryGuard {
@@ -166,13 +102,14 @@ json disk_json(const std::string& role, const std::string& path, const std::stri
               {"qemu", std::move(qemu)}};
 }
 
-json upper_qemu(const std::string& path, const std::string& serial) {
+json upper_qemu(const std::string& path, const std::string& serial, bool read_only) {
   json blockdev{{"driver", "raw"},
                 {"node-name", serial},
-                {"read-only", false},
-                {"file", {{"driver", "file"}, {"filename", path}, {"read-only", false}}}};
+                {"read-only", read_only},
+                {"file", {{"driver", "file"}, {"filename", path}, {"read-only", read_only}}}};
   std::string device = fmt::format("virtio-blk-pci,drive={},serial={}", serial, serial);
-  std::string drive = fmt::format("file={},format=raw,if=none,id={}", qemu_escape(path), serial);
+  std::string drive = fmt::format("file={},format=raw,if=none,id={}{}", qemu_escape(path), serial,
+                                  read_only ? ",readonly=on" : "");
   return json{{"disk", path},
               {"format", "raw"},
               {"serial", serial},
@@ -306,6 +243,7 @@ class HookRun {
 
   json run() {
     if (auto stored = stored_output()) return *stored;
+    map_host_lowerdirs();
     check_lowers();
     group_lowers();
     check_groups();
@@ -345,6 +283,28 @@ class HookRun {
         dir_);
   }
 
+  // containerd 2.1's host lowerdirs -> their layer files, only where the mount table proves it
+  // (host_lowerdirs.h); check_lowers then opens exactly those files.
+  void map_host_lowerdirs() {
+    std::vector<std::string> directories;
+    for (const auto& lower : plan_.lowers) {
+      if (!lower.host_directory.empty()) directories.push_back(lower.host_directory);
+    }
+    if (directories.empty()) return;
+    std::vector<HostLowerLayer> layers;
+    try {
+      layers = resolve_host_lowerdirs(directories);
+    } catch (const std::exception& error) {
+      throw_with_context(error, describe(plan_.lowers.front().mount_index));
+    }
+    size_t k = 0;
+    for (auto& lower : plan_.lowers) {
+      if (lower.host_directory.empty()) continue;
+      lower.image = layers[k].layer_path;
+      host_layers_.emplace(lower.image, layers[k++]);
+    }
+  }
+
   // Each image probed here, so a bad one is named by its own mount, and each layer's dm-verity:
   // X-containerd.dmverity names its sidecar and makes it required; otherwise the policy decides.
   // An fsmeta's device blobs (containerd's layer.erofs files, each with its own sidecar) get
@@ -358,6 +318,13 @@ class HookRun {
       std::vector<InputFile> devices;
       try {
         image = open_input_file(lower.image, "file");
+        if (auto mapped = host_layers_.find(lower.image);
+            mapped != host_layers_.end() &&
+            (static_cast<uint64_t>(image.st.st_dev) != mapped->second.device ||
+             static_cast<uint64_t>(image.st.st_ino) != mapped->second.inode)) {
+          throw Error("{} is no longer the file mounted on {}", lower.image,
+                      mapped->second.directory);
+        }
         (void)probe_layer(image, lower.image);
         for (const auto& device : lower.devices) {
           // Never blocks on a FIFO; only a regular file can be a device= blob.
@@ -434,7 +401,9 @@ class HookRun {
         (void)plan_compose(group.options);
       } catch (const std::exception& error) {
         std::string which;
+        std::set<size_t> named;  // containerd 2.1's lowers all come from its one mount
         for (size_t index : group.guest_indices) {
+          if (!named.insert(plan_.lowers[index].mount_index).second) continue;
           which += (which.empty() ? "" : ", ") + describe(plan_.lowers[index].mount_index);
         }
         throw_with_context(error, which);
@@ -497,18 +466,31 @@ class HookRun {
   // The upper disk (made now when it is missing) and its Storage.
   void add_upper() {
     if (!plan_.upper) return;
+    const bool read_only = plan_.upper->read_only;
     if (create_upper_) {
-      new_upper_ = std::make_unique<NewExt4Image>(plan_.upper->image, *plan_.upper->mkfs_size);
+      // A read-only view's new image gets the directories its mkdir directives name on the
+      // upper now: the guest sees it through a read-only disk and cannot make them.
+      std::vector<contract::MkdirSpec> directories;
+      if (read_only) {
+        for (const auto& spec : plan_.mkdir_specs) {
+          auto parsed = contract::parse_mkdir_spec(spec, plan_.lowers.size() + 1);
+          if (parsed.mount_index == 0) directories.push_back(std::move(parsed));
+        }
+      }
+      new_upper_ =
+          std::make_unique<NewExt4Image>(plan_.upper->image, *plan_.upper->mkfs_size, directories);
     }
     const std::string serial = serial_for(request_.id, "upper");
-    disks_.push_back(disk_json("upper", upper_image_, "raw", false, serial, create_upper_,
-                               with_device_id(upper_qemu(upper_image_, serial), serial)));
+    disks_.push_back(
+        disk_json("upper", upper_image_, "raw", read_only, serial, create_upper_,
+                  with_device_id(upper_qemu(upper_image_, serial, read_only), serial)));
     Storage upper;
     upper.driver = "blk";
     upper.source = "serial:" + serial;
     upper.fstype = "ext4";
     upper.options = {std::string(marker::kMultiLayer) + "=true",
                      std::string(marker::kOverlayUpper)};
+    if (read_only) upper.options.insert(upper.options.begin(), "ro");
     upper.mount_point = "upper";
     storages_.push_back(std::move(upper));
   }
@@ -625,6 +607,7 @@ class HookRun {
   std::string input_digest_;         // of the mount list and the verity policy
   std::vector<LowerVerity> verity_;  // per planned lower
   std::vector<LowerGroup> groups_;
+  std::map<std::string, HostLowerLayer> host_layers_;  // containerd 2.1: layer file -> its mount
   bool create_upper_ = false;
   std::string upper_image_;  // what QEMU opens read-write: the resolved file, never a symlink
   std::unique_ptr<NewExt4Image> new_upper_;

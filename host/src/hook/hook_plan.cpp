@@ -6,6 +6,7 @@
 #include "evmdk/contract/markers.h"
 #include "evmdk/contract/mount_template.h"
 #include "evmdk/error.h"
+#include "evmdk/host/hook/host_lowerdirs.h"
 
 namespace evmdk::host {
 namespace {
@@ -158,9 +159,11 @@ PlannedUpper plan_upper(const std::vector<ContainerdMount>& mounts, size_t index
                 describe(mounts, index), mount.source);
   }
   for (const auto& option : mount.options) {
-    if (option == "rw" || option == "loop") continue;
-    if (option == "ro") {
-      throw Error("{}: option 'ro': the upper must be writable", describe(mounts, index));
+    if (option == "loop") continue;
+    if (option == "rw" || option == "ro") {
+      // 'ro': block mode's read-only view without parents (checked against the final mount).
+      upper.read_only = option == "ro";
+      continue;
     }
     if (auto fs_type = value_after(option, marker::kContainerdMkfsFs)) {
       if (*fs_type != "ext4") {
@@ -316,7 +319,10 @@ std::vector<size_t> plan_earlier_mounts(const std::vector<ContainerdMount>& moun
   return erofs_indices;
 }
 
-// Single mount: a committed layer or view (erofs), or a directory-mode bind of fs/.
+void plan_host_overlay(const std::vector<ContainerdMount>& mounts, HookPlan& plan);
+
+// Single mount: a committed layer or view (erofs), a directory-mode bind of fs/, or containerd
+// 2.1's overlay of the layers it mounted on the host.
 void plan_only_mount(const std::vector<ContainerdMount>& mounts, HookPlan& plan) {
   const ContainerdMount& mount = mounts[0];
   const MountType type = split_type(mount.type);
@@ -328,8 +334,15 @@ void plan_only_mount(const std::vector<ContainerdMount>& mounts, HookPlan& plan)
     plan.upper_kind = UpperKind::None;
     return;
   }
+  if (type.base == "overlay" && !type.format && !type.mkdir) {
+    plan_host_overlay(mounts, plan);
+    return;
+  }
   if (type.base != "bind" || type.format) {
-    throw Error("{}: unsupported as the only mount (expected erofs or bind)", describe(mounts, 0));
+    throw Error(
+        "{}: unsupported as the only mount (expected erofs, bind, or containerd 2.1's overlay "
+        "of host lowerdirs)",
+        describe(mounts, 0));
   }
   if (mount.source.empty() || mount.source.front() != '/') {
     throw Error("{}: source '{}' must be an absolute host directory", describe(mounts, 0),
@@ -400,7 +413,9 @@ void plan_lowerdir(const std::vector<ContainerdMount>& mounts, size_t final_inde
     if (pieces.size() != 1 || !pieces[0].templ) {
       throw Error(
           "{}: lowerdir entry '{}' is not a {{{{ mount N }}}} or {{{{ overlay A B }}}} "
-          "template of an earlier erofs mount (host paths are not visible in the VM)",
+          "template of an earlier erofs mount (host paths are not visible in the VM; only "
+          "containerd 2.1's single overlay of its own host EROFS mounts is mapped back to the "
+          "layer files, and containerd 2.2+ hands the VM the layer files as erofs mounts)",
           describe(mounts, final_index), element);
     }
     const MountTemplate& range = *pieces[0].templ;
@@ -431,6 +446,12 @@ void plan_overlay_upper(const std::vector<ContainerdMount>& mounts, size_t final
                         const OverlayOptions& options, HookPlan& plan) {
   const auto& upperdir = options.upperdir;
   const auto& workdir = options.workdir;
+  if (plan.upper && plan.upper->read_only) {
+    throw Error(
+        "{}: option 'ro': a read-only upper can only be bound read-only (containerd's view "
+        "without parents: format/mkdir/bind of {}/upper with ro), not be an overlay's upperdir",
+        describe(mounts, plan.upper->mount_index), mount_template(plan.upper->mount_index));
+  }
   if (plan.upper) {
     const std::string expected_upper = mount_template(plan.upper->mount_index) + "/upper";
     const std::string expected_work = mount_template(plan.upper->mount_index) + "/work";
@@ -460,6 +481,44 @@ void plan_overlay_upper(const std::vector<ContainerdMount>& mounts, size_t final
     plan.upper_kind = UpperKind::None;
     plan.read_only = true;
   }
+}
+
+// containerd 2.1 (active snapshot or multi-layer view): ONE overlay whose lowerdir lists host
+// directories, each the snapshotter's own EROFS mount of <snapshot>/layer.erofs. Each becomes a
+// lower whose image the hook finds through the mount table (host_lowerdirs.h); a host upperdir
+// becomes the guest's memory-backed upper, as in directory mode; no upperdir, a read-only view.
+// No template can appear: nothing earlier in the list is mounted in the guest.
+void plan_host_overlay(const std::vector<ContainerdMount>& mounts, HookPlan& plan) {
+  OverlayOptions options = split_overlay_options(mounts, 0, plan);
+  if (!options.lowerdir || options.lowerdir->empty()) {
+    throw Error("{}: no lowerdir= option", describe(mounts, 0));
+  }
+  if (!options.mkdir_raw.empty()) {
+    throw Error("{}: mkdir directive '{}' in an overlay of host directories", describe(mounts, 0),
+                options.mkdir_raw.front());
+  }
+  for (const auto& option : plan.overlay_options) {
+    if (option.find("{{") != std::string::npos) {
+      throw Error("{}: template in option '{}', but no mount of the list comes before it",
+                  describe(mounts, 0), option);
+    }
+  }
+  const std::string context = describe_option(mounts, 0, "lowerdir=" + *options.lowerdir);
+  if (options.lowerdir->find("{{") != std::string::npos) {
+    throw Error("{}: a template, but no mount of the list comes before it", context);
+  }
+  for (const auto& directory : split_host_lowerdir(*options.lowerdir, context)) {
+    PlannedLower lower;
+    lower.mount_index = 0;
+    lower.host_directory = directory;
+    plan.lowers.push_back(std::move(lower));
+  }
+  plan.guest_lowerdir = guest_lowerdir_for(plan.lowers.size());
+  plan_overlay_upper(mounts, 0, options, plan);
+  for (const auto& option : plan.overlay_options) {
+    if (option == "ro") plan.read_only = true;
+  }
+  plan.rootfs = RootfsKind::Overlay;
 }
 
 // Final overlay: lowers from lowerdir, the upper, then options and mkdir directives renumbered
@@ -524,6 +583,8 @@ void plan_bind(const std::vector<ContainerdMount>& mounts, const std::vector<siz
                   describe(mounts, erofs_indices[0]));
     }
     plan.upper_kind = UpperKind::Ext4Disk;
+    // The read-only view: the disk is attached read-only, so the bind can only be read-only.
+    if (plan.upper->read_only) plan.read_only = true;
   } else {
     if (split_type(mounts[target].type).base != "erofs") {
       throw Error("{}: bind source refers to mount {}, which is neither erofs nor the upper",
@@ -551,6 +612,10 @@ void plan_bind(const std::vector<ContainerdMount>& mounts, const std::vector<siz
       if (plan.upper_kind != UpperKind::Ext4Disk) {
         throw Error("{}: option 'rw' on a bind of a read-only EROFS layer",
                     describe(mounts, final_index));
+      }
+      if (plan.upper->read_only) {
+        throw Error("{}: option 'rw' on a bind of the read-only upper ({} has 'ro')",
+                    describe(mounts, final_index), describe(mounts, plan.upper->mount_index));
       }
     } else if (auto spec = value_after(option, marker::kContainerdMkdirPath)) {
       plan.mkdir_specs.push_back(renumber(*spec, map, mounts, final_index, option));

@@ -69,16 +69,34 @@ uint64_t round_up(uint64_t value, uint64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
-// EROFS filesystem size from its superblock, or nullopt when the file is not EROFS.
-std::optional<uint64_t> erofs_image_size(int fd, const std::string& path, uint64_t file_size) {
+// The bytes of the EROFS layer from its superblock -- the filesystem, and every extra device
+// its table maps inside the file (a tar-index layer's tar follows its index) -- or nullopt
+// when the file is not EROFS. A tree must protect all of them and never be written over them.
+// Only devices ending by `devices_end` count: where a tree already starts (its hash offset),
+// the bytes are the tree's, not a device's (an fsmeta's blobs are mapped beyond its end).
+std::optional<uint64_t> erofs_image_size(int fd, const std::string& path, uint64_t file_size,
+                                         uint64_t devices_end) {
   namespace erofs = ondisk::erofs;
   if (file_size < erofs::kSuperblockOffset + erofs::kSuperblockSize) return std::nullopt;
   std::array<uint8_t, erofs::kSuperblockSize> bytes{};
   pread_exact(fd, bytes.data(), bytes.size(), erofs::kSuperblockOffset, path);
   if (!ondisk::has_erofs_magic(bytes)) return std::nullopt;
-  uint64_t size = ondisk::parse_erofs_superblock(bytes, path).fs_size();
+  const ondisk::ErofsSuperblock sb = ondisk::parse_erofs_superblock(bytes, path);
+  uint64_t size = sb.fs_size();
   if (size > file_size) {
     throw Error("{}: EROFS image claims {} bytes but the file has only {}", path, size, file_size);
+  }
+  if (!sb.has_device_table() || sb.extra_devices == 0) return size;
+  const uint64_t table_offset = sb.device_table_offset();
+  const uint64_t table_end = add_or_throw(table_offset, sb.device_table_size(), path);
+  if (table_end > file_size) return size;  // no table to read: nothing is mapped in the file
+  std::vector<uint8_t> table(table_end - table_offset);
+  pread_exact(fd, table.data(), table.size(), table_offset, path);
+  for (const auto& slot : ondisk::parse_erofs_device_table(table, sb, path)) {
+    if (slot.mapped_blkaddr == 0 || slot.blocks == 0) continue;
+    uint64_t end = mul_or_throw<uint64_t>(
+        add_or_throw<uint64_t>(slot.mapped_blkaddr, slot.blocks, path), sb.block_size(), path);
+    if (end <= std::min(file_size, devices_end)) size = std::max(size, end);
   }
   return size;
 }
@@ -356,7 +374,7 @@ VerityFormatResult verity_format(const std::string& layer_path,
   uint64_t hash_offset;
   if (options.hash_offset) {
     hash_offset = *options.hash_offset;
-  } else if (auto erofs_size = erofs_image_size(fd.get(), layer_path, size)) {
+  } else if (auto erofs_size = erofs_image_size(fd.get(), layer_path, size, size)) {
     hash_offset = round_up(*erofs_size, std::max(sb.data_block_size, sb.hash_block_size));
   } else if (existing) {
     hash_offset = existing->hash_offset;
@@ -444,7 +462,7 @@ VerityLayerInfo check_verity_layer(const InputFile& file, const std::string& lay
   }
   // The data area must cover the filesystem it protects: a tree over fewer blocks would leave
   // the rest of the image unchecked in the guest.
-  if (auto fs_size = erofs_image_size(file.fd.get(), layer_path, size);
+  if (auto fs_size = erofs_image_size(file.fd.get(), layer_path, size, info.sidecar.hash_offset);
       fs_size && layout.data_bytes < *fs_size) {
     throw Error(
         "{}: dm-verity covers {} bytes ({} blocks of {}) but the EROFS filesystem is {} "

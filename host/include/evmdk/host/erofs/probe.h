@@ -45,11 +45,25 @@ struct ErofsInfo {
   uint16_t extra_devices = 0;
   uint16_t devt_slotoff = 0;
   std::vector<DeviceSlot> devices;
+  // For each device slot: whether its mapped range (mapped_blkaddr and blocks, both non-zero)
+  // lies inside this very file. Such a device is part of the layer -- a tar-index layer's tar,
+  // which mkfs.erofs --tar=i appends to the index and maps in its device table -- and is read
+  // from the layer's own disk or partition. Any other device (an fsmeta's blobs) needs flat
+  // mode with its device blob.
+  std::vector<bool> device_in_file;
+  // The end of the filesystem and of every in-file device: the bytes that belong to the layer
+  // (at most file_size; any rest is e.g. an appended dm-verity tree).
+  uint64_t layer_end = 0;
   // A SHA-256 over the superblock block, sizes and UUID: cheap identity used to derive
   // deterministic PARTUUIDs and serials (not a content digest).
   std::array<uint8_t, 32> identity{};
 
   uint32_t block_size() const { return 1u << blkszbits; }
+  // Devices that are not inside the file: the image needs flat mode with their blobs.
+  size_t devices_outside_file() const;
+  // "device N is mapped at bytes A..B, beyond the file's S bytes" for the first device outside
+  // the file ("" when every device is inside).
+  std::string first_device_outside_file() const;
 };
 
 struct ProbeOptions {

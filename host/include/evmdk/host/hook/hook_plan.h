@@ -28,8 +28,12 @@ std::vector<ContainerdMount> parse_mount_list_text(std::string_view text,
 
 // One read-only lower as the guest sees it.
 struct PlannedLower {
-  size_t mount_index = 0;            // index in the containerd list
-  std::string image;                 // layer.erofs, or fsmeta.erofs for a flat group
+  size_t mount_index = 0;  // index in the containerd list
+  std::string image;       // layer.erofs, or fsmeta.erofs for a flat group
+  // containerd 2.1: the host lowerdir this layer arrived as (its own EROFS mount of
+  // <snapshot>/layer.erofs); `image` stays empty until the hook maps it to that file through
+  // the mount table (resolve_host_lowerdirs), since planning touches no file.
+  std::string host_directory;
   std::vector<std::string> devices;  // device= blobs of an fsmeta mount, in the given order
   std::optional<std::string> dmverity_sidecar;  // X-containerd.dmverity=<path>
   std::vector<std::string> mount_options;       // other plain options passed to the guest
@@ -37,11 +41,13 @@ struct PlannedLower {
   bool is_fsmeta() const { return !devices.empty(); }
 };
 
-// The writable ext4 upper (block mode): a raw disk attached read-write.
+// The ext4 upper (block mode): a raw disk attached read-write -- or, for a read-only view
+// without parents (`ro` on the mount), attached read-only behind a read-only bind.
 struct PlannedUpper {
   size_t mount_index = 0;
   std::string image;                  // rwlayer.img
   std::optional<uint64_t> mkfs_size;  // set for mkfs/ext4: create when missing
+  bool read_only = false;
 };
 
 enum class RootfsKind {
