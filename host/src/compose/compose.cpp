@@ -395,14 +395,15 @@ struct Planner {
 
     std::string format = result.disk_format;
     result.qemu = vmm_attach_json({result.disk_path, format, result.serial, result.fdset_files,
-                                   options.first_fdset_id, options.format != DiskFormat::Vmdk &&
-                                                               format == "raw"});
+                                   options.first_fdset_id,
+                                   options.format != DiskFormat::Vmdk && format == "raw"});
 
     Layout layout;
     for (const auto& e : result.extents) {
       // A raw image holds compose's own bytes (GPT, zeros) itself: no file backs them.
       std::string path = result.raw_image && !e.layer_index ? "" : e.path;
-      layout.extents.push_back({e.role, e.first_lba, e.sectors, path, e.file_offset, e.layer_index});
+      layout.extents.push_back(
+          {e.role, e.first_lba, e.sectors, path, e.file_offset, e.layer_index});
     }
     for (const auto& l : result.layers) {
       LayoutLayer j;

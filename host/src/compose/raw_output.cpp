@@ -91,8 +91,8 @@ std::string raw_sharing_problem(const ComposeResult& result, const std::string& 
   return "";
 }
 
-std::vector<RawPiece> raw_pieces_from_compose(const ComposeResult& result,
-                                              const std::string& head, const std::string& tail) {
+std::vector<RawPiece> raw_pieces_from_compose(const ComposeResult& result, const std::string& head,
+                                              const std::string& tail) {
   std::vector<RawPiece> pieces;
   for (const auto& extent : result.extents) {
     RawPiece piece;

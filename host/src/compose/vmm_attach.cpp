@@ -10,15 +10,12 @@ namespace {
 // Cloud Hypervisor's --disk takes key=value pairs separated by commas: a path holding one
 // cannot be given there (the API body below has no such limit).
 nlohmann::json cloud_hypervisor(const AttachInputs& in) {
-  nlohmann::json out{{"api_body",
-                      {{"path", in.disk_path},
-                       {"readonly", true},
-                       {"serial", in.serial},
-                       {"id", in.serial}}}};
+  nlohmann::json out{
+      {"api_body",
+       {{"path", in.disk_path}, {"readonly", true}, {"serial", in.serial}, {"id", in.serial}}}};
   if (in.disk_path.find(',') == std::string::npos) {
-    out["args"] = {"--disk",
-                   fmt::format("path={},readonly=on,serial={},id={}", in.disk_path, in.serial,
-                               in.serial)};
+    out["args"] = {"--disk", fmt::format("path={},readonly=on,serial={},id={}", in.disk_path,
+                                         in.serial, in.serial)};
   }
   return out;
 }
@@ -38,9 +35,8 @@ nlohmann::json vmm_attach_json(const AttachInputs& in) {
                                   qemu_escape(in.disk_path), in.format, node);
   nlohmann::json fdsets = nlohmann::json::array();
   for (size_t i = 0; i < in.fdset_files.size(); ++i) {
-    fdsets.push_back({{"fdset-id", in.first_fdset_id + i},
-                      {"path", in.fdset_files[i]},
-                      {"read-only", true}});
+    fdsets.push_back(
+        {{"fdset-id", in.first_fdset_id + i}, {"path", in.fdset_files[i]}, {"read-only", true}});
   }
   nlohmann::json out{
       {"disk", in.disk_path},
@@ -62,10 +58,8 @@ nlohmann::json vmm_attach_json(const AttachInputs& in) {
                           {"is_read_only", true}};
     // krun_add_disk2(ctx, block_id, disk_path, KRUN_DISK_FORMAT_RAW, read_only): block_id
     // becomes the virtio-blk serial the guest reads.
-    out["libkrun"] = {{"block_id", in.serial},
-                      {"path", in.disk_path},
-                      {"format", "raw"},
-                      {"read_only", true}};
+    out["libkrun"] = {
+        {"block_id", in.serial}, {"path", in.disk_path}, {"format", "raw"}, {"read_only", true}};
   }
   return out;
 }

@@ -17,7 +17,7 @@ std::string raw_sharing_problem(const ComposeResult& result, const std::string& 
 
 // The pieces of `result`'s disk: compose's GPT head and tail as bytes, the gaps as holes, every
 // layer, blob and verity area from its file (with the size it had when planned).
-std::vector<RawPiece> raw_pieces_from_compose(const ComposeResult& result,
-                                              const std::string& head, const std::string& tail);
+std::vector<RawPiece> raw_pieces_from_compose(const ComposeResult& result, const std::string& head,
+                                              const std::string& tail);
 
 }  // namespace evmdk::host
