@@ -20,12 +20,15 @@ TEST_F(RawImageDisk, GuestMountsTheRootfsFromTheRawImage) {
                                                    ::testing::HasSubstr("readonly=on")));
   EXPECT_FALSE(std::filesystem::exists(path("disk") + "/disk.vmdk"));
 
-  auto outcome = boot(disk_config("raw-image"), R"SH(
+  auto outcome = boot(disk_config("raw-image"),
+                      R"SH(
 R=/run/containers/c1/rootfs
 evmdk_check mount evmdk_guest_mount c1 "$R" || exit 1
 evmdk_mark_ready
-)SH" + std::string(kThreeLayerViewScript) + R"SH(
-evmdk_check serial-of-raw-disk grep -qx ")SH" + disk_.serial + R"SH(" /sys/block/vda/serial /sys/block/vdb/serial
+)SH" + std::string(kThreeLayerViewScript) +
+                          R"SH(
+evmdk_check serial-of-raw-disk grep -qx ")SH" +
+                          disk_.serial + R"SH(" /sys/block/vda/serial /sys/block/vdb/serial
 evmdk_check write sh -c "echo raw > $R/etc/written && sync && test \"\$(cat $R/etc/written)\" = raw"
 evmdk_check teardown evmdk_guest_teardown c1 "$R"
 evmdk_check_clean after-teardown
