@@ -61,7 +61,7 @@ _erofs_vmdk() {
   local options="" subcommands="" files=1
   case $command in
     "") COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur")); return ;;
-    compose) options="--mode --order -o --output --fdset --first-fdset --serial --verity --json -q --quiet" ;;
+    compose) options="--mode --order -o --output --fdset --first-fdset --serial --verity --format --allow-copy --json -q --quiet" ;;
     lint) options="--json -q --quiet" ;;
     map) options="--json --at" ;;
     inspect) options="--json" ;;
@@ -70,7 +70,7 @@ _erofs_vmdk() {
       if [[ $sub == cleanup ]]; then
         options="--id --state-dir --json -q --quiet"
       else
-        options="--id --state-dir --mounts --verity --json -q --quiet"
+        options="--id --state-dir --mounts --verity --disk-format --allow-copy --json -q --quiet"
         subcommands="cleanup"
       fi
       files=0

@@ -102,6 +102,23 @@ void OutputTransaction::add_sparse(const std::string& name, off_t size, mode_t m
   staged_.push_back({name, write_temp(path, {}, mode, size)});
 }
 
+void OutputTransaction::add_filled(
+    const std::string& name, mode_t mode,
+    const std::function<void(int fd, const std::string& staged_path)>& fill) {
+  std::string path = stage_path(name);
+  std::string temp = temp_name_for(path);
+  UniqueFd fd = open_or_throw(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  try {
+    if (::fchmod(fd.get(), mode) != 0) throw_errno("cannot set mode of {}", temp);
+    fill(fd.get(), temp);
+    if (::fsync(fd.get()) != 0) throw_errno("cannot fsync {}", temp);
+  } catch (...) {
+    ::unlink(temp.c_str());
+    throw;
+  }
+  staged_.push_back({name, temp});
+}
+
 void OutputTransaction::commit() {
   for (const auto& staged : staged_) {
     std::string target = final_path(staged.name);

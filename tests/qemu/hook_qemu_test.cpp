@@ -15,9 +15,24 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-class HookQemu : public QemuTest {};
+class HookQemu : public QemuTest {
+ protected:
+  // format_args: more hook arguments (--disk-format raw --allow-copy); expected_format: what
+  // the lower disk entry must say.
+  void run_block_mode_hook(const std::vector<std::string>& format_args,
+                           const std::string& expected_format);
+};
 
-TEST_F(HookQemu, BlockModeHookOutputDrivesTheGuestRootfs) {
+TEST_F(HookQemu, BlockModeHookOutputDrivesTheGuestRootfs) { run_block_mode_hook({}, "vmdk"); }
+
+// The same with the lower disk as a raw image (disk.img attached with format=raw); the temp
+// directory need not have reflinks, so copying is allowed.
+TEST_F(HookQemu, BlockModeHookWithRawDiskFormatDrivesTheGuestRootfs) {
+  run_block_mode_hook({"--disk-format", "raw", "--allow-copy"}, "raw");
+}
+
+void HookQemu::run_block_mode_hook(const std::vector<std::string>& format_args,
+                                   const std::string& expected_format) {
   EVMDK_REQUIRE_ROOT();
   EVMDK_REQUIRE_TOOLS("debugfs");
   EVMDK_REQUIRE_CLI("guest", "mount");
@@ -33,7 +48,10 @@ TEST_F(HookQemu, BlockModeHookOutputDrivesTheGuestRootfs) {
   ASSERT_FALSE(fs::exists(rwlayer));
 
   const std::string state = path("state");
-  auto hook = test::cli({"hook", "--id", "c1", "--state-dir", state, "--mounts", path("mounts.json")});
+  std::vector<std::string> hook_args = {"hook", "--id", "c1", "--state-dir", state, "--mounts",
+                                        path("mounts.json")};
+  hook_args.insert(hook_args.end(), format_args.begin(), format_args.end());
+  auto hook = test::cli(hook_args);
   ASSERT_EQ(hook.exit_code, 0) << hook.out << hook.err;
   json output = json::parse(hook.out);
   ASSERT_TRUE(fs::exists(rwlayer)) << "the hook did not create the upper image";
@@ -49,6 +67,7 @@ TEST_F(HookQemu, BlockModeHookOutputDrivesTheGuestRootfs) {
       EXPECT_FALSE(disk.at("read_only").get<bool>());
     } else {
       EXPECT_TRUE(disk.at("read_only").get<bool>());
+      EXPECT_EQ(disk.at("format"), expected_format);
     }
     for (const auto& arg : disk.at("qemu").at("drive_args")) {
       boot.extra_qemu_args.push_back(arg.get<std::string>());

@@ -61,10 +61,14 @@ inline ComposedDisk read_composed_disk(const std::string& dir) {
 
 // Composes the layers (top first) with the host library (what `erofs-vmdk compose` runs) into
 // dir and reads the result back.
+// format raw: disk.img, copying what cannot be shared (the temp dir need not have reflinks).
 inline ComposedDisk compose_disk(const std::string& dir, host::ComposeMode mode,
-                                 const std::vector<std::string>& layers) {
+                                 const std::vector<std::string>& layers,
+                                 host::DiskFormat format = host::DiskFormat::Vmdk) {
   host::ComposeOptions options;
   options.mode = mode;
+  options.format = format;
+  options.allow_copy = format == host::DiskFormat::Raw;
   options.output_dir = dir;
   for (const auto& layer : layers) options.layers.push_back({layer, {}});
   try {
@@ -301,8 +305,8 @@ inline Drive upper_drive(const std::string& image) { return {image, "raw", false
 class ComposedDiskTest : public QemuTest {
  protected:
   void compose(host::ComposeMode mode, const std::vector<std::string>& layers,
-               uint64_t upper_mib = 32) {
-    disk_ = compose_disk(path("disk"), mode, layers);
+               uint64_t upper_mib = 32, host::DiskFormat format = host::DiskFormat::Vmdk) {
+    disk_ = compose_disk(path("disk"), mode, layers, format);
     make_ext4_disk(path("upper.img"), upper_mib, temp_.path());
   }
 

@@ -21,6 +21,8 @@ struct HookArgs {
   std::string state_dir;
   std::string mounts = "-";
   std::string verity = "auto";
+  std::string disk_format = "vmdk";
+  bool allow_copy = false;
   std::string cleanup_id;
   std::string cleanup_state_dir;
 };
@@ -50,6 +52,13 @@ void register_hook_commands(CLI::App& app) {
   hook->add_option("--verity", args->verity,
                    "dm-verity policy for layers without X-containerd.dmverity: off|auto|on")
       ->capture_default_str();
+  hook->add_option("--disk-format", args->disk_format,
+                   "lower disks as vmdk|raw (disk.img, layers shared by reflink)|auto (raw "
+                   "where reflinks work, else vmdk)")
+      ->check(CLI::IsMember({"vmdk", "raw", "auto"}))
+      ->capture_default_str();
+  hook->add_flag("--allow-copy", args->allow_copy,
+                 "--disk-format raw: copy (and report) what cannot be shared by reflink");
   add_json_always_flag(hook);
   auto hook_quiet = add_quiet_flag(hook);
   hook->require_subcommand(0, 1);
@@ -62,9 +71,11 @@ void register_hook_commands(CLI::App& app) {
   auto cleanup_quiet = add_quiet_flag(cleanup);
   cleanup->callback([args, cleanup_quiet] {
     auto report = host::cleanup_hook(args->cleanup_id, args->cleanup_state_dir);
-    if (!*cleanup_quiet) fmt::print("{}\n", documents::cleanup_report(args->cleanup_id, report).dump(2));
+    if (!*cleanup_quiet)
+      fmt::print("{}\n", documents::cleanup_report(args->cleanup_id, report).dump(2));
     if (!report.left.empty()) {
-      for (const auto& item : report.left) fmt::print(stderr, "erofs-vmdk: not removed: {}\n", item);
+      for (const auto& item : report.left)
+        fmt::print(stderr, "erofs-vmdk: not removed: {}\n", item);
       throw CLI::RuntimeError(1);
     }
   });
@@ -77,6 +88,8 @@ void register_hook_commands(CLI::App& app) {
     request.id = args->id;
     request.state_dir = args->state_dir;
     request.verity = host::parse_verity_policy(args->verity);
+    request.disk_format = host::parse_disk_format(args->disk_format, "--disk-format");
+    request.allow_copy = args->allow_copy;
     const std::string origin = args->mounts == "-" ? std::string("<stdin>") : args->mounts;
     request.mounts = host::parse_mount_list_text(read_input(args->mounts), origin);
     auto document = host::run_hook(request);

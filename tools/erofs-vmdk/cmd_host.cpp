@@ -187,6 +187,8 @@ struct ComposeArgs {
   uint32_t first_fdset = 1;
   std::string serial;
   std::string verity = "auto";  // dm-verity policy (host/verity_compose.h)
+  std::string format = "vmdk";
+  bool allow_copy = false;
   bool json = false;
   bool quiet = false;
 };
@@ -199,6 +201,8 @@ void run_compose(const ComposeArgs& args) {
   options.fdset = args.fdset;
   options.first_fdset_id = args.first_fdset;
   options.serial = args.serial;
+  options.format = host::parse_disk_format(args.format);
+  options.allow_copy = args.allow_copy;
   for (const auto& layer : args.layers) options.layers.push_back({layer, {}});
   auto verity = host::apply_verity_policy(options, host::parse_verity_policy(args.verity));
   host::ComposeResult result = host::compose(options);
@@ -207,10 +211,16 @@ void run_compose(const ComposeArgs& args) {
     fmt::print(stderr, "erofs-vmdk: --verity=auto: not protected by dm-verity (no sidecar): {}\n",
                fmt::join(verity.unprotected(), ", "));
   }
+  if (!result.format_note.empty()) fmt::print(stderr, "erofs-vmdk: {}\n", result.format_note);
   if (args.quiet) return;
   if (args.json) {
     fmt::print("{}\n", host::to_json(result.layout).dump(2));
     return;
+  }
+  if (const auto& raw = result.raw_report) {
+    fmt::print("raw image {} on {}: {} bytes shared, {} copied, {} holes{}\n", raw->path,
+               raw->filesystem, raw->shared_bytes, raw->copied_bytes, raw->hole_bytes,
+               raw->reflinked ? "" : " (not all shared: " + raw->reflink_problem + ")");
   }
   fmt::print("composed {} layer(s) in {} mode: {} ({} sectors, serial {})\n", result.layers.size(),
              host::to_string(result.mode), result.disk_path, result.disk_sectors, result.serial);
@@ -257,6 +267,14 @@ void register_host_commands(CLI::App& app) {
                    "(refuse a layer without one); see docs/verity.md")
       ->check(CLI::IsMember({"off", "auto", "on"}))
       ->capture_default_str();
+  compose
+      ->add_option("--format", args->format,
+                   "gpt/flat disk as: vmdk (descriptor over the layers)|raw (disk.img, layers "
+                   "shared by reflink)|auto (raw where reflinks work, else vmdk)")
+      ->check(CLI::IsMember({"vmdk", "raw", "auto"}))
+      ->capture_default_str();
+  compose->add_flag("--allow-copy", args->allow_copy,
+                    "--format raw: copy (and report) what cannot be shared by reflink");
   compose->add_flag("--json", args->json, "print layout.json");
   add_quiet_flag(compose, args->quiet);
   compose

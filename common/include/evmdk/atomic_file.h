@@ -3,6 +3,7 @@
 // target, fsync the directory. Readers see the old file or the new one, never a torn one.
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +32,10 @@ class OutputTransaction {
   void add(const std::string& name, std::string_view contents, mode_t mode = 0644);
   // Stages an empty sparse file of `size` bytes (e.g. an all-zero filler).
   void add_sparse(const std::string& name, off_t size, mode_t mode = 0644);
+  // Stages `name` as a new empty file that `fill` writes through its fd (e.g. a raw image
+  // assembled by reflink); it is fsynced after `fill` returns. `fill` gets the staged path.
+  void add_filled(const std::string& name, mode_t mode,
+                  const std::function<void(int fd, const std::string& staged_path)>& fill);
   // Path a staged file will have after commit().
   std::string final_path(const std::string& name) const;
 

@@ -17,10 +17,11 @@
 #include "evmdk/error.h"
 #include "evmdk/host/compose/gpt.h"
 #include "evmdk/host/compose/layout.h"
+#include "evmdk/host/compose/raw_output.h"
+#include "evmdk/host/compose/vmm_attach.h"
 #include "evmdk/host/verity/verity.h"
 #include "evmdk/input_file.h"
 #include "evmdk/ondisk/erofs.h"
-#include "evmdk/qemu.h"
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::host {
@@ -350,7 +351,10 @@ struct Planner {
       throw Error("serial '{}' must be 1..{} bytes of [A-Za-z0-9._-]", result.serial,
                   kMaxSerialBytes);
     }
-    if (result.mode != ComposeMode::Raw) {
+    if (result.raw_image) {
+      result.disk_path = output_file(kRawImageName);  // one file: one fd set
+      if (options.fdset) result.fdset_files.push_back(result.disk_path);
+    } else if (result.mode != ComposeMode::Raw) {
       result.disk_path = output_file(kDescriptorName);
       vmdk::Descriptor descriptor;
       std::map<std::string, uint32_t> fdset_of;
@@ -389,38 +393,17 @@ struct Planner {
       }
     }
 
-    std::string node = result.serial;
     std::string format = result.disk_format;
-    nlohmann::json blockdev{
-        {"driver", format},
-        {"node-name", node},
-        {"read-only", true},
-        {"force-share", true},
-        {"file", {{"driver", "file"}, {"filename", result.disk_path}, {"read-only", true}}}};
-    std::string device = fmt::format("virtio-blk-pci,drive={},serial={}", node, result.serial);
-    std::string drive = fmt::format("file={},format={},if=none,id={},readonly=on,force-share=on",
-                                    qemu_escape(result.disk_path), format, node);
-    nlohmann::json fdsets = nlohmann::json::array();
-    for (size_t i = 0; i < result.fdset_files.size(); ++i) {
-      fdsets.push_back({{"fdset-id", options.first_fdset_id + i},
-                        {"path", result.fdset_files[i]},
-                        {"read-only", true}});
-    }
-    result.qemu = {
-        {"disk", result.disk_path},
-        {"format", format},
-        {"serial", result.serial},
-        {"blockdev-add", blockdev},
-        {"device_add", {{"driver", "virtio-blk-pci"}, {"drive", node}, {"serial", result.serial}}},
-        {"blockdev_args", {"-blockdev", blockdev.dump(), "-device", device}},
-        {"drive_args", {"-drive", drive, "-device", device}},
-        {"drive", drive},
-        {"fdsets", fdsets}};
+    result.qemu = vmm_attach_json({result.disk_path, format, result.serial, result.fdset_files,
+                                   options.first_fdset_id,
+                                   options.format != DiskFormat::Vmdk && format == "raw"});
 
     Layout layout;
     for (const auto& e : result.extents) {
+      // A raw image holds compose's own bytes (GPT, zeros) itself: no file backs them.
+      std::string path = result.raw_image && !e.layer_index ? "" : e.path;
       layout.extents.push_back(
-          {e.role, e.first_lba, e.sectors, e.path, e.file_offset, e.layer_index});
+          {e.role, e.first_lba, e.sectors, path, e.file_offset, e.layer_index});
     }
     for (const auto& l : result.layers) {
       LayoutLayer j;
@@ -472,6 +455,24 @@ struct Planner {
             "own file (a tar-index layer) is not supported; compose it without verity",
             layer.index, layer.path);
       }
+    }
+  }
+
+  // --format raw|auto for gpt/flat disks: raw where every layer can be shared into the output
+  // directory (or copying is allowed); auto falls back to the VMDK and says why.
+  void choose_format() {
+    if (options.format == DiskFormat::Vmdk || result.mode == ComposeMode::Raw) return;
+    std::string problem = raw_sharing_problem(result, result.output_dir);
+    if (problem.empty() || (options.format == DiskFormat::Raw && options.allow_copy)) {
+      result.raw_image = true;
+      result.disk_format = "raw";
+    } else if (options.format == DiskFormat::Raw) {
+      throw Error(
+          "--format raw: {}; pass --allow-copy to copy what cannot be shared, or use "
+          "--format vmdk (or auto)",
+          problem);
+    } else {
+      result.format_note = fmt::format("--format auto chose vmdk: {}", problem);
     }
   }
 
@@ -607,6 +608,7 @@ struct Planner {
         break;
       case ComposeMode::Auto: break;
     }
+    choose_format();
     finish_outputs();
     return std::move(result);
   }
@@ -647,12 +649,22 @@ ComposeResult compose(const ComposeOptions& options) {
   Planner planner(options);
   ComposeResult result = planner.plan();
   OutputTransaction transaction(result.output_dir);
+  if (result.raw_image) {
+    RawImageOptions raw_options;
+    raw_options.policy = options.allow_copy ? RawCopyPolicy::AllowCopy : RawCopyPolicy::ReflinkOnly;
+    auto pieces = raw_pieces_from_compose(result, planner.head, planner.tail);
+    std::string image = transaction.final_path(kRawImageName);
+    transaction.add_filled(kRawImageName, 0444, [&](int fd, const std::string&) {
+      result.raw_report = fill_raw_image(fd, image, pieces, raw_options);
+    });
+    result.layout.raw_image = to_json(*result.raw_report);
+  }
   if (result.descriptor) transaction.add(kDescriptorName, vmdk::render(*result.descriptor));
-  if (!planner.head.empty()) {
+  if (!planner.head.empty() && !result.raw_image) {
     transaction.add(kGptHeadName, planner.head, 0444);
     transaction.add(kGptTailName, planner.tail, 0444);
   }
-  if (planner.zero_bytes > 0) {
+  if (planner.zero_bytes > 0 && !result.raw_image) {
     transaction.add_sparse(kZeroName, static_cast<off_t>(planner.zero_bytes), 0444);
   }
   transaction.add(kStorageName, to_json(result.storages).dump(2) + "\n");

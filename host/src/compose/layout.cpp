@@ -83,6 +83,7 @@ json to_json(const Layout& layout) {
   if (!layout.disk_guid.empty()) out["disk_guid"] = layout.disk_guid;
   out["layers"] = std::move(layers);
   out["extents"] = std::move(extents);
+  if (!layout.raw_image.is_null()) out["raw_image"] = layout.raw_image;
   return out;
 }
 
@@ -139,6 +140,10 @@ Layout layout_from_json(const json& document, const std::string& name) {
         if (e.contains("layer_index")) extent.layer_index = e.at("layer_index").get<size_t>();
         layout.extents.push_back(std::move(extent));
       }
+    }
+    if (document.contains("raw_image")) {
+      layout.raw_image = document.at("raw_image");
+      if (!layout.raw_image.is_object()) throw Error("{}: raw_image is not an object", name);
     }
     return layout;
   } catch (const json::exception& error) {

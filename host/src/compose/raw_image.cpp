@@ -193,6 +193,11 @@ class Assembler {
     out.disk_offset = piece.disk_offset;
     out.length = piece.length;
     out.source_offset = piece.source_offset;
+    if (piece.path.empty()) {
+      assemble_inline(piece, out);
+      report_.pieces.push_back(std::move(out));
+      return;
+    }
     InputFile file = open_source(piece);
     out.path = file.resolved_path;
     uint64_t size = static_cast<uint64_t>(file.st.st_size);
@@ -212,6 +217,17 @@ class Assembler {
     check_unchanged(file, piece, "while the image was assembled");
     out.hole_bytes = piece.length - out.shared_bytes - out.copied_bytes;
     report_.pieces.push_back(std::move(out));
+  }
+
+  // Compose's own bytes (no file): only their non-zero blocks are written.
+  void assemble_inline(const RawPiece& piece, RawPieceReport& out) {
+    if (piece.kind == RawPieceKind::Data) throw Error("piece {}: names no file", piece.name);
+    std::string_view bytes = piece.contents ? std::string_view(*piece.contents) : "";
+    if (piece.source_offset < bytes.size()) {
+      bytes = bytes.substr(piece.source_offset, piece.length);
+      write_nonzero(bytes.data(), bytes.size(), piece.disk_offset, out);
+    }
+    out.hole_bytes = piece.length - out.copied_bytes;
   }
 
   void note(RawPieceReport& out, const std::string& reason) {
@@ -379,23 +395,28 @@ class Assembler {
 
   void copy_nonzero_blocks(const InputFile& file, const RawPiece& piece, uint64_t source,
                            uint64_t disk, uint64_t length, RawPieceReport& out) {
-    uint64_t block = report_.block_size;
     for (uint64_t done = 0; done < length;) {
       size_t step = static_cast<size_t>(std::min(length - done, kCopyChunk));
       read_chunk(file, piece, source + done, step);
-      // Split at the image's block boundaries, so a skipped run is whole blocks of hole.
-      for (size_t at = 0; at < step;) {
-        uint64_t image_at = disk + done + at;
-        size_t run = static_cast<size_t>(std::min<uint64_t>(step - at, block - image_at % block));
-        const char* bytes = buffer_.data() + at;
-        bool zero = bytes[0] == 0 && std::memcmp(bytes, bytes + 1, run - 1) == 0;
-        if (!zero) {
-          write_all(image_fd_, bytes, run, image_name_, static_cast<int64_t>(image_at));
-          out.copied_bytes += run;
-        }
-        at += run;
-      }
+      write_nonzero(buffer_.data(), step, disk + done, out);
       done += step;
+    }
+  }
+
+  // Writes the image blocks of bytes[0, length) (at disk offset `disk`) that are not all zero;
+  // split at the image's block boundaries, so a skipped run is whole blocks of hole.
+  void write_nonzero(const char* bytes, size_t length, uint64_t disk, RawPieceReport& out) {
+    uint64_t block = report_.block_size;
+    for (size_t at = 0; at < length;) {
+      uint64_t image_at = disk + at;
+      size_t run = static_cast<size_t>(std::min<uint64_t>(length - at, block - image_at % block));
+      const char* run_bytes = bytes + at;
+      bool zero = run_bytes[0] == 0 && std::memcmp(run_bytes, run_bytes + 1, run - 1) == 0;
+      if (!zero) {
+        write_all(image_fd_, run_bytes, run, image_name_, static_cast<int64_t>(image_at));
+        out.copied_bytes += run;
+      }
+      at += run;
     }
   }
 

@@ -391,6 +391,8 @@ class HookRun {
       group.options.order = LayerOrder::TopFirst;
       group.options.output_dir = (fs::path(dir_) / group.name).string();
       group.options.serial = serial_for(request_.id, group.name);
+      group.options.format = request_.disk_format;
+      group.options.allow_copy = request_.allow_copy;
     }
   }
 
@@ -441,6 +443,9 @@ class HookRun {
   void compose_groups() {
     for (const auto& group : groups_) {
       ComposeResult composed = compose(group.options);
+      if (!composed.format_note.empty()) {
+        format_notes_.push_back(group.name + ": " + composed.format_note);
+      }
       disks_.push_back(disk_json(group.role, composed.disk_path, composed.disk_format, true,
                                  composed.serial, false,
                                  with_device_id(composed.qemu, composed.serial)));
@@ -528,6 +533,7 @@ class HookRun {
 
   json output_document() const {
     json notes = json::array();
+    for (const auto& note : format_notes_) notes.push_back(note);
     if (plan_.upper_kind == UpperKind::GuestMemory) {
       notes.push_back(
           fmt::format("directory mode: the host upperdir {} and workdir {} are not "
@@ -602,6 +608,7 @@ class HookRun {
 
   const HookRequest& request_;
   std::string state_dir_;
+  std::vector<std::string> format_notes_;  // --disk-format auto chose vmdk, and why
   std::string dir_;  // <state-dir>/<id>
   HookPlan plan_;
   std::string input_digest_;         // of the mount list and the verity policy

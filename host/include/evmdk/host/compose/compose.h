@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "evmdk/host/compose/layout.h"
+#include "evmdk/host/compose/raw_image.h"
 #include "evmdk/host/erofs/probe.h"
 #include "evmdk/host/verity/verity.h"
 #include "evmdk/storage_spec.h"
@@ -19,10 +20,17 @@ namespace evmdk::host {
 
 enum class ComposeMode { Auto, Raw, Flat, Gpt };
 enum class LayerOrder { TopFirst, BottomFirst };
+// What a gpt or flat disk is written as: the VMDK descriptor over the layer files, or one raw
+// image (disk.img) with the layers' blocks shared by reflink; auto: raw where every layer can
+// be shared into the output directory, else VMDK (ComposeResult::format_note says why).
+enum class DiskFormat { Vmdk, Raw, Auto };
 
 std::string to_string(ComposeMode mode);
 ComposeMode parse_compose_mode(const std::string& text);  // auto|raw|flat|gpt
 LayerOrder parse_layer_order(const std::string& text);    // top-first|bottom-first
+std::string to_string(DiskFormat format);
+// vmdk|raw|auto; `option` names the option in the error (--format, --disk-format).
+DiskFormat parse_disk_format(const std::string& text, const std::string& option = "--format");
 
 struct LayerInput {
   std::string path;
@@ -50,6 +58,10 @@ struct ComposeOptions {
   // Overrides the deterministic serial (at most 20 bytes, [A-Za-z0-9._-]).
   std::string serial;
   bool check_blkid = true;  // passed to probe_layer
+  // gpt and flat disks (raw mode is the layer itself whatever the format).
+  DiskFormat format = DiskFormat::Vmdk;
+  // Raw image: copy (and report) what cannot be shared instead of refusing.
+  bool allow_copy = false;
 };
 
 inline constexpr size_t kMaxSerialBytes = 20;
@@ -102,6 +114,12 @@ struct ComposeResult {
   std::vector<Storage> storages;
   nlohmann::json qemu;  // contents of qemu.json
   Layout layout;        // layout.json (to_json(layout) is its contents)
+  // A raw image (disk.img) of a gpt or flat disk: how its bytes were assembled (compose() fills
+  // it in; plan_compose() leaves it empty).
+  bool raw_image = false;
+  std::optional<RawImageReport> raw_report;
+  // auto: why the VMDK was chosen instead of a raw image (empty when raw was chosen).
+  std::string format_note;
 };
 
 // Probes every layer, plans the disk and returns it without writing anything.

@@ -21,6 +21,7 @@ inline constexpr const char* kZeroName = "zero.img";
 inline constexpr const char* kStorageName = "storage.json";
 inline constexpr const char* kQemuName = "qemu.json";
 inline constexpr const char* kLayoutName = "layout.json";
+inline constexpr const char* kRawImageName = "disk.img";  // --format raw
 
 // Who a file is: st_dev/st_ino (a replaced file or retargeted name), its size, and a SHA-256 of
 // its head (EROFS: the superblock block and sizes, probe's identity; other blobs: the first
@@ -80,6 +81,9 @@ struct Layout {
   std::optional<uint32_t> entry_count;  // gpt
   std::vector<LayoutLayer> layers;
   std::vector<LayoutExtent> extents;
+  // A raw image of a gpt/flat disk (format raw, disk names disk.img): the assembly report
+  // (to_json(RawImageReport)); null otherwise. Extents then say where its bytes came from.
+  nlohmann::json raw_image;
   bool operator==(const Layout&) const = default;
 };
 

@@ -43,6 +43,9 @@ struct RawPiece {
   // The file's size when the disk was planned: a different size is an error (the layer is
   // not the file composed). Unknown (nullopt) when only a descriptor is at hand.
   std::optional<uint64_t> expected_size;
+  // Metadata or Filler given as bytes instead of a file (compose's GPT head and tail before
+  // they exist as files): `path` is then empty. A Filler with neither is all holes.
+  std::optional<std::string> contents;
 };
 
 enum class RawCopyPolicy {

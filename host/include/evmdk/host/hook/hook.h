@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "evmdk/host/compose/compose.h"
 #include "evmdk/host/hook/hook_plan.h"
 #include "evmdk/host/verity/verity.h"
 #include "evmdk/storage_spec.h"
@@ -32,6 +33,10 @@ struct HookRequest {
   // or tree is an error) unless off; other layers follow the policy (auto: a <layer>.dmverity
   // next to the layer is used; on: a layer without one is an error). docs/verity.md.
   VerityPolicy verity = VerityPolicy::kAuto;
+  // The gpt/flat lower disks as VMDK descriptors or raw images (disk.img, shared by reflink:
+  // auto needs the state directory on the snapshotter's XFS/btrfs); see compose's --format.
+  DiskFormat disk_format = DiskFormat::Vmdk;
+  bool allow_copy = false;
 };
 
 // The printed document (also written to <state-dir>/<id>/hook.json):
