@@ -15,7 +15,9 @@ nlohmann::json mount_result(const guest::MountResult& result) {
                      {"loop_devices", result.loop_devices},
                      {"verity_devices", result.verity_devices},
                      {"flat_device_mode", result.flat_device_mode},
-                     {"overlay_method", result.overlay_method}};
+                     {"overlay_method", result.overlay_method},
+                     {"dax", result.dax},
+                     {"warnings", result.warnings}};
   nlohmann::json steps = nlohmann::json::object();
   // Tenths of a millisecond: finer is noise.
   for (const auto& [step, ms] : result.step_ms) steps[step] = std::round(ms * 10) / 10;

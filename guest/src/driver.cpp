@@ -195,6 +195,8 @@ MountResult mount_rootfs(const MountRequest& request) {
     result.loop_devices = lowers.loops;
     result.verity_devices = lowers.verity_devices;
     result.flat_device_mode = lowers.flat_device_mode;
+    result.dax = lowers.dax;
+    result.warnings = lowers.warnings;
     times.finished("lowers");
     crash.step_done("mount:lowers");
 

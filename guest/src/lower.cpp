@@ -24,6 +24,7 @@
 #include "evmdk/guest/loop_device.h"
 #include "evmdk/guest/policy.h"
 #include "evmdk/guest/verity.h"
+#include "pmem_device.h"
 #include "rootfs.h"
 
 namespace evmdk::guest::detail {
@@ -64,16 +65,18 @@ PartitionInfo cached_partition(DiskCache& cache, const std::string& disk, unsign
   return found->second;
 }
 
-std::string resolve_disk(DiskCache& cache, const std::string& source,
+std::string resolve_disk(DiskCache& cache, const LowerPlan& lower,
                          std::chrono::milliseconds timeout) {
+  std::string key = disk_cache_key(lower);  // a pmem scan's source alone names no disk
   {
     std::lock_guard lock(cache.mutex);
-    auto it = cache.disks.find(source);
+    auto it = cache.disks.find(key);
     if (it != cache.disks.end()) return it->second;
   }
-  std::string disk = find_disk(source, timeout);
+  std::string disk = lower.pmem ? find_pmem_device(lower, timeout)
+                                : find_disk(lower.storage->source, timeout);
   std::lock_guard lock(cache.mutex);
-  cache.disks[source] = disk;
+  cache.disks[key] = disk;
   return disk;
 }
 
@@ -87,7 +90,7 @@ void locate_partitions(DiskCache& cache, const std::vector<LowerPlan>& lowers,
     if (!lower.partition) continue;
     std::string disk;
     try {
-      disk = resolve_disk(cache, lower.storage->source, timeout);
+      disk = resolve_disk(cache, lower, timeout);
     } catch (...) {
       rethrow_with_context("layer {} (storage '{}', partition {})", lower.index,
                            lower.storage->source, *lower.partition);
@@ -188,13 +191,18 @@ class LowerMount {
     } else {
       mount_multi_device();
     }
+    if (lower_.dax) {  // EROFS falls back to the page cache silently: mountinfo tells
+      auto warning = check_dax_took_effect(lower_, device_, target_);
+      outcome_.dax[target_] = warning ? "fallback" : "always";
+      if (warning) outcome_.warnings.push_back(*warning);
+    }
     return outcome_;
   }
 
  private:
   // ---- locate: the disk, and the partition's kernel node and table entry.
   void locate() {
-    disk_ = resolve_disk(cache_, storage_.source, request_.device_timeout);
+    disk_ = resolve_disk(cache_, lower_, request_.device_timeout);
     device_ = disk_;
     if (!lower_.partition) return;
     {
@@ -466,6 +474,8 @@ void merge(LowersOutcome& into, const LowersOutcome& from) {
   into.verity_devices.insert(into.verity_devices.end(), from.verity_devices.begin(),
                              from.verity_devices.end());
   into.flat_device_mode = into.flat_device_mode || from.flat_device_mode;
+  into.dax.insert(from.dax.begin(), from.dax.end());
+  into.warnings.insert(into.warnings.end(), from.warnings.begin(), from.warnings.end());
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // Private to the driver: the lower step (docs/guest.md "Mount", step 3). Each lower is
 // located (its disk and partition), its identity verified (PARTUUID, EROFS UUID), its
 // dm-verity devices and loop slices set up, and then mounted read-only at lower-<i>.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,8 @@ struct LowersOutcome {
   std::vector<std::string> loops;           // loop devices attached
   std::vector<std::string> verity_devices;  // dm-verity names activated
   bool flat_device_mode = false;            // a multi-device lower mounted without slices
+  std::map<std::string, std::string> dax;   // DAX lower's mount point -> "always" | "fallback"
+  std::vector<std::string> warnings;        // e.g. a DAX fallback the storage allows
 };
 
 // Refuses, before anything is mounted, a container id too long to name some lower's dm-verity

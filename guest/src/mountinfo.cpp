@@ -43,6 +43,7 @@ std::vector<MountEntry> read_mountinfo() {
     entry.mount_point = or_empty(mnt_fs_get_target(fs));
     entry.fstype = or_empty(mnt_fs_get_fstype(fs));
     entry.source = or_empty(mnt_fs_get_source(fs));
+    entry.super_options = or_empty(mnt_fs_get_fs_options(fs));
     out.push_back(std::move(entry));
   }
   return out;

@@ -12,6 +12,7 @@
 #include "evmdk/contract/verity_options.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/block_device.h"
+#include "pmem_device.h"
 
 namespace evmdk::guest {
 namespace {
@@ -269,6 +270,7 @@ LowerPlan plan_lower(size_t i, const Storage& storage, size_t lowers_so_far) {
   auto index = unsigned_option(i, storage, marker::kLayerIndex, 0, kMaxLowers - 1);
   if (!index && lower.partition) index = *lower.partition - 1;
   lower.index = index.value_or(static_cast<unsigned>(lowers_so_far));
+  detail::plan_pmem_lower(name, lower);  // nvdimm source and DAX (pmem_device.cpp)
   return lower;
 }
 

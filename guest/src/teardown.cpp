@@ -377,8 +377,13 @@ nlohmann::json rootfs_status(const std::string& base_dir, const std::string& con
   if (journal && !journal->rootfs.empty()) dirs.push_back(journal->rootfs);
   for (const auto& dir : dirs) {
     for (const auto& entry : mounts_under(dir)) {
-      mounts.push_back(
-          {{"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}});
+      nlohmann::json mount{
+          {"mount_point", entry.mount_point}, {"fstype", entry.fstype}, {"source", entry.source}};
+      // Whether an EROFS lower reads through DAX (its super options say dax=always).
+      if (entry.fstype == "erofs") {
+        mount["dax"] = ("," + entry.super_options + ",").find(",dax=always,") != std::string::npos;
+      }
+      mounts.push_back(std::move(mount));
     }
   }
   out["mounted"] = mounts;

@@ -109,7 +109,9 @@ void register_guest_commands(CLI::App& app) {
     request.parallel_mounts = options->parallel;
     request.crash_after = crash_hook();
     request.policy = effective_policy(*options);
-    auto result = documents::mount_result(guest::mount_rootfs(request));
+    guest::MountResult mounted = guest::mount_rootfs(request);
+    for (const auto& warning : mounted.warnings) fmt::print(stderr, "erofs-vmdk: warning: {}\n", warning);
+    auto result = documents::mount_result(mounted);
     if (!*mount_quiet) fmt::print("{}\n", result.dump(2));
   });
 

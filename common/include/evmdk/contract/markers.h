@@ -54,6 +54,11 @@ inline constexpr std::string_view kRootfsReadonly = "X-erofs-vmdk.rootfs-readonl
 inline constexpr std::string_view kOverlayOption = "X-erofs-vmdk.overlay-option";    // =opt
 // dm-verity of extra device <slot> of a flat disk: X-erofs-vmdk.device.<slot>.dmverity*.
 inline constexpr std::string_view kDevicePrefix = "X-erofs-vmdk.device.";
+// A lower on virtio-pmem read through DAX (contract/pmem.h encodes and decodes them): the
+// guest mounts it with dax=always and checks mountinfo that DAX took effect; dax-fallback
+// says whether a silent fallback to the page cache is an error (the default) or a warning.
+inline constexpr std::string_view kDax = "X-erofs-vmdk.dax";                  // =always
+inline constexpr std::string_view kDaxFallback = "X-erofs-vmdk.dax-fallback";  // =error|warn
 
 }  // namespace marker
 

@@ -7,6 +7,7 @@
 // of X-erofs-vmdk.rootfs-bind ({{ mount N }} or {{ mount 0 }}/path, read-only with
 // X-erofs-vmdk.rootfs-readonly=true); or a virtio-fs share mounted directly.
 #include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -51,6 +52,10 @@ struct MountResult {
   std::vector<std::string> verity_devices;  // dm names, for lowers with X-kata.dmverity-enabled
   bool flat_device_mode = false;            // a multi-device lower mounted without loop slices
   std::string overlay_method;               // "fsconfig lowerdir+" or "mount(2) relative paths"
+  // DAX lowers (X-erofs-vmdk.dax=always): mount point -> "always" (mountinfo confirms it) or
+  // "fallback" (allowed by X-erofs-vmdk.dax-fallback=warn; the warning says why).
+  std::map<std::string, std::string> dax;
+  std::vector<std::string> warnings;
   // Wall-clock milliseconds per step, in order: "dirs", "lowers", "upper", "mkdir", "rootfs";
   // where the time to a ready rootfs goes.
   std::vector<std::pair<std::string, double>> step_ms;

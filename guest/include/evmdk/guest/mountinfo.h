@@ -12,6 +12,7 @@ struct MountEntry {
   std::string mount_point;  // unescaped
   std::string fstype;
   std::string source;
+  std::string super_options;  // the filesystem's own (e.g. EROFS's dax=always)
 };
 
 std::vector<MountEntry> read_mountinfo();  // in the kernel's order (parents before children)

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "evmdk/contract/pmem.h"
 #include "evmdk/guest/bind_source.h"
 #include "evmdk/guest/mkdir_directive.h"
 #include "evmdk/guest/verity.h"
@@ -39,6 +40,10 @@ struct LowerPlan {
   // X-erofs-vmdk.device.<slot>.dmverity*; hash_offset is a byte offset on the disk.
   std::map<unsigned, VerityParams> device_verity;
   MountOptions mount;  // always MS_RDONLY | MS_NODEV | MS_NOSUID
+  // A virtio-pmem lower (driver nvdimm): where its device is found, and whether it is read
+  // through DAX (then mount.data carries dax=always, and there is no dm-verity).
+  std::optional<contract::PmemSource> pmem;
+  std::optional<contract::DaxOptions> dax;
 };
 
 // What the rootfs is (docs/runtime-integration.md section 3 lists the hook's shapes).

@@ -1,0 +1,182 @@
+// Lowers on virtio-pmem in the plan (no root): driver nvdimm and its two sources, the DAX
+// markers with hostile values refused, DAX with dm-verity refused up front saying why; and the
+// contract's encode/decode pair the host writes them with.
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+
+#include <string>
+#include <vector>
+
+#include "evmdk/contract/markers.h"
+#include "evmdk/contract/pmem.h"
+#include "evmdk/contract/verity_options.h"
+#include "evmdk/error.h"
+#include "evmdk/guest/plan.h"
+
+namespace evmdk::guest {
+namespace {
+
+const std::string kPartUuid = "3a3a3a3a-1111-4000-8000-000000000001";
+
+Storage pmem_lower(std::string source, std::vector<std::string> extra = {}) {
+  Storage s{"nvdimm",
+            {},
+            std::move(source),
+            "erofs",
+            {"ro", "X-kata.overlay-lower", "X-kata.partition-number=1",
+             "X-erofs-vmdk.partuuid=" + kPartUuid},
+            ""};
+  s.options.insert(s.options.end(), extra.begin(), extra.end());
+  return s;
+}
+
+std::string refusal(const std::vector<Storage>& storages) {
+  try {
+    (void)make_plan(storages);
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "<accepted>";
+}
+
+TEST(GuestPmemPlan, DaxLowerOnAPmemDeviceMountsWithDaxAlways) {
+  std::vector<Storage> storages{
+      pmem_lower("pmem-pci:0000:00:10.0", {"X-erofs-vmdk.dax=always"}),
+      pmem_lower("pmem-scan", {"X-erofs-vmdk.dax=always", "X-erofs-vmdk.dax-fallback=warn",
+                               "X-erofs-vmdk.layer-index=1"})};
+  Plan plan = make_plan(storages);
+  ASSERT_EQ(plan.lowers.size(), 2u);
+  const LowerPlan& by_pci = plan.lowers[0];
+  ASSERT_TRUE(by_pci.pmem && by_pci.dax);
+  EXPECT_EQ(by_pci.pmem->pci_address, "0000:00:10.0");
+  EXPECT_EQ(by_pci.dax->fallback, contract::DaxFallback::Error) << "error is the default";
+  EXPECT_EQ(by_pci.mount.data, "dax=always");
+  EXPECT_EQ(by_pci.mount.flags & (MS_RDONLY | MS_NODEV | MS_NOSUID),
+            static_cast<unsigned long>(MS_RDONLY | MS_NODEV | MS_NOSUID));
+  const LowerPlan& by_scan = plan.lowers[1];
+  ASSERT_TRUE(by_scan.pmem && by_scan.dax);
+  EXPECT_FALSE(by_scan.pmem->pci_address);
+  EXPECT_EQ(by_scan.dax->fallback, contract::DaxFallback::Warn);
+}
+
+TEST(GuestPmemPlan, PmemWithoutDaxAndBlkLowersAreUnchanged) {
+  Plan plan = make_plan({pmem_lower("pmem-scan")});
+  ASSERT_TRUE(plan.lowers[0].pmem);
+  EXPECT_FALSE(plan.lowers[0].dax);
+  EXPECT_EQ(plan.lowers[0].mount.data, "");
+  Storage blk{"blk", {}, "serial:evmdk-layers", "erofs", {"ro", "X-kata.overlay-lower"}, ""};
+  Plan plain = make_plan({blk});
+  EXPECT_FALSE(plain.lowers[0].pmem);
+  EXPECT_FALSE(plain.lowers[0].dax);
+}
+
+TEST(GuestPmemPlan, HostileDaxMarkersAreRefusedNamingTheOption) {
+  for (const auto& [options, expected] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"X-erofs-vmdk.dax=never"}, "X-erofs-vmdk.dax=never is refused"},
+           {{"X-erofs-vmdk.dax=always,device=/dev/sda"}, "the only value is 'always'"},
+           {{"X-erofs-vmdk.dax"}, "X-erofs-vmdk.dax needs a value"},
+           {{"X-erofs-vmdk.dax="}, "X-erofs-vmdk.dax needs a value"},
+           {{"X-erofs-vmdk.dax=always", "X-erofs-vmdk.dax=always"}, "more than once"},
+           {{"X-erofs-vmdk.dax=always", "X-erofs-vmdk.dax-fallback=ignore"},
+            "X-erofs-vmdk.dax-fallback=ignore is refused: 'error' or 'warn'"},
+           {{"X-erofs-vmdk.dax=always", "X-erofs-vmdk.dax-fallback=warn",
+             "X-erofs-vmdk.dax-fallback=error"},
+            "more than once"},
+           {{"X-erofs-vmdk.dax-fallback=warn"}, "without X-erofs-vmdk.dax=always"},
+           // The plain kernel option never reaches the mount from a storage: the marker does.
+           {{"dax=always"}, "'dax=always' is not an allowed mount option"},
+           {{"dax"}, "'dax' is not an allowed mount option"}}) {
+    std::string why = refusal({pmem_lower("pmem-scan", options)});
+    EXPECT_NE(why.find(expected), std::string::npos) << why;
+    EXPECT_NE(why.find("storage #0 'pmem-scan'"), std::string::npos) << why;
+  }
+}
+
+TEST(GuestPmemPlan, PmemSourcesAreRefusedUnlessWellFormed) {
+  for (const auto& [source, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"/dev/pmem0", "pmemN follows PCI probe order"},
+           {"serial:evmdk-layers", "needs source pmem-pci:<DDDD:BB:DD.F> or pmem-scan"},
+           {"pmem-pci:00:10.0", "not a virtio-pmem PCI address"},
+           {"pmem-pci:0000:00:10.0/../../x", "not a virtio-pmem PCI address"},
+           {"pmem-pci:0000:00:10.8", "not a virtio-pmem PCI address"},
+           {"pmem-pci:0000:00:20.0", "not a virtio-pmem PCI address"},
+           {"pmem-pci:0000:00:1G.0", "not a virtio-pmem PCI address"},
+           {"pmem-pci:0000:00:1A.0", "not a virtio-pmem PCI address"},
+           {"pmem-pci:", "not a virtio-pmem PCI address"},
+           {"pmem-scanx", "needs source"}}) {
+    std::string why = refusal({pmem_lower(source)});
+    EXPECT_NE(why.find(expected), std::string::npos) << source << ": " << why;
+  }
+  Storage on_blk = pmem_lower("pmem-scan");
+  on_blk.driver = "blk";
+  EXPECT_NE(refusal({on_blk}).find("needs driver 'nvdimm', not 'blk'"), std::string::npos)
+      << refusal({on_blk});
+}
+
+TEST(GuestPmemPlan, ScanNeedsTheIdentityItMatches) {
+  Storage no_partuuid{"nvdimm",
+                      {},
+                      "pmem-scan",
+                      "erofs",
+                      {"ro", "X-kata.overlay-lower", "X-kata.partition-number=2"},
+                      ""};
+  EXPECT_NE(refusal({no_partuuid}).find("source pmem-scan needs option X-erofs-vmdk.partuuid"),
+            std::string::npos)
+      << refusal({no_partuuid});
+  Storage whole{"nvdimm", {}, "pmem-scan", "erofs", {"ro", "X-kata.overlay-lower"}, ""};
+  EXPECT_NE(refusal({whole}).find("needs option X-erofs-vmdk.erofs-uuid"), std::string::npos)
+      << refusal({whole});
+  whole.options.push_back("X-erofs-vmdk.erofs-uuid=" + kPartUuid);
+  EXPECT_EQ(refusal({whole}), "<accepted>");
+  // By PCI address the device is named: the identity is checked after, as on virtio-blk.
+  Storage by_pci{"nvdimm", {}, "pmem-pci:0000:00:0a.0", "erofs", {"ro", "X-kata.overlay-lower"},
+                 ""};
+  EXPECT_EQ(refusal({by_pci}), "<accepted>");
+}
+
+TEST(GuestPmemPlan, DaxWithDmVerityIsRefusedSayingWhy) {
+  contract::VerityOptions verity;
+  verity.root_hash = std::string(64, 'a');
+  verity.hash_offset = 1 << 20;
+  std::vector<std::string> extra = contract::encode_verity_options(verity);
+  extra.push_back("X-erofs-vmdk.dax=always");
+  std::string why = refusal({pmem_lower("pmem-scan", extra)});
+  EXPECT_NE(why.find("together with dm-verity"), std::string::npos) << why;
+  EXPECT_NE(why.find("a dm-verity device cannot do DAX"), std::string::npos) << why;
+  EXPECT_NE(why.find("choose DAX"), std::string::npos) << why;
+  // dm-verity over pmem without DAX stays allowed (it reads through the page cache).
+  extra.pop_back();
+  EXPECT_EQ(refusal({pmem_lower("pmem-scan", extra)}), "<accepted>");
+}
+
+TEST(GuestPmemPlan, DaxNeedsAPmemDevice) {
+  Storage blk{"blk",
+              {},
+              "serial:evmdk-layers",
+              "erofs",
+              {"ro", "X-kata.overlay-lower", "X-erofs-vmdk.dax=always"},
+              ""};
+  std::string why = refusal({blk});
+  EXPECT_NE(why.find("needs a virtio-pmem device (driver 'nvdimm'); driver 'blk' cannot do DAX"),
+            std::string::npos)
+      << why;
+}
+
+TEST(ContractPmem, EncodersReadBackThroughTheDecoders) {
+  for (auto fallback : {contract::DaxFallback::Error, contract::DaxFallback::Warn}) {
+    auto options = contract::encode_dax_options({fallback});
+    ASSERT_EQ(options.size(), 2u);
+    EXPECT_EQ(options[0], std::string(marker::kDax) + "=always");
+    EXPECT_EQ(options[1],
+              std::string(marker::kDaxFallback) + "=" + contract::dax_fallback_name(fallback));
+    EXPECT_EQ(contract::decode_dax_options(options, "t"), contract::DaxOptions{fallback});
+  }
+  EXPECT_EQ(contract::encode_pmem_source({}), "pmem-scan");
+  EXPECT_EQ(contract::encode_pmem_source({"0000:00:10.0"}), "pmem-pci:0000:00:10.0");
+  EXPECT_THROW(contract::encode_pmem_source({"0000:00:10"}), Error);
+  EXPECT_FALSE(contract::decode_dax_options({"ro", "X-erofs-vmdk.daxx=always"}, "t"));
+}
+
+}  // namespace
+}  // namespace evmdk::guest
