@@ -116,9 +116,9 @@ TEST_F(PmemDriver, GuestMountReadsPmemLowersThroughDaxAndReportsFallbacks) {
   const std::string misaligned = work + "/misaligned.img";
   { std::ofstream create(misaligned, std::ios::binary | std::ios::trunc); }
   fs::resize_file(misaligned, round_up_to_pmem_alignment(2049 * 512 + layer_bytes + kMiB));
-  auto part = test::run({"sgdisk", "-a", "1", "-n",
-                         fmt::format("1:2049:{}", 2049 + layer_bytes / 512 - 1), "-u",
-                         std::string("1:") + kMisalignedPartUuid, misaligned});
+  auto part =
+      test::run({"sgdisk", "-a", "1", "-n", fmt::format("1:2049:{}", 2049 + layer_bytes / 512 - 1),
+                 "-u", std::string("1:") + kMisalignedPartUuid, misaligned});
   ASSERT_EQ(part.exit_code, 0) << part.out << part.err;
   {
     std::fstream out(misaligned, std::ios::binary | std::ios::in | std::ios::out);
@@ -144,7 +144,8 @@ TEST_F(PmemDriver, GuestMountReadsPmemLowersThroughDaxAndReportsFallbacks) {
   pmem.push_back(upper_storage());
   nlohmann::json blk = composed.storages;
   blk.push_back(upper_storage("evmdk-upper-blk"));
-  GuestJob job = scenario_job(pmem.dump(2), std::string(kMeasureShell) + fmt::format(R"SH(
+  GuestJob job = scenario_job(pmem.dump(2),
+                              std::string(kMeasureShell) + fmt::format(R"SH(
 R=/run/rootfs-pmem
 evmdk_check pmem-mount evmdk_guest_mount c1 $R
 evmdk_expect_eq pmem-dax-confirmed "$(count_in '": "always"' /run/evmdk-mount-c1.json)" 2
@@ -184,7 +185,7 @@ evmdk_check warn-status-no-dax sh -c "erofs-vmdk guest status -i c4 -b $EVMDK_BA
 evmdk_check warn-teardown evmdk_guest_teardown c4 $W
 evmdk_check_clean c4
 )SH",
-                                                                      fmt::arg("big", big_sha)));
+                                                                       fmt::arg("big", big_sha)));
   job.files["blk.json"] = blk.dump(2);
   job.files["error.json"] = misaligned_storage("error").dump(2);
   job.files["warn.json"] = misaligned_storage("warn").dump(2);
@@ -192,14 +193,15 @@ evmdk_check_clean c4
 
   EVMDK_ASSERT_GUEST_PASSED(
       outcome,
-      expected_checks({"pmem-mount", "pmem-dax-confirmed", "pmem-no-warnings",
-                       "pmem-mountinfo-dax", "pmem-lowers-on-pmem", "pmem-status-dax", "pmem-view",
-                       "pmem-writable", "content-pmem-big", "pmem-teardown", "blk-mount",
-                       "blk-no-dax", "content-blk-big", "blk-teardown", "error-mount-fails",
-                       "error-names-storage", "error-names-rule", "error-rolled-back",
-                       "warn-mount", "warn-on-stderr", "warn-dax-fallback", "warn-in-result",
-                       "warn-view", "warn-status-no-dax", "warn-teardown"},
-                      {"c1", "c2", "c3", "c4"}));
+      expected_checks(
+          {"pmem-mount",          "pmem-dax-confirmed", "pmem-no-warnings",  "pmem-mountinfo-dax",
+           "pmem-lowers-on-pmem", "pmem-status-dax",    "pmem-view",         "pmem-writable",
+           "content-pmem-big",    "pmem-teardown",      "blk-mount",         "blk-no-dax",
+           "content-blk-big",     "blk-teardown",       "error-mount-fails", "error-names-storage",
+           "error-names-rule",    "error-rolled-back",  "warn-mount",        "warn-on-stderr",
+           "warn-dax-fallback",   "warn-in-result",     "warn-view",         "warn-status-no-dax",
+           "warn-teardown"},
+          {"c1", "c2", "c3", "c4"}));
 
   auto value = [&](const std::string& name) {
     auto found = outcome.values.find("cached-kib-" + name);
