@@ -78,7 +78,21 @@ void fuzz_plan(std::string_view text) {
     return;
   }
   const size_t guest_mounts = plan.lowers.size() + 1;
-  for (const auto& lower : plan.lowers) check(!lower.image.empty(), "every lower has an image");
+  // Every lower names its image, or (containerd 2.1) the absolute host directory the hook maps
+  // to its image through the mount table -- never both, never neither.
+  for (const auto& lower : plan.lowers) {
+    check(lower.image.empty() != lower.host_directory.empty(),
+          "every lower has an image or a host directory");
+    check(lower.host_directory.empty() ||
+              (lower.host_directory.front() == '/' &&
+               lower.host_directory.find_first_of(":\\") == std::string::npos),
+          "a host lowerdir is one absolute path");
+  }
+  // A read-only upper is only ever behind a read-only bind.
+  if (plan.upper && plan.upper->read_only) {
+    check(plan.rootfs == evmdk::host::RootfsKind::Bind && plan.read_only,
+          "a read-only upper is bound read-only");
+  }
   check_guest_template(plan.guest_lowerdir, guest_mounts);
   check_guest_template(plan.guest_upperdir, guest_mounts);
   check_guest_template(plan.guest_workdir, guest_mounts);
