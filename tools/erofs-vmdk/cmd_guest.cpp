@@ -1,5 +1,6 @@
 // erofs-vmdk guest mount|teardown|status: thin over evmdk::guest (guest/include/evmdk/guest).
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -8,8 +9,6 @@
 #include <iterator>
 #include <memory>
 #include <optional>
-
-#include <unistd.h>
 
 #include "commands.h"
 #include "documents.h"
@@ -65,30 +64,46 @@ guest::Policy effective_policy(const GuestOptions& options) {
 }  // namespace
 
 void register_guest_commands(CLI::App& app) {
-  auto* guest_cmd = app.add_subcommand("guest", "guest storage driver: mount the layers and the "
-                                                "upper as the rootfs (overlay, read-only overlay, "
-                                                "bind, or virtio-fs share), tear it down");
+  auto* guest_cmd = app.add_subcommand("guest",
+                                       "guest storage driver: mount the layers and the "
+                                       "upper as the rootfs (overlay, read-only overlay, "
+                                       "bind, or virtio-fs share), tear it down");
   guest_cmd->require_subcommand(1);
   auto options = std::make_shared<GuestOptions>();
 
-  auto* mount = guest_cmd->add_subcommand("mount", "mount lowers, upper and the rootfs the "
-                                                   "storages describe");
-  mount->add_option("-s,--storages", options->storages_path, "storage.json (a JSON array of "
-                    "Storage objects), or - for stdin")->required();
+  auto* mount = guest_cmd->add_subcommand("mount",
+                                          "mount lowers, upper and the rootfs the "
+                                          "storages describe");
+  mount
+      ->add_option("-s,--storages", options->storages_path,
+                   "storage.json (a JSON array of "
+                   "Storage objects), or - for stdin")
+      ->required();
   mount->add_option("-i,--id", options->container_id, "container id")->required();
   mount->add_option("-r,--rootfs", options->rootfs, "the rootfs mount point")->required();
-  mount->add_option("-b,--base", options->base_dir, "base directory for <id>/multi-layer and "
-                    "journals")->capture_default_str();
-  mount->add_option("--timeout-ms", options->timeout_ms, "how long to wait for disks and "
-                    "partitions")->capture_default_str();
-  mount->add_option("--parallel", options->parallel, "lowers mounted concurrently")->capture_default_str();
-  mount->add_option("--policy", options->policy_path, fmt::format(
-      "the guest's integrity policy (JSON; default: {} when present)", guest::kDefaultPolicyPath));
-  mount->add_flag("--require-verity", options->require_verity, "refuse any lower (or flat-image "
+  mount
+      ->add_option("-b,--base", options->base_dir,
+                   "base directory for <id>/multi-layer and "
+                   "journals")
+      ->capture_default_str();
+  mount
+      ->add_option("--timeout-ms", options->timeout_ms,
+                   "how long to wait for disks and "
+                   "partitions")
+      ->capture_default_str();
+  mount->add_option("--parallel", options->parallel, "lowers mounted concurrently")
+      ->capture_default_str();
+  mount->add_option("--policy", options->policy_path,
+                    fmt::format("the guest's integrity policy (JSON; default: {} when present)",
+                                guest::kDefaultPolicyPath));
+  mount->add_flag("--require-verity", options->require_verity,
+                  "refuse any lower (or flat-image "
                   "device) without dm-verity, and any virtio-fs rootfs");
-  mount->add_option("--verity-algorithm", options->verity_algorithms, "an allowed dm-verity hash "
+  mount->add_option("--verity-algorithm", options->verity_algorithms,
+                    "an allowed dm-verity hash "
                     "(repeat; default sha256 and sha512)");
-  mount->add_option("--root-hash", options->root_hashes, "an allowed dm-verity root hash (repeat; "
+  mount->add_option("--root-hash", options->root_hashes,
+                    "an allowed dm-verity root hash (repeat; "
                     "default: any)");
   mount->add_option("--max-upper-bytes", options->max_upper_bytes, "largest allowed upper disk");
   add_json_always_flag(mount);
@@ -96,7 +111,8 @@ void register_guest_commands(CLI::App& app) {
   mount->callback([options, mount_quiet] {
     guest::MountRequest request;
     try {
-      request.storages = storages_from_json(nlohmann::json::parse(read_input(options->storages_path)));
+      request.storages =
+          storages_from_json(nlohmann::json::parse(read_input(options->storages_path)));
     } catch (const nlohmann::json::exception& error) {
       throw Error("{}: not valid JSON: {}", options->storages_path, error.what());
     } catch (const Error& error) {
@@ -110,21 +126,28 @@ void register_guest_commands(CLI::App& app) {
     request.crash_after = crash_hook();
     request.policy = effective_policy(*options);
     guest::MountResult mounted = guest::mount_rootfs(request);
-    for (const auto& warning : mounted.warnings) fmt::print(stderr, "erofs-vmdk: warning: {}\n", warning);
+    for (const auto& warning : mounted.warnings)
+      fmt::print(stderr, "erofs-vmdk: warning: {}\n", warning);
     auto result = documents::mount_result(mounted);
     if (!*mount_quiet) fmt::print("{}\n", result.dump(2));
   });
 
   auto* teardown = guest_cmd->add_subcommand(
-      "teardown", "kill the container, remove its cgroups, unmount top-down, remove what mount "
-                  "created; exits non-zero naming whatever could not be cleaned");
+      "teardown",
+      "kill the container, remove its cgroups, unmount top-down, remove what mount "
+      "created; exits non-zero naming whatever could not be cleaned");
   teardown->add_option("-i,--id", options->container_id, "container id")->required();
-  teardown->add_option("-r,--rootfs", options->rootfs, "the rootfs mount point (default: from the journal)");
+  teardown->add_option("-r,--rootfs", options->rootfs,
+                       "the rootfs mount point (default: from the journal)");
   teardown->add_option("-b,--base", options->base_dir, "base directory")->capture_default_str();
-  teardown->add_option("-c,--cgroup", options->cgroups, "a cgroup directory of the container "
+  teardown->add_option("-c,--cgroup", options->cgroups,
+                       "a cgroup directory of the container "
                        "(repeat for each v1 hierarchy)");
-  teardown->add_option("--kill-timeout-ms", options->kill_timeout_ms, "bound for killing the "
-                       "processes and for removing the cgroups")->capture_default_str();
+  teardown
+      ->add_option("--kill-timeout-ms", options->kill_timeout_ms,
+                   "bound for killing the "
+                   "processes and for removing the cgroups")
+      ->capture_default_str();
   add_json_always_flag(teardown);
   auto teardown_quiet = add_quiet_flag(teardown);
   teardown->callback([options, teardown_quiet] {
@@ -138,7 +161,8 @@ void register_guest_commands(CLI::App& app) {
     request.crash_after = crash_hook();
     auto report = guest::teardown_rootfs(request);
     if (!*teardown_quiet) fmt::print("{}\n", report.to_json().dump(2));
-    for (const auto& warning : report.warnings) fmt::print(stderr, "erofs-vmdk: warning: {}\n", warning);
+    for (const auto& warning : report.warnings)
+      fmt::print(stderr, "erofs-vmdk: warning: {}\n", warning);
     if (!report.clean()) {
       std::fflush(stdout);
       for (const auto& problem : report.problems) {

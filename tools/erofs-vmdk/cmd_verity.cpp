@@ -1,13 +1,12 @@
 // `erofs-vmdk verity ...`: host side (format, show) and guest side (open, close, list).
 #include <fmt/format.h>
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -54,8 +53,7 @@ std::optional<uint64_t> bytes_read_so_far() {
 class ReadProgress {
  public:
   ReadProgress(std::string label, uint64_t total, bool wanted)
-      : bar_(host::ProgressBar::for_stderr(std::move(label), total)),
-        start_(bytes_read_so_far()) {
+      : bar_(host::ProgressBar::for_stderr(std::move(label), total)), start_(bytes_read_so_far()) {
     if (!wanted || !bar_.enabled() || !start_) return;
     sampler_ = std::jthread([this, total](std::stop_token stop) {
       std::mutex mutex;
@@ -105,7 +103,8 @@ void print_description(const nlohmann::json& d) {
 }  // namespace
 
 void register_verity_commands(CLI::App& app) {
-  auto* verity = app.add_subcommand("verity", "dm-verity: protect layers (host), open them (guest)");
+  auto* verity =
+      app.add_subcommand("verity", "dm-verity: protect layers (host), open them (guest)");
   verity->require_subcommand(1);
 
   // -- format
@@ -126,12 +125,14 @@ void register_verity_commands(CLI::App& app) {
   };
   auto format_args = std::make_shared<FormatArgs>();
   auto* format = verity->add_subcommand(
-      "format", "append a dm-verity hash tree to LAYER and write LAYER.dmverity (as containerd "
-                "does; bit-identical to `veritysetup format` with the same parameters)");
+      "format",
+      "append a dm-verity hash tree to LAYER and write LAYER.dmverity (as containerd "
+      "does; bit-identical to `veritysetup format` with the same parameters)");
   format->add_option("LAYER", format_args->layer, "layer.erofs to protect")->required();
   format->add_option("--hash-offset", format_args->hash_offset,
                      "byte offset of the superblock and tree (default: the EROFS image size)");
-  format->add_option("--salt", format_args->salt, "salt as hex, '-' for none (default: 32 zero bytes)");
+  format->add_option("--salt", format_args->salt,
+                     "salt as hex, '-' for none (default: 32 zero bytes)");
   format->add_option("--uuid", format_args->uuid, "superblock UUID (default: random)");
   format->add_option("--hash", format_args->algorithm, "hash algorithm (sha256, sha512)");
   format->add_option("--data-block-size", format_args->data_block_size, "bytes");
@@ -181,7 +182,8 @@ void register_verity_commands(CLI::App& app) {
   auto* show = verity->add_subcommand(
       "show", "print LAYER's dm-verity sidecar and superblock, after cross-checking them");
   show->add_option("LAYER", show_args->layer, "layer.erofs")->required();
-  show->add_flag("--check", show_args->check, "also recompute the whole tree from the data and compare it with the stored one");
+  show->add_flag("--check", show_args->check,
+                 "also recompute the whole tree from the data and compare it with the stored one");
   show->add_flag("--json", show_args->json, "print JSON");
   show->callback([show_args] {
     auto info = host::inspect_verity_layer(show_args->layer);
@@ -191,16 +193,17 @@ void register_verity_commands(CLI::App& app) {
     }
     auto d = describe(info->sidecar, info->superblock, info->hash_end);
     if (show_args->check) {
-      auto check = host::verity_check_tree(show_args->layer, info->sidecar.hash_offset,
-                                           info->superblock);
+      auto check =
+          host::verity_check_tree(show_args->layer, info->sidecar.hash_offset, info->superblock);
       if (check.root_hash != info->sidecar.root_hash) {
         throw Error("layer {}: data does not match the root hash {} (recomputed {})",
                     show_args->layer, info->sidecar.root_hash, check.root_hash);
       }
       if (check.first_bad_tree_byte) {
-        throw Error("layer {}: the stored hash tree differs from the one its data gives, at byte "
-                    "{} (dm-verity would fail reads that need that tree block)",
-                    show_args->layer, *check.first_bad_tree_byte);
+        throw Error(
+            "layer {}: the stored hash tree differs from the one its data gives, at byte "
+            "{} (dm-verity would fail reads that need that tree block)",
+            show_args->layer, *check.first_bad_tree_byte);
       }
       d["checked"] = true;
     }
@@ -238,7 +241,8 @@ void register_verity_commands(CLI::App& app) {
         open_args->name, open_args->data_device,
         open_args->hash_device.empty() ? open_args->data_device : open_args->hash_device, *params);
     if (open_args->json) {
-      fmt::print("{}\n", nlohmann::json{{"name", open_args->name}, {"path", device.path()}}.dump(2));
+      fmt::print("{}\n",
+                 nlohmann::json{{"name", open_args->name}, {"path", device.path()}}.dump(2));
     } else if (!open_args->quiet) {
       fmt::print("{}\n", device.path());
     }
@@ -247,8 +251,9 @@ void register_verity_commands(CLI::App& app) {
 
   auto check_args = std::make_shared<OpenArgs>();
   auto* check = verity->add_subcommand(
-      "check", "activate dm-verity over DEVICE, read all of it through the kernel's verification, "
-               "and remove the device again; fails naming the first corrupted block");
+      "check",
+      "activate dm-verity over DEVICE, read all of it through the kernel's verification, "
+      "and remove the device again; fails naming the first corrupted block");
   check->add_option("NAME", check_args->name, "device-mapper name (temporary)")->required();
   check->add_option("DEVICE", check_args->data_device, "data device (the layer)")->required();
   check->add_option("--hash-device", check_args->hash_device, "hash device (default: DEVICE)");
@@ -265,8 +270,9 @@ void register_verity_commands(CLI::App& app) {
         *params);
     uint64_t bytes = device.verify_all();  // the device is removed on every path
     if (check_args->json) {
-      fmt::print("{}\n", nlohmann::json{{"device", check_args->data_device},
-                                         {"bytes_verified", bytes}}.dump(2));
+      fmt::print(
+          "{}\n",
+          nlohmann::json{{"device", check_args->data_device}, {"bytes_verified", bytes}}.dump(2));
     } else if (!check_args->quiet) {
       fmt::print("{}: {} bytes verified\n", check_args->data_device, bytes);
     }

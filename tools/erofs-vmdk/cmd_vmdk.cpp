@@ -26,8 +26,9 @@ nlohmann::json extent_json(const vmdk::MappedExtent& extent) {
 
 void register_lint(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "lint", "Check a VMDK descriptor for everything QEMU reads differently from the VMware "
-              "spec, or would fail on; exits 1 when there are errors");
+      "lint",
+      "Check a VMDK descriptor for everything QEMU reads differently from the VMware "
+      "spec, or would fail on; exits 1 when there are errors");
   auto file = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
   cmd->add_option("FILE", *file, "VMDK descriptor")->required();
@@ -58,8 +59,7 @@ void register_map(CLI::App& app) {
   auto at = std::make_shared<uint64_t>(0);
   cmd->add_option("FILE", *file, "VMDK descriptor")->required();
   cmd->add_flag("--json", *json, "Print JSON");
-  auto* at_option =
-      cmd->add_option("--at", *at, "Only show where this virtual byte offset lands");
+  auto* at_option = cmd->add_option("--at", *at, "Only show where this virtual byte offset lands");
   cmd->callback([file, json, at, at_option] {
     vmdk::ExtentMap map = vmdk::ExtentMap::from_file(*file);
     // The layout is QEMU's; say so when it is not what the text seems to say.

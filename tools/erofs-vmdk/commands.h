@@ -3,7 +3,6 @@
 // A command that must exit non-zero without an error message throws CLI::RuntimeError(code);
 // any evmdk::Error escaping a command is printed as "erofs-vmdk: <message>" with exit status 1.
 #include <CLI/CLI.hpp>
-
 #include <memory>
 #include <string>
 

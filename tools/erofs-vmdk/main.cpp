@@ -7,8 +7,9 @@
 #include "evmdk/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"erofs-vmdk: compose EROFS container layers into one read-only virtual disk, "
-               "and mount them in the guest"};
+  CLI::App app{
+      "erofs-vmdk: compose EROFS container layers into one read-only virtual disk, "
+      "and mount them in the guest"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "erofs-vmdk " EVMDK_VERSION_STRING);
   evmdk::cli::register_vmdk_commands(app);
