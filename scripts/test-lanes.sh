@@ -56,12 +56,18 @@ for lane in "${lanes[@]}"; do
       ctest --output-on-failure --no-tests=error -j"${EVMDK_LANE_JOBS:-$(nproc)}" -L qemu -R "$core" 2>&1 | sed "s/^/[$lane] /"
     exit "${PIPESTATUS[0]}") || status=$?
   seconds=$(( $(date +%s) - started ))
+  # Which mount paths the guest kernel took (the scenarios print "[mount path] ..." lines;
+  # ctest keeps every test's output, passing or not, in LastTest.log).
+  paths=$(grep -h '^\[mount path\]' "$build_dir/Testing/Temporary/LastTest.log" 2>/dev/null | sort -u || true)
+  if [ -n "$paths" ]; then printf '%s\n' "$paths" | sed "s/^/[$lane] /"; fi
   if [ "$status" -eq 0 ]; then
     summary+=("lane $lane: PASSED in ${seconds} s")
   else
     summary+=("lane $lane: FAILED (ctest status $status) in ${seconds} s")
     failed=1
   fi
+  tar_path=$(printf '%s\n' "$paths" | grep -E '^\[mount path\] tar-index.*loop slices' || true)
+  if [ -n "$tar_path" ]; then summary+=("  ${tar_path#\[mount path\] }"); fi
 done
 echo "== lanes summary"
 printf '%s\n' "${summary[@]}"

@@ -33,8 +33,10 @@ void print_layer(const host::ErofsInfo& info, const std::string& indent) {
   if (info.has_checksum) fmt::print("{}checksum {:08x} (valid)\n", indent, info.checksum);
   for (size_t i = 0; i < info.devices.size(); ++i) {
     const auto& d = info.devices[i];
-    fmt::print("{}device {}: {} blocks at blkaddr {} tag '{}'\n", indent, i + 1, d.blocks,
-               d.mapped_blkaddr, d.tag);
+    bool in_file = i < info.device_in_file.size() && info.device_in_file[i];
+    fmt::print("{}device {}: {} blocks at blkaddr {} tag '{}' ({})\n", indent, i + 1, d.blocks,
+               d.mapped_blkaddr, d.tag,
+               in_file ? "inside this file: part of the layer" : "outside this file: a blob");
   }
 }
 
