@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -115,6 +116,15 @@ inline nlohmann::json hook_golden_of(const std::string& id, const std::string& l
         << "a refusal left output";
     return project_hook_error(error.what(), work);
   }
+}
+
+// A gtest parameter name for a fixture list's file name (letters and digits only).
+inline std::string fixture_test_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = info.param;
+  for (auto& c : name) {
+    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name;
 }
 
 }  // namespace evmdk::test

@@ -51,13 +51,7 @@ TEST_P(HookContainerd21Lists, GoldenThroughTheHook) {
 INSTANTIATE_TEST_SUITE_P(Containerd215, HookContainerd21Lists,
                          ::testing::ValuesIn(test::fixture_list_names(test::fixtures_dir() +
                                                                       "/containerd-2.1.5")),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string name = info.param;
-                           for (auto& c : name) {
-                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name;
-                         });
+                         test::fixture_test_name);
 
 }  // namespace
 }  // namespace evmdk::host

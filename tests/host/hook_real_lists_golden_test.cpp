@@ -37,13 +37,7 @@ TEST_P(HookRealLists, GoldenThroughTheHook) {
 INSTANTIATE_TEST_SUITE_P(Containerd224, HookRealLists,
                          ::testing::ValuesIn(test::fixture_list_names(test::fixtures_dir() +
                                                                       "/containerd-2.2.4/lists")),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string name = info.param;
-                           for (auto& c : name) {
-                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name;
-                         });
+                         test::fixture_test_name);
 
 }  // namespace
 }  // namespace evmdk::host
