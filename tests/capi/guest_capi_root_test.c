@@ -78,10 +78,15 @@ static void check_refusals(void) {
   expect_refused(evmdk_compose, "{\"layers\": [\"/nonexistent/layer.erofs\"], \"output\": "
                  "\"/nonexistent/out\", \"mode\": \"zip\"}",
                  EVMDK_ERR_INVALID, "mode", "zip");
-  /* A layer that is not there: the operation fails naming the file. */
+  /* A layer that is not there: open(2) fails, so the code is EVMDK_ERR_SYSTEM and the message
+     names the file and ends with strerror(ENOENT). */
   expect_refused(evmdk_compose, "{\"layers\": [\"/nonexistent/layer.erofs\"], \"output\": "
                  "\"/nonexistent/out\", \"verity\": \"off\"}",
-                 EVMDK_ERR_FAILED, "/nonexistent/layer.erofs", NULL);
+                 EVMDK_ERR_SYSTEM, "/nonexistent/layer.erofs", "No such file or directory");
+  /* A layer that is there but is not EROFS: the operation fails (not a system error). */
+  expect_refused(evmdk_compose, "{\"layers\": [\"/etc/passwd\"], \"output\": "
+                 "\"/nonexistent/out\", \"verity\": \"off\"}",
+                 EVMDK_ERR_FAILED, "/etc/passwd", NULL);
   /* Both output pointers may be NULL. */
   CHECK(evmdk_guest_status("{}", NULL, NULL) == EVMDK_ERR_INVALID, "status without id");
   CHECK(evmdk_guest_status(NULL, NULL, NULL) == EVMDK_ERR_INVALID, "NULL request");
