@@ -38,6 +38,7 @@ _erofs_vmdk() {
       fi
       ;;
     --digest) COMPREPLY=($(compgen -W "sha256" -- "$cur")); return ;;
+    --disk-id) COMPREPLY=($(compgen -W "serial gpt-guid" -- "$cur")); return ;;
     --hash) COMPREPLY=($(compgen -W "sha256 sha512" -- "$cur")); return ;;
     --format) COMPREPLY=($(compgen -W "1 0" -- "$cur")); return ;;
     -o | --output | -b | --base | --state-dir | -r | --rootfs | -c | --cgroup)
@@ -61,7 +62,7 @@ _erofs_vmdk() {
   local options="" subcommands="" files=1
   case $command in
     "") COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur")); return ;;
-    compose) options="--mode --order -o --output --fdset --first-fdset --serial --verity --format --allow-copy --json -q --quiet" ;;
+    compose) options="--mode --order -o --output --fdset --first-fdset --serial --verity --format --allow-copy --disk-id --json -q --quiet" ;;
     lint) options="--json -q --quiet" ;;
     map) options="--json --at" ;;
     inspect) options="--json" ;;
@@ -70,7 +71,7 @@ _erofs_vmdk() {
       if [[ $sub == cleanup ]]; then
         options="--id --state-dir --json -q --quiet"
       else
-        options="--id --state-dir --mounts --verity --disk-format --allow-copy --json -q --quiet"
+        options="--id --state-dir --mounts --verity --disk-format --allow-copy --disk-id --json -q --quiet"
         subcommands="cleanup"
       fi
       files=0

@@ -19,8 +19,10 @@
 #include <optional>
 #include <thread>
 
+#include "disk_scan.h"
 #include "evmdk/blkid_ptr.h"
 #include "evmdk/checked_math.h"
+#include "evmdk/contract/disk_source.h"
 #include "evmdk/error.h"
 #include "evmdk/unique_fd.h"
 
@@ -212,7 +214,41 @@ bool reread_partition_table(const std::string& disk) {
 
 }  // namespace
 
+namespace {
+
+// gpt-disk-guid:<GUID>: the one whole disk whose primary GPT header has that disk GUID.
+std::string find_by_gpt_disk_guid(const std::string& source, std::chrono::milliseconds timeout) {
+  const ondisk::Guid guid = contract::decode_gpt_disk_guid_source(source);
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    detail::GptScan scan = detail::scan_gpt_disk_guid(guid);
+    if (scan.matches.size() > 1) {
+      throw Error(
+          "storage source '{}': {} disks have that GPT disk GUID ({}); refusing to pick one "
+          "(each composed disk in a VM needs its own disk GUID: the hook salts it per "
+          "container)",
+          source, scan.matches.size(), fmt::join(scan.matches, ", "));
+    }
+    if (!scan.matches.empty()) return scan.matches.front();
+    if (Clock::now() >= deadline) {
+      throw Error(
+          "storage source '{}': no disk whose primary GPT header has disk GUID {} after {} ms "
+          "({} whole disks read, {} could not be read)",
+          source, ondisk::format_guid(guid), timeout.count(), scan.read, scan.skipped);
+    }
+    std::this_thread::sleep_for(kPollInterval);
+  }
+}
+
+}  // namespace
+
+void check_disk_source(const std::string& source) {
+  if (contract::is_gpt_disk_guid_source(source))
+    (void)contract::decode_gpt_disk_guid_source(source);
+}
+
 std::string find_disk(const std::string& source, std::chrono::milliseconds timeout) {
+  if (contract::is_gpt_disk_guid_source(source)) return find_by_gpt_disk_guid(source, timeout);
   auto deadline = Clock::now() + timeout;
   bool by_serial = source.rfind("serial:", 0) == 0;
   bool by_path = !source.empty() && source[0] == '/';
@@ -221,9 +257,9 @@ std::string find_disk(const std::string& source, std::chrono::milliseconds timeo
   if (!by_serial && !by_path && !scsi &&
       source.find_first_not_of("0123456789abcdefABCDEF/") != std::string::npos) {
     throw Error(
-        "storage source '{}': expected an absolute /dev path, serial:<S>, a PCI path "
-        "(02/00) or a SCSI address (<id>:<lun> or <host>:<channel>:<id>:<lun>)",
-        source);
+        "storage source '{}': expected an absolute /dev path, serial:<S>, {}<GUID>, a PCI "
+        "path (02/00) or a SCSI address (<id>:<lun> or <host>:<channel>:<id>:<lun>)",
+        source, contract::kGptDiskGuidSourcePrefix);
   }
   bool scan_requested = false;
   while (true) {

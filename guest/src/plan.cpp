@@ -271,6 +271,11 @@ LowerPlan plan_lower(size_t i, const Storage& storage, size_t lowers_so_far) {
   if (!index && lower.partition) index = *lower.partition - 1;
   lower.index = index.value_or(static_cast<unsigned>(lowers_so_far));
   detail::plan_pmem_lower(name, lower);  // nvdimm source and DAX (pmem_device.cpp)
+  try {
+    check_disk_source(storage.source);  // a malformed gpt-disk-guid: refuses the mount now
+  } catch (const Error& error) {
+    throw_with_context(error, name);
+  }
   return lower;
 }
 

@@ -23,6 +23,7 @@ struct HookArgs {
   std::string verity = "auto";
   std::string disk_format = "vmdk";
   bool allow_copy = false;
+  std::string disk_id = "serial";
   std::string cleanup_id;
   std::string cleanup_state_dir;
 };
@@ -59,6 +60,11 @@ void register_hook_commands(CLI::App& app) {
       ->capture_default_str();
   hook->add_flag("--allow-copy", args->allow_copy,
                  "--disk-format raw: copy (and report) what cannot be shared by reflink");
+  hook->add_option("--disk-id", args->disk_id,
+                   "how the guest finds the lower disks: serial|gpt-guid (GPT disk GUID salted "
+                   "per container, for VMMs without a serial)")
+      ->check(CLI::IsMember({"serial", "gpt-guid"}))
+      ->capture_default_str();
   add_json_always_flag(hook);
   auto hook_quiet = add_quiet_flag(hook);
   hook->require_subcommand(0, 1);
@@ -90,6 +96,7 @@ void register_hook_commands(CLI::App& app) {
     request.verity = host::parse_verity_policy(args->verity);
     request.disk_format = host::parse_disk_format(args->disk_format, "--disk-format");
     request.allow_copy = args->allow_copy;
+    request.disk_id = host::parse_disk_id(args->disk_id);
     const std::string origin = args->mounts == "-" ? std::string("<stdin>") : args->mounts;
     request.mounts = host::parse_mount_list_text(read_input(args->mounts), origin);
     auto document = host::run_hook(request);

@@ -15,6 +15,7 @@
 #include "evmdk/contract/markers.h"
 #include "evmdk/digest.h"
 #include "evmdk/error.h"
+#include "evmdk/host/compose/disk_id.h"
 #include "evmdk/host/compose/gpt.h"
 #include "evmdk/host/compose/layout.h"
 #include "evmdk/host/compose/raw_output.h"
@@ -151,7 +152,7 @@ struct Planner {
                         const std::vector<std::string>& extra) const {
     Storage storage;
     storage.driver = "blk";
-    storage.source = "serial:" + result.serial;
+    storage.source = lower_storage_source(options.disk_id, result);
     storage.fstype = "erofs";
     storage.options = lower_options(index, layer, extra);
     storage.mount_point = fmt::format("lower-{}", index);
@@ -209,6 +210,7 @@ struct Planner {
     Sha256 disk_sha;
     disk_sha.update("erofs-vmdk disk guid v1");
     for (const auto& layer : result.layers) disk_sha.update(layer.partuuid);
+    if (!options.disk_guid_salt.empty()) disk_sha.update("\nsalt " + options.disk_guid_salt);
     table.disk_guid = guid_from_digest(disk_sha.finish());
     result.disk_guid = gpt::format_guid(table.disk_guid);
     head = gpt::render_head(table, gpt::kFirstPartitionLba);
@@ -570,6 +572,7 @@ struct Planner {
       }
     }
     result.mode = mode;
+    check_disk_id(options.disk_id, mode);
     switch (mode) {
       case ComposeMode::Raw:
         if (layers.size() != 1) {

@@ -238,7 +238,8 @@ class HookRun {
     dir_ = (fs::path(state_dir_) / request.id).string();
     plan_ = plan_mounts(request.mounts);
     input_digest_ = sha256_hex(mounts_to_json(request.mounts).dump() +
-                               "\nverity=" + std::string(to_string(request.verity)));
+                               "\nverity=" + std::string(to_string(request.verity)) +
+                               (request.disk_id == DiskId::GptGuid ? "\ndisk-id=gpt-guid" : ""));
   }
 
   json run() {
@@ -384,7 +385,8 @@ class HookRun {
       }
     }
     if (!plain.options.layers.empty()) {
-      plain.options.mode = plain.options.layers.size() == 1 ? ComposeMode::Raw : ComposeMode::Gpt;
+      bool one_raw = plain.options.layers.size() == 1 && request_.disk_id == DiskId::Serial;
+      plain.options.mode = one_raw ? ComposeMode::Raw : ComposeMode::Gpt;  // gpt-guid: a GPT
       groups_.insert(groups_.begin(), std::move(plain));
     }
     for (auto& group : groups_) {
@@ -393,6 +395,8 @@ class HookRun {
       group.options.serial = serial_for(request_.id, group.name);
       group.options.format = request_.disk_format;
       group.options.allow_copy = request_.allow_copy;
+      group.options.disk_id = request_.disk_id;
+      if (request_.disk_id == DiskId::GptGuid) group.options.disk_guid_salt = group.options.serial;
     }
   }
 

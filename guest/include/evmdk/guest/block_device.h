@@ -1,8 +1,8 @@
 #pragma once
 // Finding the layer disk in the guest and checking that a partition holds the layer the host
-// meant: disk lookup by /dev path, serial, Kata PCI path or SCSI address; bounded waits for
-// partitions (with a partition-table re-read); PARTUUID via libblkid; the EROFS superblock
-// (through the one on-disk parser, evmdk/ondisk/erofs.h).
+// meant: disk lookup by /dev path, serial, GPT disk GUID, Kata PCI path or SCSI address; bounded
+// waits for partitions (with a partition-table re-read); PARTUUID via libblkid; the EROFS
+// superblock (through the one on-disk parser, evmdk/ondisk/erofs.h).
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -17,9 +17,16 @@ namespace evmdk::guest {
 // Resolves a Storage `source` to a block device node: an absolute /dev path, `serial:<S>`
 // (the virtio-blk disk whose /sys/block/*/serial is S, or the SCSI disk whose VPD page 0x80
 // says S), a Kata PCI path such as `02/00`, or a SCSI address: Kata's `<id>:<lun>` (channel 0)
-// or `<host>:<channel>:<id>:<lun>`. Polls until `timeout`; throws naming the source when it
-// never shows up.
+// or `<host>:<channel>:<id>:<lun>`, or `gpt-disk-guid:<GUID>` (for VMMs that set no serial:
+// the one whole vd*/xvd*/sd*/nvme*/loop* disk whose primary GPT header, CRC checked, has that
+// disk GUID; disks that cannot be read are skipped, two matching disks are an error naming
+// both). Polls until `timeout`; throws naming the source when it never shows up.
 std::string find_disk(const std::string& source, std::chrono::milliseconds timeout);
+
+// What the plan checks of a source before anything is done: a `gpt-disk-guid:` source must
+// carry a canonical lower-case GUID (evmdk/contract/disk_source.h); throws evmdk::Error naming
+// the source. Other forms are checked by find_disk.
+void check_disk_source(const std::string& source);
 
 // The device node of partition `number` of `disk` (e.g. /dev/vda, /dev/loop3). Waits with a
 // bound; when the partition is not there it asks the kernel to re-read the partition table

@@ -25,12 +25,20 @@ enum class LayerOrder { TopFirst, BottomFirst };
 // be shared into the output directory, else VMDK (ComposeResult::format_note says why).
 enum class DiskFormat { Vmdk, Raw, Auto };
 
+// How the guest finds a lower's disk (each lower Storage's `source`): serial:<S>, the
+// virtio-blk serial; or gpt-disk-guid:<GUID>, the GPT disk GUID, for VMMs that cannot set a
+// serial (Firecracker). gpt-guid needs gpt mode (flat and raw disks carry no GPT).
+enum class DiskId { Serial, GptGuid };
+
 std::string to_string(ComposeMode mode);
 ComposeMode parse_compose_mode(const std::string& text);  // auto|raw|flat|gpt
 LayerOrder parse_layer_order(const std::string& text);    // top-first|bottom-first
 std::string to_string(DiskFormat format);
 // vmdk|raw|auto; `option` names the option in the error (--format, --disk-format).
 DiskFormat parse_disk_format(const std::string& text, const std::string& option = "--format");
+std::string to_string(DiskId id);
+// serial|gpt-guid; `option` names the option in the error.
+DiskId parse_disk_id(const std::string& text, const std::string& option = "--disk-id");
 
 struct LayerInput {
   std::string path;
@@ -62,6 +70,11 @@ struct ComposeOptions {
   DiskFormat format = DiskFormat::Vmdk;
   // Raw image: copy (and report) what cannot be shared instead of refusing.
   bool allow_copy = false;
+  // The lower Storages' source (gpt-guid: gpt mode only, else compose refuses).
+  DiskId disk_id = DiskId::Serial;
+  // Mixed into the GPT disk GUID when not empty (the hook: the per-container serial), so two
+  // disks of one image in one VM differ; empty keeps the GUID derived from the PARTUUIDs alone.
+  std::string disk_guid_salt;
 };
 
 inline constexpr size_t kMaxSerialBytes = 20;

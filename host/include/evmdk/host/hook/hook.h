@@ -37,6 +37,11 @@ struct HookRequest {
   // auto needs the state directory on the snapshotter's XFS/btrfs); see compose's --format.
   DiskFormat disk_format = DiskFormat::Vmdk;
   bool allow_copy = false;
+  // The lower storages' source (see compose's --disk-id). gpt-guid: every non-flat lower disk
+  // is a GPT disk (one layer too) whose disk GUID is salted with the disk's per-container
+  // serial, so two containers of one image in one VM present different GUIDs; flat lowers
+  // (fsmeta) are refused. The upper keeps its serial.
+  DiskId disk_id = DiskId::Serial;
 };
 
 // The printed document (also written to <state-dir>/<id>/hook.json):
