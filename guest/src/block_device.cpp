@@ -212,10 +212,6 @@ bool reread_partition_table(const std::string& disk) {
   return ::ioctl(fd.get(), BLKRRPART, 0) == 0;
 }
 
-}  // namespace
-
-namespace {
-
 // gpt-disk-guid:<GUID>: the one whole disk whose primary GPT header has that disk GUID.
 std::string find_by_gpt_disk_guid(const std::string& source, std::chrono::milliseconds timeout) {
   const ondisk::Guid guid = contract::decode_gpt_disk_guid_source(source);

@@ -3,7 +3,8 @@
 // read-only partition-scanned loop devices, and the guest driver scans the whole disks for the
 // one whose primary GPT header carries that disk GUID, then mounts compose's own storages
 // unchanged. Also: a GUID no disk has times out naming the source, the same GUID on two disks
-// is refused naming both (never a guess), and a malformed source is refused at plan time.
+// is refused naming both (never a guess), and a malformed source is refused at plan time. The
+// hook's --disk-id gpt-guid: two containers of one image in one guest each find their own disk.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -14,7 +15,9 @@
 #include "evmdk/error.h"
 #include "evmdk/guest/block_device.h"
 #include "evmdk/guest/plan.h"
+#include "containerd_mounts.h"
 #include "evmdk/host/compose/compose.h"
+#include "evmdk/host/hook/hook.h"
 #include "guest_fixture.h"
 
 namespace evmdk::test {
@@ -161,6 +164,76 @@ TEST_F(GuestDiskGuid, AMalformedSourceIsRefusedAtPlanTime) {
         HasSubstr("lower-case hex"));
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
   }
+}
+
+// The hook with --disk-id gpt-guid, two containers of the same layers: each lower disk's GUID
+// is salted per container, so both disks are attached at once and each container's storages
+// find their own disk (no ambiguity), and both rootfs mount and tear down.
+TEST(GuestHookDiskGuid, TwoContainersOfOneImageInOneGuestFindTheirOwnDisks) {
+  EVMDK_REQUIRE_ROOT();
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs", "mkfs.ext4", "losetup");
+  TempDir work;
+  std::vector<std::string> layers;
+  for (int n = 2; n >= 1; --n) {  // top first
+    std::string dir = work / fmt::format("snapshots/{}", n);
+    make_tree(dir + "/tree", {{fmt::format("etc/layer{}", n), fmt::format("layer {}\n", n)}});
+    make_erofs(dir + "/tree", dir + "/layer.erofs", test_uuid(160, static_cast<unsigned>(n)));
+    layers.push_back(dir + "/layer.erofs");
+  }
+  fs::create_directories(work / "snapshots/9");
+  struct Container {
+    std::string id;
+    std::vector<Storage> storages;
+    std::vector<std::unique_ptr<AttachedImage>> disks;
+  };
+  std::vector<Container> containers(2);
+  for (size_t c = 0; c < containers.size(); ++c) {
+    Container& container = containers[c];
+    container.id = fmt::format("guid-c{}", c + 1);
+    host::HookRequest request;
+    request.id = container.id;
+    request.state_dir = work / "state";
+    request.mounts = host::parse_mount_list(containerd_block_mode_list(
+        work / fmt::format("snapshots/9/rw-{}.img", c), 16 << 20, layers));
+    request.disk_format = host::DiskFormat::Raw;
+    request.allow_copy = true;
+    request.disk_id = host::DiskId::GptGuid;
+    auto output = host::run_hook(request);
+    std::map<std::string, std::string> device_of_serial;
+    for (const auto& disk : output.at("disks")) {
+      bool read_only = disk.at("read_only").get<bool>();
+      container.disks.push_back(
+          std::make_unique<AttachedImage>(disk.at("path").get<std::string>(), read_only, read_only));
+      device_of_serial[disk.at("serial")] = container.disks.back()->device();
+    }
+    container.storages = storages_from_json(
+        nlohmann::json::parse(read_file(output.at("dir").get<std::string>() + "/storage.json")));
+    for (auto& storage : container.storages) {
+      if (storage.fstype == "erofs") {
+        EXPECT_EQ(storage.source.rfind("gpt-disk-guid:", 0), 0u) << storage.source;
+      } else if (storage.source.rfind("serial:", 0) == 0) {  // the upper keeps its serial
+        storage.source = device_of_serial.at(storage.source.substr(7));
+      }
+    }
+  }
+  ASSERT_NE(containers[0].storages.at(0).source, containers[1].storages.at(0).source);
+  std::vector<std::unique_ptr<TeardownGuard>> guards;
+  for (const auto& container : containers) {
+    std::string rootfs = work / (container.id + "-rootfs");
+    guards.push_back(std::make_unique<TeardownGuard>(work / "base", container.id, rootfs));
+    guest::mount_rootfs(mount_request(container.storages, container.id, rootfs, work / "base"));
+    EXPECT_EQ(read_file(rootfs + "/etc/layer2"), "layer 2\n");
+    EXPECT_EQ(read_file(rootfs + "/etc/layer1"), "layer 1\n");
+    write_file(rootfs + "/etc/written", container.id);
+  }
+  for (const auto& container : containers) {
+    std::string rootfs = work / (container.id + "-rootfs");
+    EXPECT_EQ(read_file(rootfs + "/etc/written"), container.id);
+    auto report = guest::teardown_rootfs(teardown_request(container.id, work / "base"));
+    EXPECT_TRUE(report.clean()) << report.to_json().dump(1);
+    EXPECT_TRUE(mount_points_under(rootfs).empty());
+  }
+  EXPECT_TRUE(mount_points_under(work / "base").empty());
 }
 
 }  // namespace

@@ -99,6 +99,9 @@ TEST_F(DiskIdTest, DefaultIsSerialAndAnEmptySaltKeepsTheDiskGuid) {
   // The PARTUUIDs (the guest's identity check per partition) do not depend on the salt.
   EXPECT_EQ(a.layers[0].partuuid, plain.layers[0].partuuid);
   EXPECT_EQ(compose(gpt("a2", DiskId::GptGuid, "evh-aaaa")).disk_guid, a.disk_guid);
+  // verify reads the salted GUID back from the disk and layout.json agrees.
+  auto verified = test::cli({"verify", dir / "a"});
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
 }
 
 TEST_F(DiskIdTest, ModesWithoutAGptAreRefusedNamingTheOptionAndMode) {
