@@ -21,9 +21,9 @@ struct HookArgs {
   std::string state_dir;
   std::string mounts = "-";
   std::string verity = "auto";
+  std::string disk_id = "serial";
   std::string disk_format = "vmdk";
   bool allow_copy = false;
-  std::string disk_id = "serial";
   std::string cleanup_id;
   std::string cleanup_state_dir;
 };
@@ -53,6 +53,11 @@ void register_hook_commands(CLI::App& app) {
   hook->add_option("--verity", args->verity,
                    "dm-verity policy for layers without X-containerd.dmverity: off|auto|on")
       ->capture_default_str();
+  hook->add_option("--disk-id", args->disk_id,
+                   "how the guest finds the lower disks: serial|gpt-guid (GPT disk GUID salted "
+                   "per container, for VMMs without a serial)")
+      ->check(CLI::IsMember({"serial", "gpt-guid"}))
+      ->capture_default_str();
   hook->add_option("--disk-format", args->disk_format,
                    "lower disks as vmdk|raw (disk.img, layers shared by reflink)|auto (raw "
                    "where reflinks work, else vmdk)")
@@ -60,11 +65,6 @@ void register_hook_commands(CLI::App& app) {
       ->capture_default_str();
   hook->add_flag("--allow-copy", args->allow_copy,
                  "--disk-format raw: copy (and report) what cannot be shared by reflink");
-  hook->add_option("--disk-id", args->disk_id,
-                   "how the guest finds the lower disks: serial|gpt-guid (GPT disk GUID salted "
-                   "per container, for VMMs without a serial)")
-      ->check(CLI::IsMember({"serial", "gpt-guid"}))
-      ->capture_default_str();
   add_json_always_flag(hook);
   auto hook_quiet = add_quiet_flag(hook);
   hook->require_subcommand(0, 1);
@@ -94,9 +94,9 @@ void register_hook_commands(CLI::App& app) {
     request.id = args->id;
     request.state_dir = args->state_dir;
     request.verity = host::parse_verity_policy(args->verity);
+    request.disk_id = host::parse_disk_id(args->disk_id);
     request.disk_format = host::parse_disk_format(args->disk_format, "--disk-format");
     request.allow_copy = args->allow_copy;
-    request.disk_id = host::parse_disk_id(args->disk_id);
     const std::string origin = args->mounts == "-" ? std::string("<stdin>") : args->mounts;
     request.mounts = host::parse_mount_list_text(read_input(args->mounts), origin);
     auto document = host::run_hook(request);

@@ -188,10 +188,10 @@ struct ComposeArgs {
   bool fdset = false;
   uint32_t first_fdset = 1;
   std::string serial;
+  std::string disk_id = "serial";
   std::string verity = "auto";  // dm-verity policy (host/verity_compose.h)
   std::string format = "vmdk";
   bool allow_copy = false;
-  std::string disk_id = "serial";
   bool json = false;
   bool quiet = false;
 };
@@ -204,9 +204,9 @@ void run_compose(const ComposeArgs& args) {
   options.fdset = args.fdset;
   options.first_fdset_id = args.first_fdset;
   options.serial = args.serial;
+  options.disk_id = host::parse_disk_id(args.disk_id);
   options.format = host::parse_disk_format(args.format);
   options.allow_copy = args.allow_copy;
-  options.disk_id = host::parse_disk_id(args.disk_id);
   for (const auto& layer : args.layers) options.layers.push_back({layer, {}});
   auto verity = host::apply_verity_policy(options, host::parse_verity_policy(args.verity));
   host::ComposeResult result = host::compose(options);
@@ -266,6 +266,12 @@ void register_host_commands(CLI::App& app) {
       ->capture_default_str();
   compose->add_option("--serial", args->serial, "virtio serial (default: derived from layers)");
   compose
+      ->add_option("--disk-id", args->disk_id,
+                   "how the guest finds the disk: serial (storage source serial:<S>)|gpt-guid "
+                   "(gpt-disk-guid:<GUID>, for VMMs without a serial; gpt mode only)")
+      ->check(CLI::IsMember({"serial", "gpt-guid"}))
+      ->capture_default_str();
+  compose
       ->add_option("--verity", args->verity,
                    "dm-verity: off|auto (protect layers that have a .dmverity sidecar)|on "
                    "(refuse a layer without one); see docs/verity.md")
@@ -279,12 +285,6 @@ void register_host_commands(CLI::App& app) {
       ->capture_default_str();
   compose->add_flag("--allow-copy", args->allow_copy,
                     "--format raw: copy (and report) what cannot be shared by reflink");
-  compose
-      ->add_option("--disk-id", args->disk_id,
-                   "how the guest finds the disk: serial (storage source serial:<S>)|gpt-guid "
-                   "(gpt-disk-guid:<GUID>, for VMMs without a serial; gpt mode only)")
-      ->check(CLI::IsMember({"serial", "gpt-guid"}))
-      ->capture_default_str();
   compose->add_flag("--json", args->json, "print layout.json");
   add_quiet_flag(compose, args->quiet);
   compose

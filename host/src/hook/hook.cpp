@@ -393,10 +393,10 @@ class HookRun {
       group.options.order = LayerOrder::TopFirst;
       group.options.output_dir = (fs::path(dir_) / group.name).string();
       group.options.serial = serial_for(request_.id, group.name);
-      group.options.format = request_.disk_format;
-      group.options.allow_copy = request_.allow_copy;
       group.options.disk_id = request_.disk_id;
       if (request_.disk_id == DiskId::GptGuid) group.options.disk_guid_salt = group.options.serial;
+      group.options.format = request_.disk_format;
+      group.options.allow_copy = request_.allow_copy;
     }
   }
 

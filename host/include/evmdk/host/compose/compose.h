@@ -65,16 +65,16 @@ struct ComposeOptions {
   uint32_t first_fdset_id = 1;
   // Overrides the deterministic serial (at most 20 bytes, [A-Za-z0-9._-]).
   std::string serial;
-  bool check_blkid = true;  // passed to probe_layer
-  // gpt and flat disks (raw mode is the layer itself whatever the format).
-  DiskFormat format = DiskFormat::Vmdk;
-  // Raw image: copy (and report) what cannot be shared instead of refusing.
-  bool allow_copy = false;
   // The lower Storages' source (gpt-guid: gpt mode only, else compose refuses).
   DiskId disk_id = DiskId::Serial;
   // Mixed into the GPT disk GUID when not empty (the hook: the per-container serial), so two
   // disks of one image in one VM differ; empty keeps the GUID derived from the PARTUUIDs alone.
   std::string disk_guid_salt;
+  bool check_blkid = true;  // passed to probe_layer
+  // gpt and flat disks (raw mode is the layer itself whatever the format).
+  DiskFormat format = DiskFormat::Vmdk;
+  // Raw image: copy (and report) what cannot be shared instead of refusing.
+  bool allow_copy = false;
 };
 
 inline constexpr size_t kMaxSerialBytes = 20;

@@ -33,15 +33,15 @@ struct HookRequest {
   // or tree is an error) unless off; other layers follow the policy (auto: a <layer>.dmverity
   // next to the layer is used; on: a layer without one is an error). docs/verity.md.
   VerityPolicy verity = VerityPolicy::kAuto;
-  // The gpt/flat lower disks as VMDK descriptors or raw images (disk.img, shared by reflink:
-  // auto needs the state directory on the snapshotter's XFS/btrfs); see compose's --format.
-  DiskFormat disk_format = DiskFormat::Vmdk;
-  bool allow_copy = false;
   // The lower storages' source (see compose's --disk-id). gpt-guid: every non-flat lower disk
   // is a GPT disk (one layer too) whose disk GUID is salted with the disk's per-container
   // serial, so two containers of one image in one VM present different GUIDs; flat lowers
   // (fsmeta) are refused. The upper keeps its serial.
   DiskId disk_id = DiskId::Serial;
+  // The gpt/flat lower disks as VMDK descriptors or raw images (disk.img, shared by reflink:
+  // auto needs the state directory on the snapshotter's XFS/btrfs); see compose's --format.
+  DiskFormat disk_format = DiskFormat::Vmdk;
+  bool allow_copy = false;
 };
 
 // The printed document (also written to <state-dir>/<id>/hook.json):
