@@ -15,8 +15,8 @@
 namespace evmdk::host {
 
 struct VerifyOptions {
-  // A compose output directory (disk.vmdk + layout.json), or a descriptor path (layout.json is
-  // taken from the same directory when present).
+  // A compose output directory (disk.vmdk or disk.img + layout.json), or a descriptor or raw
+  // image path (layout.json is taken from the same directory when present).
   std::string target;
   bool digest = false;                     // per-layer SHA-256 (implied by expect_path)
   std::optional<std::string> expect_path;  // expected digests; format in parse_expected_digests
@@ -52,7 +52,8 @@ struct VerifiedLayer {
 };
 
 struct VerifyReport {
-  std::string descriptor;  // empty in raw mode
+  std::string descriptor;  // empty in raw mode and for a raw image
+  std::string image;       // the raw image read (compose --format raw), else empty
   std::string layout;      // empty when there is none
   std::string mode;        // gpt, flat, raw
   uint64_t disk_bytes = 0;
