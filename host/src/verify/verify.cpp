@@ -123,12 +123,15 @@ class DiskVerifier {
       report_.descriptor =
           (fs::path(options_.target) / descriptor_name(*layout_, layout_path_)).string();
     }
-    if (raw_image_) report_.image = std::exchange(report_.descriptor, "");
+    // The image is named absolute, as compose names every file (the extent map wants it so).
+    if (raw_image_) {
+      report_.image = fs::absolute(std::exchange(report_.descriptor, "")).lexically_normal();
+    }
   }
 
   // The extent map (raw mode: the layer file itself), and only files compose listed in it.
   void load_extent_map() {
-    if (layout_ && layout_->format == "raw") {
+    if (layout_ && layout_->mode == "raw") {
       // Raw mode: the disk is the layer file itself; there is no descriptor.
       vmdk::Descriptor raw;
       raw.extents.push_back({layout_->disk, layout_->disk_sectors, 0});
@@ -143,7 +146,7 @@ class DiskVerifier {
     if (!layout_ || raw_image_) return;
     // Read only the files compose listed: an edited descriptor cannot point verify elsewhere.
     std::set<std::string> listed;
-    if (layout_->format == "raw") listed.insert(layout_->disk);
+    if (layout_->mode == "raw") listed.insert(layout_->disk);
     for (const auto& l : layout_->layers) listed.insert(l.path);
     for (const auto& e : layout_->extents) listed.insert(e.path);
     for (const auto& extent : map_.extents()) {
@@ -168,7 +171,7 @@ class DiskVerifier {
                       "({} after compose)",
                       report_.image, size, layout_->disk_sectors,
                       expected ? std::to_string(*expected) : "too many",
-                      expected && size < *expected ? "truncated" : "changed in size"));
+                      expected && size < *expected ? "truncated" : "extended"));
     }
     if (size < kSector) throw Error("verify: {} is {} bytes, not a disk", report_.image, size);
     disk_.adopt(report_.image, std::move(file));
