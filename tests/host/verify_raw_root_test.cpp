@@ -3,12 +3,16 @@
 // of each layer file), and what a user would want to hear about is reported naming the layer
 // (or area) and the disk offset: a flipped byte in a layer's range, a truncated or extended
 // image (both sizes), a damaged GPT header, a layer file rewritten after compose (the image
-// still holds the old bytes), a damaged dm-verity tree; --verity raw outputs verify.
+// still holds the old bytes), a damaged dm-verity tree; --verity raw outputs verify. And
+// `hook cleanup` of a raw (reflinked) hook output removes disk.img while the layer files keep
+// their blocks.
 #include <gmock/gmock.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "containerd_mounts.h"
+#include "evmdk/host/hook/hook.h"
 #include "evmdk/host/verity/verity.h"
 #include "volume_fixtures.h"
 
@@ -231,6 +235,48 @@ TEST_F(VerifyRawRoot, VerityImagesVerifyAndADamagedTreeIsNamed) {
   EXPECT_THAT(run.err, HasSubstr("dm-verity hash area of layer 1 (" +
                                  fs::canonical(fixture.blob).string() + ") at disk offset " +
                                  std::to_string(area)));
+}
+
+TEST_F(VerifyRawRoot, HookCleanupRemovesTheImageAndTheLayersKeepTheirBlocks) {
+  std::string rwlayer = *volume_ / "rwlayer.img";
+  HookRequest request;
+  request.id = "c1";
+  request.state_dir = *volume_ / "state";
+  request.mounts = parse_mount_list_text(
+      test::containerd_block_mode_list(rwlayer, 8388608, {layers_[1], layers_[0]}).dump(), "test");
+  request.disk_format = DiskFormat::Raw;  // reflink only: no copy allowed
+  std::vector<std::string> bytes;
+  for (const auto& layer : layers_) bytes.push_back(test::read_file(layer));
+  nlohmann::json output = run_hook(request);
+  std::string image = *volume_ / "state/c1/lowers/disk.img";
+  ASSERT_TRUE(fs::exists(image)) << output.dump(2);
+  EXPECT_EQ(verify({}, *volume_ / "state/c1/lowers").exit_code, 0);
+  auto shared = [](const std::string& path) {
+    uint64_t bytes = 0;
+    for (const auto& e : fiemap(path, 0, fs::file_size(path))) {
+      if (e.flags & FIEMAP_EXTENT_SHARED) bytes += e.length;
+    }
+    return bytes;
+  };
+  for (size_t i = 0; i < 2; ++i) EXPECT_GT(shared(layers_[i]), 0u) << layers_[i];
+  std::vector<uint64_t> mapped;
+  for (size_t i = 0; i < 2; ++i) {
+    mapped.push_back(mapped_bytes(fiemap(layers_[i], 0, fs::file_size(layers_[i]))));
+  }
+
+  auto report = cleanup_hook("c1", *volume_ / "state");
+  EXPECT_THAT(report.left, ::testing::IsEmpty());
+  EXPECT_THAT(report.removed, ::testing::Contains(image));
+  EXPECT_FALSE(fs::exists(image));
+  // XFS frees an unlinked file's blocks in the background; syncfs + statfs wait for that.
+  (void)volume_->free_bytes();
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(layers_[i]);
+    EXPECT_EQ(test::read_file(layers_[i]), bytes[i]);
+    // The same blocks, now the layer's alone again.
+    EXPECT_EQ(mapped_bytes(fiemap(layers_[i], 0, fs::file_size(layers_[i]))), mapped[i]);
+    EXPECT_EQ(shared(layers_[i]), 0u);
+  }
 }
 
 }  // namespace
