@@ -485,9 +485,9 @@ class DiskVerifier {
       sources_.push_back(std::move(source));
     }
     for (const auto& source : sources_) {
-      bool streamed = false;
-      for (const auto& [begin, end] : verity_areas_) streamed |= begin == source.disk_begin;
-      if (streamed) {
+      bool unread = false;  // a flat dm-verity area: not part of any stream so far
+      for (const auto& area : verity_areas_) unread |= area.first == source.disk_begin;
+      if (unread) {
         streams_.push_back(
             {disk_.segments(source.disk_begin, source.disk_end - source.disk_begin)});
         sinks_.push_back(&discard_);
