@@ -56,6 +56,11 @@ TEST_F(VerifyRawCopy, CopiedImageVerifies) {
   auto cli = test::cli({"verify", dir_ / "out/disk.img"});
   EXPECT_EQ(cli.exit_code, 0) << cli.err;
   EXPECT_THAT(cli.out, HasSubstr("verified: 2 layers"));
+  // A stale descriptor left in the directory is not taken for the image.
+  test::write_file(dir_ / "out/disk.vmdk", "# Disk DescriptorFile\n");
+  auto stale = test::cli({"verify", dir_ / "out/disk.vmdk"});
+  EXPECT_NE(stale.exit_code, 0);
+  EXPECT_THAT(stale.err, HasSubstr("describes the raw image " + dir_ / "out/disk.img"));
 }
 
 TEST_F(VerifyRawCopy, SymlinkOrFifoInPlaceOfTheImageIsRefused) {

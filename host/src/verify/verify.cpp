@@ -126,6 +126,12 @@ class DiskVerifier {
     // The image is named absolute, as compose names every file (the extent map wants it so).
     if (raw_image_) {
       report_.image = fs::absolute(std::exchange(report_.descriptor, "")).lexically_normal();
+      if (!directory && fs::path(report_.image).filename() != fs::path(layout_->disk).filename()) {
+        throw Error(
+            "verify: {} describes the raw image {}, not {}; verify the directory or the "
+            "image",
+            layout_path_, layout_->disk, options_.target);
+      }
     }
   }
 
