@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "evmdk/error.h"
 #include "evmdk/host/compose/compose.h"
@@ -74,6 +75,58 @@ TEST_F(VerifyRawCopy, SymlinkOrFifoInPlaceOfTheImageIsRefused) {
   auto cli = test::cli({"verify", dir_ / "out"});
   EXPECT_NE(cli.exit_code, 0);
   EXPECT_THAT(cli.err, AllOf(HasSubstr(image), HasSubstr("FIFO")));
+}
+
+// Raw mode can also write an image: the layer plus zeros up to a 2 MiB multiple (virtio-pmem).
+// layout.json then names disk.img as the disk and its disk_sectors are the image's: verified
+// as an image (the layer compared byte for byte, the padding zero), not as the layer file.
+TEST(VerifyRawModeImage, PaddedSingleLayerImageVerifies) {
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs");
+  test::TempDir dir;
+  test::make_layer(dir.path(), "only", "", "x");
+  std::string layer = dir / "only.erofs";
+  ComposeOptions options;
+  options.mode = ComposeMode::Raw;
+  options.layers.push_back({layer, {}});
+  options.output_dir = dir / "out";
+  compose(options);
+  // What such a compose writes: disk.img = the layer + zeros; layout.json naming it.
+  std::string image = dir / "out/disk.img";
+  uint64_t padded = 2u << 20;
+  test::write_file(image, test::read_file(layer));
+  fs::resize_file(image, padded);
+  auto layout = nlohmann::json::parse(test::read_file(dir / "out/layout.json"));
+  uint64_t layer_sectors = layout["disk_sectors"];
+  layout["disk"] = image;
+  layout["disk_sectors"] = padded / 512;
+  layout["extents"].push_back({{"role", "zero"},
+                               {"first_lba", layer_sectors},
+                               {"last_lba", padded / 512 - 1},
+                               {"sectors", padded / 512 - layer_sectors},
+                               {"path", ""},
+                               {"file_offset_sectors", 0}});
+  layout["raw_image"] = nlohmann::json::object();
+  test::write_file(dir / "out/layout.json", layout.dump(2));
+
+  VerifyOptions verify;
+  verify.target = dir / "out";
+  verify.digest = true;
+  verify.progress = false;
+  VerifyReport report = verify_disk(verify);
+  EXPECT_TRUE(report.ok()) << ::testing::PrintToString(report.problems);
+  EXPECT_EQ(report.image, image);
+  EXPECT_EQ(report.mode, "raw");
+  EXPECT_EQ(report.disk_bytes, padded);
+  EXPECT_EQ(report.stats.bytes, padded);
+
+  std::string zero(1, '\1');
+  test::write_bytes(image, padded - 100, zero);  // the padding
+  test::write_bytes(image, 5000, zero);          // the layer
+  report = verify_disk(verify);
+  std::string problems = ::testing::PrintToString(report.problems);
+  EXPECT_THAT(problems, HasSubstr("at disk offset 5000 (LBA 9): " + image + " differs from " +
+                                  fs::canonical(layer).string() + " at its byte 5000"));
+  EXPECT_THAT(problems, HasSubstr("non-zero byte"));
 }
 
 }  // namespace

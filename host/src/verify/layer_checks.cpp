@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <span>
 
@@ -11,6 +12,28 @@
 #include "evmdk/unique_fd.h"
 
 namespace evmdk::host::verify_detail {
+
+namespace fs = std::filesystem;
+
+// A raw image compose assembled (disk.img): every gpt/flat disk of format raw, and a raw-mode
+// one whose disk is not the layer itself (padded for pmem).
+bool is_raw_image(const Layout& layout) {
+  if (layout.format != "raw") return false;
+  return layout.mode != "raw" || !layout.raw_image.is_null() ||
+         (!layout.layers.empty() && layout.disk != layout.layers[0].path);
+}
+
+std::string descriptor_name(const Layout& layout, const std::string& layout_path) {
+  if ((layout.mode == "raw" && !is_raw_image(layout)) || layout.disk.empty()) {
+    return kDescriptorName;
+  }
+  std::string name = fs::path(layout.disk).filename().string();
+  if (name.empty() || name == "." || name == "..") {
+    throw Error("verify: {} names the disk '{}', which is not a file name", layout_path,
+                layout.disk);
+  }
+  return name;
+}
 
 std::optional<std::string> identity_change(const InputFile& file, const LayoutLayer& expected) {
   const FileIdentity& was = *expected.identity;

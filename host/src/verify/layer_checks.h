@@ -19,6 +19,15 @@ namespace evmdk::host::verify_detail {
 
 using ProblemFn = std::function<void(std::string)>;
 
+// A raw image compose assembled (disk.img): every gpt/flat disk of format raw, and a raw-mode
+// one whose disk is not the layer itself (padded for pmem).
+bool is_raw_image(const Layout& layout);
+
+// The disk of a compose output directory: the file name layout.json gives (the descriptor, or
+// the raw image); raw mode without an image names the layer itself, and then no descriptor is
+// read. Throws evmdk::Error naming `layout_path` when it is no file name.
+std::string descriptor_name(const Layout& layout, const std::string& layout_path);
+
 // How `file` differs from the identity layout.json recorded for `expected`, or nullopt.
 std::optional<std::string> identity_change(const InputFile& file, const LayoutLayer& expected);
 

@@ -30,18 +30,6 @@ using namespace verify_detail;
 
 namespace {
 
-// The disk of a compose output directory: the file layout.json names (the descriptor, or the
-// raw image of --format raw; raw mode names the layer itself, and then no descriptor is read).
-std::string descriptor_name(const Layout& layout, const std::string& layout_path) {
-  if (layout.mode == "raw" || layout.disk.empty()) return kDescriptorName;
-  std::string name = fs::path(layout.disk).filename().string();
-  if (name.empty() || name == "." || name == "..") {
-    throw Error("verify: {} names the disk '{}', which is not a file name", layout_path,
-                layout.disk);
-  }
-  return name;
-}
-
 using ExpectedLayer = LayoutLayer;
 
 // A zero-check stream with a label for its messages.
@@ -109,7 +97,7 @@ class DiskVerifier {
       }
       report_.layout = layout_path_;
       if (!options_.trust_descriptor) refuse_untrusted_layout(layout_path_);
-      raw_image_ = layout_->format == "raw" && layout_->mode != "raw";
+      raw_image_ = is_raw_image(*layout_);
     } else if (!options_.trust_descriptor) {
       // Without compose's own record, the descriptor alone would decide which files root reads
       // (and digests): refuse rather than be a file-reading oracle.
@@ -137,7 +125,7 @@ class DiskVerifier {
 
   // The extent map (raw mode: the layer file itself), and only files compose listed in it.
   void load_extent_map() {
-    if (layout_ && layout_->mode == "raw") {
+    if (layout_ && layout_->mode == "raw" && !raw_image_) {
       // Raw mode: the disk is the layer file itself; there is no descriptor.
       vmdk::Descriptor raw;
       raw.extents.push_back({layout_->disk, layout_->disk_sectors, 0});
