@@ -1,8 +1,9 @@
 #pragma once
-// `erofs-vmdk verify`: reads a composed disk through its descriptor's extent map, exactly the
-// bytes the guest will read, and checks every layer (EROFS superblock and checksum at the offset
-// the guest finds it, UUIDs and PARTUUIDs against layout.json, the GPT head and tail, zero gaps,
-// optional per-layer SHA-256 against expected digests). See docs/verify.md.
+// `erofs-vmdk verify`: reads a composed disk through its descriptor's extent map (or its raw
+// image, each layer's range compared with the layer file), exactly the bytes the guest will read,
+// and checks every layer (EROFS superblock and checksum at the offset the guest finds it, UUIDs and
+// PARTUUIDs against layout.json, the GPT head and tail, zero gaps, optional per-layer SHA-256
+// against expected digests). See docs/verify.md.
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
