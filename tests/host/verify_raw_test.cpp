@@ -1,6 +1,7 @@
 // verify on raw composed disks without root (compose --format raw --allow-copy on any
 // filesystem): a copied gpt image verifies; its disk.img is opened as an input file, so a
-// symlink or a FIFO in its place is refused by name (and nothing hangs). The reflinked images
+// symlink or a FIFO in its place is refused by name (and nothing hangs); --verity trees are
+// checked in the image; a padded raw-mode image (pmem) verifies. The reflinked images
 // and their damage: verify_raw_root_test.cpp.
 #include <gmock/gmock.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include "evmdk/error.h"
 #include "evmdk/host/compose/compose.h"
 #include "evmdk/host/verify/verify.h"
+#include "evmdk/host/verity/verity.h"
 #include "layer_fixtures.h"
 #include "test_support.h"
 
@@ -75,6 +77,34 @@ TEST_F(VerifyRawCopy, SymlinkOrFifoInPlaceOfTheImageIsRefused) {
   auto cli = test::cli({"verify", dir_ / "out"});
   EXPECT_NE(cli.exit_code, 0);
   EXPECT_THAT(cli.err, AllOf(HasSubstr(image), HasSubstr("FIFO")));
+}
+
+// --verity: the trees are recomputed from the image's bytes at each layer's offset; a tree
+// byte changed in the image (the layer file still intact) is named with its disk offset.
+TEST(VerifyRawVerity, TreesAreCheckedInTheImage) {
+  EVMDK_REQUIRE_TOOLS("mkfs.erofs");
+  test::TempDir dir;
+  std::vector<std::string> args = {"compose", "--mode", "gpt", "--format", "raw", "--allow-copy",
+                                   "--verity", "on", "-o", dir / "out"};
+  for (const char* name : {"top", "base"}) {
+    test::make_layer(dir.path(), name, "", std::string(5000, name[0]));
+    verity_format(dir / (std::string(name) + ".erofs"), {});
+    args.push_back(dir / (std::string(name) + ".erofs"));
+  }
+  auto composed = test::cli(args);
+  ASSERT_EQ(composed.exit_code, 0) << composed.err;
+  auto verified = test::cli({"verify", "--verity", dir / "out"});
+  EXPECT_EQ(verified.exit_code, 0) << verified.err;
+  EXPECT_THAT(verified.out, HasSubstr("dm-verity verified"));
+  auto layout = nlohmann::json::parse(test::read_file(dir / "out/layout.json"));
+  uint64_t tree = layout["layers"][1]["verity"]["hash_disk_offset"].get<uint64_t>() + 4096;
+  std::string byte = test::read_bytes(dir / "out/disk.img", tree, 1);
+  byte[0] = static_cast<char>(byte[0] ^ 1);
+  test::write_bytes(dir / "out/disk.img", tree, byte);
+  verified = test::cli({"verify", "--verity", dir / "out"});
+  EXPECT_NE(verified.exit_code, 0);
+  EXPECT_THAT(verified.err, HasSubstr("stored hash tree differs from its data at disk offset " +
+                                      std::to_string(tree)));
 }
 
 // Raw mode can also write an image: the layer plus zeros up to a 2 MiB multiple (virtio-pmem).
