@@ -71,10 +71,12 @@ void register_verify_commands(CLI::App& app) {
   auto args = std::make_shared<VerifyArgs>();
   CLI::App* verify = app.add_subcommand(
       "verify",
-      "Read a composed disk through its descriptor (io_uring) and check every layer: EROFS "
+      "Read a composed disk through its descriptor or raw image (io_uring) and check every "
+      "layer: EROFS "
       "superblocks, GPT, PARTUUIDs and UUIDs against layout.json, zero gaps, SHA-256 digests");
   verify
-      ->add_option("target", args->options.target, "compose output DIR or its disk.vmdk descriptor")
+      ->add_option("target", args->options.target,
+                   "compose output DIR, its disk.vmdk descriptor or its disk.img raw image")
       ->required();
   verify->add_option("--digest", args->digest_algorithm, "compute a per-layer digest (sha256)");
   verify->add_option("--expect", args->expect,

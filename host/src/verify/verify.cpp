@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "evmdk/checked_math.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/gpt.h"
 #include "evmdk/host/compose/layout.h"
@@ -19,6 +20,7 @@
 #include "evmdk/unique_fd.h"
 #include "evmdk/vmdk/descriptor.h"
 #include "evmdk/vmdk/extent_map.h"
+#include "layer_checks.h"
 #include "virtual_disk.h"
 
 namespace evmdk::host {
@@ -28,46 +30,6 @@ using namespace verify_detail;
 
 namespace {
 
-// layout.json decides which files verify (as root) reads and digests, so it only counts when
-// nobody but us (or root) could have written it or swapped it: owned by root or the caller,
-// not writable by group or others, in such a directory too. Otherwise whoever wrote the
-// descriptor could also write the layout that "authorises" it (e.g. to digest /etc/shadow).
-void refuse_untrusted_layout(const std::string& layout_path) {
-  const uid_t me = ::geteuid();
-  auto check = [&](const std::string& path, bool directory) {
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) throw_errno("verify: cannot inspect {}", path);
-    std::string problem;
-    if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
-      problem = fmt::format("is a {}", file_type_name(st.st_mode));
-    } else if (st.st_uid != 0 && st.st_uid != me) {
-      problem = fmt::format("is owned by uid {}", st.st_uid);
-    } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-      problem = fmt::format("is writable by group or others (mode {:04o})", st.st_mode & 07777);
-    }
-    if (!problem.empty()) {
-      throw Error(
-          "verify: {} {}, so it cannot vouch for which files verify reads; fix its owner "
-          "and mode, or pass --trust-descriptor to read the files the descriptor names",
-          path, problem);
-    }
-  };
-  check(layout_path, false);
-  check(fs::absolute(layout_path).parent_path().string(), true);
-}
-
-// The descriptor of a compose output directory: the file layout.json names as the disk (raw
-// mode names the layer itself, and then no descriptor is read).
-std::string descriptor_name(const Layout& layout, const std::string& layout_path) {
-  if (layout.format == "raw" || layout.disk.empty()) return kDescriptorName;
-  std::string name = fs::path(layout.disk).filename().string();
-  if (name.empty() || name == "." || name == "..") {
-    throw Error("verify: {} names the disk '{}', which is not a file name", layout_path,
-                layout.disk);
-  }
-  return name;
-}
-
 using ExpectedLayer = LayoutLayer;
 
 // A zero-check stream with a label for its messages.
@@ -76,77 +38,6 @@ struct GapStream {
   std::string label;
   ZeroCheck check;
 };
-
-// How `file` differs from the identity layout.json recorded for `expected`, or nullopt.
-std::optional<std::string> identity_change(const InputFile& file, const LayoutLayer& expected) {
-  const FileIdentity& was = *expected.identity;
-  FileIdentity now;
-  if (expected.erofs) {
-    try {
-      ErofsInfo info = probe_layer(file, expected.path, ProbeOptions{.check_blkid = false});
-      now = {info.device, info.inode, info.file_size, to_hex(info.identity)};
-    } catch (const Error& error) {
-      return fmt::format("it no longer probes as EROFS: {}", error.what());
-    }
-  } else {
-    now = blob_identity(file, expected.path);
-  }
-  if (now.device != was.device || now.inode != was.inode) {
-    return fmt::format("device:inode {}:{}, layout.json says {}:{}", now.device, now.inode,
-                       was.device, was.inode);
-  }
-  if (now.size != was.size) return fmt::format("{} bytes, layout.json says {}", now.size, was.size);
-  if (now.head_sha256 != was.head_sha256) {
-    return fmt::format("its superblock digest is {}, layout.json says {}", now.head_sha256,
-                       was.head_sha256);
-  }
-  return std::nullopt;
-}
-
-// The layer's dm-verity superblock as the guest finds it (on the disk, where the options
-// point), then the tree recomputed from the layer file's data (the descriptor was checked to map
-// that file) against the root hash the guest is given and the tree stored in the file.
-template <typename Problem>
-void check_layer_verity(VirtualDisk& disk, const ExpectedLayer& expected, VerifiedLayer& layer,
-                        unsigned threads, Problem&& problem) {
-  layer.verity = "failed";
-  const bool ok_so_far = layer.ok;
-  layer.ok = false;  // until the checks below pass
-  std::string bytes = disk.read(expected.verity_hash_disk_offset, kVeritySuperblockSize);
-  VeritySuperblock sb;
-  try {
-    sb = parse_verity_superblock(
-        std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), layer.name());
-  } catch (const std::exception& error) {
-    problem(fmt::format("{}: no dm-verity superblock at {}: {}", layer.name(),
-                        where(expected.verity_hash_disk_offset), error.what()));
-    return;
-  }
-  VerityTreeCheck check;
-  try {
-    check = verity_check_tree(expected.path, expected.verity_hash_offset, sb, threads);
-  } catch (const std::exception& error) {
-    problem(fmt::format("{}: dm-verity superblock at {}: {}", layer.name(),
-                        where(expected.verity_hash_disk_offset), error.what()));
-    return;
-  }
-  if (check.root_hash != expected.verity_root_hash) {
-    problem(
-        fmt::format("{}: dm-verity: its data hashes to root {}, but the guest is given {}; "
-                    "reads of the changed blocks will fail with EIO",
-                    layer.name(), check.root_hash, expected.verity_root_hash));
-    return;
-  }
-  if (check.first_bad_tree_byte) {
-    problem(
-        fmt::format("{}: dm-verity: the stored hash tree differs from its data at byte {} "
-                    "of the file; reads that need that tree block will fail with EIO",
-                    layer.name(), *check.first_bad_tree_byte));
-    return;
-  }
-  layer.verity = "verified";
-  layer.ok = ok_so_far;
-}
 
 // One verify run, phase by phase: resolve what to read, the descriptor against layout.json,
 // the GPT, each layer's structure, the expect file, then one pass over every byte of the disk
@@ -206,6 +97,7 @@ class DiskVerifier {
       }
       report_.layout = layout_path_;
       if (!options_.trust_descriptor) refuse_untrusted_layout(layout_path_);
+      raw_image_ = is_raw_image(*layout_);
     } else if (!options_.trust_descriptor) {
       // Without compose's own record, the descriptor alone would decide which files root reads
       // (and digests): refuse rather than be a file-reading oracle.
@@ -219,24 +111,36 @@ class DiskVerifier {
       report_.descriptor =
           (fs::path(options_.target) / descriptor_name(*layout_, layout_path_)).string();
     }
+    // The image is named absolute, as compose names every file (the extent map wants it so).
+    if (raw_image_) {
+      report_.image = fs::absolute(std::exchange(report_.descriptor, "")).lexically_normal();
+      if (!directory && fs::path(report_.image).filename() != fs::path(layout_->disk).filename()) {
+        throw Error(
+            "verify: {} describes the raw image {}, not {}; verify the directory or the "
+            "image",
+            layout_path_, layout_->disk, options_.target);
+      }
+    }
   }
 
   // The extent map (raw mode: the layer file itself), and only files compose listed in it.
   void load_extent_map() {
-    if (layout_ && layout_->format == "raw") {
+    if (layout_ && layout_->mode == "raw" && !raw_image_) {
       // Raw mode: the disk is the layer file itself; there is no descriptor.
       vmdk::Descriptor raw;
       raw.extents.push_back({layout_->disk, layout_->disk_sectors, 0});
       map_ = vmdk::ExtentMap::from_descriptor(raw);
       report_.descriptor.clear();
+    } else if (raw_image_) {
+      load_raw_image();
     } else {
       map_ = read_descriptor_map(report_.descriptor);
     }
     report_.disk_bytes = map_.virtual_size();
-    if (!layout_) return;
+    if (!layout_ || raw_image_) return;
     // Read only the files compose listed: an edited descriptor cannot point verify elsewhere.
     std::set<std::string> listed;
-    if (layout_->format == "raw") listed.insert(layout_->disk);
+    if (layout_->mode == "raw") listed.insert(layout_->disk);
     for (const auto& l : layout_->layers) listed.insert(l.path);
     for (const auto& e : layout_->extents) listed.insert(e.path);
     for (const auto& extent : map_.extents()) {
@@ -247,9 +151,33 @@ class DiskVerifier {
     }
   }
 
+  // A raw composed disk is the image itself, as the guest sees it: opened like any input (no
+  // symlink, a regular file), its size the disk's. Its bytes are checked against the layer
+  // files as they are read (plan_reads).
+  void load_raw_image() {
+    InputFile file =
+        open_input_file(report_.image, "verify: raw image", InputKind::RegularFile, false);
+    const auto size = static_cast<uint64_t>(file.st.st_size);
+    auto expected = mul_checked<uint64_t>(layout_->disk_sectors, kSector);
+    if (!expected || size != *expected) {
+      problem(
+          fmt::format("disk: {} is {} bytes, but layout.json's disk_sectors {} make {} bytes "
+                      "({} after compose)",
+                      report_.image, size, layout_->disk_sectors,
+                      expected ? std::to_string(*expected) : "too many",
+                      expected && size < *expected ? "truncated" : "extended"));
+    }
+    if (size < kSector) throw Error("verify: {} is {} bytes, not a disk", report_.image, size);
+    disk_.adopt(report_.image, std::move(file));
+    image_ = RawImageRef{report_.image, disk_.fd_for(report_.image)};
+    vmdk::Descriptor raw;
+    raw.extents.push_back({report_.image, size / kSector, 0});
+    map_ = vmdk::ExtentMap::from_descriptor(raw);
+  }
+
   // The descriptor must still map what compose wrote (an edited or swapped extent line).
   void check_descriptor_against_layout() {
-    if (!layout_) return;
+    if (!layout_ || raw_image_) return;
     if (layout_->disk_sectors != 0 && layout_->disk_sectors * kSector != report_.disk_bytes) {
       problem(fmt::format("disk: the descriptor presents {} bytes, layout.json says {}",
                           report_.disk_bytes, layout_->disk_sectors * kSector));
@@ -367,12 +295,14 @@ class DiskVerifier {
                        ? std::min(w.expected->file_size, region)
                        : mapped_file;
 
-    if (w.expected && run->path != w.expected->path) {
+    if (w.expected && !raw_image_ && run->path != w.expected->path) {
       fail(layer, fmt::format("{} at {}: the disk reads {} there", layer.name(),
                               where(layer.disk_offset), run->path));
     }
     // The file must still be the one compose read (not replaced, retargeted or rewritten).
-    if (w.expected && w.expected->identity) {
+    if (raw_image_ && w.expected) {
+      check_raw_layer_file(w);
+    } else if (w.expected && w.expected->identity) {
       if (auto changed = identity_change(disk_.file_for(w.expected->path), *w.expected)) {
         fail(layer,
              fmt::format("{}: the file is no longer the one composed: {}", layer.name(), *changed));
@@ -385,6 +315,24 @@ class DiskVerifier {
     }
     if (gpt_expected_ && primary_.present && layer.partition) check_gpt_entry(w);
     if (!w.expected || w.expected->erofs) check_superblock(w, *run);
+  }
+
+  // A raw image holds its own copy of each layer (shared blocks are copy-on-write): a layer
+  // file changed or gone since compose leaves the image intact but no longer equal to it.
+  void check_raw_layer_file(LayerWork& w) {
+    std::optional<std::string> changed;
+    try {
+      const InputFile& file = disk_.file_for(w.expected->path);
+      if (w.expected->identity) changed = identity_change(file, *w.expected);
+    } catch (const Error& error) {
+      changed = fmt::format("it cannot be opened: {}", error.what());
+    }
+    if (!changed) return;
+    stale_layers_.insert(w.layer.index);
+    fail(w.layer, fmt::format("{}: the layer file changed after compose ({}); {} still holds the "
+                              "layer as composed, so the image is consistent in itself but no "
+                              "longer matches the layer file",
+                              w.layer.name(), *changed, report_.image));
   }
 
   // GPT entry for this layer's partition, primary and backup, against layout.json.
@@ -514,6 +462,70 @@ class DiskVerifier {
       cursor = std::max(cursor, end);
     }
     if (cursor < report_.disk_bytes) add_region(cursor, report_.disk_bytes);
+    if (raw_image_) compare_with_sources();
+  }
+
+  // Raw image: every stream that covers bytes compose took from a file (and flat mode's
+  // dm-verity areas, read only here) is compared with that file as it is read.
+  void compare_with_sources() {
+    for (auto& source : raw_sources(*layout_)) {
+      if (source.layer && stale_layers_.count(*source.layer)) continue;  // reported already
+      try {
+        source.fd = disk_.fd_for(source.path);
+      } catch (const Error& error) {
+        problem(fmt::format("{} at {}: {}", source.path, where(source.disk_begin), error.what()));
+        continue;
+      }
+      sources_.push_back(std::move(source));
+    }
+    for (const auto& source : sources_) {
+      bool unread = false;  // a flat dm-verity area: not part of any stream so far
+      for (const auto& area : verity_areas_) unread |= area.first == source.disk_begin;
+      if (unread) {
+        streams_.push_back(
+            {disk_.segments(source.disk_begin, source.disk_end - source.disk_begin)});
+        sinks_.push_back(&discard_);
+      }
+    }
+    for (size_t i = 0; i < streams_.size(); ++i) {
+      if (streams_[i].segments.empty()) continue;
+      uint64_t start = streams_[i].segments.front().file_offset;  // one extent: disk == file
+      uint64_t end = start + streams_[i].length();
+      std::vector<const RawSource*> overlapping;
+      for (const auto& source : sources_) {
+        if (source.disk_begin < end && source.disk_end > start) overlapping.push_back(&source);
+      }
+      if (overlapping.empty()) continue;
+      compares_.push_back(std::make_unique<SourceCompare>(sinks_[i], start, overlapping));
+      sinks_[i] = compares_.back().get();
+    }
+  }
+
+  // "layer 1 (/path) at disk offset ...": a raw image's byte that is not its source file's.
+  void report_source_mismatches() {
+    for (const auto& compare : compares_) {
+      const auto& mismatch = compare->first_mismatch();
+      if (!mismatch) continue;
+      const RawSource& source = *mismatch->source;
+      VerifiedLayer* owner = nullptr;
+      for (auto& w : work_) {
+        if (source.layer && w.layer.index == *source.layer) owner = &w.layer;
+      }
+      std::string name = owner ? owner->name() : source.path;
+      if (std::find(verity_areas_.begin(), verity_areas_.end(),
+                    Range{source.disk_begin, source.disk_end}) != verity_areas_.end()) {
+        name = "dm-verity hash area of " + name;
+      }
+      std::string message = fmt::format(
+          "{} at {}: {} differs from {} at its byte {}: the image was changed, or the layer "
+          "file was rewritten in place after compose",
+          name, where(mismatch->disk_offset), report_.image, source.path, mismatch->file_offset);
+      if (owner) {
+        fail(*owner, std::move(message));
+      } else {
+        problem(std::move(message));
+      }
+    }
   }
 
   // Flat mode puts each protected layer's dm-verity hash area after the last device: not a
@@ -524,6 +536,7 @@ class DiskVerifier {
       if (extent.role != "verity") continue;
       uint64_t offset = extent.first_lba * kSector;
       covered.emplace_back(offset, offset + extent.sectors * kSector);
+      verity_areas_.push_back(covered.back());
       std::string bytes = disk_.read(offset, kVeritySuperblockSize);
       try {
         (void)parse_verity_superblock(
@@ -606,6 +619,7 @@ class DiskVerifier {
 
   // Gap, digest and dm-verity results; the layers go into the report.
   void finish() {
+    report_source_mismatches();
     for (const auto& gap : gaps_) {
       if (auto at = gap->check.first_nonzero()) {
         problem(fmt::format("{} at {}: non-zero byte where the guest must read zeros", gap->label,
@@ -622,7 +636,7 @@ class DiskVerifier {
       }
       if (options_.check_verity && work_[i].expected &&
           !work_[i].expected->verity_root_hash.empty()) {
-        check_layer_verity(disk_, *work_[i].expected, layer, options_.threads,
+        check_layer_verity(disk_, *work_[i].expected, layer, options_.threads, image_,
                            [this](std::string message) { problem(std::move(message)); });
       }
       report_.layers.push_back(std::move(layer));
@@ -648,6 +662,13 @@ class DiskVerifier {
   DiscardSink discard_;
   std::vector<std::unique_ptr<GapStream>> gaps_;  // in stream order
   std::vector<Range> structures_;                 // GPT areas: read, not zero-checked
+  std::vector<Range> verity_areas_;               // flat mode's dm-verity hash areas
+  // A raw composed disk (format raw, gpt or flat): the image, its sources, the comparisons.
+  bool raw_image_ = false;
+  std::optional<RawImageRef> image_;
+  std::set<size_t> stale_layers_;  // layer files changed since compose: not compared
+  std::vector<RawSource> sources_;
+  std::vector<std::unique_ptr<SourceCompare>> compares_;
 };
 
 }  // namespace

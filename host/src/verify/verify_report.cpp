@@ -29,6 +29,7 @@ nlohmann::json VerifyReport::to_json() const {
   }
   return nlohmann::json{{"ok", ok()},
                         {"descriptor", descriptor},
+                        {"image", image},
                         {"layout", layout},
                         {"mode", mode},
                         {"disk_bytes", disk_bytes},

@@ -1,6 +1,7 @@
 #include "virtual_disk.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,6 +60,34 @@ void resolve_fdsets(vmdk::QemuReading& reading, const std::string& descriptor) {
 
 }  // namespace
 
+// layout.json decides which files verify (as root) reads and digests, so it only counts when
+// nobody but us (or root) could have written it or swapped it: owned by root or the caller,
+// not writable by group or others, in such a directory too. Otherwise whoever wrote the
+// descriptor could also write the layout that "authorises" it (e.g. to digest /etc/shadow).
+void refuse_untrusted_layout(const std::string& layout_path) {
+  const uid_t me = ::geteuid();
+  auto check = [&](const std::string& path, bool directory) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) throw_errno("verify: cannot inspect {}", path);
+    std::string problem;
+    if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
+      problem = fmt::format("is a {}", file_type_name(st.st_mode));
+    } else if (st.st_uid != 0 && st.st_uid != me) {
+      problem = fmt::format("is owned by uid {}", st.st_uid);
+    } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+      problem = fmt::format("is writable by group or others (mode {:04o})", st.st_mode & 07777);
+    }
+    if (!problem.empty()) {
+      throw Error(
+          "verify: {} {}, so it cannot vouch for which files verify reads; fix its owner "
+          "and mode, or pass --trust-descriptor to read the files the descriptor names",
+          path, problem);
+    }
+  };
+  check(layout_path, false);
+  check(fs::absolute(layout_path).parent_path().string(), true);
+}
+
 std::string where(uint64_t disk_offset) {
   return fmt::format("disk offset {} (LBA {})", disk_offset, disk_offset / kSector);
 }
@@ -102,6 +131,10 @@ const InputFile& VirtualDisk::file_for(const std::string& path) {
   auto found = files_.find(path);
   if (found != files_.end()) return found->second;
   return files_.emplace(path, open_input_file(path, "verify: extent file")).first->second;
+}
+
+void VirtualDisk::adopt(const std::string& path, InputFile file) {
+  files_.insert_or_assign(path, std::move(file));
 }
 
 std::optional<VirtualDisk::Run> VirtualDisk::contiguous_run(uint64_t offset, uint64_t limit) const {

@@ -22,6 +22,10 @@ inline constexpr uint64_t kSector = 512;
 std::string where(uint64_t disk_offset);
 std::string lower(std::string text);
 
+// layout.json decides which files verify (as root) reads, so it counts only when nobody but the
+// caller (or root) could have written it: throws evmdk::Error naming the file otherwise.
+void refuse_untrusted_layout(const std::string& layout_path);
+
 // Reads a small input file (layout, qemu.json, expect file) without blocking on a FIFO or
 // reading a device, and never more than 64 MiB.
 std::string read_text(const std::string& path, const std::string& what);
@@ -41,6 +45,8 @@ class VirtualDisk {
   int fd_for(const std::string& path) { return file_for(path).fd.get(); }
   // Every extent file is opened once, without blocking, and only if it is a regular file.
   const InputFile& file_for(const std::string& path);
+  // A file the caller opened itself (a raw image, opened without following a symlink).
+  void adopt(const std::string& path, InputFile file);
 
   // The file and offset backing `offset`, and how many bytes from there map contiguously into
   // that same file (following extent splits).

@@ -151,8 +151,9 @@ struct BuiltTree {
   std::vector<uint8_t> root;
 };
 
-BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb,
-                     unsigned threads) {
+// Data blocks from byte `base` of fd (0 for a layer file, the layer's offset in a disk image).
+BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb, unsigned threads,
+                     uint64_t base = 0) {
   EvpMdPtr md = fetch_digest(sb.algorithm);
   VerityGeometry geometry = verity_geometry(sb);
   const size_t hbs = sb.hash_block_size;
@@ -164,14 +165,14 @@ BuiltTree build_tree(int fd, const std::string& path, const VeritySuperblock& sb
 
   if (geometry.level_start.empty()) {  // one data block: the root hashes it directly
     std::vector<uint8_t> block(sb.data_block_size, 0);
-    pread_full(fd, block.data(), block.size(), 0, path);
+    pread_full(fd, block.data(), block.size(), base, path);
     BlockHasher(md.get(), salt, sb.hash_type).hash(block.data(), block.size(), built.root.data());
     return built;
   }
   auto level_ptr = [&](size_t level) {
     return built.tree.data() + geometry.level_start[level] * hbs;
   };
-  hash_blocks_from_file(fd, path, 0, sb.data_blocks, sb.data_block_size, md.get(), salt,
+  hash_blocks_from_file(fd, path, base, sb.data_blocks, sb.data_block_size, md.get(), salt,
                         sb.hash_type, level_ptr(0), slot, threads);
   BlockHasher hasher(md.get(), salt, sb.hash_type);
   for (size_t level = 1; level < geometry.level_start.size(); ++level) {
@@ -308,20 +309,20 @@ VerityLayout verity_layout(const VeritySuperblock& sb, uint64_t hash_offset, uin
   return out;
 }
 
-VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
-                                  const VeritySuperblock& sb, unsigned threads) {
-  InputFile file = open_input_file(path, "dm-verity protected layer");
-  UniqueFd fd = std::move(file.fd);
-  // The tree must lie inside the file before anything is sized from the superblock.
-  (void)verity_layout(sb, hash_offset, static_cast<uint64_t>(file.st.st_size), path);
-  BuiltTree built = build_tree(fd.get(), path, sb, threads);
+namespace {
+
+// The recomputed tree against the stored one after the superblock at hash_offset (both bytes of
+// fd; data blocks from data_offset).
+VerityTreeCheck check_tree(int fd, const std::string& path, uint64_t data_offset,
+                           uint64_t hash_offset, const VeritySuperblock& sb, unsigned threads) {
+  BuiltTree built = build_tree(fd, path, sb, threads, data_offset);
   VerityTreeCheck check;
   check.root_hash = to_hex(built.root);
   const uint64_t tree_start = hash_offset + sb.hash_block_size;
   std::vector<uint8_t> stored(std::min<size_t>(built.tree.size(), size_t{1} << 20));
   for (uint64_t done = 0; done < built.tree.size(); done += stored.size()) {
     size_t step = static_cast<size_t>(std::min<uint64_t>(stored.size(), built.tree.size() - done));
-    size_t got = pread_full(fd.get(), stored.data(), step, tree_start + done, path);
+    size_t got = pread_full(fd, stored.data(), step, tree_start + done, path);
     auto [mine, theirs] =
         std::mismatch(built.tree.begin() + static_cast<ptrdiff_t>(done),
                       built.tree.begin() + static_cast<ptrdiff_t>(done + got), stored.begin());
@@ -331,6 +332,32 @@ VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
     }
   }
   return check;
+}
+
+}  // namespace
+
+VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
+                                  const VeritySuperblock& sb, unsigned threads) {
+  InputFile file = open_input_file(path, "dm-verity protected layer");
+  // The tree must lie inside the file before anything is sized from the superblock.
+  (void)verity_layout(sb, hash_offset, static_cast<uint64_t>(file.st.st_size), path);
+  return check_tree(file.fd.get(), path, 0, hash_offset, sb, threads);
+}
+
+VerityTreeCheck verity_check_tree_at(int fd, const std::string& name, uint64_t data_offset,
+                                     uint64_t hash_offset, const VeritySuperblock& sb,
+                                     unsigned threads) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno("{}: cannot stat", name);
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (hash_offset < data_offset || size < hash_offset) {
+    throw Error(
+        "{}: the dm-verity superblock at {} is not between the data at {} and the end "
+        "({} bytes)",
+        name, hash_offset, data_offset, size);
+  }
+  (void)verity_layout(sb, hash_offset - data_offset, size - data_offset, name);
+  return check_tree(fd, name, data_offset, hash_offset, sb, threads);
 }
 
 VerityFormatResult verity_format(const std::string& layer_path,

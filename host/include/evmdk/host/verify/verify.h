@@ -1,8 +1,9 @@
 #pragma once
-// `erofs-vmdk verify`: reads a composed disk through its descriptor's extent map, exactly the
-// bytes the guest will read, and checks every layer (EROFS superblock and checksum at the offset
-// the guest finds it, UUIDs and PARTUUIDs against layout.json, the GPT head and tail, zero gaps,
-// optional per-layer SHA-256 against expected digests). See docs/verify.md.
+// `erofs-vmdk verify`: reads a composed disk through its descriptor's extent map (or its raw
+// image, each layer's range compared with the layer file), exactly the bytes the guest will read,
+// and checks every layer (EROFS superblock and checksum at the offset the guest finds it, UUIDs and
+// PARTUUIDs against layout.json, the GPT head and tail, zero gaps, optional per-layer SHA-256
+// against expected digests). See docs/verify.md.
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -15,8 +16,8 @@
 namespace evmdk::host {
 
 struct VerifyOptions {
-  // A compose output directory (disk.vmdk + layout.json), or a descriptor path (layout.json is
-  // taken from the same directory when present).
+  // A compose output directory (disk.vmdk or disk.img + layout.json), or a descriptor or raw
+  // image path (layout.json is taken from the same directory when present).
   std::string target;
   bool digest = false;                     // per-layer SHA-256 (implied by expect_path)
   std::optional<std::string> expect_path;  // expected digests; format in parse_expected_digests
@@ -52,7 +53,8 @@ struct VerifiedLayer {
 };
 
 struct VerifyReport {
-  std::string descriptor;  // empty in raw mode
+  std::string descriptor;  // empty in raw mode and for a raw image
+  std::string image;       // the raw image read (compose --format raw), else empty
   std::string layout;      // empty when there is none
   std::string mode;        // gpt, flat, raw
   uint64_t disk_bytes = 0;

@@ -110,6 +110,13 @@ struct VerityTreeCheck {
 };
 VerityTreeCheck verity_check_tree(const std::string& path, uint64_t hash_offset,
                                   const VeritySuperblock& sb, unsigned threads = 0);
+// The same check where the layer sits inside a disk image (a raw composed disk, read as the
+// guest reads it): data blocks from byte `data_offset` of `fd`, the superblock at byte
+// `hash_offset`, the tree after it; first_bad_tree_byte is then a byte of the image. Throws
+// evmdk::Error naming `name` when the tree does not fit between them and the image's end.
+VerityTreeCheck verity_check_tree_at(int fd, const std::string& name, uint64_t data_offset,
+                                     uint64_t hash_offset, const VeritySuperblock& sb,
+                                     unsigned threads = 0);
 
 // ---- a protected layer, as compose sees it ----
 // The typed dm-verity description of one layer: what compose puts on the disk and encodes into
