@@ -63,18 +63,12 @@ inline constexpr uint8_t kFileTypeDirectory = 2;
 
 inline const char* erofs_layout_name(uint8_t layout) {
   switch (layout) {
-    case 0:
-      return "flat_plain";
-    case 1:
-      return "compressed_full";
-    case 2:
-      return "flat_inline";
-    case 3:
-      return "compressed_compact";
-    case 4:
-      return "chunk_based";
-    default:
-      return "unknown";
+    case 0: return "flat_plain";
+    case 1: return "compressed_full";
+    case 2: return "flat_inline";
+    case 3: return "compressed_compact";
+    case 4: return "chunk_based";
+    default: return "unknown";
   }
 }
 
