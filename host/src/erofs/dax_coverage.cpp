@@ -290,7 +290,8 @@ nlohmann::json to_json(const DaxCoverage& c) {
           {"inline_tail", count(c.inline_tail)},
           {"compressed", count(c.compressed)},
           {"causes", causes},
-          {"unreadable", c.unreadable}};
+          {"unreadable", c.unreadable},
+          {"summary", dax_coverage_summary(c)}};
 }
 
 namespace {

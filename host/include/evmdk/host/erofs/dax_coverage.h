@@ -83,7 +83,8 @@ DaxCoverage dax_coverage_of_bytes(std::span<const uint8_t> image, const std::str
 
 // {"block_size", "files", "file_bytes", "dax_files", "dax_bytes", "dax_percent",
 //  "by_layout": {"flat_plain": {"files", "bytes"}, ...}, "inline_tail", "compressed",
-//  "causes": [{"cause", "files", "bytes", "fix"}], "unreadable": [...], "inodes", "directories"}
+//  "causes": [{"cause", "files", "bytes", "fix"}], "unreadable": [...], "inodes", "directories",
+//  "summary": dax_coverage_summary()}
 nlohmann::json to_json(const DaxCoverage& coverage);
 
 // One line for text output: "DAX serves 42.0% of 1048576 file bytes (3 of 5 files); not
