@@ -54,9 +54,10 @@ void print_dax(const nlohmann::json& dax, const std::string& indent) {
 
 void print_pmem(const nlohmann::json& pmem, const std::string& indent) {
   if (pmem["ready"].get<bool>()) {
-    fmt::print("{}pmem   ready (size a multiple of 2 MiB, GPT backup at the end, 4 KiB "
-               "aligned)\n",
-               indent);
+    fmt::print(
+        "{}pmem   ready (size a multiple of 2 MiB, GPT backup at the end, 4 KiB "
+        "aligned)\n",
+        indent);
     return;
   }
   fmt::print("{}pmem   not ready: {}\n", indent,
