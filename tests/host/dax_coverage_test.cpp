@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -187,6 +188,26 @@ TEST_F(DaxCoverageTest, DirectoryWithManyBlocksOfEntriesIsReadWhole) {
   auto c = coverage_of(image);
   EXPECT_EQ(c.files, 300u);
   EXPECT_EQ(c.file_bytes, 300u * 5000);
+}
+
+TEST_F(DaxCoverageTest, ExtendedInodesAndXattrsBeforeInlineDirectoryData) {
+  tree_ = tree();
+  // Differing mtimes (no -T 0) give extended 64-byte inodes; xattrs sit between an inode and
+  // its inline directory entries.
+  ASSERT_EQ(::setxattr((tree_ + "/a").c_str(), "user.evmdk", "some value", 10, 0), 0);
+  ASSERT_EQ(::setxattr((tree_ + "/a/b").c_str(), "user.other", "x", 1, 0), 0);
+  ASSERT_EQ(::setxattr((tree_ + "/rand").c_str(), "user.evmdk", "file", 4, 0), 0);
+  std::string image = dir / "extended.erofs";
+  auto made = test::run({"mkfs.erofs", "-Enoinline_data", image, tree_});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  auto dump = test::run({"dump.erofs", "--path=/a", image});
+  EXPECT_THAT(dump.out, HasSubstr("Inode size: 64"));
+  EXPECT_THAT(dump.out, ::testing::Not(HasSubstr("Xattr size: 0")));
+  auto c = coverage_of(image);
+  expect_layouts_match_dump(image, c);
+  EXPECT_EQ(c.files, 3u);
+  EXPECT_EQ(c.directories, 5u);
+  EXPECT_DOUBLE_EQ(c.dax_percent(), 100.0);
 }
 
 TEST_F(DaxCoverageTest, WorksAtAnOffsetInsideALargerFile) {
