@@ -306,6 +306,20 @@ TEST_F(DaxCoverageHostileTest, HugeFileSizeIsAnError) {
   EXPECT_THAT(error, HasSubstr("lies outside the image"));
 }
 
+TEST_F(DaxCoverageHostileTest, CompressedDirectoryIsReportedNotGuessed) {
+  std::string entry = test::read_bytes(image, dirent_at("a"), 8);
+  uint64_t a_at = od::load_le64(entry.data()) * 32 + (root_inode_at - root_nid * 32);
+  std::string format = test::read_bytes(image, a_at, 2);
+  uint16_t value = static_cast<uint16_t>(od::load_le16(format.data()) & ~0xE) | (3 << 1);
+  patch(a_at, value, 2);
+  auto c = coverage_of(image);
+  ASSERT_EQ(c.unreadable.size(), 1u);
+  EXPECT_EQ(c.unreadable[0], "/a: cannot read (compressed directory)");
+  EXPECT_EQ(c.files, 1u) << "only /rand: what lies below /a is not counted";
+  EXPECT_THAT(dax_coverage_summary(c), HasSubstr("not counted: /a: cannot read"));
+  EXPECT_TRUE(dax_coverage_warning(c, "layer"));
+}
+
 TEST_F(DaxCoverageHostileTest, NotErofsAndDeepLimit) {
   test::write_file(dir / "zeros", std::string(8192, '\0'));
   EXPECT_THAT(coverage_error(dir / "zeros"), HasSubstr("not an EROFS image"));
