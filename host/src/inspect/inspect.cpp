@@ -242,7 +242,7 @@ nlohmann::json inspect(const std::string& path) {
       if (layout.format == "raw" && same_file(file.st, layout.disk)) {
         return inspect_composed(path, layout_path, &file);
       }
-    } catch (const Error&) {
+    } catch (const std::exception&) {
       // Not a layout of ours: inspect the file by itself.
     }
   }
