@@ -19,6 +19,7 @@
 #include "evmdk/error.h"
 #include "evmdk/ondisk/erofs_inode.h"
 #include "layer_fixtures.h"
+#include "real_fixtures.h"
 
 namespace evmdk::host {
 namespace {
@@ -220,6 +221,41 @@ TEST_F(DaxCoverageTest, WorksAtAnOffsetInsideALargerFile) {
   auto c = dax_coverage(fd.get(), 1 << 20, bytes.size(), "partition 1");
   EXPECT_EQ(c.files, 3u);
   EXPECT_DOUBLE_EQ(c.dax_percent(), 100.0);
+}
+
+// containerd's tar-index layers: 512-byte blocks, so nothing is DAX-served whatever the files.
+TEST(DaxCoverageRealFixtures, ContainerdTarIndexLayersHaveNoDax) {
+  for (int n = 1; n <= test::kTarIndexLayers; ++n) {
+    SCOPED_TRACE(n);
+    auto c = coverage_of(test::tarindex_layer(n));
+    EXPECT_EQ(c.block_size, 512u);
+    EXPECT_GT(c.files, 0u);
+    EXPECT_EQ(c.dax.files, 0u);
+    ASSERT_EQ(c.causes().size(), 1u);
+    EXPECT_EQ(c.causes()[0].cause, "block_size");
+    EXPECT_EQ(c.causes()[0].bytes, c.file_bytes);
+    auto warning = dax_coverage_warning(c, "layer " + std::to_string(n));
+    ASSERT_TRUE(warning);
+    EXPECT_THAT(*warning, HasSubstr("512-byte blocks (fix: 4 KiB blocks"));
+  }
+}
+
+// erofs-utils 1.8.10 layers: file and directory counts as dump.erofs -S reports them.
+TEST(DaxCoverageRealFixtures, ErofsUtils18LayersMatchDumpStatistics) {
+  EVMDK_REQUIRE_TOOLS("dump.erofs");
+  for (const char* name : {"base", "middle", "top"}) {
+    SCOPED_TRACE(name);
+    std::string image = test::fixtures_dir() + "/erofs-utils-1.8.10/" + name + ".erofs";
+    auto c = coverage_of(image);
+    auto stats = test::run({"dump.erofs", "-S", image});
+    std::smatch files, dirs;
+    ASSERT_TRUE(std::regex_search(stats.out, files, std::regex("regular file count:\\s+([0-9]+)")))
+        << stats.out;
+    ASSERT_TRUE(std::regex_search(stats.out, dirs, std::regex("directory count:\\s+([0-9]+)")));
+    EXPECT_EQ(c.files, std::stoull(files[1]));
+    EXPECT_EQ(c.directories, std::stoull(dirs[1]));
+    EXPECT_DOUBLE_EQ(c.dax_percent(), 100.0);
+  }
 }
 
 // Hostile images: patched fields of a real image.
