@@ -148,6 +148,9 @@ TEST_F(InspectTest, ComposedRawOutputByImageAndByDescriptorName) {
   }
   EXPECT_THAT(inspect_text(out + "/disk.img"),
               AllOf(HasSubstr("composed gpt disk"), HasSubstr("pmem   ")));
+  // A moved output directory is still recognised (layout.json's disk is looked up beside it).
+  fs::rename(out, dir / "moved");
+  EXPECT_EQ(inspect_json(dir / "moved/disk.img")["format"], "raw");
 }
 
 TEST(PmemReadiness, RulesNameTheRegion) {

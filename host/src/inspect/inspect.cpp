@@ -169,9 +169,12 @@ nlohmann::json inspect_composed(const std::string& path, const std::string& layo
                            layer.partition_first_lba * kSector,
                            (layer.partition_last_lba - layer.partition_first_lba + 1) * kSector});
       } else if (data) {
-        regions.push_back(
-            {fmt::format("{} {} ({})", data->role == "fsmeta" ? "fsmeta" : "blob", i, layer.path),
-             data->first_lba * kSector, data->sectors * kSector});
+        regions.push_back({fmt::format("{} {} ({})",
+                                       data->role == "layer"    ? "layer"
+                                       : data->role == "fsmeta" ? "fsmeta"
+                                                                : "blob",
+                                       i, layer.path),
+                           data->first_lba * kSector, data->sectors * kSector});
       }
     }
     layers.push_back(std::move(entry));
@@ -209,6 +212,13 @@ bool same_file(const struct stat& st, const std::string& other) {
   return ::stat(other.c_str(), &o) == 0 && o.st_dev == st.st_dev && o.st_ino == st.st_ino;
 }
 
+// The raw image of a raw output: the file layout.json names, looked up beside layout.json (the
+// directory may have moved since compose; verify does the same).
+std::string raw_image_path(const fs::path& dir, const Layout& layout) {
+  std::string name = fs::path(layout.disk).filename().string();
+  return (dir / (name.empty() ? std::string(kRawImageName) : name)).string();
+}
+
 }  // namespace
 
 nlohmann::json inspect(const std::string& path) {
@@ -220,7 +230,7 @@ nlohmann::json inspect(const std::string& path) {
       fs::exists(layout_path, ec)) {
     Layout layout = read_layout(layout_path);
     if (layout.format == "raw") {
-      std::string image = (dir / kRawImageName).string();
+      std::string image = raw_image_path(dir, layout);
       InputFile file = open_input_file(image, "raw disk image");
       return inspect_composed(image, layout_path, &file);
     }
@@ -239,7 +249,7 @@ nlohmann::json inspect(const std::string& path) {
   if (fs::exists(layout_path, ec)) {
     try {
       Layout layout = read_layout(layout_path);
-      if (layout.format == "raw" && same_file(file.st, layout.disk)) {
+      if (layout.format == "raw" && same_file(file.st, raw_image_path(dir, layout))) {
         return inspect_composed(path, layout_path, &file);
       }
     } catch (const std::exception&) {
