@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer target (tests/fuzz/*_fuzzer.cpp) with clang in build-fuzz/ and runs
 # each for a bounded time from its checked-in seeds (tests/fuzz/corpus/<name>/).
-#   EVMDK_FUZZ_SECONDS   seconds per target (default 10: eight targets take under 2 minutes)
+#   EVMDK_FUZZ_SECONDS   seconds per target (default 10: the 14 targets take under 3 minutes)
 #   EVMDK_FUZZ_TARGETS   space-separated names to run (default: all)
 # Exits non-zero when a fuzzer finds a crash, a leak, a timeout or an allocation over its RSS
 # limit; the reproducer is left in build-fuzz/crashes/<name>/. Skips without clang.

@@ -1,4 +1,4 @@
-// `inspect` and `compose`: thin over evmdk/host (probe.h, gpt.h, compose.h).
+// `inspect` and `compose`: thin over evmdk/host (inspect.h, compose.h).
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -13,6 +13,7 @@
 #include "evmdk/host/compose/gpt.h"
 #include "evmdk/host/compose/layout.h"
 #include "evmdk/host/erofs/probe.h"
+#include "evmdk/host/inspect/inspect.h"
 #include "evmdk/host/verity/verity.h"
 #include "evmdk/host/verity/verity_compose.h"
 #include "evmdk/input_file.h"
@@ -23,116 +24,89 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void print_layer(const host::ErofsInfo& info, const std::string& indent) {
-  fmt::print("{}EROFS  {} blocks of {} bytes = {} bytes (file {} bytes)\n", indent, info.blocks,
-             info.block_size(), info.fs_size, info.file_size);
-  fmt::print("{}uuid   {}\n", indent, info.uuid_string);
-  if (!info.volume_name.empty()) fmt::print("{}volume {}\n", indent, info.volume_name);
-  fmt::print("{}features {}\n", indent,
-             host::feature_names(info.feature_compat, info.feature_incompat));
-  if (info.has_checksum) fmt::print("{}checksum {:08x} (valid)\n", indent, info.checksum);
-  for (size_t i = 0; i < info.devices.size(); ++i) {
-    const auto& d = info.devices[i];
-    bool in_file = i < info.device_in_file.size() && info.device_in_file[i];
-    fmt::print("{}device {}: {} blocks at blkaddr {} tag '{}' ({})\n", indent, i + 1, d.blocks,
-               d.mapped_blkaddr, d.tag,
-               in_file ? "inside this file: part of the layer" : "outside this file: a blob");
+// Text forms of host::inspect()'s JSON (host/inspect/inspect.h).
+void print_layer(const nlohmann::json& info, const std::string& indent) {
+  fmt::print("{}EROFS  {} blocks of {} bytes = {} bytes (file {} bytes)\n", indent,
+             info["blocks"].get<uint64_t>(), info["block_size"].get<uint32_t>(),
+             info["fs_size"].get<uint64_t>(), info["file_size"].get<uint64_t>());
+  fmt::print("{}uuid   {}\n", indent, info["uuid"].get<std::string>());
+  const std::string volume = info["volume_name"];
+  if (!volume.empty()) fmt::print("{}volume {}\n", indent, volume);
+  fmt::print("{}features {}\n", indent, info["features"].get<std::string>());
+  const std::string checksum = info["checksum"];
+  if (!checksum.empty()) fmt::print("{}checksum {} (valid)\n", indent, checksum);
+  for (const auto& d : info["devices"]) {
+    fmt::print("{}device {}: {} blocks at blkaddr {} tag '{}' ({})\n", indent,
+               d["id"].get<size_t>(), d["blocks"].get<uint64_t>(),
+               d["mapped_blkaddr"].get<uint64_t>(), d["tag"].get<std::string>(),
+               d["in_file"].get<bool>() ? "inside this file: part of the layer"
+                                        : "outside this file: a blob");
   }
 }
 
-// The file named on the command line, opened once without blocking: a FIFO or device is
-// refused with its type instead of hanging inspect.
-bool starts_with(const InputFile& file, const std::string& path, uint64_t offset,
-                 std::string_view prefix) {
-  std::string head(prefix.size(), '\0');
-  return pread_full(file.fd.get(), head.data(), head.size(), offset, path) == prefix.size() &&
-         head == prefix;
+void print_dax(const nlohmann::json& dax, const std::string& indent) {
+  if (dax.contains("error")) {
+    fmt::print("{}DAX    cannot tell: {}\n", indent, dax["error"].get<std::string>());
+  } else {
+    fmt::print("{}{}\n", indent, dax["summary"].get<std::string>());
+  }
 }
 
-// A composed output: the descriptor's directory holds layout.json naming every layer.
-nlohmann::json inspect_composed(const std::string& descriptor) {
-  auto layout_path = (fs::path(descriptor).parent_path() / host::kLayoutName).string();
-  if (!fs::exists(layout_path)) {
-    throw Error(
-        "{}: a VMDK descriptor without {} beside it; inspect the layers, or the raw "
-        "image (qemu-img convert -O raw)",
-        descriptor, host::kLayoutName);
+void print_pmem(const nlohmann::json& pmem, const std::string& indent) {
+  if (pmem["ready"].get<bool>()) {
+    fmt::print(
+        "{}pmem   ready (size a multiple of 2 MiB, GPT backup at the end, 4 KiB "
+        "aligned)\n",
+        indent);
+    return;
   }
-  host::Layout layout = host::read_layout(layout_path);
-  nlohmann::json layers = nlohmann::json::array();
-  nlohmann::json written = host::to_json(layout)["layers"];
-  for (size_t i = 0; i < layout.layers.size(); ++i) {
-    nlohmann::json entry = written[i];
-    if (layout.layers[i].erofs) {
-      entry["probe"] = host::to_json(host::probe_layer(layout.layers[i].path));
+  fmt::print("{}pmem   not ready: {}\n", indent,
+             fmt::join(pmem["problems"].get<std::vector<std::string>>(), "; "));
+}
+
+void print_composed(const std::string& path, const nlohmann::json& result) {
+  fmt::print("{}: composed {} disk, serial {}\n", path, result["mode"].get<std::string>(),
+             result["serial"].get<std::string>());
+  for (const auto& layer : result["layers"]) {
+    fmt::print("  layer {}: {}", layer["index"].get<size_t>(), layer["path"].get<std::string>());
+    if (layer.contains("partuuid")) {
+      fmt::print(" (partition {}, PARTUUID {})", layer["partition"].get<uint32_t>(),
+                 layer["partuuid"].get<std::string>());
     }
-    layers.push_back(std::move(entry));
+    if (layer.contains("verity")) {
+      fmt::print(" dm-verity root {} (hash area at disk byte {})",
+                 layer["verity"]["roothash"].get<std::string>(),
+                 layer["verity"]["hash_disk_offset"].get<uint64_t>());
+    }
+    fmt::print("\n");
+    if (layer.contains("dax")) print_dax(layer["dax"], "    ");
+    if (layer.contains("sharing")) {
+      const auto& s = layer["sharing"];
+      if (s.contains("error")) {
+        fmt::print("    sharing cannot tell: {}\n", s["error"].get<std::string>());
+      } else {
+        fmt::print("    in {}: {} of {} bytes shared by reflink, {} copied, {} holes\n",
+                   result["path"].get<std::string>(), s["shared_bytes"].get<uint64_t>(),
+                   s["bytes"].get<uint64_t>(), s["copied_bytes"].get<uint64_t>(),
+                   s["hole_bytes"].get<uint64_t>());
+      }
+    }
   }
-  return {{"path", descriptor},
-          {"type", "composed"},
-          {"mode", layout.mode},
-          {"serial", layout.serial},
-          {"layers", layers}};
-}
-
-nlohmann::json inspect_gpt_disk(const std::string& path) {
-  InputFile file = open_input_file(path, "disk image");
-  const UniqueFd& fd = file.fd;
-  host::gpt::Table table = host::gpt::read_table(fd.get(), path);
-  nlohmann::json partitions = nlohmann::json::array();
-  for (size_t i = 0; i < table.partitions.size(); ++i) {
-    const auto& p = table.partitions[i];
-    const uint32_t number = table.partition_number(i);
-    std::string name = fmt::format("{} partition {}", path, number);
-    nlohmann::json entry{{"number", number},
-                         {"first_lba", p.first_lba},
-                         {"last_lba", p.last_lba},
-                         {"partuuid", host::gpt::format_guid(p.unique)},
-                         {"name", p.name}};
-    entry["erofs"] = host::to_json(host::probe_image_at(
-        fd.get(), p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512, name));
-    partitions.push_back(std::move(entry));
-  }
-  return {{"path", path},
-          {"type", "gpt"},
-          {"disk_guid", host::gpt::format_guid(table.disk_guid)},
-          {"total_sectors", table.total_sectors},
-          {"entry_count", table.entry_count},
-          {"partitions", partitions}};
+  if (result.contains("pmem")) print_pmem(result["pmem"], "  ");
 }
 
 void run_inspect(const std::string& path, bool json) {
-  InputFile file = open_input_file(path, "file");
-  if (starts_with(file, path, 0, "# Disk DescriptorFile")) {
-    auto result = inspect_composed(path);
-    if (json) {
-      fmt::print("{}\n", result.dump(2));
-      return;
-    }
-    fmt::print("{}: composed {} disk, serial {}\n", path, result["mode"].get<std::string>(),
-               result["serial"].get<std::string>());
-    for (const auto& layer : result["layers"]) {
-      fmt::print("  layer {}: {}", layer["index"].get<size_t>(), layer["path"].get<std::string>());
-      if (layer.contains("partuuid")) {
-        fmt::print(" (partition {}, PARTUUID {})", layer["partition"].get<uint32_t>(),
-                   layer["partuuid"].get<std::string>());
-      }
-      if (layer.contains("verity")) {
-        fmt::print(" dm-verity root {} (hash area at disk byte {})",
-                   layer["verity"]["roothash"].get<std::string>(),
-                   layer["verity"]["hash_disk_offset"].get<uint64_t>());
-      }
-      fmt::print("\n");
-    }
+  nlohmann::json result = host::inspect(path);
+  if (json) {
+    fmt::print("{}\n", result.dump(2));
     return;
   }
-  // An EROFS image has its magic at byte 1024; a composed raw disk has a GPT at LBA 1.
-  if (starts_with(file, path, 512, "EFI PART")) {
-    auto result = inspect_gpt_disk(path);
-    if (json) {
-      fmt::print("{}\n", result.dump(2));
-      return;
-    }
+  const std::string type = result["type"];
+  if (type == "composed") {
+    print_composed(result["path"], result);
+    return;
+  }
+  if (type == "gpt") {
     fmt::print("{}: GPT disk {}, {} sectors, {} partitions\n", path,
                result["disk_guid"].get<std::string>(), result["total_sectors"].get<uint64_t>(),
                result["partitions"].size());
@@ -141,34 +115,14 @@ void run_inspect(const std::string& path, bool json) {
                  p["number"].get<size_t>(), p["name"].get<std::string>(),
                  p["first_lba"].get<uint64_t>(), p["last_lba"].get<uint64_t>(),
                  p["partuuid"].get<std::string>(), p["erofs"]["uuid"].get<std::string>());
+      print_dax(p["dax"], "    ");
     }
-    return;
-  }
-  host::ErofsInfo info = host::probe_layer(path);
-  // The layer's dm-verity data as compose would use it; a broken sidecar is shown, not fatal
-  // (inspect is where one looks to find out why compose refused it).
-  nlohmann::json verity{{"sidecar", host::verity_sidecar_path(path)}};
-  try {
-    if (auto v = host::inspect_verity_layer(path)) {
-      verity["state"] = "protected";
-      verity["roothash"] = v->sidecar.root_hash;
-      verity["hashoffset"] = v->sidecar.hash_offset;
-      verity["hash_end"] = v->hash_end;
-    } else {
-      verity["state"] = "none";
-    }
-  } catch (const std::exception& error) {
-    verity["state"] = "broken";
-    verity["error"] = error.what();
-  }
-  if (json) {
-    nlohmann::json out = host::to_json(info);
-    out["verity"] = verity;
-    fmt::print("{}\n", out.dump(2));
+    print_pmem(result["pmem"], "  ");
     return;
   }
   fmt::print("{}:\n", path);
-  print_layer(info, "  ");
+  print_layer(result, "  ");
+  const auto& verity = result["verity"];
   const std::string state = verity["state"];
   if (state == "protected") {
     fmt::print("  dm-verity root {} (tree at byte {}..{})\n", verity["roothash"].get<std::string>(),
@@ -178,6 +132,7 @@ void run_inspect(const std::string& path, bool json) {
   } else {
     fmt::print("  dm-verity BROKEN: {}\n", verity["error"].get<std::string>());
   }
+  print_dax(result["dax"], "  ");
 }
 
 struct ComposeArgs {
