@@ -39,7 +39,17 @@ _erofs_vmdk() {
       ;;
     --digest) COMPREPLY=($(compgen -W "sha256" -- "$cur")); return ;;
     --hash) COMPREPLY=($(compgen -W "sha256 sha512" -- "$cur")); return ;;
-    --format) COMPREPLY=($(compgen -W "1 0" -- "$cur")); return ;;
+    --format)
+      if [[ $command == compose ]]; then
+        COMPREPLY=($(compgen -W "vmdk raw auto" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -W "1 0" -- "$cur"))
+      fi
+      return
+      ;;
+    --disk-format) COMPREPLY=($(compgen -W "vmdk raw auto" -- "$cur")); return ;;
+    --attach) COMPREPLY=($(compgen -W "blk pmem" -- "$cur")); return ;;
+    --dax-fallback) COMPREPLY=($(compgen -W "error warn" -- "$cur")); return ;;
     -o | --output | -b | --base | --state-dir | -r | --rootfs | -c | --cgroup)
       if [[ $prev != -o || $command != verity ]]; then
         COMPREPLY=($(compgen -d -- "$cur"))
@@ -52,7 +62,8 @@ _erofs_vmdk() {
       ;;
     --first-fdset | --serial | --id | -i | --timeout-ms | --parallel | --kill-timeout-ms | \
       --threads | --chunk-size | --queue-depth | --at | --hash-offset | --salt | --uuid | \
-      --data-block-size | --hash-block-size | --verity-algorithm | --root-hash | --max-upper-bytes)
+      --data-block-size | --hash-block-size | --verity-algorithm | --root-hash | --max-upper-bytes | \
+      --pmem-pci-addr)
       return
       ;;
   esac
@@ -61,7 +72,7 @@ _erofs_vmdk() {
   local options="" subcommands="" files=1
   case $command in
     "") COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur")); return ;;
-    compose) options="--mode --order -o --output --fdset --first-fdset --serial --verity --format --allow-copy --json -q --quiet" ;;
+    compose) options="--mode --order -o --output --fdset --first-fdset --serial --verity --format --allow-copy --attach --dax-fallback --pmem-pci-addr --json -q --quiet" ;;
     lint) options="--json -q --quiet" ;;
     map) options="--json --at" ;;
     inspect) options="--json" ;;
@@ -70,7 +81,7 @@ _erofs_vmdk() {
       if [[ $sub == cleanup ]]; then
         options="--id --state-dir --json -q --quiet"
       else
-        options="--id --state-dir --mounts --verity --disk-format --allow-copy --json -q --quiet"
+        options="--id --state-dir --mounts --verity --disk-format --allow-copy --attach --dax-fallback --json -q --quiet"
         subcommands="cleanup"
       fi
       files=0
