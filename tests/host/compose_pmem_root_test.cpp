@@ -131,6 +131,25 @@ TEST(ComposePmemRoot, FlatDiskIsTheConvertedVmdkPadded) {
   EXPECT_EQ(storages[0]["source"], "pmem-scan");
 }
 
+// One layer: disk.img is the layer, shared whole, and zeros to the next 2 MiB.
+TEST(ComposePmemRoot, OneLayerIsTheSharedLayerPadded) {
+  EVMDK_REQUIRE(missing_pmem_prerequisites());
+  test::TempDir dir;
+  LoopVolume volume(dir / "volume.img", dir / "mnt", "xfs", 512 * kMiB);
+  auto layers = make_layers(volume.path());
+  auto pmem = compose({"--attach", "pmem", "--json"}, {layers[2]}, volume / "pmem");
+  ASSERT_EQ(pmem.exit_code, 0) << pmem.err;
+  json layout = json::parse(pmem.out);
+  EXPECT_EQ(layout["mode"], "raw");
+  EXPECT_EQ(layout["raw_image"]["reflinked"], true) << layout["raw_image"]["reflink_problem"];
+  std::string image = volume / "pmem/disk.img";
+  EXPECT_EQ(fs::file_size(image), kTwoMiB);
+  std::string reference = dir / "by-hand.raw";
+  fs::copy_file(layers[2], reference);
+  ASSERT_EQ(test::run({"truncate", "-s", std::to_string(kTwoMiB), reference}).exit_code, 0);
+  EXPECT_EQ(compare_files(image, reference), "");
+}
+
 // hook --attach pmem on the snapshotter's XFS: raw images implied and shared, the lower disk
 // entry carries the pmem attach arguments, `sgdisk -v` is clean, cleanup removes disk.img.
 TEST(ComposePmemRoot, HookWritesThePmemEntriesAndCleanupRemovesTheImage) {
