@@ -40,7 +40,17 @@ _erofs_vmdk() {
     --digest) COMPREPLY=($(compgen -W "sha256" -- "$cur")); return ;;
     --disk-id) COMPREPLY=($(compgen -W "serial gpt-guid" -- "$cur")); return ;;
     --hash) COMPREPLY=($(compgen -W "sha256 sha512" -- "$cur")); return ;;
-    --format) COMPREPLY=($(compgen -W "1 0" -- "$cur")); return ;;
+    --format)
+      if [[ $command == compose ]]; then
+        COMPREPLY=($(compgen -W "vmdk raw auto" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -W "1 0" -- "$cur"))
+      fi
+      return
+      ;;
+    --disk-format) COMPREPLY=($(compgen -W "vmdk raw auto" -- "$cur")); return ;;
+    --attach) COMPREPLY=($(compgen -W "blk pmem" -- "$cur")); return ;;
+    --dax-fallback) COMPREPLY=($(compgen -W "error warn" -- "$cur")); return ;;
     -o | --output | -b | --base | --state-dir | -r | --rootfs | -c | --cgroup)
       if [[ $prev != -o || $command != verity ]]; then
         COMPREPLY=($(compgen -d -- "$cur"))
@@ -53,7 +63,8 @@ _erofs_vmdk() {
       ;;
     --first-fdset | --serial | --id | -i | --timeout-ms | --parallel | --kill-timeout-ms | \
       --threads | --chunk-size | --queue-depth | --at | --hash-offset | --salt | --uuid | \
-      --data-block-size | --hash-block-size | --verity-algorithm | --root-hash | --max-upper-bytes)
+      --data-block-size | --hash-block-size | --verity-algorithm | --root-hash | --max-upper-bytes | \
+      --pmem-pci-addr)
       return
       ;;
   esac
@@ -62,7 +73,7 @@ _erofs_vmdk() {
   local options="" subcommands="" files=1
   case $command in
     "") COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur")); return ;;
-    compose) options="--mode --order -o --output --fdset --first-fdset --serial --verity --format --allow-copy --disk-id --json -q --quiet" ;;
+    compose) options="--mode --order -o --output --fdset --first-fdset --serial --verity --format --allow-copy --attach --dax-fallback --pmem-pci-addr --disk-id --json -q --quiet" ;;
     lint) options="--json -q --quiet" ;;
     map) options="--json --at" ;;
     inspect) options="--json" ;;
@@ -71,7 +82,7 @@ _erofs_vmdk() {
       if [[ $sub == cleanup ]]; then
         options="--id --state-dir --json -q --quiet"
       else
-        options="--id --state-dir --mounts --verity --disk-format --allow-copy --disk-id --json -q --quiet"
+        options="--id --state-dir --mounts --verity --disk-format --allow-copy --attach --dax-fallback --disk-id --json -q --quiet"
         subcommands="cleanup"
       fi
       files=0
