@@ -16,6 +16,7 @@
 #include "evmdk/contract/pmem.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/compose.h"
+#include "evmdk/host/compose/disk_id.h"
 #include "evmdk/host/compose/gpt.h"
 #include "evmdk/host/compose/pmem_attach.h"
 #include "evmdk/host/hook/hook.h"
@@ -211,6 +212,36 @@ TEST_F(ComposePmemTest, OneLayerIsThePaddedLayer) {
   EXPECT_THAT(result.storages[0].options,
               Contains("X-erofs-vmdk.erofs-uuid=00000000-0000-4000-8000-0000000000e1"));
   EXPECT_THAT(result.storages[0].options, Not(Contains(HasSubstr("partuuid"))));
+}
+
+// compose warns, naming the layer and the mkfs.erofs option, when DAX would mostly not serve a
+// layer (files with inlined tails go wholly through the page cache); a layer built with
+// -Enoinline_data gets no warning. The disk is written either way.
+TEST_F(ComposePmemTest, LayerDaxWouldMostlyNotServeIsWarnedAbout) {
+  test::make_tree(dir / "dax.d", {{"data/big", std::string(3 * 4096 + 100, 'x')},
+                                  {"etc/conf", std::string(5000, 'c')}});
+  test::make_erofs(dir / "dax.d", dir / "dax.erofs", "00000000-0000-4000-8000-0000000000e3",
+                   {"-Enoinline_data"});
+  test::make_erofs(dir / "dax.d", dir / "tails.erofs", "00000000-0000-4000-8000-0000000000e4");
+  ComposeResult good = compose(pmem_options(dir / "good", {dir / "dax.erofs"}));
+  EXPECT_TRUE(good.warnings.empty()) << good.warnings.front();
+  ComposeResult tails = compose(
+      pmem_options(dir / "tails", {dir / "dax.erofs", dir / "tails.erofs"}));
+  ASSERT_EQ(tails.warnings.size(), 1u);
+  EXPECT_THAT(tails.warnings[0],
+              AllOf(HasSubstr("layer 1"), HasSubstr("tails.erofs"), HasSubstr("-Enoinline_data")));
+  EXPECT_TRUE(fs::exists(dir / "tails/disk.img"));
+  // Without pmem nothing is analysed or warned about.
+  ComposeOptions blk = pmem_options(dir / "blk", {dir / "tails.erofs"});
+  blk.pmem.attach = DiskAttach::Blk;
+  EXPECT_TRUE(compose(blk).warnings.empty());
+}
+
+// A pmem disk is found by scanning pmem devices, never by a GPT disk GUID.
+TEST_F(ComposePmemTest, DiskIdGptGuidIsRefused) {
+  ComposeOptions options = pmem_options(dir / "out");
+  options.disk_id = DiskId::GptGuid;
+  EXPECT_THAT(refusal(options), AllOf(HasSubstr("--attach pmem"), HasSubstr("--disk-id gpt-guid")));
 }
 
 TEST_F(ComposePmemTest, VmdkFormatIsRefused) {

@@ -213,6 +213,8 @@ void run_compose(const ComposeArgs& args) {
                fmt::join(verity.unprotected(), ", "));
   }
   if (!result.format_note.empty()) fmt::print(stderr, "erofs-vmdk: {}\n", result.format_note);
+  for (const auto& warning : result.warnings)
+    fmt::print(stderr, "erofs-vmdk: warning: {}\n", warning);
   if (args.quiet) return;
   if (args.json) {
     fmt::print("{}\n", host::to_json(result.layout).dump(2));

@@ -7,6 +7,8 @@
 #include "evmdk/contract/verity_options.h"
 #include "evmdk/error.h"
 #include "evmdk/host/compose/compose.h"
+#include "evmdk/host/erofs/dax_coverage.h"
+#include "evmdk/input_file.h"
 #include "evmdk/qemu.h"
 
 namespace evmdk::host {
@@ -179,8 +181,31 @@ void add_pmem_attach_json(nlohmann::json& qemu, const PmemAttachInputs& in) {
   }
 }
 
+namespace {
+
+// What DAX will not serve of each EROFS layer (a flat disk's fsmeta holds every inode; its blobs
+// hold data only). The walk is advisory: a layer it cannot read gets a warning, not a failure.
+void add_dax_warnings(ComposeResult& result) {
+  for (const auto& layer : result.layers) {
+    if (!layer.is_erofs) continue;
+    std::string name = fmt::format("layer {} ({})", layer.index, layer.path);
+    try {
+      InputFile file = open_input_file(layer.path, name);
+      DaxCoverage coverage =
+          dax_coverage(file.fd.get(), 0, static_cast<uint64_t>(file.st.st_size), name);
+      if (auto warning = dax_coverage_warning(coverage, name)) result.warnings.push_back(*warning);
+    } catch (const std::exception& error) {
+      result.warnings.push_back(
+          fmt::format("{}: cannot tell how much of it DAX serves: {}", name, error.what()));
+    }
+  }
+}
+
+}  // namespace
+
 void finish_pmem_outputs(ComposeResult& result, const ComposeOptions& options) {
   if (!options.pmem.enabled()) return;
+  add_dax_warnings(result);
   for (auto& storage : result.storages) make_pmem_storage(storage, options.pmem);
   PmemAttachInputs inputs;
   inputs.disk_path = result.disk_path;

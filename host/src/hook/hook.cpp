@@ -480,6 +480,8 @@ class HookRun {
   void compose_groups() {
     for (const auto& group : groups_) {
       ComposeResult composed = compose(group.options);
+      for (const auto& warning : composed.warnings)
+        format_notes_.push_back(group.name + ": " + warning);
       if (!composed.format_note.empty()) {
         format_notes_.push_back(group.name + ": " + composed.format_note);
       }

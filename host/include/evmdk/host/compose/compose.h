@@ -137,6 +137,10 @@ struct ComposeResult {
   std::optional<RawImageReport> raw_report;
   // auto: why the VMDK was chosen instead of a raw image (empty when raw was chosen).
   std::string format_note;
+  // --attach pmem: each layer that DAX would mostly not serve (dax_coverage_warning), or whose
+  // coverage could not be read, with the mkfs.erofs option that fixes it. Advisory: the disk
+  // is still written.
+  std::vector<std::string> warnings;
 };
 
 // Probes every layer, plans the disk and returns it without writing anything.
