@@ -386,7 +386,7 @@ struct PmemDevice {
   std::string pci_addr;  // optional PCI slot ("0x10"): pmemN numbering follows PCI probe order
   // Non-empty: the -object/-device arguments as given (compose's qemu.json "pmem" "args"),
   // used as they are; `size` (then required) still counts toward maxmem, `file` only names it.
-  std::vector<std::string> args;
+  std::vector<std::string> args = {};
 };
 
 struct GuestConfig {
