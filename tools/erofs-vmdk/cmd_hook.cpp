@@ -23,6 +23,8 @@ struct HookArgs {
   std::string verity = "auto";
   std::string disk_format = "vmdk";
   bool allow_copy = false;
+  std::string attach = "blk";
+  std::string dax_fallback = "error";
   std::string cleanup_id;
   std::string cleanup_state_dir;
 };
@@ -59,6 +61,15 @@ void register_hook_commands(CLI::App& app) {
       ->capture_default_str();
   hook->add_flag("--allow-copy", args->allow_copy,
                  "--disk-format raw: copy (and report) what cannot be shared by reflink");
+  hook->add_option("--attach", args->attach,
+                   "lower disks for blk (virtio-blk)|pmem (virtio-pmem with DAX, raw disk.img "
+                   "padded to 2 MiB; see docs/pmem.md)")
+      ->check(CLI::IsMember({"blk", "pmem"}))
+      ->capture_default_str();
+  hook->add_option("--dax-fallback", args->dax_fallback,
+                   "--attach pmem: a guest mount without DAX is an error|warn")
+      ->check(CLI::IsMember({"error", "warn"}))
+      ->capture_default_str();
   add_json_always_flag(hook);
   auto hook_quiet = add_quiet_flag(hook);
   hook->require_subcommand(0, 1);
@@ -80,7 +91,7 @@ void register_hook_commands(CLI::App& app) {
     }
   });
 
-  hook->callback([args, cleanup, hook_quiet] {
+  hook->callback([args, hook, cleanup, hook_quiet] {
     if (cleanup->parsed()) return;
     if (args->id.empty()) throw Error("hook: --id is required");
     if (args->state_dir.empty()) throw Error("hook: --state-dir is required");
@@ -90,6 +101,22 @@ void register_hook_commands(CLI::App& app) {
     request.verity = host::parse_verity_policy(args->verity);
     request.disk_format = host::parse_disk_format(args->disk_format, "--disk-format");
     request.allow_copy = args->allow_copy;
+    request.attach = host::parse_disk_attach(args->attach);
+    const bool pmem = request.attach == host::DiskAttach::Pmem;
+    if (pmem) {
+      request.dax_fallback = host::parse_dax_fallback(args->dax_fallback);
+      // --attach pmem implies raw images unless --disk-format says otherwise.
+      if (hook->get_option("--disk-format")->count() == 0) {
+        request.disk_format = host::DiskFormat::Raw;
+      }
+      if (request.disk_format == host::DiskFormat::Vmdk) {
+        throw Error(
+            "--attach pmem with --disk-format vmdk: QEMU maps a file into the guest, "
+            "not a VMDK descriptor (use --disk-format raw or auto)");
+      }
+    } else if (hook->get_option("--dax-fallback")->count() > 0) {
+      throw Error("--dax-fallback is only for --attach pmem");
+    }
     const std::string origin = args->mounts == "-" ? std::string("<stdin>") : args->mounts;
     request.mounts = host::parse_mount_list_text(read_input(args->mounts), origin);
     auto document = host::run_hook(request);

@@ -189,11 +189,53 @@ struct ComposeArgs {
   uint32_t first_fdset = 1;
   std::string serial;
   std::string verity = "auto";  // dm-verity policy (host/verity_compose.h)
-  std::string format = "vmdk";
+  std::string format = "vmdk";  // --attach pmem: raw unless given
+  bool format_given = false;
   bool allow_copy = false;
+  std::string attach = "blk";
+  std::string dax_fallback = "error";
+  bool dax_fallback_given = false;
+  std::string pmem_pci_addr;
   bool json = false;
   bool quiet = false;
 };
+
+// --attach pmem and its options, and what it does to --format and --verity (docs/pmem.md).
+// Returns the verity policy to apply; prints a note when auto leaves sidecars unused.
+host::VerityPolicy apply_attach_args(const ComposeArgs& args, host::ComposeOptions& options) {
+  options.pmem.attach = host::parse_disk_attach(args.attach);
+  host::VerityPolicy verity = host::parse_verity_policy(args.verity);
+  if (!options.pmem.enabled()) {
+    if (args.dax_fallback_given || !args.pmem_pci_addr.empty()) {
+      throw Error("{} is only for --attach pmem",
+                  args.dax_fallback_given ? "--dax-fallback" : "--pmem-pci-addr");
+    }
+    return verity;
+  }
+  options.pmem.dax_fallback = host::parse_dax_fallback(args.dax_fallback);
+  options.pmem.pci_address = args.pmem_pci_addr;
+  if (!args.format_given) options.format = host::DiskFormat::Raw;
+  if (options.format == host::DiskFormat::Vmdk) {
+    throw Error(
+        "--attach pmem with --format vmdk: QEMU maps a file into the guest, not a VMDK "
+        "descriptor (use --format raw or auto)");
+  }
+  if (verity == host::VerityPolicy::kOn) {
+    throw Error("--attach pmem with --verity on: {}", host::kDaxVerityConflict);
+  }
+  if (verity == host::VerityPolicy::kAuto) {
+    std::vector<std::string> unused;
+    for (const auto& layer : options.layers) {
+      if (fs::exists(host::verity_sidecar_path(layer.path))) unused.push_back(layer.path);
+    }
+    if (!unused.empty()) {
+      fmt::print(stderr,
+                 "erofs-vmdk: --verity=auto with --attach pmem: dm-verity not used for {} ({})\n",
+                 fmt::join(unused, ", "), host::kDaxVerityConflict);
+    }
+  }
+  return host::VerityPolicy::kOff;
+}
 
 void run_compose(const ComposeArgs& args) {
   host::ComposeOptions options;
@@ -206,7 +248,7 @@ void run_compose(const ComposeArgs& args) {
   options.format = host::parse_disk_format(args.format);
   options.allow_copy = args.allow_copy;
   for (const auto& layer : args.layers) options.layers.push_back({layer, {}});
-  auto verity = host::apply_verity_policy(options, host::parse_verity_policy(args.verity));
+  auto verity = host::apply_verity_policy(options, apply_attach_args(args, options));
   host::ComposeResult result = host::compose(options);
   // Only now: a compose that fails (a missing layer) prints its error and nothing before it.
   if (verity.policy == host::VerityPolicy::kAuto && !verity.unprotected().empty()) {
@@ -226,6 +268,10 @@ void run_compose(const ComposeArgs& args) {
   }
   fmt::print("composed {} layer(s) in {} mode: {} ({} sectors, serial {})\n", result.layers.size(),
              host::to_string(result.mode), result.disk_path, result.disk_sectors, result.serial);
+  if (options.pmem.enabled()) {
+    fmt::print("  attach as virtio-pmem: {} bytes (VM maxmem >= RAM + {}), see qemu.json\n",
+               result.disk_sectors * 512, result.disk_sectors * 512);
+  }
   for (const auto& layer : result.layers) {
     if (layer.partition_number) {
       fmt::print("  partition {} LBA {}+{} PARTUUID {} <- {}\n", *layer.partition_number,
@@ -269,21 +315,40 @@ void register_host_commands(CLI::App& app) {
                    "(refuse a layer without one); see docs/verity.md")
       ->check(CLI::IsMember({"off", "auto", "on"}))
       ->capture_default_str();
-  compose
-      ->add_option("--format", args->format,
-                   "gpt/flat disk as: vmdk (descriptor over the layers)|raw (disk.img, layers "
-                   "shared by reflink)|auto (raw where reflinks work, else vmdk)")
-      ->check(CLI::IsMember({"vmdk", "raw", "auto"}))
-      ->capture_default_str();
+  auto* format =
+      compose
+          ->add_option("--format", args->format,
+                       "gpt/flat disk as: vmdk (descriptor over the layers)|raw (disk.img, layers "
+                       "shared by reflink)|auto (raw where reflinks work, else vmdk)")
+          ->check(CLI::IsMember({"vmdk", "raw", "auto"}))
+          ->capture_default_str();
   compose->add_flag("--allow-copy", args->allow_copy,
                     "--format raw: copy (and report) what cannot be shared by reflink");
+  compose
+      ->add_option("--attach", args->attach,
+                   "how the VM gets the disk: blk (virtio-blk)|pmem (virtio-pmem with DAX: "
+                   "raw disk.img padded to 2 MiB; see docs/pmem.md)")
+      ->check(CLI::IsMember({"blk", "pmem"}))
+      ->capture_default_str();
+  auto* dax_fallback = compose
+                           ->add_option("--dax-fallback", args->dax_fallback,
+                                        "--attach pmem: a guest mount without DAX is an error|warn")
+                           ->check(CLI::IsMember({"error", "warn"}))
+                           ->capture_default_str();
+  compose->add_option("--pmem-pci-addr", args->pmem_pci_addr,
+                      "--attach pmem: the PCI function DDDD:BB:DD.F the VMM places the device at "
+                      "(default: the guest scans)");
   compose->add_flag("--json", args->json, "print layout.json");
   add_quiet_flag(compose, args->quiet);
   compose
       ->add_option("LAYER", args->layers,
                    "layer images (flat mode: the fsmeta, then its device blobs in slot order)")
       ->required();
-  compose->callback([args] { run_compose(*args); });
+  compose->callback([args, format, dax_fallback] {
+    args->format_given = format->count() > 0;
+    args->dax_fallback_given = dax_fallback->count() > 0;
+    run_compose(*args);
+  });
 }
 
 }  // namespace evmdk::cli

@@ -204,6 +204,10 @@ struct Planner {
       table.partitions.push_back({gpt::linux_filesystem_type(), partuuid, layer.first_lba,
                                   result.disk_sectors - 1, 0, layer.partition_name});
     }
+    if (options.pmem.enabled()) {  // pad to 2 MiB: the backup GPT goes at the new end
+      uint64_t tail = gpt::tail_sectors(table.entry_count);
+      add_gap(pmem_padded_sectors(result.disk_sectors + tail) - tail - result.disk_sectors);
+    }
     uint64_t tail_start = result.disk_sectors;
     table.total_sectors = tail_start + gpt::tail_sectors(table.entry_count);
     Sha256 disk_sha;
@@ -460,17 +464,19 @@ struct Planner {
 
   // --format raw|auto for gpt/flat disks: raw where every layer can be shared into the output
   // directory (or copying is allowed); auto falls back to the VMDK and says why.
+  // --attach pmem: always raw (raw mode too: disk.img is the padded layer), as --format raw.
   void choose_format() {
-    if (options.format == DiskFormat::Vmdk || result.mode == ComposeMode::Raw) return;
+    const bool pmem = options.pmem.enabled();
+    if (!pmem && (options.format == DiskFormat::Vmdk || result.mode == ComposeMode::Raw)) return;
+    const DiskFormat format = pmem ? DiskFormat::Raw : options.format;
     std::string problem = raw_sharing_problem(result, result.output_dir);
-    if (problem.empty() || (options.format == DiskFormat::Raw && options.allow_copy)) {
+    if (problem.empty() || (format == DiskFormat::Raw && options.allow_copy)) {
       result.raw_image = true;
       result.disk_format = "raw";
-    } else if (options.format == DiskFormat::Raw) {
-      throw Error(
-          "--format raw: {}; pass --allow-copy to copy what cannot be shared, or use "
-          "--format vmdk (or auto)",
-          problem);
+    } else if (format == DiskFormat::Raw) {
+      throw Error("{}: {}; pass --allow-copy to copy what cannot be shared{}",
+                  pmem ? "--attach pmem needs a raw image" : "--format raw", problem,
+                  pmem ? "" : ", or use --format vmdk (or auto)");
     } else {
       result.format_note = fmt::format("--format auto chose vmdk: {}", problem);
     }
@@ -538,6 +544,7 @@ struct Planner {
     if (!flat_order && options.order == LayerOrder::BottomFirst) {
       std::reverse(inputs_.begin(), inputs_.end());
     }
+    check_pmem_options(options, inputs_);
 
     std::vector<ComposedLayer> layers;
     for (size_t i = 0; i < inputs.size(); ++i) {
@@ -608,8 +615,14 @@ struct Planner {
         break;
       case ComposeMode::Auto: break;
     }
+    if (options.pmem.enabled()) {  // gpt padded before its tail (plan_gpt)
+      if (mode != ComposeMode::Gpt)
+        add_gap(pmem_padded_sectors(result.disk_sectors) - result.disk_sectors);
+      check_pmem_layout(result);
+    }
     choose_format();
     finish_outputs();
+    finish_pmem_outputs(result, options);
     return std::move(result);
   }
 };

@@ -84,6 +84,7 @@ json to_json(const Layout& layout) {
   out["layers"] = std::move(layers);
   out["extents"] = std::move(extents);
   if (!layout.raw_image.is_null()) out["raw_image"] = layout.raw_image;
+  if (!layout.attach.empty()) out["attach"] = layout.attach;
   return out;
 }
 
@@ -96,6 +97,7 @@ Layout layout_from_json(const json& document, const std::string& name) {
     layout.serial = document.value("serial", "");
     layout.disk_sectors = document.value("disk_sectors", uint64_t{0});
     layout.disk_guid = document.value("disk_guid", "");
+    layout.attach = document.value("attach", "");
     if (document.contains("entry_count"))
       layout.entry_count = document.at("entry_count").get<uint32_t>();
     for (const auto& l : document.at("layers")) {

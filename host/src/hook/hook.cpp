@@ -53,6 +53,13 @@ json mounts_to_json(const std::vector<ContainerdMount>& mounts) {
   return out;
 }
 
+// --attach pmem changes every lower disk: a retry with another attach is another request.
+std::string pmem_digest_suffix(const HookRequest& request) {
+  if (request.attach != DiskAttach::Pmem) return "";  // blk: the digest it always had
+  return fmt::format("\nattach=pmem dax-fallback={}",
+                     contract::dax_fallback_name(request.dax_fallback));
+}
+
 std::string describe_mount(const std::vector<ContainerdMount>& mounts, size_t index) {
   return fmt::format("mount {} (type '{}')", index, mounts[index].type);
 }
@@ -238,7 +245,18 @@ class HookRun {
     dir_ = (fs::path(state_dir_) / request.id).string();
     plan_ = plan_mounts(request.mounts);
     input_digest_ = sha256_hex(mounts_to_json(request.mounts).dump() +
-                               "\nverity=" + std::string(to_string(request.verity)));
+                               "\nverity=" + std::string(to_string(request.verity)) +
+                               pmem_digest_suffix(request));
+    if (request.attach == DiskAttach::Pmem) {
+      if (request.verity == VerityPolicy::kOn) {
+        throw Error("--attach pmem with --verity on: {}", kDaxVerityConflict);
+      }
+      if (request.verity == VerityPolicy::kAuto) {
+        format_notes_.push_back(
+            fmt::format("--attach pmem: layers are used without dm-verity, sidecars or not ({})",
+                        kDaxVerityConflict));
+      }
+    }
   }
 
   json run() {
@@ -257,6 +275,11 @@ class HookRun {
     std::optional<VerityLayerInfo> image;
     std::vector<std::optional<VerityLayerInfo>> devices;  // an fsmeta's device= blobs
   };
+
+  // The policy for layers without X-containerd.dmverity: none with --attach pmem (DAX).
+  VerityPolicy lower_policy() const {
+    return request_.attach == DiskAttach::Pmem ? VerityPolicy::kOff : request_.verity;
+  }
 
   std::string describe(size_t mount_index) const {
     return describe_mount(request_.mounts, mount_index);
@@ -334,7 +357,10 @@ class HookRun {
         throw_with_context(error, what);
       }
       try {
-        VerityPolicy policy = request_.verity;
+        VerityPolicy policy = lower_policy();
+        if (lower.dmverity_sidecar && request_.attach == DiskAttach::Pmem) {
+          throw Error("{} with --attach pmem: {}", marker::kContainerdDmverity, kDaxVerityConflict);
+        }
         if (lower.dmverity_sidecar && request_.verity != VerityPolicy::kOff) {
           if (*lower.dmverity_sidecar != verity_sidecar_path(lower.image)) {
             throw Error("{}={} must be the layer's own sidecar {}", marker::kContainerdDmverity,
@@ -350,7 +376,7 @@ class HookRun {
       for (size_t d = 0; d < lower.devices.size(); ++d) {
         try {
           verity_[i].devices.push_back(verity_layer_under_policy(
-              devices[d], lower.devices[d], request_.verity, "layer " + lower.devices[d]));
+              devices[d], lower.devices[d], lower_policy(), "layer " + lower.devices[d]));
         } catch (const std::exception& error) {
           throw_with_context(error, fmt::format("{}: device={}", what, lower.devices[d]));
         }
@@ -393,6 +419,8 @@ class HookRun {
       group.options.serial = serial_for(request_.id, group.name);
       group.options.format = request_.disk_format;
       group.options.allow_copy = request_.allow_copy;
+      group.options.pmem.attach = request_.attach;
+      group.options.pmem.dax_fallback = request_.dax_fallback;
     }
   }
 
@@ -449,6 +477,7 @@ class HookRun {
       disks_.push_back(disk_json(group.role, composed.disk_path, composed.disk_format, true,
                                  composed.serial, false,
                                  with_device_id(composed.qemu, composed.serial)));
+      if (group.options.pmem.enabled()) disks_.back()["attach"] = to_string(request_.attach);
       if (composed.storages.size() != group.guest_indices.size()) {
         throw Error("compose of {} returned {} storages for {} lowers", group.name,
                     composed.storages.size(), group.guest_indices.size());
@@ -609,7 +638,7 @@ class HookRun {
   const HookRequest& request_;
   std::string state_dir_;
   std::vector<std::string> format_notes_;  // --disk-format auto chose vmdk, and why
-  std::string dir_;  // <state-dir>/<id>
+  std::string dir_;                        // <state-dir>/<id>
   HookPlan plan_;
   std::string input_digest_;         // of the mount list and the verity policy
   std::vector<LowerVerity> verity_;  // per planned lower

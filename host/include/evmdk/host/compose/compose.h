@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "evmdk/host/compose/layout.h"
+#include "evmdk/host/compose/pmem_attach.h"
 #include "evmdk/host/compose/raw_image.h"
 #include "evmdk/host/erofs/probe.h"
 #include "evmdk/host/verity/verity.h"
@@ -62,6 +63,9 @@ struct ComposeOptions {
   DiskFormat format = DiskFormat::Vmdk;
   // Raw image: copy (and report) what cannot be shared instead of refusing.
   bool allow_copy = false;
+  // virtio-pmem (pmem_attach.h): a raw image (disk.img, also in raw mode) padded to 2 MiB,
+  // pmem storages with DAX, qemu.json's "pmem"; refused with format Vmdk and with dm-verity.
+  PmemAttachOptions pmem;
 };
 
 inline constexpr size_t kMaxSerialBytes = 20;

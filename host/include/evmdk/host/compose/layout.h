@@ -84,6 +84,8 @@ struct Layout {
   // A raw image of a gpt/flat disk (format raw, disk names disk.img): the assembly report
   // (to_json(RawImageReport)); null otherwise. Extents then say where its bytes came from.
   nlohmann::json raw_image;
+  // "pmem" for a disk composed for virtio-pmem (--attach pmem); empty (not written) for blk.
+  std::string attach;
   bool operator==(const Layout&) const = default;
 };
 

@@ -37,6 +37,11 @@ struct HookRequest {
   // auto needs the state directory on the snapshotter's XFS/btrfs); see compose's --format.
   DiskFormat disk_format = DiskFormat::Vmdk;
   bool allow_copy = false;
+  // Pmem: every lower disk a raw image for virtio-pmem with DAX (compose's --attach pmem;
+  // disk_format must then be Raw or Auto). dm-verity is not used (verity on is refused, a
+  // layer with X-containerd.dmverity too); the upper stays virtio-blk. See docs/pmem.md.
+  DiskAttach attach = DiskAttach::Blk;
+  contract::DaxFallback dax_fallback = contract::DaxFallback::Error;
 };
 
 // The printed document (also written to <state-dir>/<id>/hook.json):
