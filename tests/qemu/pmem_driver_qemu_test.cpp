@@ -96,7 +96,7 @@ class PmemDriver : public QemuTest {
   void SetUp() override {
     QemuTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    EVMDK_REQUIRE_TOOLS("qemu-img", "sgdisk", "sha256sum");
+    EVMDK_REQUIRE_TOOLS("sgdisk", "sha256sum");
   }
 };
 
@@ -109,8 +109,7 @@ TEST_F(PmemDriver, GuestMountReadsPmemLowersThroughDaxAndReportsFallbacks) {
   std::vector<std::string> layers{work + "/top.erofs", work + "/base.erofs"};
   test::make_erofs(work + "/trees/top", layers[0], {}, {"-Enoinline_data"});
   test::make_erofs(work + "/trees/base", layers[1], {}, {"-Enoinline_data"});
-  auto disk = compose_pmem_disk(work + "/disk", "gpt", layers, work);
-  RecordProperty("disk_by_compose_attach_pmem", disk.by_compose ? "yes" : "no (harness path)");
+  auto disk = compose_pmem_disk(work + "/disk", "gpt", layers);
   ASSERT_EQ(disk.storages.size(), 2u) << disk.storages.dump(2);
   for (const auto& storage : disk.storages) {
     EXPECT_EQ(storage["driver"], "nvdimm") << storage.dump();

@@ -32,7 +32,7 @@ class PmemFlat : public QemuTest {
   void SetUp() override {
     QemuTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    EVMDK_REQUIRE_TOOLS("qemu-img", "fsck.erofs");
+    EVMDK_REQUIRE_TOOLS("fsck.erofs");
     EVMDK_REQUIRE_CLI("guest", "mount");
   }
 };
@@ -41,10 +41,9 @@ TEST_F(PmemFlat, FlatPmemDiskMountsWithDaxInFlatDeviceModeElseAsTheStorageSays) 
   const std::string work = temp_.path();
   // Real mkfs.erofs images: chunk-based files (DAX-able, no inlined tails) in two blobs.
   auto fixture = make_two_device_flat(work, "6c0ffee0-0000-4000-8000-0000000fda7a");
-  auto disk = compose_pmem_disk(work + "/disk", "flat", {fixture.fsmeta, fixture.blob1, fixture.blob2},
-                                work);
+  auto disk =
+      compose_pmem_disk(work + "/disk", "flat", {fixture.fsmeta, fixture.blob1, fixture.blob2});
   ASSERT_EQ(disk.storages.size(), 1u) << disk.storages.dump(2);
-  RecordProperty("disk_by_compose_attach_pmem", disk.by_compose ? "yes" : "no (harness path)");
   make_ext4_disk(path("upper.img"), 32, work);
 
   GuestConfig cfg = config("pmem-flat");

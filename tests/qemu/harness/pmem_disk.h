@@ -30,11 +30,11 @@ struct PmemRawDisk {
   std::string sgdisk_verify;   // `sgdisk -v` of the result ("No problems found" when right)
 };
 
-// Writes `image` from the composed VMDK: raw bytes, padded, backup GPT at the new end (gpt
-// false: a flat disk, no GPT: padding only). Throws HarnessError naming the step that failed.
+// Writes `image` from the composed VMDK: raw bytes, padded, backup GPT at the new end. Throws
+// HarnessError naming the step that failed.
 inline PmemRawDisk make_pmem_raw_disk(const std::filesystem::path& vmdk,
                                       const std::filesystem::path& image,
-                                      const std::filesystem::path& scratch, bool gpt = true) {
+                                      const std::filesystem::path& scratch) {
   namespace fs = std::filesystem;
   auto step = [&](const std::vector<std::string>& argv) {
     auto result = run_command(argv, scratch, std::chrono::seconds(300));
@@ -52,7 +52,6 @@ inline PmemRawDisk make_pmem_raw_disk(const std::filesystem::path& vmdk,
   disk.unpadded_size = fs::file_size(image);
   disk.size = round_up_to_pmem_alignment(disk.unpadded_size);
   fs::resize_file(image, disk.size);  // zeros: the end of a GPT disk is free space anyway
-  if (!gpt) return disk;
   if (disk.size != disk.unpadded_size) step({"sgdisk", "-e", image.string()});
   disk.sgdisk_verify = step({"sgdisk", "-v", image.string()});
   if (disk.sgdisk_verify.find("No problems found") == std::string::npos) {
