@@ -73,8 +73,8 @@ std::string resolve_disk(DiskCache& cache, const LowerPlan& lower,
     auto it = cache.disks.find(key);
     if (it != cache.disks.end()) return it->second;
   }
-  std::string disk = lower.pmem ? find_pmem_device(lower, timeout)
-                                : find_disk(lower.storage->source, timeout);
+  std::string disk =
+      lower.pmem ? find_pmem_device(lower, timeout) : find_disk(lower.storage->source, timeout);
   std::lock_guard lock(cache.mutex);
   cache.disks[key] = disk;
   return disk;
@@ -191,7 +191,10 @@ class LowerMount {
     } else {
       mount_multi_device();
     }
-    if (lower_.dax) {  // EROFS falls back to the page cache silently: mountinfo tells
+    if (dax_fallback_) {  // mounted through slices without DAX, as the storage allows
+      outcome_.dax[target_] = "fallback";
+      outcome_.warnings.push_back(*dax_fallback_);
+    } else if (lower_.dax) {  // EROFS falls back to the page cache silently: mountinfo tells
       auto warning = check_dax_took_effect(lower_, device_, target_);
       outcome_.dax[target_] = warning ? "fallback" : "always";
       if (warning) outcome_.warnings.push_back(*warning);
@@ -274,18 +277,23 @@ class LowerMount {
   // from the primary device at mapped_blkaddr when no device= is given; older ones refuse such
   // a mount (EINVAL; 6.1 also refuses the tar-index layer's empty device tag), and then get
   // read-only loop slices plus device= options. With dm-verity every device must be read
-  // through its verity device, so only the device= form will do.
+  // through its verity device, so only the device= form will do. A DAX lower (on pmem) gets
+  // flat-device mode or nothing: loop slices cannot do DAX (mount_dax_flat_device_mode).
   void mount_multi_device() {
     check_device_table_verity();
     check_device_ranges();
     bool any_verity = lower_.verity || !lower_.device_verity.empty();
     std::string flat_error =
         any_verity ? "not tried: dm-verity needs device= options" : "not tried";
-    if (request_.try_flat_device_mode && !any_verity && mount_flat_device_mode(flat_error)) {
+    std::string base_data = lower_.mount.data;
+    if (lower_.dax) {  // the plan refused DAX with dm-verity
+      if (mount_dax_flat_device_mode(flat_error)) return;
+      base_data = without_dax(base_data);
+    } else if (request_.try_flat_device_mode && !any_verity && mount_flat_device_mode(flat_error)) {
       return;
     }
     std::string source = set_up_fsmeta();
-    std::string data = device_options();
+    std::string data = device_options(base_data);
     if (!mount_erofs(source, data)) {
       std::string error = mount_error("EROFS", source, target_, data);
       throw Error("{} (flat-device mount failed first: {}){}", error, flat_error,
@@ -371,6 +379,27 @@ class LowerMount {
     return true;
   }
 
+  // A DAX lower with extra devices: flat-device mode where the kernel has it. Without it
+  // (an old kernel: refused before any mount is tried; or the kernel refused the flat mount),
+  // the storage's dax-fallback says: error throws, warn records the warning in dax_fallback_
+  // and returns false, and the caller mounts through loop slices without dax=always.
+  bool mount_dax_flat_device_mode(std::string& why_not) {
+    std::string release = kernel_release();
+    std::string why;
+    if (!request_.try_flat_device_mode) {
+      why = "flat-device mode was turned off for this mount";
+    } else if (!kernel_has_flat_device_mode(release)) {
+      why = "this kernel has no flat-device mode";
+    } else if (mount_flat_device_mode(why_not)) {
+      return true;
+    } else {
+      why = "the kernel refused the flat-device mount (" + why_not + ")";
+    }
+    dax_fallback_ = refuse_or_warn_flat_dax(lower_, device_, release, why);
+    why_not = why;
+    return false;
+  }
+
   // The device to mount: the disk, or the fsmeta's dm-verity device.
   std::string set_up_fsmeta() {
     if (!lower_.verity) return device_;
@@ -384,8 +413,7 @@ class LowerMount {
 
   // The mount data with one device=<path> per extra device: a loop slice of the disk at the
   // slot's mapped_blkaddr, or a dm-verity device over one.
-  std::string device_options() {
-    std::string data = lower_.mount.data;
+  std::string device_options(std::string data) {
     for (size_t i = 0; i < superblock_.devices.size(); ++i) {
       unsigned slot = static_cast<unsigned>(i + 1);
       std::string path = set_up_device_slot(slot, superblock_.devices[i], device_ranges_.at(i));
@@ -450,8 +478,9 @@ class LowerMount {
   std::string disk_;
   std::optional<PartitionInfo> partition_;
   std::string device_;  // what holds the image: the disk, its partition, or a slice of it
-  std::vector<DeviceRange> device_ranges_;  // of each extra device, checked to lie on device_
-  ErofsImage superblock_;                   // the image's superblock and device table
+  std::vector<DeviceRange> device_ranges_;   // of each extra device, checked to lie on device_
+  ErofsImage superblock_;                    // the image's superblock and device table
+  std::optional<std::string> dax_fallback_;  // why a DAX lower went through slices (warn)
   LowersOutcome outcome_;
   // Declared before the verity devices, so those (which read through the slices) go first.
   LoopDevice partition_slice_;

@@ -2,9 +2,11 @@
 #include "pmem_device.h"
 
 #include <sys/stat.h>
+#include <sys/utsname.h>
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <filesystem>
 #include <thread>
 #include <vector>
@@ -203,6 +205,58 @@ std::optional<std::string> check_dax_took_effect(const LowerPlan& lower, const s
       lower.storage_number, lower.storage->source, device, target, options);
   if (lower.dax->fallback == contract::DaxFallback::Warn) return what;
   throw Error("{}; {}=error refuses the fallback", what, marker::kDaxFallback);
+}
+
+std::string kernel_release() {
+  struct utsname name {};
+  if (::uname(&name) != 0) throw_errno("uname");
+  return name.release;
+}
+
+std::optional<std::pair<int, int>> kernel_major_minor(const std::string& release) {
+  int major = 0, minor = 0;
+  const char* end = release.data() + release.size();
+  auto first = std::from_chars(release.data(), end, major);
+  if (first.ec != std::errc() || first.ptr == end || *first.ptr != '.') return std::nullopt;
+  auto second = std::from_chars(first.ptr + 1, end, minor);
+  if (second.ec != std::errc() || second.ptr == first.ptr + 1) return std::nullopt;
+  return std::pair{major, minor};
+}
+
+bool kernel_has_flat_device_mode(const std::string& release) {
+  auto version = kernel_major_minor(release);
+  return !version || *version >= kFlatDeviceModeKernel;
+}
+
+std::string refuse_or_warn_flat_dax(const LowerPlan& lower, const std::string& device,
+                                    const std::string& release, const std::string& why) {
+  std::string what = fmt::format(
+      "storage #{} '{}': {} holds a multi-device (flat, fsmeta) EROFS image; DAX on one pmem "
+      "device needs the kernel's EROFS flat-device mode (Linux {}.{} or later), but {} (guest "
+      "kernel {}); the only other way, loop slices passed as device=, cannot do DAX",
+      lower.storage_number, lower.storage->source, device, kFlatDeviceModeKernel.first,
+      kFlatDeviceModeKernel.second, why, release);
+  if (lower.dax && lower.dax->fallback == contract::DaxFallback::Warn) {
+    return fmt::format("{}; mounted through loop slices without DAX, as {}=warn allows", what,
+                       marker::kDaxFallback);
+  }
+  throw Error(
+      "{}; {}=error refuses that: compose a gpt disk (--mode gpt) for this kernel, or boot a "
+      "kernel with flat-device mode",
+      what, marker::kDaxFallback);
+}
+
+std::string without_dax(const std::string& data) {
+  std::string out;
+  size_t start = 0;
+  while (start <= data.size()) {
+    size_t comma = data.find(',', start);
+    if (comma == std::string::npos) comma = data.size();
+    std::string option = data.substr(start, comma - start);
+    if (!option.empty() && option != "dax=always") out += (out.empty() ? "" : ",") + option;
+    start = comma + 1;
+  }
+  return out;
 }
 
 }  // namespace evmdk::guest::detail

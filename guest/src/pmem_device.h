@@ -7,6 +7,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "evmdk/guest/plan.h"
 
@@ -36,5 +37,36 @@ std::string disk_cache_key(const LowerPlan& lower);
 // rollback unmounts it); nullopt when DAX took effect.
 std::optional<std::string> check_dax_took_effect(const LowerPlan& lower, const std::string& device,
                                                  const std::string& target);
+
+// ---- A DAX lower whose image has extra devices on its one pmem device (a flat fsmeta disk).
+// DAX needs every device of the mount to be a pmem device: only the kernel's EROFS
+// flat-device mode (the extra devices read from the primary device at their mapped_blkaddr;
+// Linux 6.4 added it) reads them from the pmem device itself. The other way, loop slices passed
+// as device= (what the virtio-blk path does on older kernels), gives devices without DAX.
+
+// The first kernel with flat-device mode.
+inline constexpr std::pair<int, int> kFlatDeviceModeKernel{6, 4};
+
+// This guest's kernel release (uname -r).
+std::string kernel_release();
+
+// (major, minor) of a kernel release ("6.1.0-57-amd64" -> 6, 1); nullopt when it does not
+// start with two numbers.
+std::optional<std::pair<int, int>> kernel_major_minor(const std::string& release);
+
+// Whether kernel `release` has flat-device mode. A release that does not parse counts as
+// having it: the flat mount is tried, and a refusal is handled as for an old kernel.
+bool kernel_has_flat_device_mode(const std::string& release);
+
+// When flat-device mode is not available to such a lower on `device` (`why`: the kernel is too
+// old, or refused the mount): dax-fallback=error throws, before anything is mounted, naming the
+// storage, the device, the kernel and what works instead (a gpt disk, or a kernel with
+// flat-device mode); dax-fallback=warn returns the warning, and the caller mounts through loop
+// slices without dax=always.
+std::string refuse_or_warn_flat_dax(const LowerPlan& lower, const std::string& device,
+                                    const std::string& release, const std::string& why);
+
+// Mount data with the dax=always option taken out (for the slices of a DAX fallback).
+std::string without_dax(const std::string& data);
 
 }  // namespace evmdk::guest::detail

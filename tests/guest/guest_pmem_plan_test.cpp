@@ -1,6 +1,8 @@
 // Lowers on virtio-pmem in the plan (no root): driver nvdimm and its two sources, the DAX
-// markers with hostile values refused, DAX with dm-verity refused up front saying why; and the
-// contract's encode/decode pair the host writes them with.
+// markers with hostile values refused, DAX with dm-verity refused up front saying why; a flat
+// (fsmeta) image on one pmem device per kernel (flat-device mode from 6.4; before, refused or
+// read through loop slices without DAX, as the storage says); and the contract's encode/decode
+// pair the host writes them with.
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 
@@ -12,6 +14,7 @@
 #include "evmdk/contract/verity_options.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/plan.h"
+#include "../../guest/src/pmem_device.h"  // the driver's private flat-pmem rules
 
 namespace evmdk::guest {
 namespace {
@@ -176,6 +179,73 @@ TEST(ContractPmem, EncodersReadBackThroughTheDecoders) {
   EXPECT_EQ(contract::encode_pmem_source({"0000:00:10.0"}), "pmem-pci:0000:00:10.0");
   EXPECT_THROW(contract::encode_pmem_source({"0000:00:10"}), Error);
   EXPECT_FALSE(contract::decode_dax_options({"ro", "X-erofs-vmdk.daxx=always"}, "t"));
+}
+
+TEST(GuestPmemFlat, KernelReleasesParseToMajorMinor) {
+  using detail::kernel_major_minor;
+  EXPECT_EQ(kernel_major_minor("6.1.0-57-amd64"), (std::pair{6, 1}));
+  EXPECT_EQ(kernel_major_minor("6.12.95+deb12-amd64"), (std::pair{6, 12}));
+  EXPECT_EQ(kernel_major_minor("6.4"), (std::pair{6, 4}));
+  EXPECT_EQ(kernel_major_minor("10.0-rc1"), (std::pair{10, 0}));
+  for (std::string odd : {"", "6", "6.", "6-1", "x6.1", ".1", "6.x"}) {
+    EXPECT_FALSE(kernel_major_minor(odd)) << odd;
+  }
+  EXPECT_FALSE(kernel_major_minor("99999999999999999999.1")) << "out of range";
+}
+
+TEST(GuestPmemFlat, FlatDeviceModeFromLinux64) {
+  using detail::kernel_has_flat_device_mode;
+  EXPECT_FALSE(kernel_has_flat_device_mode("6.1.0-57-amd64"));  // the lanes' Debian 12 kernel
+  EXPECT_FALSE(kernel_has_flat_device_mode("6.3.13"));
+  EXPECT_FALSE(kernel_has_flat_device_mode("5.15.0-91-generic"));
+  EXPECT_TRUE(kernel_has_flat_device_mode("6.4.0"));
+  EXPECT_TRUE(kernel_has_flat_device_mode("6.12.95+deb12-amd64"));  // the backports kernel
+  EXPECT_TRUE(kernel_has_flat_device_mode("7.0.1"));
+  // Unknown: try the flat mount; a refusal is then handled as on an old kernel.
+  EXPECT_TRUE(kernel_has_flat_device_mode("custom"));
+}
+
+// A flat pmem lower on a kernel without flat-device mode: error refuses before any mount,
+// naming the storage, the device, the kernel and what works; warn gives the warning.
+TEST(GuestPmemFlat, WithoutFlatDeviceModeErrorRefusesAndWarnWarns) {
+  Storage flat{"nvdimm",
+               {},
+               "pmem-scan",
+               "erofs",
+               {"ro", "X-kata.overlay-lower",
+                "X-erofs-vmdk.erofs-uuid=6c0ffee0-0000-4000-8000-00000000f1a7",
+                "X-erofs-vmdk.dax=always"},
+               ""};
+  Plan plan = make_plan({flat});
+  std::string refused;
+  try {
+    (void)detail::refuse_or_warn_flat_dax(plan.lowers[0], "/dev/pmem0", "6.1.0-57-amd64",
+                                          "this kernel has no flat-device mode");
+  } catch (const Error& error) {
+    refused = error.what();
+  }
+  for (std::string expected :
+       {"storage #0 'pmem-scan': /dev/pmem0 holds a multi-device (flat, fsmeta) EROFS image",
+        "needs the kernel's EROFS flat-device mode (Linux 6.4 or later)",
+        "this kernel has no flat-device mode (guest kernel 6.1.0-57-amd64)",
+        "loop slices passed as device=, cannot do DAX",
+        "X-erofs-vmdk.dax-fallback=error refuses that: compose a gpt disk (--mode gpt)"}) {
+    EXPECT_NE(refused.find(expected), std::string::npos) << refused;
+  }
+  flat.options.push_back("X-erofs-vmdk.dax-fallback=warn");
+  Plan warn = make_plan({flat});
+  std::string warning = detail::refuse_or_warn_flat_dax(
+      warn.lowers[0], "/dev/pmem0", "6.1.0-57-amd64", "this kernel has no flat-device mode");
+  EXPECT_NE(warning.find("guest kernel 6.1.0-57-amd64"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("mounted through loop slices without DAX, as "
+                         "X-erofs-vmdk.dax-fallback=warn allows"),
+            std::string::npos)
+      << warning;
+  // The slices are mounted with the lower's data minus dax=always.
+  EXPECT_EQ(warn.lowers[0].mount.data, "dax=always");
+  EXPECT_EQ(detail::without_dax(warn.lowers[0].mount.data), "");
+  EXPECT_EQ(detail::without_dax("acl,dax=always,user_xattr"), "acl,user_xattr");
+  EXPECT_EQ(detail::without_dax("dax=alwaysx,,dax=always"), "dax=alwaysx");
 }
 
 }  // namespace

@@ -1,14 +1,14 @@
-// Issue 18 through the real `erofs-vmdk guest mount`: a composed GPT disk as virtio-pmem, its
-// lowers found without a serial (one by PCI address, one by scanning for its PARTUUID), mounted
-// with dax=always and confirmed in mountinfo, overlaid with an ext4 upper; reading a 200 MiB
-// file of the rootfs leaves the guest's Cached where it was, while the same storages over
-// virtio-blk fill it. And the silent fallback (a partition not 4 KiB aligned) reported as the
-// storage says: dax-fallback=error fails naming the storage and rolls back, warn mounts and
-// records the warning.
+// Issue 18 through the real `erofs-vmdk guest mount`: a GPT disk composed for virtio-pmem
+// (`compose --attach pmem`: its disk.img, storage.json and qemu.json "pmem" arguments as they
+// are; pmem_compose.h), its lowers found without a serial (by scanning for their PARTUUIDs),
+// mounted with dax=always and confirmed in mountinfo, overlaid with an ext4 upper; reading a
+// 200 MiB file of the rootfs leaves the guest's Cached where it was, while the same disk over
+// virtio-blk fills it. And the silent fallback (a partition not 4 KiB aligned, found by PCI
+// address) reported as the storage says: dax-fallback=error fails naming the storage and rolls
+// back, warn mounts and records the warning.
 #include <fstream>
 
-#include "harness/pmem_disk.h"
-#include "scenario.h"
+#include "pmem_compose.h"
 
 namespace evmdk::qemu {
 namespace {
@@ -43,14 +43,17 @@ std::string sha256_file(const fs::path& path) {
   return sum.out.substr(0, 64);
 }
 
-// compose's lower storages, as a pmem host would give them: driver nvdimm, the top layer by
-// PCI address and the others by scan, DAX asked for.
-nlohmann::json as_pmem(nlohmann::json storages, const std::string& pci_address) {
-  for (size_t i = 0; i < storages.size(); ++i) {
-    auto& storage = storages[i];
-    storage["driver"] = "nvdimm";
-    storage["source"] = i == 0 ? "pmem-pci:" + pci_address : std::string("pmem-scan");
-    storage["options"].push_back("X-erofs-vmdk.dax=always");
+// The pmem lowers as virtio-blk storages of the same disk attached with `serial`: driver blk,
+// no DAX markers (the comparison).
+nlohmann::json as_blk(nlohmann::json storages, const std::string& serial) {
+  for (auto& storage : storages) {
+    storage["driver"] = "blk";
+    storage["source"] = "serial:" + serial;
+    nlohmann::json options = nlohmann::json::array();
+    for (const auto& option : storage["options"]) {
+      if (option.get<std::string>().rfind("X-erofs-vmdk.dax", 0) != 0) options.push_back(option);
+    }
+    storage["options"] = options;
   }
   return storages;
 }
@@ -93,7 +96,7 @@ class PmemDriver : public QemuTest {
   void SetUp() override {
     QemuTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    EVMDK_REQUIRE_TOOLS("qemu-img", "sgdisk", "sha256sum");
+    EVMDK_REQUIRE_TOOLS("sgdisk", "sha256sum");
   }
 };
 
@@ -106,8 +109,12 @@ TEST_F(PmemDriver, GuestMountReadsPmemLowersThroughDaxAndReportsFallbacks) {
   std::vector<std::string> layers{work + "/top.erofs", work + "/base.erofs"};
   test::make_erofs(work + "/trees/top", layers[0], {}, {"-Enoinline_data"});
   test::make_erofs(work + "/trees/base", layers[1], {}, {"-Enoinline_data"});
-  ComposedDisk composed = compose_disk(work + "/disk", host::ComposeMode::Gpt, layers);
-  auto disk = make_pmem_raw_disk(composed.dir + "/disk.vmdk", work + "/disk.img", work);
+  auto disk = compose_pmem_disk(work + "/disk", "gpt", layers);
+  ASSERT_EQ(disk.storages.size(), 2u) << disk.storages.dump(2);
+  for (const auto& storage : disk.storages) {
+    EXPECT_EQ(storage["driver"], "nvdimm") << storage.dump();
+    EXPECT_EQ(storage["source"], "pmem-scan") << storage.dump();
+  }
 
   // One partition at sector 2049: 512-byte aligned, not 4 KiB: DAX silently falls back.
   test::make_tree(work + "/trees/misaligned", {{"etc/layer", "misaligned\n"}});
@@ -134,15 +141,15 @@ TEST_F(PmemDriver, GuestMountReadsPmemLowersThroughDaxAndReportsFallbacks) {
   cfg.memory_mib = 768;  // room for the 200 MiB the virtio-blk read puts in the page cache
   cfg.timeout = std::chrono::seconds(600);
   cfg.extra_modules = pmem_module_names();
-  cfg.pmem_devices = {{disk.image, 0, "0x10"}, {misaligned, 0, "0x0c"}};
-  // The same raw disk over virtio-blk, with compose's serial: compose's storages as they are.
-  cfg.drives = {{disk.image, "raw", true, composed.serial},
+  cfg.pmem_devices = {disk.device, {misaligned, 0, "0x0c"}};
+  // The same raw disk over virtio-blk, the same lowers as blk storages.
+  cfg.drives = {{disk.device.file, "raw", true, "evmdk-pmem-as-blk"},
                 upper_drive(path("upper-pmem.img")),
                 {path("upper-blk.img"), "raw", false, "evmdk-upper-blk"}};
 
-  nlohmann::json pmem = as_pmem(composed.storages, "0000:00:10.0");
+  nlohmann::json pmem = disk.storages;  // compose's, as they are
   pmem.push_back(upper_storage());
-  nlohmann::json blk = composed.storages;
+  nlohmann::json blk = as_blk(disk.storages, "evmdk-pmem-as-blk");
   blk.push_back(upper_storage("evmdk-upper-blk"));
   GuestJob job = scenario_job(pmem.dump(2),
                               std::string(kMeasureShell) + fmt::format(R"SH(

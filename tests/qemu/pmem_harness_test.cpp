@@ -44,6 +44,19 @@ TEST(PmemHarness, MaxmemIsRamPlusTheDeviceSizes) {
   EXPECT_EQ(args.args, expected);
 }
 
+// compose's qemu.json "pmem" "args" go to QEMU as they are; their size still counts.
+TEST(PmemHarness, ArgumentsGivenAsTheyAreStillCountTowardMaxmem) {
+  std::vector<std::string> composed{"-object", "memory-backend-file,id=evmdk-x-mem,size=4194304",
+                                    "-device", "virtio-pmem-pci,memdev=evmdk-x-mem,id=evmdk-x"};
+  PmemDevice device{"/nowhere/disk.img", 4u << 20, ""};
+  device.args = composed;
+  auto args = pmem_attach_args(512, {device});
+  EXPECT_EQ(args.memory, "512M,slots=1,maxmem=516M");
+  EXPECT_EQ(args.args, composed);
+  device.size = 0;
+  EXPECT_THROW(pmem_attach_args(512, {device}), HarnessError) << "args without size";
+}
+
 TEST(PmemHarness, SizesBelowAMiBRoundMaxmemUp) {
   test::TempDir temp;
   std::string image = temp / "odd.img";

@@ -384,6 +384,9 @@ struct PmemDevice {
   fs::path file;
   uint64_t size = 0;     // bytes mapped; 0: the file's size
   std::string pci_addr;  // optional PCI slot ("0x10"): pmemN numbering follows PCI probe order
+  // Non-empty: the -object/-device arguments as given (compose's qemu.json "pmem" "args"),
+  // used as they are; `size` (then required) still counts toward maxmem, `file` only names it.
+  std::vector<std::string> args = {};
 };
 
 struct GuestConfig {
@@ -437,6 +440,11 @@ inline PmemAttachArgs pmem_attach_args(int memory_mib, const std::vector<PmemDev
     if (total + size < total) throw HarnessError("pmem devices: total size overflows");
     total += size;
     std::string id = fmt::format("pmem{}", index++);
+    if (!device.args.empty()) {
+      if (device.size == 0) throw HarnessError("pmem device " + device.file.string() + ": args without size");
+      out.args.insert(out.args.end(), device.args.begin(), device.args.end());
+      continue;
+    }
     out.args.push_back("-object");
     out.args.push_back(
         fmt::format("memory-backend-file,id={}-mem,share=on,readonly=on,mem-path={},size={}", id,
