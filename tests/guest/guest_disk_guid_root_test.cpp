@@ -5,6 +5,8 @@
 // unchanged. Also: a GUID no disk has times out naming the source, the same GUID on two disks
 // is refused naming both (never a guess), and a malformed source is refused at plan time. The
 // hook's --disk-id gpt-guid: two containers of one image in one guest each find their own disk.
+#include <unistd.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -41,6 +43,9 @@ Composed compose_disk(const TempDir& temp, unsigned tag, const std::string& motd
   options.format = host::DiskFormat::Raw;
   options.allow_copy = true;
   options.disk_id = host::DiskId::GptGuid;
+  // Unique per test process: ctest runs these tests in parallel, and two processes attaching
+  // disks of one GUID at once would make each other's lookups ambiguous.
+  options.disk_guid_salt = fmt::format("test process {} disk {}", ::getpid(), tag);
   LayerSpec top, base;
   top.files = {{"etc/motd", motd}};
   top.whiteouts = {"etc/old"};
