@@ -28,15 +28,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 // The guest plan's parameters as contract::VerityOptions, field by field (the same type once
 // the guest has adopted the contract, a twin before).

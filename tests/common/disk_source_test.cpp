@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "test_support.h"
 #include "evmdk/contract/disk_source.h"
 #include "evmdk/error.h"
 #include "evmdk/guest/block_device.h"
@@ -13,15 +14,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST(DiskSource, RoundTrip) {
   ondisk::Guid guid{};

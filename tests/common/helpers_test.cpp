@@ -26,15 +26,7 @@ namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST(Digest, Sha256MatchesSha256sum) {
   EVMDK_REQUIRE_TOOLS("sha256sum");

@@ -36,15 +36,7 @@ std::span<const uint8_t> superblock_of(const std::string& image) {
   return byte_view(image).subspan(erofs::kSuperblockOffset);
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 void put(std::string& bytes, size_t offset, uint64_t value, size_t width) {
   for (size_t i = 0; i < width; ++i) bytes[offset + i] = static_cast<char>(value >> (8 * i));

@@ -63,15 +63,6 @@ Composed compose_disk(const TempDir& temp, unsigned tag, const std::string& motd
   return {result.storages, result.disk_guid, result.disk_path};
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
-
 class GuestDiskGuid : public ::testing::Test {
  protected:
   void SetUp() override {

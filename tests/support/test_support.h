@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "evmdk/error.h"
+
 namespace evmdk::test {
 
 bool in_ci();  // CI=true in the environment
@@ -55,6 +57,17 @@ void make_tree(const std::string& root, const std::map<std::string, std::string>
 // optional fixed UUID). Throws on failure with mkfs.erofs's output.
 void make_erofs(const std::string& source_dir, const std::string& image,
                 const std::string& uuid = {}, const std::vector<std::string>& extra_args = {});
+
+// The message of the evmdk::Error that `f` throws, or "(no error)" (for EXPECT_THAT on it).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "(no error)";
+}
 
 }  // namespace evmdk::test
 
