@@ -143,7 +143,8 @@ TEST(GuestPlan, ReadOnlyUpperOnlyBehindAReadOnlyBind) {
   what = refusal({lower(), read_only_upper({})});
   EXPECT_NE(what.find("a writable overlay needs a writable upper"), std::string::npos) << what;
   // The writable upper's bind stays writable.
-  Plan writable = make_plan({upper({"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper"})});
+  std::vector<Storage> writable_storages{upper({"X-erofs-vmdk.rootfs-bind={{ mount 0 }}/upper"})};
+  Plan writable = make_plan(writable_storages);
   EXPECT_FALSE(writable.read_only);
   EXPECT_EQ(writable.upper_mount.flags & MS_RDONLY, 0u);
 }

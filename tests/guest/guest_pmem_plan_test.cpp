@@ -63,12 +63,14 @@ TEST(GuestPmemPlan, DaxLowerOnAPmemDeviceMountsWithDaxAlways) {
 }
 
 TEST(GuestPmemPlan, PmemWithoutDaxAndBlkLowersAreUnchanged) {
-  Plan plan = make_plan({pmem_lower("pmem-scan")});
+  std::vector<Storage> storages{pmem_lower("pmem-scan")};
+  Plan plan = make_plan(storages);
   ASSERT_TRUE(plan.lowers[0].pmem);
   EXPECT_FALSE(plan.lowers[0].dax);
   EXPECT_EQ(plan.lowers[0].mount.data, "");
   Storage blk{"blk", {}, "serial:evmdk-layers", "erofs", {"ro", "X-kata.overlay-lower"}, ""};
-  Plan plain = make_plan({blk});
+  std::vector<Storage> plain_storages{blk};
+  Plan plain = make_plan(plain_storages);
   EXPECT_FALSE(plain.lowers[0].pmem);
   EXPECT_FALSE(plain.lowers[0].dax);
 }
@@ -216,7 +218,9 @@ TEST(GuestPmemFlat, WithoutFlatDeviceModeErrorRefusesAndWarnWarns) {
                 "X-erofs-vmdk.erofs-uuid=6c0ffee0-0000-4000-8000-00000000f1a7",
                 "X-erofs-vmdk.dax=always"},
                ""};
-  Plan plan = make_plan({flat});
+  // The plan points into the storages it was made from: they must outlive it.
+  std::vector<Storage> storages{flat};
+  Plan plan = make_plan(storages);
   std::string refused;
   try {
     (void)detail::refuse_or_warn_flat_dax(plan.lowers[0], "/dev/pmem0", "6.1.0-57-amd64",
@@ -233,7 +237,8 @@ TEST(GuestPmemFlat, WithoutFlatDeviceModeErrorRefusesAndWarnWarns) {
     EXPECT_NE(refused.find(expected), std::string::npos) << refused;
   }
   flat.options.push_back("X-erofs-vmdk.dax-fallback=warn");
-  Plan warn = make_plan({flat});
+  std::vector<Storage> warn_storages{flat};
+  Plan warn = make_plan(warn_storages);
   std::string warning = detail::refuse_or_warn_flat_dax(
       warn.lowers[0], "/dev/pmem0", "6.1.0-57-amd64", "this kernel has no flat-device mode");
   EXPECT_NE(warning.find("guest kernel 6.1.0-57-amd64"), std::string::npos) << warning;
