@@ -72,6 +72,8 @@ struct Plan {
 // Classifies and validates `storages` (which must outlive the plan: it points into them).
 // Throws evmdk::Error naming the storage (#index 'source') and the option or rule at fault.
 Plan make_plan(const std::vector<Storage>& storages);
+// A temporary would be gone before the plan is used: refused at compile time.
+Plan make_plan(std::vector<Storage>&& storages) = delete;
 
 // Checks one X-erofs-vmdk.overlay-option value against the allowlist (redirect_dir, metacopy,
 // index, xino, nfs_export with their documented values; uidmap/gidmap as containerd's
