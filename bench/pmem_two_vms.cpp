@@ -62,23 +62,6 @@ void run_or_throw(const std::vector<std::string>& argv, const fs::path& scratch)
   if (r.status != 0) throw HarnessError(argv[0] + " failed: " + r.output);
 }
 
-void write_noise(const fs::path& path, uint64_t size) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  uint64_t x = 0x9e3779b97f4a7c15ULL;
-  std::string chunk(kMiB, '\0');
-  for (uint64_t done = 0; done < size; done += chunk.size()) {
-    for (size_t i = 0; i < chunk.size(); i += 8) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      for (size_t b = 0; b < 8; ++b) chunk[i + b] = static_cast<char>(x >> (8 * b));
-    }
-    out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-  }
-  if (!out.flush()) throw HarnessError("cannot write " + path.string());
-}
-
 // kB value of a "Name:   N kB" line in a /proc file.
 uint64_t proc_kib(const std::string& text, const std::string& name) {
   std::istringstream lines(text);
@@ -363,7 +346,7 @@ int main() {
     Workspace work;
     fmt::print("accelerator: {}, kernel {}, qemu {}\n", env.kvm ? "kvm" : "tcg", env.kernel_version,
                env.qemu.string());
-    write_noise(work.dir / "tree/big.bin", kFileBytes);
+    write_noise_file(work.dir / "tree/big.bin", kFileBytes, 0);
     run_or_throw({"mkfs.erofs", "--quiet", "-T", "0", "-Enoinline_data",
                   (work.dir / "layer.erofs").string(), (work.dir / "tree").string()},
                  work.dir);

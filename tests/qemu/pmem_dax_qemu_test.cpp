@@ -34,25 +34,7 @@ std::string sha256_file(const fs::path& path) {
 
 // Deterministic incompressible bytes, written in 1 MiB pieces; returns their SHA-256 (hex).
 std::string write_noise(const fs::path& path, uint64_t size, uint32_t seed) {
-  fs::create_directories(path.parent_path());
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    uint64_t x = 0x9e3779b97f4a7c15ULL * (seed + 1);
-    std::string chunk(kMiB, '\0');
-    for (uint64_t done = 0; done < size;) {
-      uint64_t n = std::min<uint64_t>(chunk.size(), size - done);
-      for (uint64_t i = 0; i < n; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        for (uint64_t b = 0; b < 8 && i + b < n; ++b)
-          chunk[i + b] = static_cast<char>(x >> (8 * b));
-      }
-      out.write(chunk.data(), static_cast<std::streamsize>(n));
-      done += n;
-    }
-    if (!out.flush()) throw HarnessError("cannot write " + path.string());
-  }
+  write_noise_file(path, size, seed);
   return sha256_file(path);
 }
 

@@ -19,24 +19,6 @@ constexpr uint64_t kMiB = 1u << 20;
 constexpr uint64_t kBigFileBytes = 200 * kMiB;
 constexpr const char* kMisalignedPartUuid = "5e5e5e5e-2222-4000-8000-000000000001";
 
-// Deterministic incompressible bytes (mkfs.erofs stores them plain either way).
-void write_noise(const fs::path& path, uint64_t size, uint32_t seed) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  uint64_t x = 0x9e3779b97f4a7c15ULL * (seed + 1);
-  std::string chunk(kMiB, '\0');
-  for (uint64_t done = 0; done < size; done += chunk.size()) {
-    for (size_t i = 0; i < chunk.size(); i += 8) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      for (size_t b = 0; b < 8; ++b) chunk[i + b] = static_cast<char>(x >> (8 * b));
-    }
-    out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-  }
-  if (!out.flush()) throw HarnessError("cannot write " + path.string());
-}
-
 std::string sha256_file(const fs::path& path) {
   auto sum = test::run({"sha256sum", path.string()});
   if (sum.exit_code != 0 || sum.out.size() < 64) throw HarnessError("sha256sum: " + sum.err);
@@ -102,7 +84,7 @@ class PmemDriver : public QemuTest {
 
 TEST_F(PmemDriver, GuestMountReadsPmemLowersThroughDaxAndReportsFallbacks) {
   const std::string work = temp_.path();
-  write_noise(work + "/trees/top/big.bin", kBigFileBytes, 1);
+  write_noise_file(work + "/trees/top/big.bin", kBigFileBytes, 1);
   const std::string big_sha = sha256_file(work + "/trees/top/big.bin");
   test::make_tree(work + "/trees/top", {{"etc/layer", "top\n"}});
   test::make_tree(work + "/trees/base", {{"etc/layer", "base\n"}, {"etc/base-only", "base\n"}});

@@ -10,7 +10,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "process.h"
@@ -21,6 +23,28 @@ inline constexpr uint64_t kPmemAlignment = 2u << 20;  // nd_pmem maps in 2 MiB s
 
 inline uint64_t round_up_to_pmem_alignment(uint64_t size) {
   return (size + kPmemAlignment - 1) / kPmemAlignment * kPmemAlignment;
+}
+
+// Deterministic incompressible bytes (xorshift64 from `seed`), written in 1 MiB pieces: a file
+// mkfs.erofs stores plain, so DAX can serve it (the pmem scenarios and the two-VM benchmark).
+inline void write_noise_file(const std::filesystem::path& path, uint64_t size, uint32_t seed) {
+  constexpr uint64_t kPiece = 1u << 20;
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  uint64_t x = 0x9e3779b97f4a7c15ULL * (seed + 1);
+  std::string chunk(kPiece, '\0');
+  for (uint64_t done = 0; done < size;) {
+    uint64_t n = std::min<uint64_t>(chunk.size(), size - done);
+    for (uint64_t i = 0; i < n; i += 8) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      for (uint64_t b = 0; b < 8 && i + b < n; ++b) chunk[i + b] = static_cast<char>(x >> (8 * b));
+    }
+    out.write(chunk.data(), static_cast<std::streamsize>(n));
+    done += n;
+  }
+  if (!out.flush()) throw HarnessError("cannot write " + path.string());
 }
 
 struct PmemRawDisk {
