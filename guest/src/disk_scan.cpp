@@ -44,7 +44,7 @@ size_t logical_block_size(const fs::path& sys_dir) {
 enum class Read { Match, Other, Failed };
 
 Read check_disk(const std::string& node, size_t block, const ondisk::Guid& guid) {
-  UniqueFd fd(::open(node.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  UniqueFd fd(::open(node.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW));
   struct stat st {};
   if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISBLK(st.st_mode)) return Read::Failed;
   std::vector<uint8_t> sector(block);
